@@ -1,0 +1,254 @@
+"""The broker: dispatches socket requests to ops, stores messages, and parks ``recv`` until a message comes.
+
+A parked ``recv`` sleeps on a per-recipient condition that ``send`` signals right after its commit, so it wakes
+within milliseconds and never polls the database in a loop. It also wakes when the earliest lease of its inbox
+lapses, so a message whose harness died comes again without anyone sending.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from sqlalchemy import and_, func, or_, select, update
+
+from . import store as db
+from .errors import HiveError, bad_request, forbidden, not_found
+from .transport import Identity
+
+if TYPE_CHECKING:
+    from .service import Hive
+
+log = logging.getLogger(__name__)
+
+ROLES_ALL = frozenset({"agent", "manager", "operator"})
+ROLES_AGENTS = frozenset({"agent", "manager"})
+ROLES_MANAGER = frozenset({"manager"})
+ROLES_OPERATOR = frozenset({"operator"})
+SYSTEM = "system"
+OPERATOR = "operator"
+
+
+@dataclass(frozen=True)
+class Op:
+    """One request type of the wire protocol: ``handler(hive, identity, args) -> result`` and who may call it."""
+
+    handler: Callable[["Hive", Identity, dict], Any]
+    roles: frozenset = ROLES_ALL
+    help: str = ""
+
+
+def message_dict(row) -> dict:
+    out = {"id": row.id, "from": row.sender, "to": row.recipient, "kind": row.kind, "body": row.body,
+           "sent_at": db.iso(row.sent_at)}
+    data = db.loads_json(getattr(row, "data", None))
+    if data is not None:
+        out["data"] = data
+    return out
+
+
+# --- argument checking, shared by every op ---------------------------------------------------------------
+
+_MISSING = object()
+
+
+def arg(args: dict, name: str, kind, default: Any = _MISSING, *, nullable: bool = False) -> Any:
+    """The argument ``name`` of a request, checked against ``kind``; a clear bad_request otherwise."""
+    if name not in args or (args[name] is None and default is not _MISSING):
+        if default is _MISSING:
+            raise bad_request(f'missing argument "{name}"')
+        return default
+    value = args[name]
+    if value is None and nullable:
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        want = " or ".join({str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+                            list: "a list", dict: "an object"}[k] for k in kinds)
+        raise bad_request(f'argument "{name}" must be {want}')
+    return value
+
+
+def no_extra_args(args: dict, allowed: Iterable[str]) -> None:
+    extra = sorted(set(args) - set(allowed))
+    if extra:
+        raise bad_request(f"unknown argument(s) {', '.join(extra)} (this op takes: {', '.join(sorted(allowed)) or 'none'})")
+
+
+class Broker:
+    def __init__(self, hive: "Hive"):
+        self.hive = hive
+        self.ops: dict[str, Op] = {}
+        self._lock = threading.Lock()
+        self._conds: dict[str, threading.Condition] = {}
+        self._generation: dict[str, int] = {}
+        self._closing = False
+
+    # --- dispatch ---------------------------------------------------------------------------------------
+
+    def register(self, ops: dict[str, Op]) -> None:
+        for name, op in ops.items():
+            if name in self.ops:
+                raise RuntimeError(f"two plugins define the op {name!r}")
+            self.ops[name] = op
+
+    def handle(self, identity: Identity, request: dict) -> dict:
+        name = request.get("op")
+        if not isinstance(name, str):
+            raise bad_request('request needs an "op" string')
+        op = self.ops.get(name)
+        if op is None:
+            known = ", ".join(sorted(n for n, o in self.ops.items() if identity.role in o.roles))
+            raise bad_request(f'unknown op "{name}" (known: {known})')
+        if identity.role not in op.roles:
+            who = " or ".join(sorted(op.roles))
+            raise forbidden(f'op "{name}" is not available to {identity.name} (it is for: {who})')
+        args = {k: v for k, v in request.items() if k != "op"}
+        return {"ok": True, "result": op.handler(self.hive, identity, args)}
+
+    # --- messages ---------------------------------------------------------------------------------------
+
+    def send(self, sender: str, recipient: str, body: str, *, kind: str = "message",
+             data: dict | None = None, check_policy: bool = True) -> int:
+        """Store one message durably, wake whoever waits for it, and return its id."""
+        hive = self.hive
+        if not isinstance(body, str):
+            raise bad_request('"body" must be a string')
+        limit = hive.config.broker.max_message_bytes
+        size = len(body.encode("utf-8"))
+        if size > limit:
+            raise HiveError("too_large", f"message body is {size} bytes; the limit is {limit} (maxMessageBytes)")
+        known = hive.recipients()
+        if recipient not in known:
+            raise not_found(f'unknown recipient "{recipient}" (known: {", ".join(sorted(known))})')
+        if check_policy:
+            reason = hive.pm.hook.authorize_send(hive=hive, sender=sender, recipient=recipient, body=body)
+            if reason:
+                raise forbidden(reason)
+        ts = time.time()
+        with hive.store.write() as conn:
+            msg_id = conn.execute(db.messages.insert().values(
+                sender=sender, recipient=recipient, kind=kind, body=body,
+                data=None if data is None else json.dumps(data), sent_at=ts, deliveries=0,
+            )).inserted_primary_key[0]
+        self.wake(recipient)
+        message = {"id": msg_id, "from": sender, "to": recipient, "kind": kind, "body": body,
+                   "sent_at": db.iso(ts)}
+        if data is not None:
+            message["data"] = data
+        try:
+            hive.pm.hook.message_stored(hive=hive, message=message)
+        except Exception:  # an observer must never turn a stored message into a failed send
+            log.exception("a message_stored hook failed for message %s", msg_id)
+        return msg_id
+
+    def event(self, recipient: str, body: str, **data: Any) -> int | None:
+        """Store an event from ``system`` (no policy); None when the recipient is gone."""
+        try:
+            return self.send(SYSTEM, recipient, body, kind="event", data=data or None, check_policy=False)
+        except HiveError as e:
+            log.warning("event to %s not stored: %s", recipient, e.message)
+            return None
+
+    def recv(self, recipient: str, *, wait_seconds: float | None = None, max_messages: int = 1,
+             lease_seconds: float | None = None) -> dict:
+        cfg = self.hive.config.broker
+        wait = min(float(wait_seconds or 0), float(cfg.recv_max_wait_seconds))
+        lease = float(lease_seconds or cfg.lease_seconds)
+        deadline = time.monotonic() + wait
+        cond = self._cond(recipient)
+        while True:
+            with cond:
+                generation = self._generation.get(recipient, 0)
+            found, unread, next_expiry = self._lease(recipient, max_messages, lease)
+            remaining = deadline - time.monotonic()
+            if found or remaining <= 0 or self._closing:
+                return {"messages": found, "unread": unread}
+            timeout = remaining
+            if next_expiry is not None:
+                timeout = max(0.0, min(timeout, next_expiry - time.time() + 0.001))
+            with cond:
+                if self._generation.get(recipient, 0) == generation and not self._closing:
+                    cond.wait(timeout)
+
+    def _lease(self, recipient: str, limit: int, lease: float) -> tuple[list[dict], int, float | None]:
+        m = db.messages
+        ts = time.time()
+        eligible = and_(m.c.recipient == recipient, m.c.acked_at.is_(None),
+                        or_(m.c.lease_until.is_(None), m.c.lease_until <= ts))
+        with self.hive.store.read() as conn:
+            any_waiting = conn.execute(select(m.c.id).where(eligible).limit(1)).first()
+            if any_waiting is None:
+                next_expiry = conn.execute(select(func.min(m.c.lease_until)).where(
+                    m.c.recipient == recipient, m.c.acked_at.is_(None), m.c.lease_until > ts)).scalar()
+                return [], 0, next_expiry
+        with self.hive.store.write() as conn:
+            ts = time.time()
+            eligible = and_(m.c.recipient == recipient, m.c.acked_at.is_(None),
+                            or_(m.c.lease_until.is_(None), m.c.lease_until <= ts))
+            rows = conn.execute(select(m).where(eligible).order_by(m.c.id).limit(limit)).all()
+            if rows:
+                conn.execute(update(m).where(m.c.id.in_([r.id for r in rows]))
+                             .values(lease_until=ts + lease, deliveries=m.c.deliveries + 1))
+            unread = conn.execute(select(func.count()).select_from(m).where(eligible)).scalar()
+        return [message_dict(r) for r in rows], unread, None
+
+    def ack(self, recipient: str, ids: list[int]) -> int:
+        if not ids:
+            return 0
+        m = db.messages
+        with self.hive.store.write() as conn:
+            result = conn.execute(update(m).where(m.c.recipient == recipient, m.c.id.in_(ids),
+                                                  m.c.acked_at.is_(None)).values(acked_at=time.time()))
+        return result.rowcount
+
+    def status(self, recipient: str) -> dict:
+        m = db.messages
+        ts = time.time()
+        with self.hive.store.read() as conn:
+            leased = conn.execute(select(func.count()).select_from(m).where(
+                m.c.recipient == recipient, m.c.acked_at.is_(None), m.c.lease_until > ts)).scalar()
+            pending = conn.execute(select(func.count()).select_from(m).where(
+                m.c.recipient == recipient, m.c.acked_at.is_(None))).scalar()
+        return {"unread": pending - leased, "leased": leased}
+
+    def requeue_leased(self) -> int:
+        """At start: whatever was leased by a harness of the previous run comes again."""
+        m = db.messages
+        with self.hive.store.write() as conn:
+            return conn.execute(update(m).where(m.c.acked_at.is_(None), m.c.lease_until.is_not(None))
+                                .values(lease_until=None)).rowcount
+
+    def inbox(self, recipient: str, limit: int = 50) -> list[dict]:
+        """The last ``limit`` messages to ``recipient``, newest last (for the operator's inbox)."""
+        m = db.messages
+        with self.hive.store.read() as conn:
+            rows = conn.execute(select(m).where(m.c.recipient == recipient)
+                                .order_by(m.c.id.desc()).limit(limit)).all()
+        return [message_dict(r) for r in reversed(rows)]
+
+    # --- waking ----------------------------------------------------------------------------------------
+
+    def _cond(self, recipient: str) -> threading.Condition:
+        with self._lock:
+            cond = self._conds.get(recipient)
+            if cond is None:
+                cond = self._conds[recipient] = threading.Condition()
+            return cond
+
+    def wake(self, recipient: str) -> None:
+        cond = self._cond(recipient)
+        with cond:
+            self._generation[recipient] = self._generation.get(recipient, 0) + 1
+            cond.notify_all()
+
+    def close(self) -> None:
+        self._closing = True
+        with self._lock:
+            conds = list(self._conds.items())
+        for name, _ in conds:
+            self.wake(name)

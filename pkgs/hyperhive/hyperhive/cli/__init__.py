@@ -1,0 +1,39 @@
+"""The ``hyperhive`` command line. Each concern adds its verbs from its own module of this package."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import click
+
+COMMAND_MODULES = ("service", "operator", "client", "questions", "approvals", "agent")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="hyperhive")
+def main(verbose: int) -> None:
+    """hyperhive: a contained, reviewable swarm of Claude Code agents.
+
+    Operator verbs (list, send, inbox, ...) talk to the running service over its host socket, found from
+    --config FILE, $HYPERHIVE_CONFIG, or /etc/hyperhive/hive.json.
+    """
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    if os.environ.get("HYPERHIVE_LOG"):
+        level = getattr(logging, os.environ["HYPERHIVE_LOG"].upper(), level)
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"{__name__}.{_name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{_name}":
+            raise
+        continue
+    for _command in getattr(_module, "COMMANDS", ()):
+        main.add_command(_command)

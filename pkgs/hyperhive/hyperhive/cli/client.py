@@ -1,0 +1,85 @@
+"""``hyperhive client``: speak the agent protocol on one socket, for scripts and debugging."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .common import echo_json, socket_call
+
+DEFAULT_SOCKET = "/run/hive/mcp.sock"
+
+
+@click.group("client")
+@click.option("--socket", "socket_path", type=click.Path(dir_okay=False), default=None,
+              help="The agent socket. Default: $HYPERHIVE_SOCKET, else /run/hive/mcp.sock.")
+@click.pass_context
+def client(ctx, socket_path):
+    """Talk to the broker as the agent whose socket this is."""
+    ctx.obj = socket_path or os.environ.get("HYPERHIVE_SOCKET") or DEFAULT_SOCKET
+
+
+@client.command("whoami")
+@click.pass_obj
+def whoami(sock):
+    """Who this socket speaks for."""
+    echo_json(socket_call(sock, "whoami"))
+
+
+@client.command("send")
+@click.argument("to")
+@click.argument("body")
+@click.pass_obj
+def send(sock, to, body):
+    """Send BODY to TO."""
+    echo_json(socket_call(sock, "send", to=to, body=body))
+
+
+@client.command("recv")
+@click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=0,
+              help="Seconds to park waiting for a message (0 peeks and returns at once).")
+@click.option("--max", "max_messages", type=click.IntRange(1, 1000), default=1, show_default=True)
+@click.option("--ack", "do_ack", is_flag=True, help="Acknowledge what was received at once.")
+@click.pass_obj
+def recv(sock, wait_seconds, max_messages, do_ack):
+    """Receive (and lease) messages; they come again unless acknowledged."""
+    result = socket_call(sock, "recv", wait_seconds=wait_seconds, max=max_messages)
+    if do_ack and result["messages"]:
+        socket_call(sock, "ack", ids=[m["id"] for m in result["messages"]])
+    echo_json(result)
+
+
+@client.command("ack")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@click.pass_obj
+def ack(sock, ids):
+    """Acknowledge messages by id."""
+    echo_json(socket_call(sock, "ack", ids=list(ids)))
+
+
+@client.command("status")
+@click.pass_obj
+def status(sock):
+    """Count unread and leased messages."""
+    echo_json(socket_call(sock, "status"))
+
+
+@client.command("call")
+@click.argument("op")
+@click.argument("json_args", required=False, default="{}")
+@click.pass_obj
+def call(sock, op, json_args):
+    """Call any OP with a JSON object of arguments."""
+    import json
+
+    try:
+        args = json.loads(json_args)
+    except ValueError as e:
+        raise click.BadParameter(f"not JSON: {e}", param_hint="JSON_ARGS") from None
+    if not isinstance(args, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="JSON_ARGS")
+    echo_json(socket_call(sock, op, **args))
+
+
+COMMANDS = [client]

@@ -1,0 +1,48 @@
+"""Operator verbs over ``host.sock``: list, send, inbox."""
+
+from __future__ import annotations
+
+import click
+
+from .common import config_option, echo_json, echo_messages, host_call, json_option
+
+
+@click.command("list")
+@config_option
+@json_option
+def list_agents(config_path, as_json):
+    """List the manager and every agent with its state."""
+    result = host_call(config_path, "list_agents")
+    if as_json:
+        return echo_json(result)
+    for agent in result["agents"]:
+        click.echo(f"{agent['name']:<10} {agent.get('role', ''):<8} {agent['state']}")
+
+
+@click.command("send")
+@click.argument("to")
+@click.argument("body")
+@config_option
+@json_option
+def send(to, body, config_path, as_json):
+    """Send BODY to agent TO as the operator."""
+    result = host_call(config_path, "send", to=to, body=body)
+    if as_json:
+        return echo_json(result)
+    click.echo(f"sent #{result['id']} to {to}")
+
+
+@click.command("inbox")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="How many of the latest messages to show.")
+@config_option
+@json_option
+def inbox(limit, config_path, as_json):
+    """Show the latest messages sent to the operator."""
+    result = host_call(config_path, "inbox", limit=limit)
+    if as_json:
+        return echo_json(result)
+    echo_messages(result["messages"])
+
+
+COMMANDS = [list_agents, send, inbox]

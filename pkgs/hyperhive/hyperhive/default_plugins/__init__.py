@@ -1,0 +1,1 @@
+"""Built-in features, each registered as a plugin."""

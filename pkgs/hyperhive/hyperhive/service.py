@@ -1,0 +1,228 @@
+"""The ``hyperhive serve`` process: the store, the broker on its sockets, the plugins, and the config watcher."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from . import store as db
+from .broker import Broker
+from .config import AgentConfig, Config, ConfigError, _agent, _Reader, load_config
+from .plugins import make_plugin_manager
+from .store import Store
+from .transport import ENVELOPE_BYTES, Identity, SocketServer
+
+log = logging.getLogger(__name__)
+
+
+class Hive:
+    """One running hive. Everything the sockets, the dashboard and the plugins need hangs off this object."""
+
+    def __init__(self, config: Config, config_path: Path | None = None, *, load_entry_points: bool = True):
+        self.config = config
+        self.config_path = Path(config_path) if config_path else None
+        self.config_errors: list[str] = []  # the last refused reload, for the dashboard
+        self.started_at = time.time()
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(config.db_path)
+        self.pm = make_plugin_manager(load_entry_points)
+        self.broker = Broker(self)
+        for ops in self.pm.hook.broker_ops(hive=self):
+            self.broker.register(ops)
+        self.sockets: dict[str, SocketServer] = {}
+        self._sockets_lock = threading.RLock()
+        self._observer = None
+        self._config_digest = _digest(self.config_path)
+        self.stopped = threading.Event()
+        self.extensions: dict[str, Any] = {}  # per-plugin state, keyed by plugin name
+
+    # --- who is in the hive ----------------------------------------------------------------------------
+
+    def spawned_agents(self, states: tuple[str, ...] = ("active",)) -> dict[str, AgentConfig]:
+        """Agents created at run time (not declared in the config), by state, with their own policy."""
+        a = db.agents
+        with self.store.read() as conn:
+            rows = conn.execute(select(a).where(a.c.state.in_(states), a.c.origin == "spawned")).all()
+        out = {}
+        for row in rows:
+            if row.name in self.config.agents:
+                continue
+            policy = db.loads_json(row.policy, {})
+            try:
+                out[row.name] = _agent(_Reader(), policy if isinstance(policy, dict) else {},
+                                       f"agents.{row.name}", row.name, "agent")
+            except Exception:  # a stored policy that no longer parses still leaves the agent reachable
+                log.warning("stored policy of %s does not parse; using defaults", row.name)
+                out[row.name] = AgentConfig(name=row.name)
+        return out
+
+    def agent_configs(self) -> dict[str, AgentConfig]:
+        """Every live agent (declared and spawned), the manager excluded."""
+        return {**self.spawned_agents(), **self.config.agents}
+
+    def agent_config(self, name: str) -> AgentConfig | None:
+        if name == self.config.manager:
+            return self.config.manager_settings
+        return self.config.agents.get(name) or self.spawned_agents().get(name)
+
+    def recipients(self) -> set[str]:
+        return set(self.agent_configs()) | {self.config.manager, "operator"}
+
+    def agent_state(self, name: str) -> str:
+        backend = self.extensions.get("backend")
+        if backend is not None:
+            try:
+                return backend.state(name)
+            except Exception as e:
+                log.warning("backend could not tell the state of %s: %s", name, e)
+                return "unknown"
+        return "running" if name in self.sockets else "stopped"
+
+    def agent_list(self) -> list[dict]:
+        names = [self.config.manager] + sorted(self.agent_configs())
+        return [{"name": n, "state": self.agent_state(n),
+                 "role": "manager" if n == self.config.manager else "agent"} for n in names]
+
+    # --- sockets ---------------------------------------------------------------------------------------
+
+    def _max_line(self) -> int:
+        return self.config.broker.max_message_bytes + ENVELOPE_BYTES
+
+    def sync_sockets(self) -> None:
+        """Open a socket for every agent that has none, close those of agents that are gone."""
+        with self._sockets_lock:
+            wanted = {self.config.manager: "manager", **{n: "agent" for n in self.agent_configs()}}
+            for name in list(self.sockets):
+                if name not in wanted and name != "operator":
+                    self.sockets.pop(name).close()
+            for name, role in wanted.items():
+                if name not in self.sockets:
+                    self.sockets[name] = SocketServer(
+                        self.config.agent_socket(name), Identity(name, role), self.broker.handle,
+                        self._max_line, mode=0o666).start()
+            if "operator" not in self.sockets:
+                self.sockets["operator"] = SocketServer(
+                    self.config.host_socket, Identity("operator", "operator"), self.broker.handle,
+                    self._max_line, mode=0o600).start()
+
+    # --- life cycle ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        requeued = self.broker.requeue_leased()
+        if requeued:
+            log.info("requeued %d message(s) leased before the last stop", requeued)
+        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        self.sync_sockets()
+        self.pm.hook.hive_started(hive=self)
+        if self.config_path:
+            self._watch_config()
+        log.info("hive up: %d agent(s), host socket %s", len(self.agent_configs()), self.config.host_socket)
+
+    def stop(self) -> None:
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+        try:
+            self.pm.hook.hive_stopping(hive=self)
+        finally:
+            self.broker.close()
+            with self._sockets_lock:
+                for server in self.sockets.values():
+                    server.close()
+                self.sockets.clear()
+            self.store.close()
+
+    # --- config reload ---------------------------------------------------------------------------------
+
+    def reload_config(self) -> bool:
+        """Load the config file again; a valid one takes effect, an invalid one is refused and logged."""
+        if not self.config_path:
+            return False
+        digest = _digest(self.config_path)
+        if digest == self._config_digest:
+            return False
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            self.config_errors = e.errors
+            log.error("refused the new config, the old one stays in force:\n%s", e)
+            return False
+        fixed = [k for k in ("state_dir", "run_dir") if getattr(new, k) != getattr(self.config, k)]
+        if fixed:
+            self.config_errors = [f"{k} changed; restart the service to move it" for k in fixed]
+            log.error("refused the new config: %s", "; ".join(self.config_errors))
+            return False
+        old, self.config = self.config, new
+        self._config_digest = digest
+        self.config_errors = []
+        self.sync_sockets()
+        self.pm.hook.config_changed(hive=self, old=old, new=new)
+        log.info("config reloaded from %s", self.config_path)
+        return True
+
+    def _watch_config(self) -> None:
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        hive = self
+        target = self.config_path
+
+        class OnChange(FileSystemEventHandler):
+            def on_any_event(self, event):
+                paths = {getattr(event, "src_path", None), getattr(event, "dest_path", None)}
+                if any(p and Path(os.fsdecode(p)).name == target.name for p in paths):
+                    # editors write in several steps; let the file settle before reading it
+                    time.sleep(0.05)
+                    hive.reload_config()
+
+        self._observer = Observer()
+        self._observer.schedule(OnChange(), str(target.parent), recursive=False)
+        self._observer.daemon = True
+        self._observer.start()
+
+
+def _digest(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def serve(config_path: Path, *, ready_message: bool = True) -> int:
+    """Run the service until SIGTERM or SIGINT."""
+    config = load_config(config_path)
+    hive = Hive(config, config_path)
+    done = threading.Event()
+
+    def on_signal(signum, _frame):
+        if signum == signal.SIGHUP:
+            threading.Thread(target=hive.reload_config, daemon=True).start()
+        else:
+            done.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    hive.start()
+    if ready_message:
+        print(json.dumps({"ready": True, "host_socket": str(config.host_socket),
+                          "dashboard": hive.extensions.get("dashboard_url")}), flush=True)
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        hive.stop()
+    return 0

@@ -1,0 +1,242 @@
+"""The service's one SQLite database, through SQLAlchemy Core.
+
+WAL mode, a busy timeout, foreign keys, and one writer: every write takes a process-wide lock and a
+``BEGIN IMMEDIATE`` transaction, so readers never block and writers never deadlock on lock upgrades.
+``synchronous=NORMAL`` in WAL mode keeps every committed transaction through a crash of the process
+(``kill -9``); only a power loss can take the last few.
+
+Migrations are explicit: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``. A database made by
+an older schema is migrated on open; rows are never rewritten in a way that could lose what they held.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from sqlalchemy import (Column, Float, Index, Integer, MetaData, String, Table, Text, create_engine, event,
+                        text)
+from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+metadata = MetaData()
+
+# The current shape of every table, for queries. The DDL that creates them lives in MIGRATIONS, so that an
+# old database and a new one end up identical.
+messages = Table(
+    "messages", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sender", String, nullable=False),
+    Column("recipient", String, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("data", Text),  # JSON of an event's structured fields (v2)
+    Column("sent_at", Float, nullable=False),
+    Column("lease_until", Float),
+    Column("acked_at", Float),
+    Column("deliveries", Integer, nullable=False),
+)
+
+questions = Table(
+    "questions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("asker", String, nullable=False),
+    Column("question", Text, nullable=False),
+    Column("options", Text),  # JSON list; older rows may hold NULL, '' or a bare string
+    Column("multi", Integer),  # v2
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),  # v2
+    Column("status", String, nullable=False),
+    Column("answer", Text),
+    Column("answered_at", Float),
+)
+
+approvals = Table(
+    "approvals", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String, nullable=False),  # apply | spawn
+    Column("agent", String, nullable=False),
+    Column("requested_by", String, nullable=False),
+    Column("ref", String),
+    Column("sha", String),
+    Column("base_sha", String),
+    Column("status", String, nullable=False),
+    Column("note", Text),
+    Column("error", Text),
+    Column("tag", String),
+    Column("created_at", Float, nullable=False),
+    Column("resolved_at", Float),
+)
+
+agents = Table(
+    "agents", metadata,
+    Column("name", String, primary_key=True),
+    Column("state", String, nullable=False),  # draft | active | tombstone
+    Column("origin", String, nullable=False),  # declared | spawned
+    Column("policy", Text),  # JSON of the agent's own agent.nix options, for spawned agents
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+stats = Table(
+    "stats", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("agent", String, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("key", String, nullable=False),
+    Column("value", Float, nullable=False),
+)
+
+Index("stats_agent_key_ts", stats.c.agent, stats.c.key, stats.c.ts)
+
+
+def _v0_to_v1(conn: Connection) -> None:
+    for ddl in (
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, sender TEXT NOT NULL, recipient TEXT NOT NULL,
+            kind TEXT NOT NULL, body TEXT NOT NULL, sent_at REAL NOT NULL, lease_until REAL,
+            acked_at REAL, deliveries INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX messages_inbox ON messages (recipient, id) WHERE acked_at IS NULL",
+        "CREATE INDEX messages_recipient ON messages (recipient, id)",
+        """CREATE TABLE questions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, asker TEXT NOT NULL, question TEXT NOT NULL, options TEXT,
+            created_at REAL NOT NULL, status TEXT NOT NULL, answer TEXT, answered_at REAL)""",
+        """CREATE TABLE approvals (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, agent TEXT NOT NULL,
+            requested_by TEXT NOT NULL, ref TEXT, sha TEXT, status TEXT NOT NULL, note TEXT, error TEXT,
+            tag TEXT, created_at REAL NOT NULL, resolved_at REAL)""",
+        """CREATE TABLE stats (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, agent TEXT NOT NULL, ts REAL NOT NULL, key TEXT NOT NULL,
+            value REAL NOT NULL)""",
+        "CREATE INDEX stats_agent_key_ts ON stats (agent, key, ts)",
+    ):
+        conn.exec_driver_sql(ddl)
+
+
+def _v1_to_v2(conn: Connection) -> None:
+    for ddl in (
+        "ALTER TABLE messages ADD COLUMN data TEXT",
+        "ALTER TABLE questions ADD COLUMN multi INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE questions ADD COLUMN expires_at REAL",
+        "CREATE INDEX questions_pending ON questions (status, id)",
+        "ALTER TABLE approvals ADD COLUMN base_sha TEXT",
+        "CREATE INDEX approvals_status ON approvals (status, id)",
+        """CREATE TABLE agents (
+            name TEXT PRIMARY KEY, state TEXT NOT NULL, origin TEXT NOT NULL, policy TEXT,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
+    ):
+        conn.exec_driver_sql(ddl)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v0_to_v1, _v1_to_v2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Store:
+    """The database of one hive. Thread-safe; create one per process."""
+
+    def __init__(self, path: str | Path, *, target_version: int = SCHEMA_VERSION):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.RLock()
+        self.engine: Engine = create_engine(f"sqlite:///{self.path}", pool_size=20, max_overflow=200)
+        event.listen(self.engine, "connect", _on_connect)
+        event.listen(self.engine, "begin", _on_begin)
+        self.migrate(target_version)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One serialized write transaction (``BEGIN IMMEDIATE``), committed on leaving the block."""
+        with self._write_lock:
+            with self.engine.connect().execution_options(immediate=True) as conn:
+                with conn.begin():
+                    yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A consistent read snapshot; never blocks on writers (WAL)."""
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    def version(self) -> int:
+        with self.read() as conn:
+            exists = conn.exec_driver_sql(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'").first()
+            if not exists:
+                return 0
+            row = conn.exec_driver_sql("SELECT version FROM schema_version").first()
+            return row[0] if row else 0
+
+    def migrate(self, target: int = SCHEMA_VERSION) -> None:
+        with self.write() as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.exec_driver_sql("SELECT version FROM schema_version").first()
+            current = row[0] if row else 0
+            if row is None:
+                conn.exec_driver_sql("INSERT INTO schema_version (version) VALUES (0)")
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {current}, newer than this hyperhive "
+                    f"({SCHEMA_VERSION}); upgrade hyperhive")
+            for version in range(current, target):
+                log.info("migrating %s from schema %d to %d", self.path, version, version + 1)
+                MIGRATIONS[version](conn)
+                conn.exec_driver_sql("UPDATE schema_version SET version = ?", (version + 1,))
+
+
+def _on_connect(dbapi_conn, _record) -> None:
+    # Let SQLAlchemy's begin event emit BEGIN itself, so that writes can ask for BEGIN IMMEDIATE.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
+
+
+def now() -> float:
+    return time.time()
+
+
+def loads_json(raw: Any, default: Any = None) -> Any:
+    """Decode a JSON column without ever raising: a row an older version wrote oddly still reads."""
+    if raw is None or raw == "":
+        return default
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def run_sql(store: Store, sql: str, params: tuple = ()) -> list[Any]:
+    """For tests and the benchmark: run one statement as a write and return its rows."""
+    with store.write() as conn:
+        result = conn.exec_driver_sql(sql, params)
+        return list(result) if result.returns_rows else []
+
+
+__all__ = ["Store", "messages", "questions", "approvals", "agents", "stats", "SCHEMA_VERSION", "MIGRATIONS",
+           "loads_json", "iso", "now", "text"]

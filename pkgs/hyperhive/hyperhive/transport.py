@@ -1,0 +1,175 @@
+"""Newline-delimited JSON over Unix stream sockets: the server side (one per identity) and a client.
+
+The socket is the identity: a server is bound to one ``Identity`` and every request that arrives on it is
+handled as coming from that identity, whatever the request says.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import socketserver
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import HiveError
+
+log = logging.getLogger(__name__)
+
+ENVELOPE_BYTES = 4096  # room for the op, the recipient and JSON punctuation around a maximal body
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str  # agent name, the manager's name, or "operator"
+    role: str  # "agent" | "manager" | "operator"
+
+
+Handler = Callable[[Identity, dict], dict]
+
+
+def error_response(code: str, message: str) -> dict:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+class _Connection(socketserver.StreamRequestHandler):
+    server: "_Server"
+
+    def handle(self) -> None:
+        limit = self.server.max_line()
+        while not self.server.closing.is_set():
+            try:
+                line = self.rfile.readline(limit + 1)
+            except (ConnectionError, OSError):
+                return
+            if not line:
+                return
+            if len(line) > limit and not line.endswith(b"\n"):
+                if not self._discard_rest_of_line():
+                    return
+                response = error_response(
+                    "too_large", f"request line exceeds {limit} bytes (maxMessageBytes plus envelope)")
+            else:
+                response = self.server.decode_and_handle(line)
+            try:
+                self.wfile.write(json.dumps(response, ensure_ascii=False).encode() + b"\n")
+                self.wfile.flush()
+            except (ConnectionError, OSError):
+                return
+
+    def _discard_rest_of_line(self) -> bool:
+        while True:
+            chunk = self.rfile.readline(65536)
+            if not chunk:
+                return False
+            if chunk.endswith(b"\n"):
+                return True
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, path: str, identity: Identity, handler: Handler, max_line: Callable[[], int]):
+        self.identity = identity
+        self.handler = handler
+        self.max_line = max_line
+        self.closing = threading.Event()
+        super().__init__(path, _Connection)
+
+    def decode_and_handle(self, line: bytes) -> dict:
+        try:
+            request = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            return error_response("bad_request", "request is not valid UTF-8")
+        except ValueError as e:
+            return error_response("bad_request", f"request is not valid JSON: {e}")
+        if not isinstance(request, dict):
+            return error_response("bad_request", "request must be a JSON object with an \"op\"")
+        try:
+            return self.handler(self.identity, request)
+        except HiveError as e:
+            return e.to_wire()
+        except Exception as e:  # a bug must not take the socket down; say so and log it
+            log.exception("internal error handling %r for %s", request.get("op"), self.identity.name)
+            return error_response("internal", f"internal error: {type(e).__name__}: {e}")
+
+
+class SocketServer:
+    """One listening socket bound to one identity, served by a thread per connection."""
+
+    def __init__(self, path: Path, identity: Identity, handler: Handler, max_line: Callable[[], int],
+                 mode: int = 0o660):
+        self.path = Path(path)
+        self.identity = identity
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_socket() or self.path.exists():
+            self.path.unlink()
+        old_umask = os.umask(0o177)  # never exist with wider permissions than asked, even briefly
+        try:
+            self._server = _Server(str(self.path), identity, handler, max_line)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, mode)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name=f"socket-{identity.name}", daemon=True)
+
+    def start(self) -> "SocketServer":
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.closing.set()
+        self._server.shutdown()
+        self._server.server_close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+class Client:
+    """A connection to one hive socket; ``call`` sends one request and returns its ``result``."""
+
+    def __init__(self, path: str | Path, timeout: float | None = None):
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(self.path)
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            self.sock.close()
+            raise ConnectionError(
+                f"cannot connect to {self.path}: {e.strerror or e} (is `hyperhive serve` running?)") from None
+        self.rfile = self.sock.makefile("rb")
+
+    def request(self, request: dict) -> dict:
+        self.sock.sendall(json.dumps(request, ensure_ascii=False).encode() + b"\n")
+        line = self.rfile.readline()
+        if not line:
+            raise ConnectionError(f"{self.path}: the service closed the connection")
+        return json.loads(line)
+
+    def call(self, op: str, **args: Any) -> Any:
+        response = self.request({"op": op, **args})
+        if not response.get("ok"):
+            err = response.get("error") or {}
+            raise HiveError(err.get("code", "internal"), err.get("message", "unknown error"))
+        return response.get("result")
+
+    def close(self) -> None:
+        try:
+            self.rfile.close()
+        finally:
+            self.sock.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
