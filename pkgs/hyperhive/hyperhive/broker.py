@@ -140,6 +140,7 @@ class Broker:
                    "sent_at": db.iso(ts)}
         if data is not None:
             message["data"] = data
+        hive.bus.publish("messages", message)
         try:
             hive.pm.hook.message_stored(hive=hive, message=message)
         except Exception:  # an observer must never turn a stored message into a failed send

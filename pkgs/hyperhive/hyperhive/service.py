@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from . import store as db
 from .broker import Broker
+from .events import EventBus
 from .config import AgentConfig, Config, ConfigError, _agent, _Reader, load_config
 from .plugins import make_plugin_manager
 from .store import Store
@@ -35,6 +36,7 @@ class Hive:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(config.db_path)
         self.pm = make_plugin_manager(load_entry_points)
+        self.bus = EventBus()
         self.broker = Broker(self)
         for ops in self.pm.hook.broker_ops(hive=self):
             self.broker.register(ops)
@@ -91,6 +93,13 @@ class Hive:
         names = [self.config.manager] + sorted(self.agent_configs())
         return [{"name": n, "state": self.agent_state(n),
                  "role": "manager" if n == self.config.manager else "agent"} for n in names]
+
+    def notify(self, agent: str, body: str, **data: Any) -> None:
+        """An event about ``agent``: the manager hears every one, the agent those about itself."""
+        data.setdefault("agent", agent)
+        self.broker.event(self.config.manager, body, **data)
+        if agent != self.config.manager and agent in self.agent_configs():
+            self.broker.event(agent, body, **data)
 
     # --- sockets ---------------------------------------------------------------------------------------
 

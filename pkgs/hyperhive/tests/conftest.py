@@ -1,0 +1,179 @@
+"""Shared fixtures: a real ``hyperhive serve`` process on real Unix sockets, and clients for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hyperhive.config import load_config
+from hyperhive.transport import Client
+
+TESTS_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = TESTS_DIR.parent
+REPO_ROOT = PACKAGE_DIR.parent.parent
+
+
+def write_config(directory: Path, agents: dict | None = None, **top) -> Path:
+    """A hive.json in ``directory`` with a short run dir (Unix socket paths are limited to 108 bytes)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "version": 1,
+        "stateDir": str(directory / "state"),
+        "runDir": str(directory / "run"),
+        "manager": "manager",
+        "backend": "local",
+        "dashboard": {"listen": "127.0.0.1:0"},
+        "agents": agents if agents is not None else {
+            "alice": {"allowedRecipients": ["bob", "manager", "operator"]},
+            "bob": {},
+        },
+    }
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    path = directory / "hive.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(config, indent=2))
+    tmp.replace(path)  # atomic, as a deploy would swap it
+    return path
+
+
+class HiveProcess:
+    """``hyperhive serve --config PATH`` as a child process, with helpers to talk to its sockets."""
+
+    def __init__(self, config_path: Path, env: dict | None = None, args: tuple[str, ...] = ()):
+        self.config_path = Path(config_path)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+        self.ready: dict = {}
+        self._clients: list[Client] = []
+
+    @property
+    def config(self):
+        return load_config(self.config_path)
+
+    def start(self, timeout: float = 30) -> "HiveProcess":
+        log = open(self.config_path.parent / "serve.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hyperhive", "serve", "--config", str(self.config_path), *self.args],
+            stdout=subprocess.PIPE, stderr=log, env=self.env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        line = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if ready:
+                line = self.proc.stdout.readline()
+                if line.startswith(b"{"):
+                    self.ready = json.loads(line)
+                    return self
+            if self.proc.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError(f"hyperhive serve did not start: {line!r}\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return (self.config_path.parent / "serve.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def client(self, name: str, timeout: float | None = 30) -> Client:
+        c = Client(self.config.agent_socket(name), timeout=timeout)
+        self._clients.append(c)
+        return c
+
+    def host(self, timeout: float | None = 30) -> Client:
+        c = Client(self.config.host_socket, timeout=timeout)
+        self._clients.append(c)
+        return c
+
+    def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "hyperhive", *args, "--config", str(self.config_path)],
+                                capture_output=True, text=True, env=self.env, input=input, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"hyperhive {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    @property
+    def dashboard_url(self) -> str | None:
+        return self.ready.get("dashboard")
+
+    def close_clients(self) -> None:
+        for c in self._clients:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self._clients.clear()
+
+    def kill9(self) -> None:
+        self.close_clients()
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        self.close_clients()
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # whatever it started (local agents) goes too
+            except ProcessLookupError:
+                pass
+            if self.proc.stdout:
+                self.proc.stdout.close()
+
+
+@pytest.fixture
+def hive_dir(tmp_path_factory) -> Path:
+    # A short path: the socket paths under it must stay within the 108-byte limit of sun_path.
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="hh", dir="/tmp"))
+    yield d
+    import shutil
+
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def start_hive(hive_dir):
+    """``start_hive(agents=..., **top)`` writes a config and starts a real service; all are stopped after."""
+    started: list[HiveProcess] = []
+
+    def start(agents: dict | None = None, env: dict | None = None, **top) -> HiveProcess:
+        path = write_config(hive_dir, agents, **top)
+        hp = HiveProcess(path, env=env).start()
+        started.append(hp)
+        return hp
+
+    yield start
+    for hp in started:
+        hp.stop()
+
+
+def wait_for(predicate, timeout: float = 10, interval: float = 0.02, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
