@@ -249,8 +249,8 @@ def _positive(value) -> str | None:
 
 def _listen(value: str) -> str | None:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return f'must be "HOST:PORT" with a port from 1 to 65535, got "{value}"'
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        return f'must be "HOST:PORT" with a port from 0 (any free port) to 65535, got "{value}"'
     return None
 
 

@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 class Hive:
     """One running hive. Everything the sockets, the dashboard and the plugins need hangs off this object."""
 
-    def __init__(self, config: Config, config_path: Path | None = None, *, load_entry_points: bool = True):
+    def __init__(self, config: Config, config_path: Path | None = None, *, load_entry_points: bool = True,
+                 run_agents: bool = True):
         self.config = config
+        # False for `serve --no-agents`: the broker alone, agents run elsewhere (debugging, broker tests)
+        self.run_agents = run_agents
         self.config_path = Path(config_path) if config_path else None
         self.config_errors: list[str] = []  # the last refused reload, for the dashboard
         self.started_at = time.time()
@@ -148,8 +151,12 @@ class Hive:
         finally:
             self.broker.close()
             with self._sockets_lock:
-                for server in self.sockets.values():
-                    server.close()
+                # each close waits for its accept loop to notice; do them side by side
+                closers = [threading.Thread(target=server.close) for server in self.sockets.values()]
+                for t in closers:
+                    t.start()
+                for t in closers:
+                    t.join(10)
                 self.sockets.clear()
             self.store.close()
 
@@ -211,10 +218,10 @@ def _digest(path: Path | None) -> str | None:
         return None
 
 
-def serve(config_path: Path, *, ready_message: bool = True) -> int:
+def serve(config_path: Path, *, ready_message: bool = True, run_agents: bool = True) -> int:
     """Run the service until SIGTERM or SIGINT."""
     config = load_config(config_path)
-    hive = Hive(config, config_path)
+    hive = Hive(config, config_path, run_agents=run_agents)
     done = threading.Event()
 
     def on_signal(signum, _frame):

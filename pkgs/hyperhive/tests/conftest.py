@@ -158,9 +158,10 @@ def start_hive(hive_dir):
     """``start_hive(agents=..., **top)`` writes a config and starts a real service; all are stopped after."""
     started: list[HiveProcess] = []
 
-    def start(agents: dict | None = None, env: dict | None = None, **top) -> HiveProcess:
+    def start(agents: dict | None = None, env: dict | None = None, run_agents: bool = True,
+              **top) -> HiveProcess:
         path = write_config(hive_dir, agents, **top)
-        hp = HiveProcess(path, env=env).start()
+        hp = HiveProcess(path, env=env, args=() if run_agents else ("--no-agents",)).start()
         started.append(hp)
         return hp
 
@@ -177,3 +178,13 @@ def wait_for(predicate, timeout: float = 10, interval: float = 0.02, message: st
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture
+def start_broker(start_hive):
+    """Like ``start_hive`` but with ``serve --no-agents``: the test plays every agent on its socket."""
+
+    def start(agents: dict | None = None, **kw) -> HiveProcess:
+        return start_hive(agents, run_agents=False, **kw)
+
+    return start

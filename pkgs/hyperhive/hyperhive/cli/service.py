@@ -49,12 +49,13 @@ def _load_or_exit(path: Path):
 @click.command("serve")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
               help="hive.json (from the NixOS module) or hive.toml.")
-def serve(config_path):
+@click.option("--no-agents", is_flag=True, help="Run the broker and dashboard only; start no agent.")
+def serve(config_path, no_agents):
     """Run the broker and the dashboard (the hyperhive.service unit)."""
     from ..service import serve as run
 
     _load_or_exit(Path(config_path))
-    sys.exit(run(Path(config_path)))
+    sys.exit(run(Path(config_path), run_agents=not no_agents))
 
 
 @click.command("up")
