@@ -6,6 +6,7 @@ One loader for both formats; every error names the file and the key path, e.g.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import tomllib
@@ -247,6 +248,16 @@ def _positive(value) -> str | None:
     return None if value > 0 else f"must be positive, got {value}"
 
 
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (where only this machine can connect)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _listen(value: str) -> str | None:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -325,6 +336,10 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
     )
     if dashboard.token_file and not Path(dashboard.token_file).is_absolute():
         dashboard = DashboardConfig(dashboard.listen, str((base_dir or Path.cwd()) / dashboard.token_file))
+    if not dashboard.token_file and not is_loopback_host(dashboard.host):
+        r.error("dashboard.listen", f'"{dashboard.listen}" is not a loopback address and dashboard.tokenFile is '
+                "not set: the dashboard would be open to the network without a token (set "
+                "dashboard.tokenFile, or listen on 127.0.0.1)")
     b = r.table(r.get(raw, "", "broker", dict, {}), "broker", {"maxMessageBytes", "recvMaxWaitSeconds",
                                                                "leaseSeconds"})
     broker = BrokerConfig(
