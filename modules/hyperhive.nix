@@ -1,0 +1,476 @@
+# The hyperhive host module: options `hyperhive.*`, /etc/hyperhive/hive.json, `hyperhive.service`, and one NixOS
+# container per declared agent (`h-<name>`) plus the manager's (`hm1nd`).
+{ config, lib, pkgs, ... }:
+let
+  inherit (lib)
+    mkOption mkEnableOption mkIf mkDefault mkForce types literalExpression optional optionals optionalAttrs
+    mapAttrs' nameValuePair concatStringsSep escapeShellArg;
+
+  hlib = import ./lib.nix;
+  shared = import ./options.nix { inherit lib; };
+  d = hlib.defaults;
+  cfg = config.hyperhive;
+
+  agentSubmodule = { name, ... }: {
+    options = shared.commonOptions // {
+      name = mkOption {
+        type = shared.nameType;
+        default = name;
+        readOnly = true;
+        description = ''
+          The agent's name, from the attribute name: 1 to 9 characters, a lowercase letter first, then lowercase
+          letters, digits or `-`; `manager`, `operator` and `system` are reserved. Its container is `h-<name>`.
+        '';
+      };
+      allowedRecipients = shared.allowedRecipientsOption;
+      privateUsers = mkOption {
+        type = types.bool;
+        default = d.privateUsers;
+        example = false;
+        description = ''
+          Run the container in its own user namespace: root inside is the unprivileged host uid
+          {option}`uidBase` (and the 65535 uids after it). The agent's `/state` and Claude credentials are owned
+          by that uid on the host.
+        '';
+      };
+      uidBase = mkOption {
+        type = types.nullOr (types.addCheck types.ints.u32 (n: lib.mod n 65536 == 0) // {
+          description = "multiple of 65536";
+        });
+        default = null;
+        example = 1879048192;
+        description = ''
+          First host uid of the agent's user namespace when {option}`privateUsers` is set. null derives a stable
+          one from the name: {option}`hyperhive.privateUsersBase` plus 65536 times a slot (0 to 4095) hashed from
+          the name. Two agents cannot share a range (an assertion says which to change).
+        '';
+      };
+      config = mkOption {
+        type = types.deferredModule;
+        default = { };
+        example = literalExpression "{ pkgs, ... }: { services.postgresql.enable = true; }";
+        description = ''
+          Extra NixOS configuration for the agent's container, merged with the agent module. Set the agent's
+          policy (prompt, Bash allow-list, recipients) with the options above, not here: hive.json is rendered
+          from those.
+        '';
+      };
+    };
+  };
+
+  managerSubmodule = {
+    options = shared.commonOptions // {
+      name = mkOption {
+        type = shared.nameType;
+        default = d.manager;
+        example = "boss";
+        description = "The manager's name: what agents send to. Its container is always `hm1nd`.";
+      };
+      config = mkOption {
+        type = types.deferredModule;
+        default = { };
+        example = literalExpression "{ pkgs, ... }: { environment.systemPackages = [ pkgs.jq ]; }";
+        description = "Extra NixOS configuration for the manager's container `hm1nd`.";
+      };
+    };
+  };
+in
+{
+  ###### interface
+
+  options.hyperhive = {
+    enable = mkEnableOption "hyperhive, a swarm of Claude Code agents in NixOS containers talking through a broker";
+
+    package = mkOption {
+      type = types.package;
+      defaultText = literalExpression "hyperhive.packages.\${system}.hyperhive (set by the flake's nixosModules.hyperhive)";
+      description = "The hyperhive package: the service on the host and the harness in every container.";
+    };
+
+    stateDir = mkOption {
+      type = shared.absolutePath;
+      default = d.stateDir;
+      example = "/srv/hyperhive";
+      description = ''
+        Where the service keeps its database (`hive.db`), the config repos (`agents/<name>/config`, `applied/`,
+        `meta/`), every agent's `/state` (`agents/<name>/state`, the manager's `manager/state`) and Claude Code
+        credentials (`claude/<name>`).
+      '';
+    };
+
+    runDir = mkOption {
+      type = shared.absolutePath;
+      default = d.runDir;
+      example = "/run/hive";
+      description = ''
+        Where the broker creates its sockets: `host.sock` (root only), `agents/<name>/mcp.sock` and
+        `manager/mcp.sock`, each directory bind-mounted at `/run/hive` into that one container.
+      '';
+    };
+
+    backend = mkOption {
+      type = types.enum d.backends;
+      default = d.backend;
+      example = "local";
+      description = ''
+        How agents run: `nixos-container` (a container per agent, declared here and updated by approved deploys)
+        or `local` (agents as processes of the service; no containers are declared).
+      '';
+    };
+
+    operatorPronouns = mkOption {
+      type = types.str;
+      default = d.operatorPronouns;
+      example = "she/her";
+      description = "How the agents refer to the operator.";
+    };
+
+    privateUsersBase = mkOption {
+      type = types.addCheck types.ints.u32 (n: lib.mod n 65536 == 0 && n + 4096 * 65536 <= 4294967295);
+      default = d.privateUsersBase;
+      example = 1073741824;
+      description = ''
+        First host uid of the ranges given to user-namespaced agents (see `hyperhive.agents.<name>.uidBase`):
+        a multiple of 65536 leaving room for 4096 ranges of 65536 uids.
+      '';
+    };
+
+    agentTemplate = mkOption {
+      type = types.path;
+      default = ../templates/agent;
+      defaultText = literalExpression "\"\${hyperhive}/templates/agent\"";
+      description = "The config flake a spawned agent starts from (`HYPERHIVE_AGENT_TEMPLATE` of the service).";
+    };
+
+    dashboard = {
+      listen = {
+        address = mkOption {
+          type = types.str;
+          default = d.listenAddress;
+          example = "0.0.0.0";
+          description = "Address the operator's dashboard listens on. Loopback unless you set a token file.";
+        };
+        port = mkOption {
+          type = types.port;
+          default = d.listenPort;
+          example = 8443;
+          description = "TCP port of the operator's dashboard.";
+        };
+      };
+      tokenFile = mkOption {
+        type = types.nullOr shared.absolutePath;
+        default = d.tokenFile;
+        example = "/run/secrets/hyperhive-dashboard-token";
+        description = ''
+          File holding the dashboard's bearer token; when set, every request needs it. A string path, so the
+          secret is never copied into the Nix store.
+        '';
+      };
+      openFirewall = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Open the dashboard's port in the firewall.";
+      };
+    };
+
+    broker = {
+      maxMessageBytes = mkOption {
+        type = types.ints.positive;
+        default = d.maxMessageBytes;
+        example = 262144;
+        description = "Largest message body the broker accepts.";
+      };
+      recvMaxWaitSeconds = mkOption {
+        type = types.ints.positive;
+        default = d.recvMaxWaitSeconds;
+        example = 60;
+        description = "Longest a `recv` may park waiting for a message.";
+      };
+      leaseSeconds = mkOption {
+        type = types.ints.positive;
+        default = d.leaseSeconds;
+        example = 1800;
+        description = "How long a received, unacknowledged message stays leased before it is delivered again.";
+      };
+    };
+
+    retention = {
+      failedMaxAgeDays = mkOption {
+        type = types.ints.unsigned;
+        default = d.failedMaxAgeDays;
+        example = 30;
+        description = "Age in days after which `failed/*` tags are dropped (every `deployed/*` tag is kept).";
+      };
+      deniedMaxAgeDays = mkOption {
+        type = types.ints.unsigned;
+        default = d.deniedMaxAgeDays;
+        example = 30;
+        description = "Age in days after which `denied/*` tags are dropped.";
+      };
+      dropIntermediateTags = mkOption {
+        type = types.bool;
+        default = d.dropIntermediateTags;
+        description = "Drop `proposal/`, `approved/` and `building/` tags once their approval has a terminal tag.";
+      };
+    };
+
+    harness = {
+      claudeCommand = mkOption {
+        type = types.nullOr (types.nonEmptyListOf types.str);
+        default = d.claudeCommand;
+        example = literalExpression ''[ "''${pkgs.claude-code}/bin/claude" ]'';
+        description = ''
+          Command (and leading arguments) the harness runs in place of `claude`; null runs `claude` from PATH
+          (see {option}`hyperhive.harness.claudePackage`).
+        '';
+      };
+      claudePackage = mkOption {
+        type = types.nullOr types.package;
+        default = null;
+        example = literalExpression "pkgs.claude-code";
+        description = "A package providing `claude`, installed in every container (it is unfree in nixpkgs).";
+      };
+    };
+
+    manager = mkOption {
+      type = types.submodule managerSubmodule;
+      default = { };
+      example = literalExpression ''{ prompt = "You run this hive."; bash.allow = [ "git *" ]; }'';
+      description = ''
+        The manager agent (container `hm1nd`): it may send to anyone, spawn agents and propose configuration
+        changes, which are deployed only once the operator approves. It sees the config repos at `/agents`
+        (read-write), `/applied` and `/meta` (read-only). Its container shares host uids (no user namespace)
+        because it commits into the config repos the service owns.
+      '';
+    };
+
+    agents = mkOption {
+      type = types.attrsOf (types.submodule agentSubmodule);
+      default = { };
+      example = literalExpression ''
+        {
+          alice = {
+            prompt = "You maintain the docs.";
+            allowedRecipients = [ "bob" "manager" "operator" ];
+            bash.allow = [ "git *" ];
+          };
+          bob.prompt = "You maintain the code.";
+        }
+      '';
+      description = ''
+        The declared agents, one container `h-<name>` each. Agents the manager spawns at run time are not
+        listed here; they get their policy from their own config repo.
+      '';
+    };
+  };
+
+  ###### implementation
+
+  config = mkIf cfg.enable (
+    let
+      hive = hlib.renderHive cfg;
+      hiveJson = (pkgs.formats.json { }).generate "hive.json" hive;
+      containers = cfg.backend == "nixos-container";
+      manager = cfg.manager.name;
+
+      # Host uid that is root inside the container (0 without a user namespace).
+      rootUid = name: a: if a.privateUsers then hlib.uidBase cfg name else 0;
+
+      profileOf = container: "/nix/var/nix/profiles/per-container/${container}";
+
+      # Everything one container needs: its mounts, its root uid, and its NixOS configuration.
+      units = mapAttrs' (name: a: nameValuePair (hlib.containerName name) {
+        inherit name;
+        uid = rootUid name a;
+        stateDirs = [ "${cfg.stateDir}/agents/${name}/state" "${cfg.stateDir}/claude/${name}" ];
+        socketDir = "${cfg.runDir}/agents/${name}";
+        bindMounts = {
+          "/run/hive" = { hostPath = "${cfg.runDir}/agents/${name}"; isReadOnly = false; };
+          "/state" = { hostPath = "${cfg.stateDir}/agents/${name}/state"; isReadOnly = false; };
+          "/root/.claude" = { hostPath = "${cfg.stateDir}/claude/${name}"; isReadOnly = false; };
+        };
+        module = {
+          imports = [ ./agent.nix a.config ];
+          hyperhive = {
+            inherit name;
+            role = "agent";
+            inherit (a) allowedRecipients privateUsers bash model prompt notesCompactBytes turnTimeoutSeconds extraMcpServers packages;
+          };
+        };
+      }) cfg.agents
+      // {
+        ${hlib.managerContainer} = {
+          name = manager;
+          uid = 0;
+          stateDirs = [ "${cfg.stateDir}/manager/state" "${cfg.stateDir}/claude/${manager}" ];
+          socketDir = "${cfg.runDir}/manager";
+          bindMounts = {
+            "/run/hive" = { hostPath = "${cfg.runDir}/manager"; isReadOnly = false; };
+            "/state" = { hostPath = "${cfg.stateDir}/manager/state"; isReadOnly = false; };
+            "/root/.claude" = { hostPath = "${cfg.stateDir}/claude/${manager}"; isReadOnly = false; };
+            "/agents" = { hostPath = "${cfg.stateDir}/agents"; isReadOnly = false; };
+            "/applied" = { hostPath = "${cfg.stateDir}/applied"; isReadOnly = true; };
+            "/meta" = { hostPath = "${cfg.stateDir}/meta"; isReadOnly = true; };
+          };
+          module = {
+            imports = [ ./agent.nix cfg.manager.config ];
+            hyperhive = {
+              name = manager;
+              role = "manager";
+              inherit (cfg.manager) bash model prompt notesCompactBytes turnTimeoutSeconds extraMcpServers packages;
+            };
+          };
+        };
+      };
+
+      # Before a container starts: its directories exist and belong to its root uid, and its system profile is
+      # seeded with the configuration declared here. The container boots from that profile (not from the
+      # declared store path) so that a deploy the operator approved (`nixos-container update`, run by the
+      # service) survives restarts; a rebuild of the host that changes the declared configuration seeds it again.
+      prepareScript = container: u: toplevel: ''
+        set -eu
+        install -d -m 0700 ${escapeShellArg (dirOf (builtins.head u.stateDirs))}
+        install -d -m 0700 ${escapeShellArg u.socketDir}
+        chown ${toString u.uid}:${toString u.uid} ${escapeShellArg u.socketDir}
+        for dir in ${concatStringsSep " " (map escapeShellArg u.stateDirs)}; do
+          install -d -m 0700 "$dir"
+          # Re-own what is there when the mapping changed (privateUsers or uidBase switched).
+          if [ "$(stat -c %u "$dir")" != ${toString u.uid} ]; then
+            chown -R ${toString u.uid}:${toString u.uid} "$dir"
+          fi
+        done
+        profile=${profileOf container}
+        seeded=${escapeShellArg "${cfg.stateDir}/seeded/${container}"}
+        install -d -m 0755 "$profile" ${escapeShellArg "${cfg.stateDir}/seeded"}
+        if [ ! -e "$profile/system" ] || [ "$(cat "$seeded" 2>/dev/null)" != ${toplevel} ]; then
+          nix-env --profile "$profile/system" --set ${toplevel}
+          echo ${toplevel} > "$seeded"
+        fi
+      '';
+
+      hardening = {
+        ProtectSystem = "strict";
+        ReadWritePaths = [ cfg.stateDir cfg.runDir ]
+          # What `nixos-container create|update|destroy` and `nix-env --profile` write.
+          ++ optionals containers [
+          "-/etc/nixos-containers"
+          "-/var/lib/nixos-containers"
+          "-/nix/var/nix/profiles/per-container"
+          "-/nix/var/nix/gcroots/per-container"
+          "-/run/lock"
+        ];
+        ProtectHome = true;
+        PrivateTmp = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        SystemCallArchitectures = "native";
+        UMask = "0022";
+      };
+      underVarLib = lib.hasPrefix "/var/lib/" cfg.stateDir;
+      underRun = lib.hasPrefix "/run/" cfg.runDir;
+    in
+    {
+      assertions = map (message: { assertion = false; inherit message; }) (hlib.problems cfg);
+
+      # A copy (mode set), not a symlink into /etc/static: the service watches this file and sees it replaced.
+      environment.etc."hyperhive/hive.json" = { source = hiveJson; mode = "0440"; };
+
+      environment.systemPackages = [ cfg.package ];
+
+      # The service builds the meta flake for deploys.
+      nix.settings.experimental-features = [ "nix-command" "flakes" ];
+
+      systemd.tmpfiles.rules = [
+        "d ${cfg.stateDir} 0700 root root -"
+        "d ${cfg.stateDir}/agents 0700 root root -"
+        "d ${cfg.stateDir}/manager 0700 root root -"
+        "d ${cfg.stateDir}/claude 0700 root root -"
+        "d ${cfg.stateDir}/applied 0700 root root -"
+        "d ${cfg.stateDir}/meta 0700 root root -"
+        "d ${cfg.runDir} 0755 root root -"
+        "d ${cfg.runDir}/agents 0755 root root -"
+      ];
+
+      systemd.services = {
+        hyperhive = {
+          description = "hyperhive broker and operator dashboard";
+          wantedBy = [ "multi-user.target" ];
+          after = [ "network.target" "systemd-tmpfiles-setup.service" ];
+          path = [ pkgs.git config.nix.package pkgs.coreutils ]
+            # nixos-container (the host's, configured for its state directories) and machinectl.
+            ++ optional containers "/run/current-system/sw";
+          environment = {
+            HYPERHIVE_CONFIG = "/etc/hyperhive/hive.json";
+            HYPERHIVE_AGENT_TEMPLATE = "${cfg.agentTemplate}";
+            # ProtectSystem makes /nix read-only here: build through the daemon.
+            NIX_REMOTE = "daemon";
+          };
+          # The service reloads hive.json itself when it changes (an invalid file is refused and the old one
+          # kept); a reload on switch checks the new file so that `nixos-rebuild switch` reports a bad one.
+          reloadTriggers = [ hiveJson ];
+          serviceConfig = hardening // {
+            Type = "simple";
+            ExecStart = "${cfg.package}/bin/hyperhive serve --config /etc/hyperhive/hive.json";
+            ExecReload = "${cfg.package}/bin/hyperhive config check /etc/hyperhive/hive.json";
+            Restart = "on-failure";
+            RestartSec = "5s";
+          }
+          // optionalAttrs underVarLib {
+            StateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
+            StateDirectoryMode = "0700";
+          }
+          // optionalAttrs underRun {
+            RuntimeDirectory = lib.removePrefix "/run/" cfg.runDir;
+            RuntimeDirectoryMode = "0755";
+            # The socket directories are bind-mounted into running containers: keep them across restarts.
+            RuntimeDirectoryPreserve = "yes";
+          };
+        };
+      }
+      // lib.optionalAttrs containers (mapAttrs' (container: u:
+        let toplevel = config.containers.${container}.config.system.build.toplevel; in
+        nameValuePair "hyperhive-prepare-${container}" {
+          description = "Prepare directories and system profile of hyperhive container ${container}";
+          requiredBy = [ "container@${container}.service" ];
+          before = [ "container@${container}.service" ];
+          after = [ "systemd-tmpfiles-setup.service" ];
+          path = [ pkgs.coreutils config.nix.package ];
+          restartTriggers = [ toplevel ];
+          serviceConfig = { Type = "oneshot"; RemainAfterExit = true; };
+          script = prepareScript container u toplevel;
+        }) units)
+      // lib.optionalAttrs containers (mapAttrs' (container: _:
+        nameValuePair "container@${container}" {
+          # Restart the container when the host's declaration of it changes (its profile is seeded again).
+          restartTriggers = [ config.containers.${container}.config.system.build.toplevel ];
+        }) units);
+
+      containers = mkIf containers (builtins.mapAttrs (container: u: {
+        autoStart = true;
+        # The host network is shared: the broker is reached through the socket, not over the network.
+        privateNetwork = false;
+        privateUsers = if u.uid == 0 then "no" else u.uid;
+        # Own the container's root tree to its uid range on first boot (bind mounts are chowned above).
+        extraFlags = optional (u.uid != 0) "--private-users-ownership=auto";
+        inherit (u) bindMounts;
+        # Boot the profile the prepare unit seeds and approved deploys update (see prepareScript).
+        path = mkForce "${profileOf container}/system";
+        config = {
+          imports = [ u.module ];
+          hyperhive = {
+            package = mkDefault cfg.package;
+            claudeCommand = mkDefault cfg.harness.claudeCommand;
+            claudePackage = mkDefault cfg.harness.claudePackage;
+          };
+        };
+      }) units);
+
+      networking.firewall.allowedTCPPorts = optional cfg.dashboard.openFirewall cfg.dashboard.listen.port;
+    }
+  );
+}

@@ -1,0 +1,260 @@
+# Pure helpers shared by the host module, the agent module and the tests.
+#
+# Builtins only (no nixpkgs, no lib): `nix-instantiate --eval --strict --json` can evaluate everything here on a
+# machine that has Nix but neither nixpkgs nor NixOS. The input of `renderHive` is the evaluated `config.hyperhive`
+# of the host module (or a partial attrset of the same shape: missing keys take the defaults below), and its output
+# is the attrset written to /etc/hyperhive/hive.json, the schema the Python loader (`hyperhive.config`) reads.
+let
+  inherit (builtins)
+    all attrNames concatLists concatStringsSep elem filter foldl' getAttr hasAttr hashString isAttrs isBool isInt
+    isList isString length listToAttrs map mapAttrs match stringLength substring toJSON;
+
+  # The schema version of hive.json this file renders.
+  version = 1;
+
+  # Agent names: the container is `h-<name>` and nixos-container allows eleven characters.
+  namePattern = "[a-z][a-z0-9-]{0,8}";
+  reservedNames = [ "manager" "operator" "system" ];
+  managerContainer = "hm1nd";
+  containerName = name: "h-${name}";
+
+  # Defaults, the single source for the options of both modules and for partial inputs here.
+  defaults = {
+    stateDir = "/var/lib/hyperhive";
+    runDir = "/run/hyperhive";
+    manager = "manager";
+    backend = "nixos-container";
+    backends = [ "nixos-container" "local" ];
+    operatorPronouns = "they/them";
+    listenAddress = "127.0.0.1";
+    listenPort = 8080;
+    tokenFile = null;
+    maxMessageBytes = 65536;
+    recvMaxWaitSeconds = 180;
+    leaseSeconds = 600;
+    failedMaxAgeDays = 14;
+    deniedMaxAgeDays = 14;
+    dropIntermediateTags = true;
+    claudeCommand = null;
+    allowedRecipients = null;
+    bashAllow = [ ];
+    privateUsers = true;
+    model = null;
+    prompt = "";
+    notesCompactBytes = 65536;
+    turnTimeoutSeconds = 1800;
+    # Host uid ranges for user-namespaced agents: base + slot * 65536, the slot taken from a hash of the name
+    # (stable when agents are added or removed). 4096 slots from 0x20000000 stay below 2^31.
+    privateUsersBase = 536870912;
+    socket = "/run/hive/mcp.sock";
+  };
+
+  # `set.a.b` or `default` when any step is missing (partial inputs, e.g. the examples under nix/examples).
+  attrPath = path: default: set:
+    if path == [ ] then set
+    else if isAttrs set && hasAttr (builtins.head path) set
+    then attrPath (builtins.tail path) default (getAttr (builtins.head path) set)
+    else default;
+
+  isName = n: isString n && match namePattern n != null;
+
+  # Option paths as the module system prints them, agent names always quoted so a bad name reads clearly.
+  agentPath = name: "hyperhive.agents.${toJSON name}";
+
+  hexDigits = {
+    "0" = 0; "1" = 1; "2" = 2; "3" = 3; "4" = 4; "5" = 5; "6" = 6; "7" = 7;
+    "8" = 8; "9" = 9; "a" = 10; "b" = 11; "c" = 12; "d" = 13; "e" = 14; "f" = 15;
+  };
+  hexToInt = s: foldl' (acc: i: acc * 16 + getAttr (substring i 1 s) hexDigits) 0 (builtins.genList (i: i) (stringLength s));
+
+  # The first host uid of an agent's user namespace (container root is this uid on the host).
+  uidBase = cfg: name:
+    let
+      explicit = attrPath [ "agents" name "uidBase" ] null cfg;
+      base = attrPath [ "privateUsersBase" ] defaults.privateUsersBase cfg;
+    in
+    if explicit != null then explicit
+    else base + 65536 * hexToInt (substring 0 3 (hashString "sha256" name));
+
+  managerName = cfg: attrPath [ "manager" "name" ] defaults.manager cfg;
+  agentNames = cfg: attrNames (attrPath [ "agents" ] { } cfg);
+
+  listen = cfg:
+    let
+      address = attrPath [ "dashboard" "listen" "address" ] defaults.listenAddress cfg;
+      port = attrPath [ "dashboard" "listen" "port" ] defaults.listenPort cfg;
+      host = if match ".*:.*" address != null then "[${address}]" else address;
+    in
+    "${host}:${toString port}";
+
+  renderMcp = servers: mapAttrs
+    (_: s: {
+      command = s.command;
+      args = attrPath [ "args" ] [ ] s;
+      env = attrPath [ "env" ] { } s;
+    })
+    servers;
+
+  # The per-agent keys shared by agents and the manager; `a` is one agent's (or the manager's) options.
+  renderCommon = a: {
+    bashAllow = attrPath [ "bash" "allow" ] defaults.bashAllow a;
+    model = attrPath [ "model" ] defaults.model a;
+    prompt = attrPath [ "prompt" ] defaults.prompt a;
+    notesCompactBytes = attrPath [ "notesCompactBytes" ] defaults.notesCompactBytes a;
+    turnTimeoutSeconds = attrPath [ "turnTimeoutSeconds" ] defaults.turnTimeoutSeconds a;
+    extraMcpServers = renderMcp (attrPath [ "extraMcpServers" ] { } a);
+  };
+
+  renderAgent = a: renderCommon a // {
+    allowedRecipients = attrPath [ "allowedRecipients" ] defaults.allowedRecipients a;
+    privateUsers = attrPath [ "privateUsers" ] defaults.privateUsers a;
+  };
+
+  # Every problem of `cfg`, one sentence each, led by the option path. Empty when the configuration is usable.
+  # The host module turns these into `assertions`; `renderHive` refuses to render while there is any.
+  problems = cfg:
+    let
+      manager = managerName cfg;
+      names = agentNames cfg;
+      known = names ++ [ manager "operator" ];
+      agent = name: getAttr name cfg.agents;
+
+      nameProblems = concatLists (map
+        (name:
+          if !isName name then
+            [ "${agentPath name}.name: invalid agent name ${toJSON name}: use 1 to 9 characters, a lowercase letter first, then lowercase letters, digits or '-' (the container is h-<name>)" ]
+          else if name == manager then
+            [ "${agentPath name}: ${toJSON name} is the manager's name (hyperhive.manager.name); the manager is not declared as an agent" ]
+          else if elem name reservedNames then
+            [ "${agentPath name}.name: ${toJSON name} is reserved (${concatStringsSep ", " reservedNames}) and cannot name an agent" ]
+          else [ ])
+        names);
+
+      managerProblems =
+        if !isName manager then
+          [ "hyperhive.manager.name: invalid name ${toJSON manager}: use 1 to 9 characters, a lowercase letter first, then lowercase letters, digits or '-'" ]
+        else if elem manager [ "operator" "system" ] then
+          [ "hyperhive.manager.name: ${toJSON manager} is reserved for the hive itself" ]
+        else [ ];
+
+      recipientProblems = concatLists (map
+        (name:
+          let to = attrPath [ "allowedRecipients" ] null (agent name); in
+          if to == null then [ ]
+          else if !isList to then [ "${agentPath name}.allowedRecipients: must be null or a list of names" ]
+          else map
+            (r: "${agentPath name}.allowedRecipients: unknown recipient ${toJSON r} (known: ${concatStringsSep ", " known})")
+            (filter (r: !elem r known) to))
+        names);
+
+      mcpProblems = path: a:
+        let servers = attrPath [ "extraMcpServers" ] { } a; in
+        (if hasAttr "hyperhive" servers
+        then [ "${path}.extraMcpServers.hyperhive: the name \"hyperhive\" is taken by the hive's own tools" ]
+        else [ ])
+        ++ concatLists (map
+          (s:
+            if !(isAttrs (getAttr s servers) && isString (attrPath [ "command" ] null (getAttr s servers)))
+            then [ "${path}.extraMcpServers.${toJSON s}.command: must be a string" ] else [ ])
+          (attrNames servers));
+
+      numberProblems = path: a: concatLists (map
+        (key:
+          let v = attrPath [ key ] 1 a; in
+          if isInt v && v > 0 then [ ] else [ "${path}.${key}: must be a positive integer, got ${toJSON v}" ])
+        [ "notesCompactBytes" "turnTimeoutSeconds" ]);
+
+      perAgentProblems = concatLists (map
+        (name: mcpProblems (agentPath name) (agent name) ++ numberProblems (agentPath name) (agent name)
+          ++ (if isBool (attrPath [ "privateUsers" ] true (agent name)) then [ ]
+          else [ "${agentPath name}.privateUsers: must be a boolean" ]))
+        names)
+      ++ mcpProblems "hyperhive.manager" (attrPath [ "manager" ] { } cfg)
+      ++ numberProblems "hyperhive.manager" (attrPath [ "manager" ] { } cfg);
+
+      # Two user-namespaced agents must not share a host uid range.
+      namespaced = filter (n: isName n && attrPath [ "privateUsers" ] defaults.privateUsers (agent n) == true) names;
+      uidProblems = concatLists (map
+        (n:
+          let clash = filter (m: m < n && uidBase cfg m == uidBase cfg n) namespaced; in
+          if clash == [ ] then [ ]
+          else [ "${agentPath n}.uidBase: the host uid range ${toString (uidBase cfg n)} is also ${agentPath (builtins.head clash)}'s; set uidBase of one of them explicitly (a multiple of 65536)" ])
+        namespaced);
+
+      port = attrPath [ "dashboard" "listen" "port" ] defaults.listenPort cfg;
+      backend = attrPath [ "backend" ] defaults.backend cfg;
+      claudeCommand = attrPath [ "harness" "claudeCommand" ] defaults.claudeCommand cfg;
+      absolute = key: default:
+        let v = attrPath [ key ] default cfg; in
+        if isString v && match "/.*" v != null then [ ] else [ "hyperhive.${key}: must be an absolute path, got ${toJSON v}" ];
+      tokenFile = attrPath [ "dashboard" "tokenFile" ] null cfg;
+    in
+    nameProblems ++ managerProblems ++ recipientProblems ++ perAgentProblems ++ uidProblems
+    ++ absolute "stateDir" defaults.stateDir ++ absolute "runDir" defaults.runDir
+    ++ (if isInt port && port > 0 && port < 65536 then [ ]
+    else [ "hyperhive.dashboard.listen.port: must be a port from 1 to 65535, got ${toJSON port}" ])
+    ++ (if elem backend defaults.backends then [ ]
+    else [ "hyperhive.backend: unknown backend ${toJSON backend} (known: ${concatStringsSep ", " defaults.backends})" ])
+    ++ (if claudeCommand == null || (isList claudeCommand && claudeCommand != [ ] && all isString claudeCommand) then [ ]
+    else [ "hyperhive.harness.claudeCommand: must be null (claude on PATH) or a non-empty list of strings" ])
+    ++ (if tokenFile == null || (isString tokenFile && match "/.*" tokenFile != null) then [ ]
+    else [ "hyperhive.dashboard.tokenFile: must be null or an absolute path, got ${toJSON tokenFile}" ]);
+
+  # options -> hive.json (an attrset; the host module writes it with pkgs.formats.json).
+  renderHive = cfg:
+    let
+      found = problems cfg;
+      manager = managerName cfg;
+    in
+    if found != [ ] then
+      throw "hyperhive: the configuration cannot be rendered to hive.json:\n- ${concatStringsSep "\n- " found}"
+    else {
+      inherit version manager;
+      stateDir = attrPath [ "stateDir" ] defaults.stateDir cfg;
+      runDir = attrPath [ "runDir" ] defaults.runDir cfg;
+      backend = attrPath [ "backend" ] defaults.backend cfg;
+      operatorPronouns = attrPath [ "operatorPronouns" ] defaults.operatorPronouns cfg;
+      dashboard = {
+        listen = listen cfg;
+        tokenFile = attrPath [ "dashboard" "tokenFile" ] defaults.tokenFile cfg;
+      };
+      broker = {
+        maxMessageBytes = attrPath [ "broker" "maxMessageBytes" ] defaults.maxMessageBytes cfg;
+        recvMaxWaitSeconds = attrPath [ "broker" "recvMaxWaitSeconds" ] defaults.recvMaxWaitSeconds cfg;
+        leaseSeconds = attrPath [ "broker" "leaseSeconds" ] defaults.leaseSeconds cfg;
+      };
+      retention = {
+        failedMaxAgeDays = attrPath [ "retention" "failedMaxAgeDays" ] defaults.failedMaxAgeDays cfg;
+        deniedMaxAgeDays = attrPath [ "retention" "deniedMaxAgeDays" ] defaults.deniedMaxAgeDays cfg;
+        dropIntermediateTags = attrPath [ "retention" "dropIntermediateTags" ] defaults.dropIntermediateTags cfg;
+      };
+      harness.claudeCommand = attrPath [ "harness" "claudeCommand" ] defaults.claudeCommand cfg;
+      managerSettings = renderCommon (attrPath [ "manager" ] { } cfg);
+      agents = mapAttrs (_: renderAgent) (attrPath [ "agents" ] { } cfg);
+    };
+
+  # The policy of one agent as the agent module renders it inside its container (`config.hyperhive.policy`):
+  # the same keys as hive.json's `agents.<name>` (the manager: `managerSettings`), plus its name and role.
+  renderPolicy = a:
+    let role = attrPath [ "role" ] "agent" a; in
+    (if role == "manager" then renderCommon a else renderAgent a) // {
+      name = a.name;
+      inherit role;
+    };
+
+  # Claude Code's managed settings (/etc/claude-code/managed-settings.json) for one agent: its Bash allow-list as
+  # permission rules, the hive's tools and those of its extra MCP servers allowed, anything else refused unasked.
+  renderClaudeSettings = a:
+    {
+      permissions = {
+        allow = map (rule: "Bash(${rule})") (attrPath [ "bash" "allow" ] [ ] a)
+          ++ map (server: "mcp__${server}") ([ "hyperhive" ] ++ attrNames (attrPath [ "extraMcpServers" ] { } a));
+        defaultMode = "dontAsk";
+      };
+    }
+    // (let model = attrPath [ "model" ] null a; in if model == null then { } else { inherit model; });
+in
+{
+  inherit version namePattern reservedNames managerContainer containerName defaults isName uidBase problems
+    renderHive renderPolicy renderClaudeSettings listen;
+}

@@ -1,0 +1,101 @@
+# Option declarations shared by the host module (hyperhive.agents.<name>, hyperhive.manager) and the agent module
+# (hyperhive.* inside a container), so both describe an agent's policy the same way.
+{ lib }:
+let
+  inherit (lib) mkOption types literalExpression;
+  hlib = import ./lib.nix;
+  d = hlib.defaults;
+in
+rec {
+  # 1 to 9 characters: the container is `h-<name>` and nixos-container allows eleven.
+  nameType = types.strMatching hlib.namePattern;
+
+  absolutePath = types.strMatching "/.*";
+
+  mcpServerType = types.submodule {
+    options = {
+      command = mkOption {
+        type = types.str;
+        example = "/run/current-system/sw/bin/mcp-server-fetch";
+        description = "Executable of the MCP server, started by Claude Code over stdio inside the container.";
+      };
+      args = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "--root" "/state" ];
+        description = "Arguments passed to the MCP server.";
+      };
+      env = mkOption {
+        type = types.attrsOf types.str;
+        default = { };
+        example = { LOG_LEVEL = "warning"; };
+        description = "Environment of the MCP server.";
+      };
+    };
+  };
+
+  # The per-agent settings that agents and the manager share (hive.json's `agents.<name>` / `managerSettings`).
+  commonOptions = {
+    model = mkOption {
+      type = types.nullOr types.str;
+      default = d.model;
+      example = "claude-sonnet-4-5";
+      description = "Model passed to Claude Code with `--model`; null uses Claude Code's default.";
+    };
+    prompt = mkOption {
+      type = types.lines;
+      default = d.prompt;
+      example = "You maintain the docs. Ask bob when you need facts about the code.";
+      description = "The agent's standing instructions, given to Claude Code as its system prompt.";
+    };
+    bash.allow = mkOption {
+      type = types.listOf types.str;
+      default = d.bashAllow;
+      example = [ "git *" "nix build .*" ];
+      description = ''
+        Commands the agent may run through Claude Code's Bash tool, as Claude Code permission patterns (each
+        becomes a rule `Bash(<pattern>)`). Anything else is refused without asking (`defaultMode` `dontAsk`).
+      '';
+    };
+    notesCompactBytes = mkOption {
+      type = types.ints.positive;
+      default = d.notesCompactBytes;
+      example = 131072;
+      description = "Size of `/state/notes.md` above which the harness compacts the notes after a turn.";
+    };
+    turnTimeoutSeconds = mkOption {
+      type = types.ints.positive;
+      default = d.turnTimeoutSeconds;
+      example = 600;
+      description = "Longest one Claude Code turn may run before the harness stops it.";
+    };
+    extraMcpServers = mkOption {
+      type = types.attrsOf mcpServerType;
+      default = { };
+      example = literalExpression ''
+        { fetch = { command = "''${pkgs.mcp-server-fetch}/bin/mcp-server-fetch"; }; }
+      '';
+      description = ''
+        MCP servers offered to Claude Code besides the hive's own tools (their tools are allowed as
+        `mcp__<name>`). The name `hyperhive` is taken by the hive's tools.
+      '';
+    };
+    packages = mkOption {
+      type = types.listOf types.package;
+      default = [ ];
+      example = literalExpression "[ pkgs.ripgrep pkgs.jq ]";
+      description = "Packages installed in the agent's container and put on the harness's PATH.";
+    };
+  };
+
+  # Who an agent may send to (hive.json's `agents.<name>.allowedRecipients`).
+  allowedRecipientsOption = mkOption {
+    type = types.nullOr (types.listOf nameType);
+    default = d.allowedRecipients;
+    example = [ "bob" "manager" "operator" ];
+    description = ''
+      Whom the agent may `send` to: agent names, the manager's name, `operator`. null leaves it unrestricted;
+      a list restricts it (the broker refuses anything else, naming the allowed list).
+    '';
+  };
+}
