@@ -58,12 +58,17 @@ class HiveProcess:
         self.proc: subprocess.Popen | None = None
         self.ready: dict = {}
         self._clients: list[Client] = []
+        self._config = None
 
     @property
     def config(self):
-        return load_config(self.config_path)
+        """The config the service was started with (tests may break the file afterwards)."""
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
 
     def start(self, timeout: float = 30) -> "HiveProcess":
+        self._config = load_config(self.config_path)
         log = open(self.config_path.parent / "serve.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hyperhive", "serve", "--config", str(self.config_path), *self.args],

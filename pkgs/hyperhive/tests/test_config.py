@@ -1,0 +1,173 @@
+"""The config loader, `hyperhive init`, `hyperhive config check`, and live reload in the running service."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import wait_for, write_config
+from hyperhive.config import ConfigError, check_name, load_config, parse_config
+from hyperhive.errors import HiveError
+
+
+def errors_of(raw: dict) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw, "hive.toml")
+    return e.value.errors
+
+
+def test_design_example_loads(tmp_path):
+    path = tmp_path / "hive.json"
+    path.write_text(json.dumps({
+        "version": 1, "stateDir": "/var/lib/hyperhive", "runDir": "/run/hyperhive", "manager": "manager",
+        "backend": "nixos-container", "dashboard": {"listen": "127.0.0.1:8080", "tokenFile": None},
+        "broker": {"maxMessageBytes": 65536, "recvMaxWaitSeconds": 180},
+        "retention": {"failedMaxAgeDays": 14, "deniedMaxAgeDays": 14, "dropIntermediateTags": True},
+        "agents": {"alice": {"allowedRecipients": None, "bashAllow": ["git *", "nix build .*"],
+                             "privateUsers": True, "model": None, "prompt": "You maintain the docs.",
+                             "notesCompactBytes": 65536, "turnTimeoutSeconds": 1800}},
+    }))
+    config = load_config(path)
+    alice = config.agents["alice"]
+    assert alice.allowed_recipients is None
+    assert alice.bash_allow == ("git *", "nix build .*")
+    assert config.agent_socket("alice").as_posix() == "/run/hyperhive/agents/alice/mcp.sock"
+    assert config.agent_socket("manager").as_posix() == "/run/hyperhive/manager/mcp.sock"
+    assert config.host_socket.as_posix() == "/run/hyperhive/host.sock"
+
+
+def test_errors_name_the_key_and_the_file():
+    errors = errors_of({"agents": {"bob": {"allowedRecipients": ["alice", "manager", "carl"]}, "alice": {}}})
+    assert errors == ['agents.bob.allowedRecipients[2]: unknown agent "carl"']
+    with pytest.raises(ConfigError) as e:
+        parse_config({"agents": {"bob": {"allowedRecipients": ["carl"]}}}, "/etc/hyperhive/hive.json")
+    assert str(e.value) == '/etc/hyperhive/hive.json: agents.bob.allowedRecipients[0]: unknown agent "carl"'
+
+
+def test_every_error_is_reported_at_once():
+    errors = errors_of({
+        "agents": {"Bad": {}, "manager": {}, "ok": {"bashAllow": "git *", "turnTimeoutSeconds": -5,
+                                                    "colour": "blue", "privateUsers": "yes"}},
+        "broker": {"maxMessageBytes": "big"},
+        "dashboard": {"listen": "localhost"},
+        "backend": "docker",
+        "surprise": 1,
+    })
+    text = "\n".join(errors)
+    for fragment in ['agents.Bad: invalid agent name "Bad"', 'agents.manager: "manager" is reserved',
+                     "agents.ok.bashAllow: must be a list", "agents.ok.turnTimeoutSeconds: must be positive",
+                     "agents.ok.colour: unknown key", "agents.ok.privateUsers: must be a boolean",
+                     "broker.maxMessageBytes: must be an integer", 'dashboard.listen: must be "HOST:PORT"',
+                     'backend: unknown backend "docker"', "surprise: unknown key"]:
+        assert fragment in text, fragment
+
+
+@pytest.mark.parametrize("name, ok", [
+    ("a", True), ("alice", True), ("a-1", True), ("abcdefghi", True), ("abcdefghij", False),
+    ("1abc", False), ("Alice", False), ("al_ice", False), ("", False), ("-a", False), ("a.b", False),
+    ("manager", False), ("operator", False), ("system", False), ("../x", False),
+])
+def test_agent_names(name, ok):
+    assert (check_name(name) is None) == ok
+
+
+def test_extra_mcp_server_named_hyperhive_is_refused():
+    errors = errors_of({"agents": {"a": {"extraMcpServers": {"hyperhive": {"command": "x"}}}}})
+    assert errors == ['agents.a.extraMcpServers.hyperhive: the name "hyperhive" is taken by the hive\'s own tools']
+
+
+def test_broken_files_name_the_problem(tmp_path):
+    bad_json = tmp_path / "hive.json"
+    bad_json.write_text('{"agents": {')
+    with pytest.raises(ConfigError, match=r"hive.json: not valid JSON"):
+        load_config(bad_json)
+    bad_toml = tmp_path / "hive.toml"
+    bad_toml.write_text("[agents\n")
+    with pytest.raises(ConfigError, match=r"hive.toml: not valid TOML"):
+        load_config(bad_toml)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.toml")
+    top_list = tmp_path / "list.json"
+    top_list.write_text("[]")
+    with pytest.raises(ConfigError, match="must be a table"):
+        load_config(top_list)
+
+
+def test_relative_dirs_are_taken_relative_to_the_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "hive.toml"
+    path.write_text('stateDir = "state"\n')
+    config = load_config(path)
+    assert config.state_dir == (tmp_path / "sub" / "state").resolve()
+    assert config.run_dir == config.state_dir / "run"
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "hyperhive", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=60)
+
+
+def test_init_writes_a_hive_toml_that_checks(tmp_path):
+    result = run_cli("init", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "hive.toml").read_text()
+    assert text.startswith("# hive.toml")
+    config = load_config(tmp_path / "hive.toml")
+    assert set(config.agents) == {"alice", "bob"} and config.manager == "manager"
+    assert config.agents["bob"].allowed_recipients is None
+    again = run_cli("init", str(tmp_path))
+    assert again.returncode != 0 and "exists" in again.stderr
+    check = run_cli("config", "check", str(tmp_path / "hive.toml"))
+    assert check.returncode == 0 and "ok" in check.stdout
+
+
+def test_config_check_lists_errors_and_fails(tmp_path):
+    path = tmp_path / "hive.toml"
+    path.write_text('[agents.bob]\nallowedRecipients = ["alice", "manager", "carl"]\n[agents.alice]\n')
+    result = run_cli("config", "check", str(path))
+    assert result.returncode == 1
+    assert f'{path}: agents.bob.allowedRecipients[2]: unknown agent "carl"' in result.stderr
+
+
+def test_a_tightened_policy_is_enforced_on_the_next_send(start_broker, hive_dir):
+    hp = start_broker()
+    alice = hp.client("alice")
+    alice.call("send", to="bob", body="allowed now")
+    write_config(hive_dir, {"alice": {"allowedRecipients": ["manager"]}, "bob": {}})
+
+    def refused():
+        try:
+            alice.call("send", to="bob", body="probe")
+        except HiveError as e:
+            return e.code == "forbidden"
+        return False
+
+    wait_for(refused, timeout=10, interval=0.1, message="the new policy to take effect")
+
+
+def test_a_broken_config_is_refused_and_the_old_one_stays(start_broker, hive_dir):
+    hp = start_broker()
+    path = hive_dir / "hive.json"
+    good = path.read_text()
+    path.write_text('{"agents": {"alice": {"allowedRecipients": ["nobody"]}}}')
+    wait_for(lambda: "refused the new config" in hp.log(), timeout=10, message="the refusal in the log")
+    assert 'agents.alice.allowedRecipients[0]: unknown agent "nobody"' in hp.log()
+    alice = hp.client("alice")
+    alice.call("send", to="bob", body="old config still in force")
+    assert hp.client("bob").call("recv")["messages"][0]["body"] == "old config still in force"
+    path.write_text(good)
+
+
+def test_an_added_agent_gets_its_socket(start_broker, hive_dir):
+    hp = start_broker()
+    write_config(hive_dir, {"alice": {}, "bob": {}, "carol": {}})
+    sock = hp.config.agent_socket("carol")
+    wait_for(sock.exists, timeout=10, message="carol's socket")
+    assert hp.client("carol").call("whoami") == {"name": "carol", "role": "agent"}
+    hp.client("alice").call("send", to="carol", body="welcome")
+    time.sleep(0.05)
+    assert hp.client("carol").call("recv")["messages"][0]["body"] == "welcome"
