@@ -19,6 +19,7 @@ DEFAULT_PLUGINS = (
     "hyperhive.default_plugins.lifecycle",
     "hyperhive.default_plugins.dashboard",
     "hyperhive.default_plugins.telemetry",
+    "hyperhive.default_plugins.harness_ops",
 )
 
 

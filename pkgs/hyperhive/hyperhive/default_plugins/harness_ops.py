@@ -1,0 +1,152 @@
+"""Service side of the harness: the live turn stream, giving back a failed turn's messages, host-wide telemetry.
+
+- op ``turn_event``: a harness reports what its turn does; published on bus channel ``turn:<agent>`` as
+  ``{agent, type, data, ts}`` for the dashboard's live view. An ``error`` also tells the manager (as an event,
+  at most once a minute per agent, so a harness whose ``claude`` keeps crashing does not flood it).
+- op ``release``: a harness whose turn failed gives its leased messages back, to come again after a backoff,
+  instead of holding them for the whole lease.
+- telemetry ``approvals.queue`` (agent ``hive``): the number of pending approvals, sampled in the background.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+
+from sqlalchemy import func, select, update
+
+from .. import store as db
+from .. import telemetry
+from ..broker import ROLES_AGENTS, Op, arg, no_extra_args
+from ..errors import bad_request
+from ..hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
+
+TURN_EVENT_TYPES = ("turn_start", "event", "turn_end", "error")
+ERROR_NOTIFY_INTERVAL = 60.0
+HIVE_AGENT = "hive"  # the agent name of host-wide telemetry
+SAMPLE_SECONDS = float(os.environ.get("HYPERHIVE_TELEMETRY_INTERVAL", "30"))
+SAMPLE_UNCHANGED_EVERY = 600.0  # a flat series still gets a point now and then, so charts reach "now"
+
+
+def _state(hive) -> dict:
+    return hive.extensions.setdefault("harness_ops", {"last_error_notice": {}, "lock": threading.Lock()})
+
+
+def turn_event(hive, who, args):
+    no_extra_args(args, ("event",))
+    event = arg(args, "event", dict)
+    kind = event.get("type")
+    if kind not in TURN_EVENT_TYPES:
+        raise bad_request(f'event.type must be one of {", ".join(TURN_EVENT_TYPES)}, not {json.dumps(kind)}')
+    data = event.get("data", {})
+    if not isinstance(data, dict):
+        raise bad_request("event.data must be an object")
+    extra = sorted(set(event) - {"type", "data"})
+    if extra:
+        raise bad_request(f"unknown event field(s) {', '.join(extra)} (an event has: type, data)")
+    item = {"agent": who.name, "type": kind, "data": data, "ts": db.iso(time.time())}
+    hive.bus.publish(f"turn:{who.name}", item)
+    if kind == "error":
+        _notify_manager(hive, who.name, data)
+    return {"published": True}
+
+
+def _notify_manager(hive, agent: str, data: dict) -> None:
+    if agent == hive.config.manager:
+        return  # the manager's own failures wake nobody: its harness would only fail on them again
+    state = _state(hive)
+    now = time.monotonic()
+    with state["lock"]:
+        last = state["last_error_notice"].get(agent)
+        if last is not None and now - last < ERROR_NOTIFY_INTERVAL:
+            return
+        state["last_error_notice"][agent] = now
+    reason = str(data.get("reason") or "unknown cause")[:500]
+    body = f"{agent}: a turn failed ({reason}); its message(s) will be retried."
+    # To the manager only: an event to the failing agent would just start another failing turn.
+    hive.broker.event(hive.config.manager, body, agent=agent, what="turn_failed", reason=reason,
+                      exit_status=data.get("exit_status"))
+
+
+def release(hive, who, args):
+    no_extra_args(args, ("ids", "after_seconds"))
+    ids = arg(args, "ids", list)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise bad_request('"ids" must be a list of message ids (integers)')
+    after = arg(args, "after_seconds", (int, float), 0)
+    limit = hive.config.broker.lease_seconds
+    if not 0 <= after <= limit:
+        raise bad_request(f'"after_seconds" must be from 0 to {limit:g} (leaseSeconds)')
+    if not ids:
+        return {"released": 0}
+    m = db.messages
+    until = time.time() + after
+    with hive.store.write() as conn:
+        released = conn.execute(update(m).where(
+            m.c.recipient == who.name, m.c.id.in_(ids), m.c.acked_at.is_(None), m.c.lease_until.is_not(None))
+            .values(lease_until=until if after else None)).rowcount
+    hive.broker.wake(who.name)  # a parked recv recomputes when the earliest lease lapses
+    return {"released": released}
+
+
+@hookimpl
+def broker_ops(hive):
+    return {
+        "turn_event": Op(turn_event, ROLES_AGENTS, "report a turn's progress to the live view"),
+        "release": Op(release, ROLES_AGENTS, "give leased messages back, to come again after after_seconds"),
+    }
+
+
+# --- host-wide telemetry ------------------------------------------------------------------------------------
+
+def pending_approvals(hive) -> int:
+    a = db.approvals
+    with hive.store.read() as conn:
+        return conn.execute(select(func.count()).select_from(a).where(a.c.status == "pending")).scalar() or 0
+
+
+def _sampler(hive, stop: threading.Event, poke: threading.Event) -> None:
+    last_value, last_ts = None, 0.0
+    while not stop.is_set():
+        try:
+            value = pending_approvals(hive)
+            now = time.time()
+            if value != last_value or now - last_ts >= SAMPLE_UNCHANGED_EVERY:
+                telemetry.record(hive, HIVE_AGENT, [{"key": "approvals.queue", "value": float(value), "ts": now}])
+                last_value, last_ts = value, now
+        except Exception:  # the store closing under us at shutdown, or a transient lock: try again later
+            if stop.is_set():
+                return
+            log.debug("sampling approvals.queue failed", exc_info=True)
+        poke.wait(SAMPLE_SECONDS)
+        poke.clear()
+
+
+@hookimpl
+def hive_started(hive):
+    state = _state(hive)
+    stop = state["stop_sampler"] = threading.Event()
+    poke = state["poke_sampler"] = threading.Event()
+    threading.Thread(target=_sampler, args=(hive, stop, poke), name="telemetry-sampler", daemon=True).start()
+
+
+@hookimpl
+def message_stored(hive, message):
+    # Approvals resolving, spawns, deploys: the service tells someone with an event; sample the queue right away.
+    if message.get("kind") == "event":
+        poke = _state(hive).get("poke_sampler")
+        if poke is not None:
+            poke.set()
+
+
+@hookimpl
+def hive_stopping(hive):
+    state = _state(hive)
+    if "stop_sampler" in state:
+        state["stop_sampler"].set()
+        state["poke_sampler"].set()
