@@ -188,6 +188,8 @@ let
         let v = attrPath [ key ] default cfg; in
         if isString v && match "/.*" v != null then [ ] else [ "hyperhive.${key}: must be an absolute path, got ${toJSON v}" ];
       tokenFile = attrPath [ "dashboard" "tokenFile" ] null cfg;
+      address = attrPath [ "dashboard" "listen" "address" ] defaults.listenAddress cfg;
+      loopback = elem address [ "localhost" "::1" ] || match "127[.][0-9.]+" address != null;
     in
     nameProblems ++ managerProblems ++ recipientProblems ++ perAgentProblems ++ uidProblems
     ++ absolute "stateDir" defaults.stateDir ++ absolute "runDir" defaults.runDir
@@ -198,7 +200,9 @@ let
     ++ (if claudeCommand == null || (isList claudeCommand && claudeCommand != [ ] && all isString claudeCommand) then [ ]
     else [ "hyperhive.harness.claudeCommand: must be null (claude on PATH) or a non-empty list of strings" ])
     ++ (if tokenFile == null || (isString tokenFile && match "/.*" tokenFile != null) then [ ]
-    else [ "hyperhive.dashboard.tokenFile: must be null or an absolute path, got ${toJSON tokenFile}" ]);
+    else [ "hyperhive.dashboard.tokenFile: must be null or an absolute path, got ${toJSON tokenFile}" ])
+    ++ (if loopback || tokenFile != null then [ ]
+    else [ "hyperhive.dashboard.listen.address: ${toJSON address} is not a loopback address and hyperhive.dashboard.tokenFile is not set: the dashboard would be open to the network without a token" ]);
 
   # options -> hive.json (an attrset; the host module writes it with pkgs.formats.json).
   renderHive = cfg:

@@ -1,0 +1,98 @@
+{
+  description = "hyperhive: a contained, reviewable swarm of Claude Code agents in NixOS containers";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+
+  outputs = { self, nixpkgs }:
+    let
+      inherit (nixpkgs) lib;
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      packageFor = pkgs: self.packages.${pkgs.stdenv.hostPlatform.system}.hyperhive;
+    in
+    {
+      packages = forAllSystems (pkgs: rec {
+        hyperhive = pkgs.callPackage ./nix/package.nix { };
+        default = hyperhive;
+      });
+
+      overlays.default = final: _prev: { hyperhive = final.callPackage ./nix/package.nix { }; };
+
+      apps = forAllSystems (pkgs: rec {
+        hyperhive = {
+          type = "app";
+          program = lib.getExe (packageFor pkgs);
+          meta.description = "The hyperhive command line (serve, up, init, operator verbs)";
+        };
+        default = hyperhive;
+      });
+
+      nixosModules = {
+        # The host: options hyperhive.*, the service, the containers.
+        hyperhive = { pkgs, ... }: {
+          imports = [ ./modules/hyperhive.nix ];
+          hyperhive.package = lib.mkDefault (packageFor pkgs);
+          # Lets a meta flake say `inputs.hyperhive.url = "hyperhive"` and resolve it offline.
+          nix.registry.hyperhive.flake = lib.mkDefault self;
+        };
+        default = self.nixosModules.hyperhive;
+
+        # Inside an agent container (what the meta flake imports next to the agent's own config flake).
+        agent = { pkgs, ... }: {
+          imports = [ ./modules/agent.nix ];
+          hyperhive.package = lib.mkDefault (packageFor pkgs);
+        };
+      };
+
+      templates = rec {
+        agent = {
+          path = ./templates/agent;
+          description = "A hyperhive agent's config flake (agent.nix with its hyperhive.* policy)";
+        };
+        default = agent;
+      };
+
+      checks = forAllSystems (pkgs:
+        let
+          tests = import ./nixos-tests { inherit pkgs self; };
+        in
+        tests // {
+          package = packageFor pkgs;
+
+          # test_nix.py: every .nix file parses, the options are well formed, the pure renderer's output loads in
+          # the Python loader, and the modules evaluate with nixpkgs' lib.evalModules against stand-in options.
+          nix-eval = pkgs.runCommand "hyperhive-nix-eval"
+            {
+              nativeBuildInputs = [
+                pkgs.nix
+                ((packageFor pkgs).pythonModule.withPackages (ps: [
+                  ps.pytest
+                  (ps.toPythonModule (packageFor pkgs))
+                ]))
+              ];
+            } ''
+            export HOME=$TMPDIR NIX_STATE_DIR=$TMPDIR/nix NIX_REMOTE=dummy://
+            export HYPERHIVE_NIXPKGS_LIB=${nixpkgs}/lib
+            cp -r ${self} repo && chmod -R u+w repo && cd repo
+            python -m pytest -p no:cacheprovider -q pkgs/hyperhive/tests/test_nix.py
+            touch $out
+          '';
+        });
+
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          inputsFrom = [ (packageFor pkgs) ];
+          packages = [
+            pkgs.git
+            pkgs.nix
+            (pkgs.python3.withPackages (ps: with ps; [ pytest hypothesis playwright ]))
+          ];
+          shellHook = ''
+            export PYTHONPATH=$PWD/pkgs/hyperhive''${PYTHONPATH:+:$PYTHONPATH}
+          '';
+        };
+      });
+
+      formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
+    };
+}

@@ -1,0 +1,434 @@
+"""The Nix side without NixOS: every .nix file parses, the modules' options are well formed, the pure renderer turns
+example hives into a hive.json the Python loader accepts, and broken inputs are refused naming the option path.
+
+Needs ``nix-instantiate`` (Debian's ``nix-bin`` is enough; ``make test`` installs it). Without it these tests fail
+with a message saying so, unless HYPERHIVE_SKIP_NIX=1 (then they are skipped). When HYPERHIVE_NIXPKGS_LIB points at
+nixpkgs' ``lib`` directory (e.g. a checkout of nix-community/nixpkgs.lib), the host and agent modules are also
+evaluated with ``lib.evalModules`` against stand-ins for the NixOS options they set (nix/eval-modules.nix).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hyperhive.config import NAME_RE, ConfigError, load_config
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+MODULES = REPO_ROOT / "modules"
+EXAMPLES = REPO_ROOT / "nix" / "examples"
+RENDER = MODULES / "render-hive-json.nix"
+SKIP_DIRS = {".git", "node_modules", ".venv", "venv", "result", "__pycache__", ".pytest_cache"}
+
+GOOD_EXAMPLES = ["minimal", "policies"]
+# example -> the option path its error must name
+BROKEN_EXAMPLES = {
+    "bad-name": 'hyperhive.agents."Bad".name',
+    "bad-recipient": 'hyperhive.agents."alice".allowedRecipients',
+    "manager-as-agent": 'hyperhive.agents."boss"',
+}
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def nix_instantiate() -> str:
+    """The nix-instantiate executable, or skip/fail the test with a message saying how to get one."""
+    found = shutil.which("nix-instantiate")
+    if found:
+        return found
+    if os.environ.get("HYPERHIVE_SKIP_NIX") == "1":
+        pytest.skip("nix-instantiate not installed and HYPERHIVE_SKIP_NIX=1")
+    pytest.fail("nix-instantiate is not installed: `apt-get install nix-bin` (make test does), "
+                "or set HYPERHIVE_SKIP_NIX=1 to skip the Nix checks", pytrace=False)
+
+
+def run_nix(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run nix-instantiate from the repository root (so relative paths in expressions work)."""
+    proc = subprocess.run([nix_instantiate(), *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        pytest.fail(f"nix-instantiate {' '.join(args)} failed:\n{proc.stderr}", pytrace=False)
+    return proc
+
+
+def nix_eval_json(expr: str, *args: str, check: bool = True):
+    """Evaluate a Nix expression strictly; the parsed JSON, or the failed process when check is False."""
+    proc = run_nix("--eval", "--strict", "--json", "--expr", expr, *args, check=check)
+    return json.loads(proc.stdout) if proc.returncode == 0 else proc
+
+
+def nix_string(path: Path) -> str:
+    """A Nix path literal for an absolute path."""
+    return str(path) if re.fullmatch(r"[A-Za-z0-9._/+-]+", str(path)) else json.dumps(str(path))
+
+
+def render(example: str, check: bool = True):
+    """hive.json (as a dict) from nix/examples/<example>.nix through the pure renderer."""
+    return nix_eval_json(f"import {nix_string(RENDER)} (import {nix_string(EXAMPLES / (example + '.nix'))})",
+                         check=check)
+
+
+def load(rendered: dict, tmp_path: Path):
+    """Write ``rendered`` to a temporary hive.json and load it with the Python loader."""
+    path = tmp_path / "hive.json"
+    path.write_text(json.dumps(rendered, indent=2), encoding="utf-8")
+    return load_config(path)
+
+
+def options_of(module: str) -> dict:
+    """The option declarations of modules/<module>.nix as data (nix/options-dump.nix)."""
+    dump = REPO_ROOT / "nix" / "options-dump.nix"
+    return nix_eval_json(f"import {nix_string(dump)} {{ module = {nix_string(MODULES / module)}; }}")["hyperhive"]
+
+
+def walk_options(tree: dict, prefix: str = "hyperhive"):
+    """Yield (path, option) for every option, descending into submodules as `<name>`."""
+    for key, value in tree.items():
+        path = f"{prefix}.{key}"
+        if value.get("_option"):
+            yield path, value
+            inner = value["type"]
+            while inner and "elemType" in inner:
+                inner = inner["elemType"]
+            if inner and inner.get("name") == "submodule":
+                sub = path + (".<name>" if value["type"].get("name") == "attrsOf" else "")
+                yield from walk_options(inner["options"], sub)
+        else:
+            yield from walk_options(value, path)
+
+
+def nix_files() -> list[Path]:
+    """Every .nix file of the repository, found by walking it (new files are covered without listing them)."""
+    found = []
+    for root, dirs, files in os.walk(REPO_ROOT):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        found += [Path(root) / f for f in sorted(files) if f.endswith(".nix")]
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------- parsing
+
+
+def test_the_nix_files_are_found():
+    names = {p.relative_to(REPO_ROOT).as_posix() for p in nix_files()}
+    for expected in ("flake.nix", "modules/hyperhive.nix", "modules/agent.nix", "modules/render-hive-json.nix",
+                     "templates/agent/flake.nix", "templates/agent/agent.nix"):
+        assert expected in names
+
+
+@pytest.mark.parametrize("path", nix_files(), ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_every_nix_file_parses(path):
+    run_nix("--parse", str(path))
+
+
+def test_a_syntax_error_is_caught(tmp_path):
+    broken = tmp_path / "broken.nix"
+    broken.write_text("{ a = 1; b = ; }\n")
+    proc = run_nix("--parse", str(broken), check=False)
+    assert proc.returncode != 0
+    assert "syntax error" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize("module", ["hyperhive.nix", "agent.nix"])
+def test_every_option_has_a_type_and_a_description(module):
+    options = dict(walk_options(options_of(module)))
+    assert options
+    for path, option in options.items():
+        assert option["type"], f"{path} has no type"
+        assert option["description"] and option["description"].strip(), f"{path} has no description"
+
+
+def test_host_options_cover_the_design():
+    options = dict(walk_options(options_of("hyperhive.nix")))
+    for path in ["enable", "package", "stateDir", "runDir", "operatorPronouns", "backend",
+                 "dashboard.listen.address", "dashboard.listen.port", "dashboard.tokenFile", "dashboard.openFirewall",
+                 "broker.maxMessageBytes", "broker.recvMaxWaitSeconds", "broker.leaseSeconds",
+                 "retention.failedMaxAgeDays", "retention.deniedMaxAgeDays", "retention.dropIntermediateTags",
+                 "harness.claudeCommand", "manager.name", "manager.prompt", "manager.bash.allow",
+                 "agents.<name>.name", "agents.<name>.allowedRecipients", "agents.<name>.bash.allow",
+                 "agents.<name>.privateUsers", "agents.<name>.model", "agents.<name>.prompt",
+                 "agents.<name>.packages", "agents.<name>.extraMcpServers", "agents.<name>.config",
+                 "agents.<name>.notesCompactBytes", "agents.<name>.turnTimeoutSeconds"]:
+        assert f"hyperhive.{path}" in options, f"hyperhive.{path} is not declared"
+    assert options["hyperhive.dashboard.listen.port"]["type"]["name"] == "port"
+    assert options["hyperhive.backend"]["type"] == {"_type": "optionType", "name": "enum",
+                                                    "values": ["nixos-container", "local"]}
+
+
+def test_name_types_match_the_loader():
+    options = dict(walk_options(options_of("hyperhive.nix")))
+    pattern = options["hyperhive.agents.<name>.name"]["type"]["pattern"]
+    assert f"^{pattern}$" == NAME_RE.pattern
+    assert options["hyperhive.manager.name"]["type"]["pattern"] == pattern
+    recipients = options["hyperhive.agents.<name>.allowedRecipients"]["type"]
+    assert recipients["name"] == "nullOr" and recipients["elemType"]["elemType"]["pattern"] == pattern
+
+
+def test_agent_module_declares_the_same_policy_options_as_the_host():
+    host = dict(walk_options(options_of("hyperhive.nix")))
+    agent = dict(walk_options(options_of("agent.nix")))
+    prefix = "hyperhive.agents.<name>."
+    policy = [p[len(prefix):] for p in host if p.startswith(prefix) and p[len(prefix):] not in
+              ("name", "config", "uidBase") and not p[len(prefix):].startswith("extraMcpServers.")]
+    assert "bash.allow" in policy
+    for key in policy:
+        assert f"hyperhive.{key}" in agent, f"agent.nix lacks hyperhive.{key}"
+        assert agent[f"hyperhive.{key}"]["type"] == host[prefix + key]["type"], key
+        assert agent[f"hyperhive.{key}"]["default"] == host[prefix + key]["default"], key
+
+
+def test_option_defaults_are_what_the_renderer_writes():
+    options = dict(walk_options(options_of("hyperhive.nix")))
+    hive = render("minimal")
+
+    def default(path):
+        return options[f"hyperhive.{path}"]["default"]
+
+    assert hive["stateDir"] == default("stateDir")
+    assert hive["runDir"] == default("runDir")
+    assert hive["backend"] == default("backend")
+    assert hive["operatorPronouns"] == default("operatorPronouns")
+    assert hive["manager"] == default("manager.name")
+    assert hive["dashboard"] == {"listen": f"{default('dashboard.listen.address')}:{default('dashboard.listen.port')}",
+                                 "tokenFile": default("dashboard.tokenFile")}
+    for section in ("broker", "retention"):
+        assert hive[section] == {k: default(f"{section}.{k}") for k in hive[section]}
+    assert hive["harness"]["claudeCommand"] == default("harness.claudeCommand")
+    alice = hive["agents"]["alice"]
+    for key, path in {"allowedRecipients": "allowedRecipients", "bashAllow": "bash.allow",
+                      "privateUsers": "privateUsers", "model": "model", "prompt": "prompt",
+                      "notesCompactBytes": "notesCompactBytes", "turnTimeoutSeconds": "turnTimeoutSeconds",
+                      "extraMcpServers": "extraMcpServers"}.items():
+        assert alice[key] == default(f"agents.<name>.{path}"), key
+        if key not in ("allowedRecipients", "privateUsers"):
+            assert hive["managerSettings"][key] == default(f"manager.{path}"), key
+
+
+# ---------------------------------------------------------------------------------------------------- rendering
+
+
+@pytest.mark.parametrize("example", GOOD_EXAMPLES)
+def test_the_loader_reads_back_what_nix_renders(example, tmp_path):
+    hive = render(example)
+    config = load(hive, tmp_path)
+    # Every key the Nix side writes is read back with the same value.
+    assert config.to_json() == hive
+
+
+def test_minimal_hive_has_the_defaults(tmp_path):
+    config = load(render("minimal"), tmp_path)
+    assert list(config.agents) == ["alice"]
+    alice = config.agents["alice"]
+    assert alice.allowed_recipients is None
+    assert alice.bash_allow == ()
+    assert alice.private_users is True
+    assert config.manager == "manager"
+    assert config.backend == "nixos-container"
+    assert str(config.state_dir) == "/var/lib/hyperhive"
+    assert config.agent_socket("alice") == Path("/run/hyperhive/agents/alice/mcp.sock")
+    assert config.agent_socket("manager") == Path("/run/hyperhive/manager/mcp.sock")
+
+
+def test_policies_hive_has_its_policies(tmp_path):
+    config = load(render("policies"), tmp_path)
+    assert sorted(config.agents) == ["alice", "bob"]
+    alice, bob = config.agents["alice"], config.agents["bob"]
+    assert alice.allowed_recipients == ("bob", "boss", "operator")
+    assert alice.bash_allow == ("git *", "nix build .*")
+    assert alice.notes_compact_bytes == 1024 and alice.turn_timeout_seconds == 60
+    assert dict(alice.extra_mcp_servers)["search"].to_claude() == {
+        "command": "/bin/search-mcp", "args": ["--index", "/state/index"], "env": {"SEARCH_LIMIT": "10"}}
+    assert bob.allowed_recipients is None
+    assert bob.private_users is False
+    assert bob.model == "claude-sonnet-4-5"
+    assert config.manager == "boss"
+    assert config.manager_settings.bash_allow == ("git *",)
+    assert config.manager_settings.model == "claude-opus-4-1"
+    assert config.dashboard.listen == "[::1]:9090" and config.dashboard.port == 9090
+    assert config.dashboard.token_file == "/run/secrets/hyperhive-token"
+    assert config.broker.max_message_bytes == 4096
+    assert config.retention.drop_intermediate_tags is False
+    assert config.claude_command == ("python3", "/opt/fake_claude.py")
+    assert config.operator_pronouns == "she/her"
+    assert config.agent_socket("alice") == Path("/run/hive-test/agents/alice/mcp.sock")
+
+
+@pytest.mark.parametrize("example", sorted(BROKEN_EXAMPLES))
+def test_broken_hives_are_refused_naming_the_option(example):
+    proc = render(example, check=False)
+    assert isinstance(proc, subprocess.CompletedProcess), f"{example} rendered without an error"
+    assert proc.returncode != 0
+    assert "cannot be rendered to hive.json" in proc.stderr, proc.stderr
+    assert BROKEN_EXAMPLES[example] in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("expr, path", [
+    ('{ agents.system = { }; }', 'hyperhive.agents."system".name'),
+    ('{ agents.abcdefghij = { }; }', 'hyperhive.agents."abcdefghij".name'),
+    ('{ manager.name = "operator"; }', "hyperhive.manager.name"),
+    ('{ agents.a.extraMcpServers.hyperhive.command = "x"; }', 'hyperhive.agents."a".extraMcpServers.hyperhive'),
+    ('{ agents.a.turnTimeoutSeconds = 0; }', 'hyperhive.agents."a".turnTimeoutSeconds'),
+    ('{ dashboard.listen.address = "0.0.0.0"; }', "hyperhive.dashboard.listen.address"),
+    ('{ dashboard.listen.port = 70000; }', "hyperhive.dashboard.listen.port"),
+    ('{ backend = "docker"; }', "hyperhive.backend"),
+    ('{ stateDir = "relative"; }', "hyperhive.stateDir"),
+    ('{ harness.claudeCommand = [ ]; }', "hyperhive.harness.claudeCommand"),
+    ('{ agents.a.uidBase = 655360; agents.b.uidBase = 655360; }', 'hyperhive.agents."b".uidBase'),
+])
+def test_the_renderer_names_each_problem(expr, path):
+    proc = nix_eval_json(f"import {nix_string(RENDER)} ({expr})", check=False)
+    assert isinstance(proc, subprocess.CompletedProcess), f"{expr} rendered without an error"
+    assert path in proc.stderr, proc.stderr
+
+
+def test_the_loader_also_refuses_what_the_renderer_refuses(tmp_path):
+    """A hand-made hive.json with the bad-recipient mistake: the Python loader names the same key."""
+    hive = render("minimal")
+    hive["agents"]["alice"]["allowedRecipients"] = ["carl"]
+    with pytest.raises(ConfigError, match=r"agents\.alice\.allowedRecipients"):
+        load(hive, tmp_path)
+
+
+def test_user_namespace_ranges_are_stable_and_distinct():
+    lib = nix_string(MODULES / "lib.nix")
+    bases = nix_eval_json(f"let l = import {lib}; in map (l.uidBase {{ }}) [ \"alice\" \"bob\" \"carol\" ]")
+    assert len(set(bases)) == 3
+    for base in bases:
+        assert base % 65536 == 0 and 524288 <= base < 2**31
+    again = nix_eval_json(f"let l = import {lib}; in map (l.uidBase {{ agents.zed = {{ }}; }}) [ \"alice\" \"bob\" \"carol\" ]")
+    assert again == bases  # adding an agent moves nobody
+
+
+# ---------------------------------------------------------------------------------------------------- evalModules
+
+
+def nixpkgs_lib() -> Path:
+    value = os.environ.get("HYPERHIVE_NIXPKGS_LIB")
+    if not value:
+        pytest.skip("HYPERHIVE_NIXPKGS_LIB is not set (a path to nixpkgs' lib/ directory): the modules are not "
+                    "evaluated with lib.evalModules")
+    path = Path(value)
+    if (path / "lib" / "default.nix").exists():
+        path = path / "lib"
+    if not (path / "default.nix").exists():
+        pytest.fail(f"HYPERHIVE_NIXPKGS_LIB={value} has no default.nix (point it at nixpkgs' lib/)", pytrace=False)
+    return path
+
+
+def eval_modules(example: str, attr: str | None = None, check: bool = True):
+    """nix/eval-modules.nix on an example (only ``attr`` of its result, when given, is forced)."""
+    lib = nixpkgs_lib()
+    driver = REPO_ROOT / "nix" / "eval-modules.nix"
+    expr = (f"(import {nix_string(driver)} {{ lib = import {nix_string(lib)}; "
+            f"hive = import {nix_string(EXAMPLES / (example + '.nix'))}; }})")
+    return nix_eval_json(expr + (f".{attr}" if attr else ""), check=check)
+
+
+@pytest.mark.parametrize("example", GOOD_EXAMPLES)
+def test_modules_render_what_the_pure_function_renders(example, tmp_path):
+    result = eval_modules(example)
+    assert result["failedAssertions"] == []
+    assert result["rendered"] == result["pure"]
+    assert result["rendered"] == render(example)
+    assert load(result["rendered"], tmp_path).to_json() == result["rendered"]
+    assert result["hiveJsonMode"] != "symlink"  # a copy, so the service's file watch sees it replaced
+
+
+def test_modules_declare_the_containers_and_mounts():
+    result = eval_modules("policies")
+    hive = result["pure"]
+    state, run = hive["stateDir"], hive["runDir"]
+    containers = result["containers"]
+    assert sorted(containers) == ["h-alice", "h-bob", "hm1nd"]
+
+    def mounts(name):
+        return {point: (m["hostPath"], m["isReadOnly"]) for point, m in containers[name]["bindMounts"].items()}
+
+    assert mounts("h-alice") == {
+        "/run/hive": (f"{run}/agents/alice", False),
+        "/state": (f"{state}/agents/alice/state", False),
+        "/root/.claude": (f"{state}/claude/alice", False),
+    }
+    assert mounts("hm1nd") == {
+        "/run/hive": (f"{run}/manager", False),
+        "/state": (f"{state}/manager/state", False),
+        "/root/.claude": (f"{state}/claude/boss", False),
+        "/agents": (f"{state}/agents", False),
+        "/applied": (f"{state}/applied", True),
+        "/meta": (f"{state}/meta", True),
+    }
+    for name, container in containers.items():
+        assert container["failedAssertions"] == [], name
+        assert container["autoStart"] and not container["privateNetwork"]
+        assert container["isNspawnContainer"]
+        assert container["path"] == f"/nix/var/nix/profiles/per-container/{name}/system"
+        assert container["environment"]["HYPERHIVE_SOCKET"] == "/run/hive/mcp.sock"
+        assert container["execStart"].endswith(f"/bin/hyperhive agent --name {container['policy']['name']} "
+                                               "--socket /run/hive/mcp.sock")
+        assert container["agentJson"] == container["policy"]
+        assert container["git"]["user"]["email"] == f"{container['policy']['name']}@hyperhive.invalid"
+        assert container["environment"]["HYPERHIVE_CLAUDE_COMMAND"] == json.dumps(
+            hive["harness"]["claudeCommand"], separators=(",", ":"))
+    # User namespaces: alice's root is an unprivileged host uid, bob (privateUsers = false) and the manager share.
+    assert isinstance(containers["h-alice"]["privateUsers"], int)
+    assert containers["h-alice"]["privateUsers"] >= 524288
+    assert containers["h-alice"]["extraFlags"] == ["--private-users-ownership=auto"]
+    assert containers["h-bob"]["privateUsers"] == "no"
+    assert containers["hm1nd"]["privateUsers"] == "no"
+    uid = containers["h-alice"]["privateUsers"]
+    prepare = result["prepare"]["hyperhive-prepare-h-alice"]
+    assert f"chown -R {uid}:{uid}" in prepare and f"{state}/agents/alice/state" in prepare
+
+
+def test_in_container_policy_matches_hive_json():
+    result = eval_modules("policies")
+    hive = result["pure"]
+    for name, agent in hive["agents"].items():
+        policy = dict(result["containers"][f"h-{name}"]["policy"])
+        assert policy.pop("name") == name and policy.pop("role") == "agent"
+        assert policy == agent, name
+    manager = dict(result["containers"]["hm1nd"]["policy"])
+    assert manager.pop("name") == hive["manager"] and manager.pop("role") == "manager"
+    assert manager == hive["managerSettings"]
+    settings = result["containers"]["h-alice"]["claudeSettings"]
+    assert settings["permissions"] == {
+        "allow": ["Bash(git *)", "Bash(nix build .*)", "mcp__hyperhive", "mcp__search"],
+        "defaultMode": "dontAsk",
+    }
+
+
+def test_service_unit_is_hardened_and_reloads_on_change():
+    result = eval_modules("policies")
+    service = result["service"]["serviceConfig"]
+    assert service["ExecStart"].endswith("/bin/hyperhive serve --config /etc/hyperhive/hive.json")
+    assert service["Restart"] == "on-failure"
+    assert service["ProtectSystem"] == "strict"
+    assert service["RuntimeDirectory"] == "hive-test" and service["RuntimeDirectoryPreserve"] == "yes"
+    assert "StateDirectory" not in service  # /srv/hive is not under /var/lib: tmpfiles creates it
+    assert result["service"]["reloadTriggers"] == ["hive.json"]
+    assert result["service"]["environment"]["HYPERHIVE_AGENT_TEMPLATE"].endswith("-agent")
+    minimal = eval_modules("minimal")["service"]["serviceConfig"]
+    assert minimal["StateDirectory"] == "hyperhive" and minimal["RuntimeDirectory"] == "hyperhive"
+
+
+def test_the_agent_template_evaluates_against_the_agent_module():
+    template = eval_modules("minimal")["template"]
+    assert template["failedAssertions"] == []
+    assert template["policy"]["name"] == "spawned"
+    assert template["policy"]["bashAllow"]
+    assert template["claudeSettings"]["permissions"]["defaultMode"] == "dontAsk"
+
+
+@pytest.mark.parametrize("example", sorted(BROKEN_EXAMPLES))
+def test_module_assertions_name_the_option(example):
+    failed = eval_modules(example, "failedAssertions")
+    assert any(BROKEN_EXAMPLES[example] in message for message in failed), failed
