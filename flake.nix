@@ -32,7 +32,8 @@
         hyperhive = { pkgs, ... }: {
           imports = [ ./modules/hyperhive.nix ];
           hyperhive.package = lib.mkDefault (packageFor pkgs);
-          # Lets a meta flake say `inputs.hyperhive.url = "hyperhive"` and resolve it offline.
+          # The service's meta flake takes the agent module (and nixpkgs) from this very flake, offline.
+          hyperhive.flake = lib.mkDefault "path:${self.outPath}";
           nix.registry.hyperhive.flake = lib.mkDefault self;
         };
         default = self.nixosModules.hyperhive;

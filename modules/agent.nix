@@ -3,7 +3,7 @@
 # `hive-agent.service`, which talks to the broker over /run/hive/mcp.sock.
 { config, lib, pkgs, ... }:
 let
-  inherit (lib) mkOption mkIf mkDefault types literalExpression optional optionalAttrs;
+  inherit (lib) mkOption mkIf mkDefault types literalExpression optional;
 
   hlib = import ./lib.nix;
   shared = import ./options.nix { inherit lib; };
@@ -47,6 +47,20 @@ in
         Whether the host runs this container in its own user namespace (container root an unprivileged host uid).
         The host applies it: the host module for declared agents, the service for agents spawned at run time.
       '';
+    };
+
+    managerName = mkOption {
+      type = shared.nameType;
+      default = d.manager;
+      example = "boss";
+      description = "The name of the hive's manager (what this agent sends to when it reports).";
+    };
+
+    operatorPronouns = mkOption {
+      type = types.str;
+      default = d.operatorPronouns;
+      example = "she/her";
+      description = "How the agent refers to the operator.";
     };
 
     package = mkOption {
@@ -96,7 +110,7 @@ in
       description = ''
         The agent's policy as hive.json spells it (`agents.<name>`, or `managerSettings` for the manager), plus
         `name` and `role`: what the service reads with `nix eval --json` for an agent spawned at run time.
-        Written to /etc/hyperhive/agent.json for the harness.
+        The harness reads it, with the hive facts it needs, from /etc/hyperhive/agent.json (`--agent-config`).
       '';
     };
   };
@@ -131,7 +145,11 @@ in
       environment.etc = {
         "claude-code/managed-settings.json".source =
           json.generate "managed-settings.json" (hlib.renderClaudeSettings cfg);
-        "hyperhive/agent.json".source = json.generate "agent.json" cfg.policy;
+        "hyperhive/agent.json".source = json.generate "agent.json" (cfg.policy // {
+          manager = cfg.managerName;
+          inherit (cfg) claudeCommand operatorPronouns;
+          stateDir = "/state";
+        });
       };
 
       environment.systemPackages =
@@ -155,9 +173,7 @@ in
         environment = {
           HOME = "/root";
           HYPERHIVE_SOCKET = cfg.socket;
-          HYPERHIVE_AGENT_CONFIG = "/etc/hyperhive/agent.json";
-        } // optionalAttrs (cfg.claudeCommand != null) {
-          HYPERHIVE_CLAUDE_COMMAND = builtins.toJSON cfg.claudeCommand;
+          HYPERHIVE_AGENT_NAME = cfg.name;
         };
         restartTriggers = [
           config.environment.etc."hyperhive/agent.json".source
@@ -165,7 +181,13 @@ in
         ];
         unitConfig.RequiresMountsFor = [ "/state" ];
         serviceConfig = {
-          ExecStart = "${cfg.package}/bin/hyperhive agent --name ${cfg.name} --socket ${cfg.socket}";
+          ExecStart = lib.escapeShellArgs [
+            "${cfg.package}/bin/hyperhive" "agent"
+            "--name" cfg.name
+            "--socket" cfg.socket
+            "--agent-config" "/etc/hyperhive/agent.json"
+            "--state-dir" "/state"
+          ];
           WorkingDirectory = "/state";
           # The broker may be restarting or not up yet: the harness exits and comes back.
           Restart = "always";

@@ -135,6 +135,17 @@ in
       '';
     };
 
+    flake = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "github:example/hyperhive";
+      description = ''
+        Flake reference of hyperhive that the service's meta flake takes its agent module (and nixpkgs) from
+        (`HYPERHIVE_FLAKE`); the flake's `nixosModules.hyperhive` sets it to its own store path, so deploys
+        need no network. null leaves the service's default.
+      '';
+    };
+
     agentTemplate = mkOption {
       type = types.path;
       default = ../templates/agent;
@@ -407,6 +418,9 @@ in
           environment = {
             HYPERHIVE_CONFIG = "/etc/hyperhive/hive.json";
             HYPERHIVE_AGENT_TEMPLATE = "${cfg.agentTemplate}";
+          } // optionalAttrs (cfg.flake != null) {
+            HYPERHIVE_FLAKE = cfg.flake;
+          } // {
             # ProtectSystem makes /nix read-only here: build through the daemon.
             NIX_REMOTE = "daemon";
           };
@@ -464,6 +478,8 @@ in
           imports = [ u.module ];
           hyperhive = {
             package = mkDefault cfg.package;
+            managerName = manager;
+            inherit (cfg) operatorPronouns;
             claudeCommand = mkDefault cfg.harness.claudeCommand;
             claudePackage = mkDefault cfg.harness.claudePackage;
           };

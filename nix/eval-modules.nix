@@ -171,6 +171,7 @@ in
       claudeSettings = c.config.environment.etc."claude-code/managed-settings.json".source.value;
       inherit (c.config.systemd.services.hive-agent) environment;
       execStart = c.config.systemd.services.hive-agent.serviceConfig.ExecStart;
+      inherit (c.config.hyperhive) managerName operatorPronouns;
       git = c.config.programs.git.config;
       isNspawnContainer = c.config.boot.isNspawnContainer;
     })

@@ -372,12 +372,14 @@ def test_modules_declare_the_containers_and_mounts():
         assert container["isNspawnContainer"]
         assert container["path"] == f"/nix/var/nix/profiles/per-container/{name}/system"
         assert container["environment"]["HYPERHIVE_SOCKET"] == "/run/hive/mcp.sock"
-        assert container["execStart"].endswith(f"/bin/hyperhive agent --name {container['policy']['name']} "
-                                               "--socket /run/hive/mcp.sock")
-        assert container["agentJson"] == container["policy"]
+        assert container["execStart"].endswith(
+            f"/bin/hyperhive agent --name {container['policy']['name']} --socket /run/hive/mcp.sock "
+            "--agent-config /etc/hyperhive/agent.json --state-dir /state")
+        # What the harness reads: the policy plus the hive facts the service's own agent.json carries.
+        assert container["agentJson"] == {**container["policy"], "manager": hive["manager"],
+                                          "claudeCommand": hive["harness"]["claudeCommand"],
+                                          "operatorPronouns": hive["operatorPronouns"], "stateDir": "/state"}
         assert container["git"]["user"]["email"] == f"{container['policy']['name']}@hyperhive.invalid"
-        assert container["environment"]["HYPERHIVE_CLAUDE_COMMAND"] == json.dumps(
-            hive["harness"]["claudeCommand"], separators=(",", ":"))
     # User namespaces: alice's root is an unprivileged host uid, bob (privateUsers = false) and the manager share.
     assert isinstance(containers["h-alice"]["privateUsers"], int)
     assert containers["h-alice"]["privateUsers"] >= 524288
