@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import select
 
 from . import store as db
 from .errors import HiveError, bad_request, forbidden, not_found
@@ -124,17 +124,20 @@ class Broker:
             raise HiveError("too_large", f"message body is {size} bytes; the limit is {limit} (maxMessageBytes)")
         known = hive.recipients()
         if recipient not in known:
+            known = hive.recipients(fresh=True)  # an agent spawned a moment ago
+        if recipient not in known:
             raise not_found(f'unknown recipient "{recipient}" (known: {", ".join(sorted(known))})')
         if check_policy:
             reason = hive.pm.hook.authorize_send(hive=hive, sender=sender, recipient=recipient, body=body)
             if reason:
                 raise forbidden(reason)
         ts = time.time()
-        with hive.store.write() as conn:
-            msg_id = conn.execute(db.messages.insert().values(
-                sender=sender, recipient=recipient, kind=kind, body=body,
-                data=None if data is None else json.dumps(data), sent_at=ts, deliveries=0,
-            )).inserted_primary_key[0]
+        with hive.store.write_raw() as cursor:
+            cursor.execute(
+                "INSERT INTO messages (sender, recipient, kind, body, data, sent_at, deliveries) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0)",
+                (sender, recipient, kind, body, None if data is None else json.dumps(data), ts))
+            msg_id = cursor.lastrowid
         self.wake(recipient)
         message = {"id": msg_id, "from": sender, "to": recipient, "kind": kind, "body": body,
                    "sent_at": db.iso(ts)}
@@ -176,53 +179,57 @@ class Broker:
                 if self._generation.get(recipient, 0) == generation and not self._closing:
                     cond.wait(timeout)
 
+    # The inbox queries below are plain SQL: they run on every recv, ack and status, and building SQLAlchemy
+    # expressions each time costs more than the query itself. They use the partial index messages_inbox.
+    _ELIGIBLE = "recipient = ? AND acked_at IS NULL AND (lease_until IS NULL OR lease_until <= ?)"
+
     def _lease(self, recipient: str, limit: int, lease: float) -> tuple[list[dict], int, float | None]:
-        m = db.messages
         ts = time.time()
-        eligible = and_(m.c.recipient == recipient, m.c.acked_at.is_(None),
-                        or_(m.c.lease_until.is_(None), m.c.lease_until <= ts))
         with self.hive.store.read() as conn:
-            any_waiting = conn.execute(select(m.c.id).where(eligible).limit(1)).first()
-            if any_waiting is None:
-                next_expiry = conn.execute(select(func.min(m.c.lease_until)).where(
-                    m.c.recipient == recipient, m.c.acked_at.is_(None), m.c.lease_until > ts)).scalar()
+            waiting = conn.exec_driver_sql(
+                f"SELECT 1 FROM messages WHERE {self._ELIGIBLE} LIMIT 1", (recipient, ts)).first()
+            if waiting is None:
+                next_expiry = conn.exec_driver_sql(
+                    "SELECT min(lease_until) FROM messages WHERE recipient = ? AND acked_at IS NULL "
+                    "AND lease_until > ?", (recipient, ts)).scalar()
                 return [], 0, next_expiry
         with self.hive.store.write() as conn:
             ts = time.time()
-            eligible = and_(m.c.recipient == recipient, m.c.acked_at.is_(None),
-                            or_(m.c.lease_until.is_(None), m.c.lease_until <= ts))
-            rows = conn.execute(select(m).where(eligible).order_by(m.c.id).limit(limit)).all()
+            rows = conn.exec_driver_sql(
+                "SELECT id, sender, recipient, kind, body, data, sent_at FROM messages "
+                f"WHERE {self._ELIGIBLE} ORDER BY id LIMIT ?", (recipient, ts, limit)).all()
             if rows:
-                conn.execute(update(m).where(m.c.id.in_([r.id for r in rows]))
-                             .values(lease_until=ts + lease, deliveries=m.c.deliveries + 1))
-            unread = conn.execute(select(func.count()).select_from(m).where(eligible)).scalar()
+                ids = [r.id for r in rows]
+                conn.exec_driver_sql(
+                    "UPDATE messages SET lease_until = ?, deliveries = deliveries + 1 "
+                    f"WHERE id IN ({','.join('?' * len(ids))})", (ts + lease, *ids))
+            unread = conn.exec_driver_sql(
+                f"SELECT count(*) FROM messages WHERE {self._ELIGIBLE}", (recipient, ts)).scalar()
         return [message_dict(r) for r in rows], unread, None
 
     def ack(self, recipient: str, ids: list[int]) -> int:
         if not ids:
             return 0
-        m = db.messages
+        ids = list(dict.fromkeys(ids))[:1000]
         with self.hive.store.write() as conn:
-            result = conn.execute(update(m).where(m.c.recipient == recipient, m.c.id.in_(ids),
-                                                  m.c.acked_at.is_(None)).values(acked_at=time.time()))
+            result = conn.exec_driver_sql(
+                "UPDATE messages SET acked_at = ? WHERE recipient = ? AND acked_at IS NULL "
+                f"AND id IN ({','.join('?' * len(ids))})", (time.time(), recipient, *ids))
         return result.rowcount
 
     def status(self, recipient: str) -> dict:
-        m = db.messages
-        ts = time.time()
         with self.hive.store.read() as conn:
-            leased = conn.execute(select(func.count()).select_from(m).where(
-                m.c.recipient == recipient, m.c.acked_at.is_(None), m.c.lease_until > ts)).scalar()
-            pending = conn.execute(select(func.count()).select_from(m).where(
-                m.c.recipient == recipient, m.c.acked_at.is_(None))).scalar()
+            pending, leased = conn.exec_driver_sql(
+                "SELECT count(*), count(CASE WHEN lease_until > ? THEN 1 END) FROM messages "
+                "WHERE recipient = ? AND acked_at IS NULL", (time.time(), recipient)).one()
         return {"unread": pending - leased, "leased": leased}
 
     def requeue_leased(self) -> int:
         """At start: whatever was leased by a harness of the previous run comes again."""
-        m = db.messages
         with self.hive.store.write() as conn:
-            return conn.execute(update(m).where(m.c.acked_at.is_(None), m.c.lease_until.is_not(None))
-                                .values(lease_until=None)).rowcount
+            return conn.exec_driver_sql(
+                "UPDATE messages SET lease_until = NULL WHERE acked_at IS NULL AND lease_until IS NOT NULL"
+            ).rowcount
 
     def inbox(self, recipient: str, limit: int = 50) -> list[dict]:
         """The last ``limit`` messages to ``recipient``, newest last (for the operator's inbox)."""

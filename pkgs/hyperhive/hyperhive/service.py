@@ -49,11 +49,28 @@ class Hive:
         self._config_digest = _digest(self.config_path)
         self.stopped = threading.Event()
         self.extensions: dict[str, Any] = {}  # per-plugin state, keyed by plugin name
+        self._spawned_cache: dict[str, AgentConfig] | None = None
 
     # --- who is in the hive ----------------------------------------------------------------------------
 
-    def spawned_agents(self, states: tuple[str, ...] = ("active",)) -> dict[str, AgentConfig]:
-        """Agents created at run time (not declared in the config), by state, with their own policy."""
+    def spawned_agents(self, states: tuple[str, ...] = ("active",), fresh: bool = False) -> dict[str, AgentConfig]:
+        """Agents created at run time (not declared in the config), by state, with their own policy.
+
+        The active ones are cached (every send asks); ``agents_changed()`` or ``fresh=True`` reloads them.
+        """
+        if states == ("active",) and not fresh and self._spawned_cache is not None:
+            return self._spawned_cache
+        result = self._load_spawned(states)
+        if states == ("active",):
+            self._spawned_cache = result
+        return result
+
+    def agents_changed(self) -> None:
+        """Call after writing the agents table: drops the cache and opens or closes sockets."""
+        self._spawned_cache = None
+        self.sync_sockets()
+
+    def _load_spawned(self, states: tuple[str, ...]) -> dict[str, AgentConfig]:
         a = db.agents
         with self.store.read() as conn:
             rows = conn.execute(select(a).where(a.c.state.in_(states), a.c.origin == "spawned")).all()
@@ -79,8 +96,8 @@ class Hive:
             return self.config.manager_settings
         return self.config.agents.get(name) or self.spawned_agents().get(name)
 
-    def recipients(self) -> set[str]:
-        return set(self.agent_configs()) | {self.config.manager, "operator"}
+    def recipients(self, fresh: bool = False) -> set[str]:
+        return set(self.spawned_agents(fresh=fresh)) | set(self.config.agents) | {self.config.manager, "operator"}
 
     def agent_state(self, name: str) -> str:
         backend = self.extensions.get("backend")
@@ -112,6 +129,7 @@ class Hive:
     def sync_sockets(self) -> None:
         """Open a socket for every agent that has none, close those of agents that are gone."""
         with self._sockets_lock:
+            self._spawned_cache = None
             wanted = {self.config.manager: "manager", **{n: "agent" for n in self.agent_configs()}}
             for name in list(self.sockets):
                 if name not in wanted and name != "operator":

@@ -145,21 +145,48 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.RLock()
+        self._writer: Connection | None = None
         self.engine: Engine = create_engine(f"sqlite:///{self.path}", pool_size=20, max_overflow=200)
         event.listen(self.engine, "connect", _on_connect)
         event.listen(self.engine, "begin", _on_begin)
         self.migrate(target_version)
 
     def close(self) -> None:
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         self.engine.dispose()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One serialized write transaction (``BEGIN IMMEDIATE``), committed on leaving the block."""
         with self._write_lock:
-            with self.engine.connect().execution_options(immediate=True) as conn:
-                with conn.begin():
-                    yield conn
+            # one writer, one long-lived connection: no pool checkout on the hot path of every send
+            if self._writer is None or self._writer.closed or self._writer.invalidated:
+                self._writer = self.engine.connect().execution_options(immediate=True)
+            with self._writer.begin():
+                yield self._writer
+
+    @contextmanager
+    def write_raw(self) -> Iterator[Any]:
+        """The same serialized write transaction as ``write()``, as a DB-API cursor: for the hottest path
+        (every send), where SQLAlchemy's per-statement machinery costs more than SQLite's commit."""
+        with self._write_lock:
+            if self._writer is None or self._writer.closed or self._writer.invalidated:
+                self._writer = self.engine.connect().execution_options(immediate=True)
+            raw = self._writer.connection.dbapi_connection
+            cursor = raw.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                raw.rollback()
+                raise
+            else:
+                raw.commit()
+            finally:
+                cursor.close()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
