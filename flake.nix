@@ -55,7 +55,7 @@
 
       checks = forAllSystems (pkgs:
         let
-          tests = import ./nixos-tests { inherit pkgs self; };
+          tests = import ./nixos-tests { inherit pkgs self nixpkgs; };
         in
         tests // {
           package = packageFor pkgs;
