@@ -1,0 +1,479 @@
+"""Approvals: what the manager proposes, what the operator approves or denies, and the deploy that follows.
+
+An approval ``<id>`` of kind ``apply`` is commit C for agent N: C is fetched from ``agents/N/config`` into
+``applied/N`` and tagged ``proposal/<id>``. Denied: ``denied/<id>`` (annotated with the note). Approved:
+``approved/<id>``, then in a background thread ``building/<id>``, ``main`` moved to C, the meta input pinned and
+the backend builds and activates; then ``deployed/<id>`` and a meta commit ``deploy N deployed/<id> <sha12>``, or
+an annotated ``failed/<id>`` holding the error, ``main`` and the meta lock put back. Kind ``spawn`` creates an
+agent (from the template, from a two-step draft's commit, or again from a tombstone). Deploys are serialized:
+they share the meta flake.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import threading
+import time
+
+from sqlalchemy import func, insert, select, update
+
+from . import repos
+from . import store as db
+from . import telemetry
+from .errors import HiveError, bad_request, conflict, not_found
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("pending", "approved", "building", "deployed", "failed", "denied")
+KINDS = ("apply", "spawn")
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+def _dict(row) -> dict:
+    return {"id": row.id, "kind": row.kind, "agent": row.agent, "requested_by": row.requested_by, "ref": row.ref,
+            "sha": row.sha, "base_sha": row.base_sha, "status": row.status, "note": row.note, "error": row.error,
+            "tag": row.tag, "created_at": db.iso(row.created_at), "resolved_at": db.iso(row.resolved_at)}
+
+
+def _row(hive, approval_id):
+    if isinstance(approval_id, bool) or not isinstance(approval_id, int):
+        raise bad_request("an approval id must be an integer")
+    with hive.store.read() as conn:
+        row = conn.execute(select(db.approvals).where(db.approvals.c.id == approval_id)).first()
+    if row is None:
+        raise not_found(f"no approval #{approval_id}")
+    return row
+
+
+def list_approvals(hive, status: str | None = "pending") -> list[dict]:
+    """Approvals with ``status`` (None or "all": every one), oldest first."""
+    q = select(db.approvals).order_by(db.approvals.c.id)
+    if status not in (None, "all"):
+        if status not in STATUSES:
+            raise bad_request(f'unknown status "{status}" (known: {", ".join(STATUSES)}, all)')
+        q = q.where(db.approvals.c.status == status)
+    with hive.store.read() as conn:
+        return [_dict(r) for r in conn.execute(q).all()]
+
+
+def get_approval(hive, approval_id: int) -> dict:
+    """One approval with ``diff``: the proposal against what is deployed (or what it replaced, once deployed)."""
+    row = _row(hive, approval_id)
+    out = _dict(row)
+    try:
+        out["diff"] = _diff(hive, row)
+    except HiveError:
+        raise
+    except Exception as e:  # a repo that went missing must not hide the approval itself
+        log.warning("diff of approval #%s: %s", row.id, e)
+        out["diff"] = f"(the diff cannot be shown: {e})"
+    return out
+
+
+def _diff(hive, row) -> str:
+    name = row.agent
+    applied_dir = repos.applied_path(hive, name)
+    if row.sha:
+        repo = repos.open_repo(applied_dir)
+        if row.status in ("pending", "approved"):
+            base = repos.main_sha(repo)
+        else:
+            base = row.base_sha
+        if base == row.sha:
+            return "(no changes: this commit is what is deployed)"
+        return repos.diff_between(repo, base, row.sha)
+    # A spawn without a commit: a new agent from the template, or a tombstone coming back.
+    if (applied_dir / ".git").exists():
+        repo = repos.open_repo(applied_dir)
+        main = repos.main_sha(repo)
+        if main:
+            return (f"(revive {name}: redeploys its last deployed config, main at {main[:12]})\n"
+                    + repos.diff_between(repo, None, main))
+    return _template_diff(name)
+
+
+def _template_diff(name: str) -> str:
+    template = repos.agent_template_dir()
+    files: dict[str, str] = {}
+    if template is not None and template.is_dir():
+        for p in sorted(template.rglob("*")):
+            if p.is_file() and ".git" not in p.parts:
+                files[str(p.relative_to(template))] = p.read_text(encoding="utf-8", errors="replace")
+    else:
+        files = dict(repos.FALLBACK_TEMPLATE)
+    out = [f"(spawn {name}: a new agent from templates/agent)\n"]
+    for path, text in files.items():
+        out.extend(difflib.unified_diff([], text.splitlines(keepends=True), "/dev/null", f"b/{path}"))
+    return "".join(out)
+
+
+# --- the queue ---------------------------------------------------------------------------------------------
+
+def _pending_count(hive) -> int:
+    with hive.store.read() as conn:
+        return conn.execute(select(func.count()).select_from(db.approvals)
+                            .where(db.approvals.c.status == "pending")).scalar()
+
+
+def _changed(hive, approval_id: int, status: str) -> None:
+    """The queue moved: host-wide telemetry and the live views hear of it."""
+    try:
+        telemetry.record(hive, "hive", [{"key": "approvals.queue", "value": float(_pending_count(hive)),
+                                         "ts": time.time()}])
+    except Exception:
+        log.exception("recording approvals.queue")
+    hive.bus.publish("state", {"what": "approval", "id": approval_id, "status": status})
+
+
+def _insert(hive, kind: str, agent: str, requested_by: str, ref=None, sha=None, base_sha=None) -> int:
+    with hive.store.write() as conn:
+        return conn.execute(insert(db.approvals).values(
+            kind=kind, agent=agent, requested_by=requested_by, ref=ref, sha=sha, base_sha=base_sha,
+            status="pending", created_at=time.time())).inserted_primary_key[0]
+
+
+def _set(hive, approval_id: int, **values) -> None:
+    with hive.store.write() as conn:
+        conn.execute(update(db.approvals).where(db.approvals.c.id == approval_id).values(**values))
+    if "status" in values:
+        _changed(hive, approval_id, values["status"])
+
+
+def _check_ref(ref) -> str:
+    if not isinstance(ref, str) or not ref.strip():
+        raise bad_request('"commit" must be a non-empty string (a sha or a branch of the proposed repo)')
+    ref = ref.strip()
+    if len(ref) > repos.MAX_REV_LEN or ref.startswith("-") or not repos.REV_RE.match(ref):
+        raise bad_request(f'"{ref[:80]}" is not a commit (give a sha or a branch of the proposed repo)')
+    return ref
+
+
+def _resolve_proposed(hive, name: str, ref: str) -> str:
+    path = repos.config_path(hive, name)
+    if not (path / ".git").exists():
+        raise not_found(f"{name} has no proposed config repo (agents/{name}/config)")
+    sha = repos.rev_sha(repos.open_repo(path), ref)
+    if sha is None:
+        raise not_found(f'commit "{ref}" is not in the proposed repo of {name} (agents/{name}/config): '
+                        "commit there first")
+    return sha
+
+
+def _propose(hive, kind: str, name: str, ref: str, sha: str, requested_by: str) -> int:
+    """Fetch ``sha`` into the applied repo, record the approval, tag ``proposal/<id>``."""
+    applied = repos.ensure_applied_repo(hive, name)
+    with repos.repo_lock(repos.applied_path(hive, name)):
+        repos.fetch_commit(applied, repos.config_path(hive, name), sha)
+        base = repos.main_sha(applied)
+        approval_id = _insert(hive, kind, name, requested_by, ref=ref, sha=sha, base_sha=base)
+        repos.tag(applied, f"proposal/{approval_id}", sha,
+                  f"proposal #{approval_id} for {name} by {requested_by}: {ref}")
+    _changed(hive, approval_id, "pending")
+    return approval_id
+
+
+def request_apply(hive, agent, ref, requested_by: str) -> int:
+    """Queue commit ``ref`` of ``agent``'s proposed repo for the operator's review."""
+    from . import spawn
+
+    if not isinstance(agent, str):
+        raise bad_request('"agent" must be a string')
+    ref = _check_ref(ref)
+    row = spawn.agent_row(hive, agent)
+    if row is not None and row.state == "draft" and agent not in hive.config.agents:
+        raise conflict(f"{agent} is a draft: queue its spawn with request_spawn_commit")
+    if agent != hive.config.manager and agent not in hive.agent_configs():
+        if row is not None and row.state == "tombstone":
+            raise conflict(f"{agent} was destroyed; the operator can revive it")
+        raise not_found(f'unknown agent "{agent}"')
+    sha = _resolve_proposed(hive, agent, ref)
+    return _propose(hive, "apply", agent, ref, sha, requested_by)
+
+
+def request_spawn(hive, name, requested_by: str, *, revive: bool = False) -> int:
+    """Queue the spawn of a new agent ``name`` (from the template), or with ``revive`` of a tombstone."""
+    from . import spawn
+
+    spawn.check_new_name(hive, name, allow_tombstone=revive)
+    row = spawn.agent_row(hive, name)
+    if revive and (row is None or row.state != "tombstone"):
+        raise not_found(f'there is no destroyed agent "{name}" to revive')
+    if not revive and row is not None and row.state == "tombstone":
+        raise conflict(f'"{name}" is a destroyed agent whose config and state are kept: revive it or purge it')
+    if not revive and row is not None and row.state == "draft":
+        raise conflict(f'"{name}" is a draft: queue it with request_spawn_commit')
+    with hive.store.read() as conn:
+        waiting = conn.execute(select(db.approvals.c.id).where(
+            db.approvals.c.agent == name, db.approvals.c.kind == "spawn",
+            db.approvals.c.status.in_(("pending", "approved", "building")))).first()
+    if waiting is not None:
+        raise conflict(f'a spawn of "{name}" is already queued (approval #{waiting.id})')
+    approval_id = _insert(hive, "spawn", name, requested_by, ref="revive" if revive else None)
+    _changed(hive, approval_id, "pending")
+    return approval_id
+
+
+def request_spawn_commit(hive, name, ref, requested_by: str) -> int:
+    """Queue the spawn of draft ``name`` at commit ``ref`` of its proposed repo."""
+    from . import spawn
+
+    if not isinstance(name, str):
+        raise bad_request('"name" must be a string')
+    ref = _check_ref(ref)
+    row = spawn.agent_row(hive, name)
+    if row is None or row.state != "draft":
+        raise not_found(f'there is no draft "{name}" (create one with request_spawn_draft)')
+    sha = _resolve_proposed(hive, name, ref)
+    return _propose(hive, "spawn", name, ref, sha, requested_by)
+
+
+# --- resolving ---------------------------------------------------------------------------------------------
+
+def _take(hive, approval_id, new_status: str, **values):
+    """Move a pending approval on, atomically: two operators clicking at once resolve it once."""
+    row = _row(hive, approval_id)
+    with hive.store.write() as conn:
+        result = conn.execute(update(db.approvals).where(db.approvals.c.id == row.id,
+                                                         db.approvals.c.status == "pending")
+                              .values(status=new_status, **values))
+    if result.rowcount != 1:
+        current = _row(hive, row.id)
+        raise conflict(f"approval #{row.id} is {current.status}, not pending")
+    _changed(hive, row.id, new_status)
+    return _row(hive, row.id)
+
+
+def deny(hive, approval_id, note) -> dict:
+    if note is None:
+        note = ""
+    if not isinstance(note, str):
+        raise bad_request('"note" must be a string')
+    row = _take(hive, approval_id, "denied", note=note, resolved_at=time.time())
+    tag_name = None
+    if row.sha:
+        tag_name = f"denied/{row.id}"
+        try:
+            repo = repos.open_repo(repos.applied_path(hive, row.agent))
+            with repos.repo_lock(repos.applied_path(hive, row.agent)):
+                repos.tag(repo, tag_name, row.sha, note or "denied by the operator")
+        except Exception as e:
+            log.exception("tagging %s", tag_name)
+            tag_name = None
+            _set(hive, row.id, error=f"could not tag denied/{row.id}: {e}")
+        else:
+            _set(hive, row.id, tag=tag_name)
+    what = "spawn of" if row.kind == "spawn" else "change to"
+    hive.notify(row.agent, f"approval #{row.id} ({what} {row.agent}) was denied by the operator"
+                + (f": {note}" if note else " (no note)"),
+                event="approval", approval_id=row.id, kind=row.kind, status="denied", note=note, sha=row.sha,
+                tag=tag_name)
+    return _dict(_row(hive, row.id))
+
+
+def approve(hive, approval_id) -> dict:
+    """Approve and start the build and deploy in the background; the approval goes approved, building, then
+    deployed or failed."""
+    row = _row(hive, approval_id)
+    if row.status == "pending" and hive.extensions.get("backend") is None:
+        raise HiveError("internal", "no deploy backend is running, so nothing can be deployed")
+    row = _take(hive, approval_id, "approved")
+    if row.sha:
+        try:
+            repo = repos.open_repo(repos.applied_path(hive, row.agent))
+            with repos.repo_lock(repos.applied_path(hive, row.agent)):
+                repos.tag(repo, f"approved/{row.id}", row.sha, f"approved #{row.id} by the operator")
+        except Exception:
+            log.exception("tagging approved/%s", row.id)
+    thread = threading.Thread(target=_run_deploy, args=(hive, row.id), name=f"deploy-{row.id}", daemon=True)
+    hive.extensions.setdefault("deploy_threads", []).append(thread)
+    thread.start()
+    return _dict(_row(hive, row.id))
+
+
+def deploy_lock(hive) -> threading.RLock:
+    # One deploy at a time: they share the meta flake and its lock file.
+    return hive.extensions.setdefault("deploy_lock", threading.RLock())
+
+
+def wait_deploys(hive, timeout: float = 30) -> None:
+    for thread in list(hive.extensions.get("deploy_threads", [])):
+        thread.join(timeout)
+
+
+def _run_deploy(hive, approval_id: int) -> None:
+    with deploy_lock(hive):
+        if hive.stopped.is_set():
+            return
+        row = _row(hive, approval_id)
+        try:
+            if row.kind == "apply":
+                _deploy_apply(hive, row)
+            else:
+                _deploy_spawn(hive, row)
+        except Exception as e:  # a bug in the deploy path must still end the approval
+            log.exception("deploy of approval #%s", approval_id)
+            current = _row(hive, approval_id)
+            if current.status in ("approved", "building"):
+                _set(hive, approval_id, status="failed", error=f"internal error: {type(e).__name__}: {e}",
+                     resolved_at=time.time())
+
+
+def _build_error(e: Exception) -> str:
+    from .backends import BuildError
+
+    if isinstance(e, (BuildError, HiveError)):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def _deploy(hive, name: str, sha: str) -> None:
+    """Pin and build ``applied/<n>`` main (already at ``sha``) with the running backend."""
+    from . import spawn
+
+    backend = hive.extensions["backend"]
+    if spawn.is_spawned(hive, name):
+        spawn.store_policy(hive, name, spawn.read_policy(repos.applied_path(hive, name)))
+        hive.sync_sockets()
+    repos.sync_meta(hive)
+    backend.lock(name)
+    backend.deploy(name, sha)
+
+
+def _deploy_apply(hive, row) -> None:
+    from . import spawn
+
+    name, sha = row.agent, row.sha
+    path = repos.applied_path(hive, name)
+    repo = repos.open_repo(path)
+    old_main = repos.main_sha(repo)
+    old_policy = spawn.agent_row(hive, name)
+    _set(hive, row.id, status="building", base_sha=old_main)
+    with repos.repo_lock(path):
+        repos.tag(repo, f"building/{row.id}", sha, f"building #{row.id}")
+        repos.set_main(repo, sha)
+    try:
+        _deploy(hive, name, sha)
+    except Exception as e:
+        _fail(hive, row, _build_error(e), old_main=old_main)
+        if old_policy is not None and old_policy.origin == "spawned":
+            spawn.store_policy(hive, name, db.loads_json(old_policy.policy, {}))
+        _recover_agent(hive, name)
+        return
+    _succeed(hive, row, f"deployed/{row.id}", sha,
+             f"approval #{row.id} for {name} deployed: deployed/{row.id} at {sha[:12]}")
+
+
+def _deploy_spawn(hive, row) -> None:
+    from . import spawn
+
+    name = row.agent
+    agent = spawn.agent_row(hive, name)
+    path = repos.applied_path(hive, name)
+    old_main = None
+    if row.sha:  # two-step: the draft's commit
+        repo = repos.ensure_applied_repo(hive, name)
+        old_main = repos.main_sha(repo)
+        _set(hive, row.id, status="building", base_sha=old_main)
+        with repos.repo_lock(path):
+            repos.tag(repo, f"building/{row.id}", row.sha, f"building #{row.id}")
+            repos.set_main(repo, row.sha)
+        sha, tag_name, before = row.sha, f"deployed/{row.id}", "draft"
+    elif agent is not None and agent.state == "tombstone":  # revive
+        repo = repos.ensure_applied_repo(hive, name)
+        repos.seed_agent(hive, name)
+        sha = repos.main_sha(repo)
+        _set(hive, row.id, status="building", base_sha=sha, sha=sha)
+        tag_name, before = f"deployed/{row.id}", "tombstone"
+    else:  # one-step: a new agent from the template, its seed is deployed/0
+        _set(hive, row.id, status="building")
+        sha = repos.seed_agent(hive, name) or repos.main_sha(repos.open_repo(path))
+        _set(hive, row.id, sha=sha)
+        tag_name, before = "deployed/0", None
+    spawn.set_agent_state(hive, name, "active")
+    try:
+        _deploy(hive, name, sha)
+    except Exception as e:
+        error = _build_error(e)
+        spawn.set_agent_state(hive, name, before or "tombstone")
+        hive.sync_sockets()
+        try:
+            repos.sync_meta(hive)
+        except Exception:
+            log.exception("meta after a failed spawn of %s", name)
+        _fail(hive, _row(hive, row.id), error, old_main=old_main if row.sha else sha)
+        hive.extensions["backend"].stop(name)
+        return
+    _succeed(hive, _row(hive, row.id), tag_name, sha,
+             f"{name} was spawned (approval #{row.id}): {tag_name} at {sha[:12]}")
+
+
+def _succeed(hive, row, tag_name: str, sha: str, message: str) -> None:
+    name = row.agent
+    repo = repos.open_repo(repos.applied_path(hive, name))
+    with repos.repo_lock(repos.applied_path(hive, name)):
+        if repos.rev_sha(repo, f"refs/tags/{tag_name}") is None:
+            repos.tag(repo, tag_name, sha, f"approval #{row.id} deployed")
+    meta = repos.ensure_meta_repo(hive)
+    repos.commit_meta(meta, f"deploy {name} {tag_name} {sha[:12]}", allow_empty=True)
+    _set(hive, row.id, status="deployed", tag=tag_name, resolved_at=time.time(), error=None)
+    hive.notify(name, message, event="approval", approval_id=row.id, kind=row.kind, status="deployed",
+                note=row.note, sha=sha, tag=tag_name)
+
+
+def _fail(hive, row, error: str, *, old_main: str | None) -> None:
+    """Keep the error in ``failed/<id>``, put ``main`` and the meta lock back as they were."""
+    name = row.agent
+    path = repos.applied_path(hive, name)
+    tag_name = None
+    try:
+        repo = repos.open_repo(path)
+        with repos.repo_lock(path):
+            if old_main:
+                repos.set_main(repo, old_main)
+            target = row.sha or repos.main_sha(repo)
+            if target:
+                tag_name = f"failed/{row.id}"
+                repos.tag(repo, tag_name, target, f"build of approval #{row.id} failed:\n\n{error}", force=True)
+    except Exception:
+        log.exception("recording the failure of approval #%s", row.id)
+    try:
+        repos.restore_meta_lock(hive)
+    except Exception:
+        log.exception("restoring the meta lock after approval #%s", row.id)
+    _set(hive, row.id, status="failed", error=error, tag=tag_name, resolved_at=time.time())
+    first_line = error.strip().splitlines()[0] if error.strip() else "unknown error"
+    hive.notify(name, f"approval #{row.id} for {name} failed to build or deploy: {first_line}",
+                event="approval", approval_id=row.id, kind=row.kind, status="failed", note=row.note,
+                sha=row.sha, tag=tag_name, error=error)
+
+
+def _recover_agent(hive, name: str) -> None:
+    """After a failed deploy, the agent runs its old config again if the attempt stopped it."""
+    backend = hive.extensions["backend"]
+    if backend.state(name) == "running":
+        return
+    try:
+        backend.start(name)
+    except Exception as e:
+        log.warning("could not restart %s on its old config: %s", name, e)
+
+
+def recover_interrupted(hive) -> int:
+    """At start: deploys cut short by a stop of the service fail, with main and the meta lock put back."""
+    with hive.store.read() as conn:
+        rows = conn.execute(select(db.approvals).where(
+            db.approvals.c.status.in_(("approved", "building")))).all()
+    for row in rows:
+        old = row.base_sha if row.status == "building" and row.sha else None
+        try:
+            if old:
+                repo = repos.open_repo(repos.applied_path(hive, row.agent))
+                if repos.main_sha(repo) != row.sha:
+                    old = None  # main never moved
+        except Exception:
+            old = None
+        _fail(hive, row, "interrupted: the service stopped before this deploy finished; request it again",
+              old_main=old)
+    return len(rows)

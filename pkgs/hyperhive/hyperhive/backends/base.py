@@ -1,0 +1,91 @@
+"""What every deploy backend does, and what they share (the agent.json each agent reads)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .. import repos
+
+
+class BuildError(Exception):
+    """A build or activation that failed; the message is the output kept in the ``failed/<id>`` tag."""
+
+
+class Backend:
+    """One way of running agents. ``name`` is the config's ``backend`` value.
+
+    A deploy is ``lock(name)`` (pin meta's ``agent-<n>`` input to ``applied/<n>`` main) then ``deploy(name, sha)``
+    (build and activate it); either raises ``BuildError`` and leaves what ran before running.
+    """
+
+    name = "abstract"
+    # How often the crash watcher asks ``crashed()``.
+    poll_seconds = 1.0
+
+    def __init__(self, hive):
+        self.hive = hive
+
+    def lock(self, name: str) -> None:
+        raise NotImplementedError
+
+    def deploy(self, name: str, sha: str) -> None:
+        raise NotImplementedError
+
+    def start(self, name: str) -> None:
+        raise NotImplementedError
+
+    def stop(self, name: str) -> None:
+        raise NotImplementedError
+
+    def restart(self, name: str) -> None:
+        self.stop(name)
+        self.start(name)
+
+    def destroy(self, name: str) -> None:
+        self.stop(name)
+
+    def state(self, name: str) -> str:
+        """running | stopped | crashed | starting | missing | unknown"""
+        raise NotImplementedError
+
+    def crashed(self) -> list[tuple[str, str]]:
+        """Agents that stopped without being asked since the last call: (name, what happened)."""
+        return []
+
+    def stop_all(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return self.name
+
+
+def role_of(hive, name: str) -> str:
+    return "manager" if name == hive.config.manager else "agent"
+
+
+def agent_json(hive, name: str) -> dict:
+    """The agent's section of hive.json plus who it is, as the harness reads it (``--agent-config``)."""
+    cfg = hive.agent_config(name)
+    if cfg is None:
+        raise KeyError(name)
+    out = cfg.to_json()
+    out.update({
+        "name": name,
+        "role": role_of(hive, name),
+        "manager": hive.config.manager,
+        "claudeCommand": None if hive.config.claude_command is None else list(hive.config.claude_command),
+        "operatorPronouns": hive.config.operator_pronouns,
+        "stateDir": str(repos.state_path(hive, name)),
+    })
+    return out
+
+
+def write_agent_json(hive, name: str) -> Path:
+    path = repos.agent_json_path(hive, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(agent_json(hive, name), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

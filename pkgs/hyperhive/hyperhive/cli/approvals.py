@@ -1,0 +1,151 @@
+"""Operator verbs for approvals, spawning, the agents' life cycle and tag retention (over host.sock)."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from .common import config_option, echo_json, host_call, json_option
+
+TERMINAL = ("deployed", "failed", "denied")
+
+
+def _line(a: dict) -> str:
+    what = f"spawn {a['agent']}" if a["kind"] == "spawn" else f"apply {a['agent']}"
+    ref = f" {a['ref']}" if a.get("ref") and a["ref"] != a.get("sha") else ""
+    sha = f" {a['sha'][:12]}" if a.get("sha") else ""
+    tag = f" [{a['tag']}]" if a.get("tag") else ""
+    return f"#{a['id']:<4} {a['status']:<9} {what}{ref}{sha} by {a['requested_by']} at {a['created_at']}{tag}"
+
+
+@click.command("pending")
+@click.option("--all", "show_all", is_flag=True, help="Every approval, not only the pending ones.")
+@click.option("--status", type=click.Choice(["pending", "approved", "building", "deployed", "failed", "denied"]),
+              default=None, help="Only approvals in this state.")
+@click.option("--diff", "show_diff", is_flag=True, help="Show each approval's diff against what is deployed.")
+@config_option
+@json_option
+def pending(show_all, status, show_diff, config_path, as_json):
+    """List pending approvals (what the manager asks to deploy or spawn)."""
+    result = host_call(config_path, "pending", status="all" if show_all else (status or "pending"))
+    items = result["approvals"]
+    if show_diff:
+        items = [host_call(config_path, "approval", id=a["id"]) for a in items]
+    if as_json:
+        return echo_json({"approvals": items})
+    if not items:
+        click.echo("no approvals" if show_all or status else "nothing pending")
+    for a in items:
+        click.echo(_line(a))
+        if a.get("note"):
+            click.echo(f"      note: {a['note']}")
+        if a.get("error"):
+            click.echo("      error: " + a["error"].strip().splitlines()[0] if a["error"].strip() else "")
+        if show_diff:
+            click.echo(a.get("diff", ""))
+
+
+@click.command("approve")
+@click.argument("approval_id", metavar="ID", type=int)
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until the deploy is done (deployed or failed).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+              help="Seconds to wait for the deploy.")
+@config_option
+@json_option
+def approve(approval_id, wait, timeout, config_path, as_json):
+    """Approve approval ID: build and deploy it."""
+    result = host_call(config_path, "approve", id=approval_id)
+    deadline = time.monotonic() + timeout
+    while wait and result["status"] not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(0.2)
+        result = host_call(config_path, "approval", id=approval_id)
+        result.pop("diff", None)
+    if as_json:
+        return echo_json(result)
+    click.echo(_line(result))
+    if result["status"] == "failed":
+        click.echo(result.get("error") or "", err=True)
+        raise SystemExit(1)
+    if wait and result["status"] not in TERMINAL:
+        raise click.ClickException(f"approval #{approval_id} is still {result['status']} after {timeout:g}s")
+
+
+@click.command("deny")
+@click.argument("approval_id", metavar="ID", type=int)
+@click.option("--note", required=True, help="Why: the manager reads it.")
+@config_option
+@json_option
+def deny(approval_id, note, config_path, as_json):
+    """Deny approval ID with a note."""
+    result = host_call(config_path, "deny", id=approval_id, note=note)
+    if as_json:
+        return echo_json(result)
+    click.echo(_line(result))
+
+
+@click.command("spawn")
+@click.argument("name")
+@config_option
+@json_option
+def spawn(name, config_path, as_json):
+    """Spawn a new agent NAME from the agent template (recorded as an approval and approved at once)."""
+    result = host_call(config_path, "spawn", name=name)
+    if as_json:
+        return echo_json(result)
+    click.echo(_line(result))
+
+
+def _agent_verb(verb: str, op: str, doc: str):
+    @click.command(verb, help=doc)
+    @click.argument("name")
+    @config_option
+    @json_option
+    def command(name, config_path, as_json):
+        result = host_call(config_path, op, name=name)
+        if as_json:
+            return echo_json(result)
+        extra = f" (approval #{result['approval_id']} queued)" if "approval_id" in result else ""
+        click.echo(f"{result['name']}: {result['state']}{extra}")
+    return command
+
+
+kill = _agent_verb("kill", "kill", "Stop agent NAME.")
+start = _agent_verb("start", "start", "Start agent NAME.")
+restart = _agent_verb("restart", "restart", "Restart agent NAME.")
+rebuild = _agent_verb("rebuild", "rebuild", "Build agent NAME's deployed config again and restart it on it.")
+revive = _agent_verb("revive", "revive", "Queue the spawn of destroyed agent NAME (approve it to bring it back).")
+
+
+@click.command("destroy")
+@click.argument("name")
+@click.option("--purge", is_flag=True, help="Also delete its config repos and state (otherwise they are kept).")
+@config_option
+@json_option
+def destroy(name, purge, config_path, as_json):
+    """Destroy spawned agent NAME; its config and state are kept as a tombstone unless --purge."""
+    result = host_call(config_path, "destroy", name=name, purge=purge)
+    if as_json:
+        return echo_json(result)
+    click.echo(f"{result['name']}: {result['state']}")
+
+
+@click.command("retention")
+@click.option("--dry-run", is_flag=True, help="Only list what would be dropped.")
+@config_option
+@json_option
+def retention(dry_run, config_path, as_json):
+    """Drop old failed/ and denied/ tags and intermediate tags of finished approvals; keep every deployed/."""
+    result = host_call(config_path, "retention", dry_run=dry_run)
+    if as_json:
+        return echo_json(result)
+    verb = "would drop" if dry_run else "dropped"
+    for t in result["dropped"]:
+        click.echo(f"{verb:<10} {t['agent']:<10} {t['tag']:<16} ({t['reason']})")
+    for t in result["kept"]:
+        click.echo(f"{'kept':<10} {t['agent']:<10} {t['tag']}")
+    click.echo(f"{len(result['kept'])} kept, {len(result['dropped'])} {verb}")
+
+
+COMMANDS = [pending, approve, deny, spawn, kill, start, restart, rebuild, destroy, revive, retention]

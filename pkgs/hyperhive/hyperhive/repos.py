@@ -1,0 +1,584 @@
+"""The config repos (GitPython): where they live, seeding them, the meta flake, and the read-only repo browser.
+
+Under ``stateDir``: ``agents/<n>/config`` (the proposed repo the manager commits to, with a remote ``applied``),
+``agents/<n>/state`` (the agent's ``/state``; the manager's is ``manager/state``), ``applied/<n>`` (what was
+approved, branch ``main``, with the audit tags) and ``meta/`` (a flake with one input ``agent-<n>`` per agent and
+one ``nixosConfigurations.<n>`` each).
+
+Every git command the service runs carries its own identity and trusts these repos whoever owns them (the manager
+commits into the proposed repos from its container), so nothing depends on a global git config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import git
+
+from . import store as db
+from .config import check_name
+from .errors import HiveError, bad_request, not_found
+
+log = logging.getLogger(__name__)
+
+IDENTITY_NAME = "hyperhive"
+IDENTITY_EMAIL = "hyperhive@localhost"
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": IDENTITY_NAME, "GIT_AUTHOR_EMAIL": IDENTITY_EMAIL,
+    "GIT_COMMITTER_NAME": IDENTITY_NAME, "GIT_COMMITTER_EMAIL": IDENTITY_EMAIL,
+    # Command-line config (protected): repos written by an agent's uid are still ours to read and fetch from.
+    "GIT_CONFIG_COUNT": "3",
+    "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*",
+    "GIT_CONFIG_KEY_1": "tag.gpgSign", "GIT_CONFIG_VALUE_1": "false",
+    "GIT_CONFIG_KEY_2": "commit.gpgSign", "GIT_CONFIG_VALUE_2": "false",
+    "GIT_TERMINAL_PROMPT": "0",
+}
+TAG_STATES = ("proposal", "approved", "building", "deployed", "failed", "denied")
+TERMINAL_TAG_STATES = ("deployed", "failed", "denied")
+META_LOCK = "flake.lock"
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's well-known empty tree
+DEFAULT_HYPERHIVE_FLAKE = "github:hyperhive/hyperhive"
+
+# Git operations on one repo must not interleave (index.lock); the meta repo is shared by every deploy.
+_repo_locks: dict[str, threading.RLock] = {}
+_repo_locks_guard = threading.Lock()
+
+
+def repo_lock(path: Path) -> threading.RLock:
+    with _repo_locks_guard:
+        return _repo_locks.setdefault(str(Path(path).resolve()), threading.RLock())
+
+
+# --- where things are --------------------------------------------------------------------------------------
+
+def config_path(hive, name: str) -> Path:
+    return hive.config.state_dir / "agents" / name / "config"
+
+
+def state_path(hive, name: str) -> Path:
+    if name == hive.config.manager:
+        return hive.config.state_dir / "manager" / "state"
+    return hive.config.state_dir / "agents" / name / "state"
+
+
+def applied_path(hive, name: str) -> Path:
+    return hive.config.state_dir / "applied" / name
+
+
+def meta_path(hive) -> Path:
+    return hive.config.state_dir / "meta"
+
+
+def agent_json_path(hive, name: str) -> Path:
+    return hive.config.state_dir / "agents" / name / "agent.json"
+
+
+def agent_template_dir() -> Path | None:
+    """The template a new agent's config repo starts from: $HYPERHIVE_AGENT_TEMPLATE, package data, or the
+    checkout's ``templates/agent``."""
+    env = os.environ.get("HYPERHIVE_AGENT_TEMPLATE")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates" / "agent", here.parents[2] / "templates" / "agent"):
+        if (candidate / "agent.nix").is_file():
+            return candidate
+    return None
+
+
+# Used only when no template can be found at all (a broken install), so that a spawn still gets a repo.
+FALLBACK_TEMPLATE = {
+    "flake.nix": '{\n  description = "A hyperhive agent\'s configuration";\n  outputs = { self }: {\n'
+                 '    nixosModules.default = { imports = [ ./agent.nix ]; };\n  };\n}\n',
+    "agent.nix": '{ pkgs, ... }:\n{\n  hyperhive = {\n    prompt = "You are a new agent of this hive.";\n'
+                 '    allowedRecipients = [ "manager" "operator" ];\n  };\n}\n',
+}
+
+
+# --- git plumbing ------------------------------------------------------------------------------------------
+
+def open_repo(path: Path) -> git.Repo:
+    try:
+        repo = git.Repo(str(path))
+    except (git.NoSuchPathError, git.InvalidGitRepositoryError):
+        raise not_found(f"no git repository at {path}") from None
+    repo.git.update_environment(**GIT_ENV)
+    return repo
+
+
+def init_repo(path: Path) -> git.Repo:
+    path.mkdir(parents=True, exist_ok=True)
+    repo = git.Repo.init(str(path), initial_branch="main")
+    repo.git.update_environment(**GIT_ENV)
+    return repo
+
+
+def rev_sha(repo: git.Repo, rev: str) -> str | None:
+    """The commit ``rev`` names in ``repo``, or None."""
+    try:
+        return repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+    except git.GitCommandError:
+        return None
+
+
+def main_sha(repo: git.Repo) -> str | None:
+    return rev_sha(repo, "refs/heads/main")
+
+
+def tag(repo: git.Repo, name: str, sha: str, message: str, *, force: bool = False) -> None:
+    """An annotated tag: it carries its date (for retention) and a message (the note, the build error)."""
+    args = ["-a", name, sha, "-m", message or name]
+    if force:
+        args.insert(0, "-f")
+    repo.git.tag(*args)
+
+
+def set_main(repo: git.Repo, sha: str) -> None:
+    """Point ``main`` (checked out) at ``sha`` and make the work tree match it."""
+    repo.git.checkout("-q", "-B", "main", sha)
+    repo.git.reset("-q", "--hard", sha)
+
+
+def fetch_commit(target: git.Repo, source: Path, sha: str) -> None:
+    target.git.fetch("-q", "--no-tags", str(source), sha)
+
+
+# --- seeding -----------------------------------------------------------------------------------------------
+
+def seed_config_repo(hive, name: str) -> bool:
+    """Create ``agents/<n>/config`` from the template (one initial commit), with remote ``applied``."""
+    path = config_path(hive, name)
+    with repo_lock(path):
+        if (path / ".git").exists():
+            _ensure_applied_remote(hive, name)
+            return False
+        template = agent_template_dir()
+        path.mkdir(parents=True, exist_ok=True)
+        if template is not None and template.is_dir():
+            for item in template.iterdir():
+                if item.name in (".git",):
+                    continue
+                if item.is_dir():
+                    shutil.copytree(item, path / item.name, dirs_exist_ok=True)
+                else:
+                    shutil.copyfile(item, path / item.name)
+        else:
+            log.warning("no agent template found (set HYPERHIVE_AGENT_TEMPLATE); %s starts from a minimal one", name)
+            for fname, text in FALLBACK_TEMPLATE.items():
+                (path / fname).write_text(text, encoding="utf-8")
+        for p in path.rglob("*"):  # templates from the Nix store are read-only
+            if ".git" not in p.parts:
+                p.chmod(0o755 if p.is_dir() else 0o644)
+        repo = init_repo(path)
+        repo.git.add("-A")
+        repo.git.commit("-q", "-m", f"{name}: initial config from templates/agent")
+        _ensure_applied_remote(hive, name)
+        return True
+
+
+def _ensure_applied_remote(hive, name: str) -> None:
+    repo = open_repo(config_path(hive, name))
+    url = str(applied_path(hive, name))
+    if "applied" not in [r.name for r in repo.remotes]:
+        repo.create_remote("applied", url)
+
+
+def ensure_state_dir(hive, name: str) -> Path:
+    path = state_path(hive, name)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def ensure_applied_repo(hive, name: str) -> git.Repo:
+    path = applied_path(hive, name)
+    with repo_lock(path):
+        if (path / ".git").exists():
+            return open_repo(path)
+        return init_repo(path)
+
+
+def seed_agent(hive, name: str) -> str | None:
+    """Give ``name`` every repo it needs; a fresh applied repo gets the proposed ``main`` tagged ``deployed/0``.
+
+    Returns the seed's sha when it was seeded now, None when it already had its repos."""
+    seed_config_repo(hive, name)
+    ensure_state_dir(hive, name)
+    applied = ensure_applied_repo(hive, name)
+    with repo_lock(applied_path(hive, name)):
+        if main_sha(applied) is not None:
+            return None
+        config = open_repo(config_path(hive, name))
+        sha = main_sha(config) or config.head.commit.hexsha
+        fetch_commit(applied, config_path(hive, name), sha)
+        set_main(applied, sha)
+        tag(applied, "deployed/0", sha, f"seed of {name}")
+    return sha
+
+
+# --- the meta flake ----------------------------------------------------------------------------------------
+
+def hyperhive_flake_ref() -> str:
+    return os.environ.get("HYPERHIVE_FLAKE") or DEFAULT_HYPERHIVE_FLAKE
+
+
+def meta_agents(hive) -> list[tuple[str, str]]:
+    """(name, role) of every agent the meta flake describes: the manager, declared and spawned (active)."""
+    names = [(hive.config.manager, "manager")]
+    names += [(n, "agent") for n in sorted(hive.agent_configs())]
+    return names
+
+
+def _policy_for_meta(hive, name: str, role: str) -> dict:
+    """The ``hyperhive.*`` options meta sets for an agent: its name and role, and for declared agents (and the
+    manager) the policy of hive.json; spawned agents carry theirs in their own agent.nix."""
+    out: dict = {"name": name, "role": role, "claudeCommand": None if hive.config.claude_command is None
+                 else list(hive.config.claude_command)}
+    declared = hive.config.manager_settings if role == "manager" else hive.config.agents.get(name)
+    if declared is not None:
+        j = declared.to_json()
+        if role != "manager":
+            out["allowedRecipients"] = j["allowedRecipients"]
+        out["bash"] = {"allow": j["bashAllow"]}
+        for key in ("model", "prompt", "notesCompactBytes", "turnTimeoutSeconds", "extraMcpServers"):
+            out[key] = j[key]
+    return out
+
+
+def meta_flake_text(hive, agents: list[tuple[str, str]]) -> str:
+    state = hive.config.state_dir
+    inputs = [
+        f'    hyperhive.url = {json.dumps(hyperhive_flake_ref())};',
+        '    nixpkgs.follows = "hyperhive/nixpkgs";',
+    ]
+    configs = []
+    for name, role in agents:
+        url = f"git+file://{state / 'applied' / name}?ref=main"
+        inputs.append(f'    agent-{name}.url = {json.dumps(url)};')
+        configs.append(f'      {json.dumps(name)} = container {json.dumps(name)} inputs.{json.dumps("agent-" + name)};')
+    return (
+        "# Generated by hyperhive: every agent's deployed configuration, one input and one container each.\n"
+        "# Do not edit: the service rewrites it, and flake.lock pins each agent to its deployed commit.\n"
+        "{\n"
+        '  description = "hyperhive meta flake";\n'
+        "  inputs = {\n" + "\n".join(inputs) + "\n  };\n"
+        "  outputs = { self, nixpkgs, hyperhive, ... }@inputs:\n"
+        "    let\n"
+        "      container = name: agent: nixpkgs.lib.nixosSystem {\n"
+        "        system = builtins.currentSystem or \"x86_64-linux\";\n"
+        "        modules = [\n"
+        "          hyperhive.nixosModules.agent\n"
+        "          agent.nixosModules.default\n"
+        "          ({ lib, ... }: {\n"
+        "            boot.isContainer = true;\n"
+        "            hyperhive = lib.mapAttrs (_: lib.mkDefault)\n"
+        "              (lib.filterAttrs (_: v: v != null) (builtins.fromJSON (builtins.readFile (./policy + \"/${name}.json\"))));\n"
+        "          })\n"
+        "        ];\n"
+        "      };\n"
+        "    in {\n"
+        "      nixosConfigurations = {\n" + "\n".join(configs) + "\n      };\n"
+        "    };\n"
+        "}\n"
+    )
+
+
+def ensure_meta_repo(hive) -> git.Repo:
+    path = meta_path(hive)
+    with repo_lock(path):
+        if (path / ".git").exists():
+            return open_repo(path)
+        return init_repo(path)
+
+
+def sync_meta(hive, message: str = "meta: agents changed") -> bool:
+    """Regenerate the meta flake for the current agents; commit only when something changed."""
+    repo = ensure_meta_repo(hive)
+    path = meta_path(hive)
+    with repo_lock(path):
+        agents = meta_agents(hive)
+        (path / "flake.nix").write_text(meta_flake_text(hive, agents), encoding="utf-8")
+        policy_dir = path / "policy"
+        policy_dir.mkdir(exist_ok=True)
+        wanted = {f"{n}.json" for n, _ in agents}
+        for f in policy_dir.glob("*.json"):
+            if f.name not in wanted:
+                f.unlink()
+        for name, role in agents:
+            (policy_dir / f"{name}.json").write_text(
+                json.dumps(_policy_for_meta(hive, name, role), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _prune_lock(path, {f"agent-{n}" for n, _ in agents})
+        return commit_meta(repo, message, allow_empty=False)
+
+
+def commit_meta(repo: git.Repo, message: str, *, allow_empty: bool) -> bool:
+    with repo_lock(Path(repo.working_tree_dir)):
+        repo.git.add("-A")
+        has_head = rev_sha(repo, "HEAD") is not None
+        changed = not has_head or bool(repo.git.status("--porcelain"))
+        if not changed and not allow_empty:
+            return False
+        repo.git.commit("-q", "--allow-empty", "-m", message)
+        return True
+
+
+def _read_lock(path: Path) -> dict:
+    try:
+        return json.loads((path / META_LOCK).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"nodes": {"root": {"inputs": {}}}, "root": "root", "version": 7}
+
+
+def _write_lock(path: Path, lock: dict) -> None:
+    tmp = path / (META_LOCK + ".tmp")
+    tmp.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path / META_LOCK)
+
+
+def _prune_lock(path: Path, inputs: set[str]) -> None:
+    if not (path / META_LOCK).exists():
+        return
+    lock = _read_lock(path)
+    nodes = lock.get("nodes", {})
+    root = nodes.get(lock.get("root", "root"), {}).get("inputs", {})
+    gone = [k for k in root if k.startswith("agent-") and k not in inputs]
+    if not gone:
+        return
+    for k in gone:
+        node = root.pop(k)
+        if isinstance(node, str):
+            nodes.pop(node, None)
+    _write_lock(path, lock)
+
+
+def lock_input_in_python(hive, name: str) -> str:
+    """Pin meta's input ``agent-<n>`` to ``applied/<n>`` main, in flake.lock's own format (the local backend
+    has no Nix to do it)."""
+    path = meta_path(hive)
+    applied = open_repo(applied_path(hive, name))
+    sha = main_sha(applied)
+    if sha is None:
+        raise HiveError("internal", f"applied/{name} has no main branch to lock")
+    commit = applied.commit(sha)
+    url = f"file://{applied_path(hive, name)}"
+    with repo_lock(path):
+        lock = _read_lock(path)
+        nodes = lock.setdefault("nodes", {})
+        root = nodes.setdefault(lock.setdefault("root", "root"), {}).setdefault("inputs", {})
+        key = f"agent-{name}"
+        root[key] = key
+        nodes[key] = {
+            "locked": {"lastModified": commit.committed_date, "ref": "refs/heads/main", "rev": sha,
+                       "revCount": int(applied.git.rev_list("--count", sha)), "type": "git", "url": url},
+            "original": {"ref": "main", "type": "git", "url": url},
+        }
+        _write_lock(path, lock)
+    return sha
+
+
+def locked_rev(hive, name: str) -> str | None:
+    lock = _read_lock(meta_path(hive))
+    node = lock.get("nodes", {}).get(f"agent-{name}", {})
+    return node.get("locked", {}).get("rev")
+
+
+def restore_meta_lock(hive) -> None:
+    """Put flake.lock back as the last meta commit has it (after a failed deploy)."""
+    repo = ensure_meta_repo(hive)
+    path = meta_path(hive)
+    with repo_lock(path):
+        try:
+            repo.git.cat_file("-e", f"HEAD:{META_LOCK}")
+        except git.GitCommandError:
+            (path / META_LOCK).unlink(missing_ok=True)
+            return
+        repo.git.checkout("HEAD", "--", META_LOCK)
+
+
+# --- the read-only browser ---------------------------------------------------------------------------------
+
+MAX_REV_LEN = 200
+REV_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@^~{}:+-]*$")
+
+
+def _known_agent(hive, agent) -> str:
+    if not isinstance(agent, str):
+        raise bad_request("agent must be a string")
+    if agent != hive.config.manager:
+        problem = check_name(agent)
+        if problem:
+            raise bad_request(problem)
+    if agent == hive.config.manager or agent in hive.config.agents:
+        return agent
+    with hive.store.read() as conn:
+        row = conn.execute(db.agents.select().where(db.agents.c.name == agent)).first()
+    if row is None:
+        raise not_found(f'unknown agent "{agent}"')
+    return agent
+
+
+def _browse_repos(hive, agent: str) -> list[git.Repo]:
+    """The applied repo (tags, deployed history, proposals) first, then the proposed repo (drafts)."""
+    agent = _known_agent(hive, agent)
+    repos = []
+    for path in (applied_path(hive, agent), config_path(hive, agent)):
+        if (path / ".git").exists():
+            repos.append(open_repo(path))
+    if not repos:
+        raise not_found(f"{agent} has no config repo yet")
+    return repos
+
+
+def _check_rev(rev) -> str:
+    if not isinstance(rev, str) or not rev:
+        raise bad_request("a revision must be a non-empty string")
+    if len(rev) > MAX_REV_LEN or not REV_RE.match(rev) or ".." in rev:
+        raise bad_request(f'"{rev[:MAX_REV_LEN]}" is not a revision (a sha, a tag such as deployed/3, or main)')
+    return rev
+
+
+def _resolve(hive, agent: str, rev) -> tuple[git.Repo, str]:
+    rev = _check_rev(rev)
+    for repo in _browse_repos(hive, agent):
+        sha = rev_sha(repo, rev)
+        if sha:
+            return repo, sha
+    raise not_found(f'no revision "{rev}" in the config repo of {agent}')
+
+
+def _check_path(path) -> str:
+    if not isinstance(path, str) or not path.strip("/"):
+        raise bad_request("a file path must be a non-empty string")
+    if "\0" in path or path.startswith("/") or "\\" in path:
+        raise bad_request(f'"{path}" is not a path inside the repo (use a relative path such as agent.nix)')
+    parts = path.split("/")
+    if any(p in ("..", ".") for p in parts) or any(p == ".git" for p in parts):
+        raise bad_request(f'"{path}" is not a path inside the repo ("..", "." and .git are not allowed)')
+    return "/".join(p for p in parts if p)
+
+
+def repo_tags(hive, agent: str) -> dict[str, list[dict]]:
+    """The applied repo's tags grouped by state (proposal, approved, building, deployed, failed, denied), newest
+    first."""
+    agent = _known_agent(hive, agent)
+    path = applied_path(hive, agent)
+    out: dict[str, list[dict]] = {state: [] for state in TAG_STATES}
+    if not (path / ".git").exists():
+        return out
+    repo = open_repo(path)
+    fmt = "%(refname:strip=2)%00%(objectname)%00%(*objectname)%00%(creatordate:unix)%00%(contents)%01"
+    raw = repo.git.for_each_ref("refs/tags", f"--format={fmt}", strip_newline_in_stdout=False)
+    for record in raw.split("\x01"):
+        record = record.lstrip("\n")
+        if not record:
+            continue
+        name, obj, peeled, date, message = (record.split("\0") + [""] * 5)[:5]
+        state = name.split("/", 1)[0]
+        if state not in out:
+            continue
+        ts = float(date) if date.strip().isdigit() else None
+        out[state].append({"name": name, "sha": peeled or obj, "date": db.iso(ts), "message": message.strip(),
+                           "id": _tag_id(name), "ts": ts})
+    for items in out.values():
+        items.sort(key=lambda t: (t["id"] if t["id"] is not None else -1), reverse=True)
+        for t in items:
+            t.pop("ts")
+    return out
+
+
+def _tag_id(name: str) -> int | None:
+    tail = name.split("/", 1)[1] if "/" in name else ""
+    return int(tail) if tail.isdigit() else None
+
+
+def tag_dates(repo: git.Repo) -> dict[str, float]:
+    """Tag name to its date (the tagger's for annotated tags), for retention."""
+    raw = repo.git.for_each_ref("refs/tags", "--format=%(refname:strip=2) %(creatordate:unix)")
+    out = {}
+    for line in raw.splitlines():
+        name, _, ts = line.rpartition(" ")
+        if name and ts.isdigit():
+            out[name] = float(ts)
+    return out
+
+
+def repo_log(hive, agent: str, rev: str = "main", limit: int = 50) -> list[dict]:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+        raise bad_request("limit must be an integer from 1 to 1000")
+    repo, sha = _resolve(hive, agent, rev)
+    raw = repo.git.log(f"-n{limit}", "--format=%H%x00%h%x00%an <%ae>%x00%aI%x00%s%x01", sha)
+    out = []
+    for record in raw.split("\x01"):
+        record = record.strip("\n")
+        if record:
+            full, short, author, date, message = record.split("\0")
+            out.append({"sha": full, "short": short, "author": author, "date": date, "message": message})
+    return out
+
+
+def repo_diff(hive, agent: str, rev: str) -> str:
+    """One commit: its header and its unified diff against its first parent."""
+    repo, sha = _resolve(hive, agent, rev)
+    return repo.git.show("--no-color", "--no-ext-diff", "--first-parent", "--patch", "--stat",
+                         "--format=commit %H%nAuthor: %an <%ae>%nDate:   %aI%n%n%w(0,4,4)%B", sha)
+
+
+def diff_between(repo: git.Repo, base: str | None, sha: str) -> str:
+    """Unified diff from ``base`` (None: nothing, i.e. every file is new) to ``sha``."""
+    return repo.git.diff("--no-color", "--no-ext-diff", "--stat", "--patch", base or EMPTY_TREE, sha)
+
+
+def repo_file(hive, agent: str, rev: str, path: str) -> bytes:
+    """A file's bytes at a revision; symlinks are followed only while they stay inside the repo."""
+    clean = _check_path(path)
+    repo, sha = _resolve(hive, agent, rev)
+    tree = repo.commit(sha).tree
+    seen = 0
+    current = clean
+    while True:
+        try:
+            obj = tree / current
+        except KeyError:
+            raise not_found(f'no file "{clean}" at {rev} in the config repo of {agent}') from None
+        if obj.type == "tree":
+            entries = ", ".join(sorted(e.name + ("/" if e.type == "tree" else "") for e in obj))
+            raise bad_request(f'"{clean}" is a directory (it holds: {entries or "nothing"})')
+        if obj.mode & 0o170000 == 0o120000:  # a symlink: its blob is the target
+            target = obj.data_stream.read().decode("utf-8", "replace")
+            joined = posixpath.normpath(posixpath.join(posixpath.dirname(current), target))
+            if target.startswith("/") or joined == ".." or joined.startswith("../"):
+                raise bad_request(f'"{clean}" is a symlink pointing outside the repo ({target})')
+            seen += 1
+            if seen > 10:
+                raise bad_request(f'"{clean}": too many levels of symlinks')
+            current = _check_path(joined)
+            continue
+        if obj.type != "blob":
+            raise bad_request(f'"{clean}" is not a file')
+        return obj.data_stream.read()
+
+
+def meta_log(hive, limit: int = 100) -> list[dict]:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+        raise bad_request("limit must be an integer from 1 to 1000")
+    path = meta_path(hive)
+    if not (path / ".git").exists():
+        return []
+    repo = open_repo(path)
+    if rev_sha(repo, "HEAD") is None:
+        return []
+    raw = repo.git.log(f"-n{limit}", "--format=%H%x00%aI%x00%s%x01", "HEAD")
+    out = []
+    for record in raw.split("\x01"):
+        record = record.strip("\n")
+        if record:
+            sha, date, message = record.split("\0")
+            out.append({"sha": sha, "date": date, "message": message})
+    return out
+

@@ -1,0 +1,35 @@
+"""Shared by the stand-in ``nix`` and ``nixos-container``: record argv, fail on demand.
+
+HYPERHIVE_STANDIN_LOG: a file to which each call appends one JSON line {argv, cwd}.
+HYPERHIVE_STANDIN_FAIL: a file of lines "PREFIX<TAB>MESSAGE"; a call whose command line (the program name and its
+arguments, Nix's --extra-experimental-features left out) starts with PREFIX prints MESSAGE and exits 1. Read at
+each call, so a test can make a later step fail while the service runs.
+"""
+
+import json
+import os
+import sys
+
+
+def command_line(prog: str, argv: list[str]) -> str:
+    args = list(argv)
+    while "--extra-experimental-features" in args:
+        i = args.index("--extra-experimental-features")
+        del args[i:i + 2]
+    return " ".join([prog, *args])
+
+
+def record_and_maybe_fail(prog: str, argv: list[str]) -> None:
+    log = os.environ.get("HYPERHIVE_STANDIN_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"argv": [prog, *argv], "cwd": os.getcwd()}) + "\n")
+    fail = os.environ.get("HYPERHIVE_STANDIN_FAIL")
+    if fail and os.path.exists(fail):
+        line = command_line(prog, argv)
+        with open(fail, encoding="utf-8") as f:
+            for rule in f.read().splitlines():
+                prefix, _, message = rule.partition("\t")
+                if prefix and line.startswith(prefix):
+                    sys.stderr.write((message or f"{prefix}: failed (stand-in)") + "\n")
+                    sys.exit(1)
