@@ -423,6 +423,9 @@ in
           } // {
             # ProtectSystem makes /nix read-only here: build through the daemon.
             NIX_REMOTE = "daemon";
+            # ProtectHome hides /root: git and nix keep their config and caches under the state directory.
+            HOME = cfg.stateDir;
+            XDG_CACHE_HOME = "${cfg.stateDir}/cache";
           };
           # The service reloads hive.json itself when it changes (an invalid file is refused and the old one
           # kept); a reload on switch checks the new file so that `nixos-rebuild switch` reports a bad one.
