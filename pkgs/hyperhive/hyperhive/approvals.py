@@ -335,7 +335,6 @@ def _deploy(hive, name: str, sha: str) -> None:
     backend = hive.extensions["backend"]
     if spawn.is_spawned(hive, name):
         spawn.store_policy(hive, name, spawn.read_policy(repos.applied_path(hive, name)))
-        hive.sync_sockets()
     repos.sync_meta(hive)
     backend.lock(name)
     backend.deploy(name, sha)
@@ -397,7 +396,6 @@ def _deploy_spawn(hive, row) -> None:
     except Exception as e:
         error = _build_error(e)
         spawn.set_agent_state(hive, name, before or "tombstone")
-        hive.sync_sockets()
         try:
             repos.sync_meta(hive)
         except Exception:

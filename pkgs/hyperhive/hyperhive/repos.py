@@ -238,13 +238,15 @@ def meta_agents(hive) -> list[tuple[str, str]]:
 def _policy_for_meta(hive, name: str, role: str) -> dict:
     """The ``hyperhive.*`` options meta sets for an agent: its name and role, and for declared agents (and the
     manager) the policy of hive.json; spawned agents carry theirs in their own agent.nix."""
-    out: dict = {"name": name, "role": role, "claudeCommand": None if hive.config.claude_command is None
-                 else list(hive.config.claude_command)}
+    out: dict = {"name": name, "role": role, "managerName": hive.config.manager,
+                 "operatorPronouns": hive.config.operator_pronouns,
+                 "claudeCommand": None if hive.config.claude_command is None else list(hive.config.claude_command)}
     declared = hive.config.manager_settings if role == "manager" else hive.config.agents.get(name)
     if declared is not None:
         j = declared.to_json()
         if role != "manager":
             out["allowedRecipients"] = j["allowedRecipients"]
+            out["privateUsers"] = j["privateUsers"]
         out["bash"] = {"allow": j["bashAllow"]}
         for key in ("model", "prompt", "notesCompactBytes", "turnTimeoutSeconds", "extraMcpServers"):
             out[key] = j[key]

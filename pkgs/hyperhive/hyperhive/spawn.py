@@ -118,6 +118,7 @@ def set_agent_state(hive, name: str, state: str) -> None:
         if not done:
             conn.execute(insert(db.agents).values(name=name, state=state, origin="spawned", policy=None,
                                                   created_at=ts, updated_at=ts))
+    hive.agents_changed()
     hive.bus.publish("state", {"what": "agent", "name": name, "state": state})
 
 
@@ -125,6 +126,7 @@ def store_policy(hive, name: str, policy: dict) -> None:
     with hive.store.write() as conn:
         conn.execute(update(db.agents).where(db.agents.c.name == name)
                      .values(policy=json.dumps(policy), updated_at=time.time()))
+    hive.agents_changed()
 
 
 def check_new_name(hive, name, *, allow_tombstone: bool = False) -> str:
@@ -273,7 +275,6 @@ def agent_action(hive, name, action, by: str = "operator") -> dict:
         with deploy_lock(hive):
             backend.destroy(name)
             set_agent_state(hive, name, "tombstone")
-            hive.sync_sockets()
             repos.sync_meta(hive, f"meta: {name} destroyed")
         hive.notify(hive.config.manager, f"{name} was destroyed by {by}; its config and state are kept",
                     event="destroyed", name=name, by=by)
@@ -307,6 +308,7 @@ def _purge(hive, name: str, by: str) -> dict:
         shutil.rmtree(path, ignore_errors=True)
     with hive.store.write() as conn:
         conn.execute(delete(db.agents).where(db.agents.c.name == name))
+    hive.agents_changed()
     hive.bus.publish("state", {"what": "agent", "name": name, "state": "purged"})
     hive.notify(hive.config.manager, f"{name} was purged by {by}: its config and state are gone",
                 event="purged", name=name, by=by)

@@ -111,6 +111,8 @@ def hive_started(hive):
             approvals.recover_interrupted(hive)
         except Exception:
             log.exception("recovering interrupted deploys")
+    if not getattr(hive, "run_agents", True):  # `serve --no-agents`: the test or the operator runs them
+        return
     start_all(hive, backend)
     for target, name in ((watch_crashes, "crash-watcher"), (retention_daily, "retention")):
         args = (hive, backend) if target is watch_crashes else (hive,)
@@ -143,6 +145,8 @@ def config_changed(hive, old, new):
             seed_all(hive, backend)
         except Exception:
             log.exception("seeding the config repos")
+    if not getattr(hive, "run_agents", True):
+        return
     start_all(hive, backend, added)
     for name in changed:
         if backend.state(name) == "running":

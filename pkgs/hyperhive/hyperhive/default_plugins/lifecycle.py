@@ -5,7 +5,9 @@ The manager proposes (``request_*``) and may start, kill, restart and update oth
 
 from __future__ import annotations
 
-from .. import approvals, retention, spawn
+import base64
+
+from .. import approvals, repos, retention, spawn
 from ..broker import ROLES_MANAGER, ROLES_OPERATOR, Op, arg, no_extra_args
 from ..errors import bad_request
 from ..hookspecs import hookimpl
@@ -90,6 +92,36 @@ def agents_overview(hive, who, args):
             "tombstones": spawn.list_tombstones(hive)}
 
 
+def repo_tags(hive, who, args):
+    no_extra_args(args, ("agent",))
+    return {"tags": repos.repo_tags(hive, arg(args, "agent", str))}
+
+
+def repo_log(hive, who, args):
+    no_extra_args(args, ("agent", "rev", "limit"))
+    return {"commits": repos.repo_log(hive, arg(args, "agent", str), arg(args, "rev", str, "main"),
+                                      arg(args, "limit", int, 50))}
+
+
+def repo_diff(hive, who, args):
+    no_extra_args(args, ("agent", "rev"))
+    return {"diff": repos.repo_diff(hive, arg(args, "agent", str), arg(args, "rev", str))}
+
+
+def repo_file(hive, who, args):
+    no_extra_args(args, ("agent", "rev", "path"))
+    data = repos.repo_file(hive, arg(args, "agent", str), arg(args, "rev", str), arg(args, "path", str))
+    try:
+        return {"text": data.decode("utf-8"), "size": len(data)}
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii"), "size": len(data)}
+
+
+def meta_log(hive, who, args):
+    no_extra_args(args, ("limit",))
+    return {"commits": repos.meta_log(hive, arg(args, "limit", int, 100))}
+
+
 @hookimpl
 def broker_ops(hive):
     return {
@@ -111,4 +143,9 @@ def broker_ops(hive):
         "spawn": Op(spawn_now, ROLES_OPERATOR, "spawn a new agent from the template"),
         "retention": Op(run_retention, ROLES_OPERATOR, "drop old tags (dry_run to only list them)"),
         "agents_overview": Op(agents_overview, ROLES_OPERATOR, "agents, drafts and tombstones"),
+        "repo_tags": Op(repo_tags, ROLES_OPERATOR, "an agent's config repo tags, by state"),
+        "repo_log": Op(repo_log, ROLES_OPERATOR, "an agent's config repo log"),
+        "repo_diff": Op(repo_diff, ROLES_OPERATOR, "one commit of an agent's config repo, with its diff"),
+        "repo_file": Op(repo_file, ROLES_OPERATOR, "a file of an agent's config repo at a revision"),
+        "meta_log": Op(meta_log, ROLES_OPERATOR, "the meta repo's deploy log"),
     }

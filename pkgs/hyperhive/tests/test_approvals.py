@@ -1,0 +1,212 @@
+"""The approval lifecycle on real git repos, through the real service: the manager proposes on its socket, the
+operator approves or denies with the CLI, and the local backend restarts the agent on the new commit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from conftest import wait_for
+from hyperhive.errors import HiveError
+from standins.support import (AGENT_ENV, agent_nix, commit_change, events, git, standin_info, state_dir, tag_message,
+                              tags, wait_event, wait_status)
+
+
+@pytest.fixture
+def hive(start_hive):
+    hp = start_hive(env=AGENT_ENV)
+    wait_for(lambda: all(standin_info(hp, n) for n in ("manager", "alice", "bob")), message="agents running")
+    return hp
+
+
+def test_every_agent_is_seeded_and_runs_its_seed(hive):
+    sd = state_dir(hive)
+    for name in ("manager", "alice", "bob"):
+        applied = sd / "applied" / name
+        main = git(applied, "rev-parse", "main")
+        assert tags(applied) == {"deployed/0": main}
+        assert git(sd / "agents" / name / "config", "remote", "get-url", "applied") == str(applied)
+        info = standin_info(hive, name)
+        assert info["deployed_sha"] == main
+        assert info["whoami"]["name"] == name
+        assert info["agent_config"]["name"] == name and info["agent_config"]["manager"] == "manager"
+    assert (sd / "manager" / "state").is_dir() and (sd / "agents" / "alice" / "state").is_dir()
+    log = git(sd / "meta", "log", "--format=%s")
+    for name in ("manager", "alice", "bob"):
+        assert f"deploy {name} deployed/0 " in log
+    flake = (sd / "meta" / "flake.nix").read_text()
+    assert 'agent-alice.url = "git+file://' in flake and '"alice" = container' in flake
+    lock = json.loads((sd / "meta" / "flake.lock").read_text())
+    assert lock["nodes"]["agent-bob"]["locked"]["rev"] == git(sd / "applied" / "bob", "rev-parse", "main")
+
+
+def test_approve_deploys_tags_commits_meta_and_restarts_the_agent(hive):
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    alice = hive.client("alice")
+    before = standin_info(hive, "alice")
+    seed = before["deployed_sha"]
+    sha = commit_change(hive, "alice", agent_nix("You write the docs, carefully."), message="alice: docs prompt")
+
+    approval_id = manager.call("request_apply_commit", agent="alice", commit="main")["approval_id"]
+    pending = hive.cli("pending").stdout
+    assert f"#{approval_id}" in pending and "apply alice main" in pending and sha[:12] in pending
+    shown = hive.host().call("approval", id=approval_id)
+    assert shown["ref"] == "main" and shown["sha"] == sha and shown["base_sha"] == seed
+    assert "+    prompt = \"You write the docs, carefully.\";" in shown["diff"]
+    assert tags(sd / "applied" / "alice")[f"proposal/{approval_id}"] == sha
+
+    out = hive.cli("approve", str(approval_id)).stdout
+    assert "deployed" in out and f"deployed/{approval_id}" in out
+    applied = sd / "applied" / "alice"
+    t = tags(applied)
+    for state in ("proposal", "approved", "building", "deployed"):
+        assert t[f"{state}/{approval_id}"] == sha, state
+    assert git(applied, "rev-parse", "main") == sha
+    assert git(sd / "meta", "log", "-1", "--format=%s") == f"deploy alice deployed/{approval_id} {sha[:12]}"
+    lock = json.loads((sd / "meta" / "flake.lock").read_text())
+    assert lock["nodes"]["agent-alice"]["locked"]["rev"] == sha
+
+    info = wait_for(lambda: (i := standin_info(hive, "alice")) and i["deployed_sha"] == sha and i,
+                    message="alice restarted on the new commit")
+    assert info["pid"] != before["pid"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(before["pid"], 0)
+
+    for client in (manager, alice):
+        event = wait_event(client, lambda m: m["kind"] == "event" and m["data"].get("approval_id") == approval_id)
+        assert event["from"] == "system"
+        assert event["data"]["status"] == "deployed" and event["data"]["sha"] == sha
+        assert event["data"]["tag"] == f"deployed/{approval_id}"
+    assert hive.cli("pending").stdout.strip() == "nothing pending"
+    overview = {a["name"]: a for a in hive.host().call("agents_overview")["agents"]}
+    assert overview["alice"]["deployed_tag"] == f"deployed/{approval_id}"
+    assert overview["alice"]["deployed_sha"] == sha and overview["alice"]["stale"] is False
+    assert overview["bob"]["deployed_tag"] == "deployed/0"
+
+
+def test_deny_tags_the_note_and_tells_the_manager(hive):
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    sha = commit_change(hive, "bob", agent_nix("Do whatever."))
+    approval_id = manager.call("request_apply_commit", agent="bob", commit=sha)["approval_id"]
+    assert hive.host().call("agents_overview")["agents"][2]["stale"] is True
+
+    out = hive.cli("deny", str(approval_id), "--note", "too vague: say what bob maintains").stdout
+    assert "denied" in out
+    applied = sd / "applied" / "bob"
+    assert tags(applied)[f"denied/{approval_id}"] == sha
+    assert tag_message(applied, f"denied/{approval_id}").strip() == "too vague: say what bob maintains"
+    assert git(applied, "rev-parse", "main") != sha
+    event = wait_event(manager, lambda m: m["data"].get("approval_id") == approval_id)
+    assert event["data"]["status"] == "denied" and event["data"]["note"] == "too vague: say what bob maintains"
+    assert "too vague" in event["body"]
+
+    again = hive.cli("approve", str(approval_id), check=False)
+    assert again.returncode != 0 and "conflict" in again.stderr and "denied" in again.stderr
+    missing = hive.cli("deny", "999", "--note", "x", check=False)
+    assert missing.returncode != 0 and "no approval #999" in missing.stderr
+    no_note = hive.cli("deny", str(approval_id), check=False)
+    assert no_note.returncode != 0 and "--note" in no_note.stderr
+
+
+def test_refusals_name_what_was_wrong(hive):
+    manager = hive.client("manager")
+    alice = hive.client("alice")
+    host = hive.host()
+    with pytest.raises(HiveError) as e:
+        manager.call("request_apply_commit", agent="alice", commit="0123456789abcdef0123456789abcdef01234567")
+    assert e.value.code == "not_found" and "not in the proposed repo of alice" in e.value.message
+    # a commit that exists, but in another agent's repo
+    bob_sha = commit_change(hive, "bob", agent_nix("bob only"))
+    with pytest.raises(HiveError) as e:
+        manager.call("request_apply_commit", agent="alice", commit=bob_sha)
+    assert e.value.code == "not_found"
+    with pytest.raises(HiveError) as e:
+        manager.call("request_apply_commit", agent="alice", commit="--upload-pack=touch /tmp/x")
+    assert e.value.code == "bad_request"
+    with pytest.raises(HiveError) as e:
+        manager.call("request_apply_commit", agent="zed", commit="main")
+    assert e.value.code == "not_found" and "zed" in e.value.message
+    with pytest.raises(HiveError) as e:
+        manager.call("request_apply_commit", agent="alice")
+    assert e.value.code == "bad_request" and "commit" in e.value.message
+
+    # no agent proposes, and no agent (not even the manager) approves
+    with pytest.raises(HiveError) as e:
+        alice.call("request_apply_commit", agent="alice", commit="main")
+    assert e.value.code == "forbidden"
+    approval_id = manager.call("request_apply_commit", agent="bob", commit=bob_sha)["approval_id"]
+    for client in (alice, manager):
+        for op in ("approve", "deny"):
+            with pytest.raises(HiveError) as e:
+                client.call(op, id=approval_id)
+            assert e.value.code == "forbidden"
+    assert host.call("approval", id=approval_id)["status"] == "pending"
+    assert host.call("pending")["approvals"][0]["id"] == approval_id
+
+
+def test_two_approvals_for_one_agent_in_a_row(hive):
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    first = commit_change(hive, "alice", agent_nix("first"), message="first")
+    second = commit_change(hive, "alice", agent_nix("second"), message="second")
+    id1 = manager.call("request_apply_commit", agent="alice", commit=first)["approval_id"]
+    id2 = manager.call("request_apply_commit", agent="alice", commit=second)["approval_id"]
+    host = hive.host()
+    host.call("approve", id=id1)
+    host.call("approve", id=id2)
+    a1 = wait_status(host, id1)
+    a2 = wait_status(host, id2)
+    assert (a1["status"], a2["status"]) == ("deployed", "deployed")
+    assert a2["base_sha"] == first
+    applied = sd / "applied" / "alice"
+    assert git(applied, "rev-parse", "main") == second
+    t = tags(applied)
+    assert t[f"deployed/{id1}"] == first and t[f"deployed/{id2}"] == second
+    log = git(sd / "meta", "log", "-2", "--format=%s").splitlines()
+    assert log == [f"deploy alice deployed/{id2} {second[:12]}", f"deploy alice deployed/{id1} {first[:12]}"]
+    wait_for(lambda: standin_info(hive, "alice")["deployed_sha"] == second, message="alice on the second commit")
+    # the deployed diff is the change from what it replaced
+    assert '-    prompt = "first";' in a2["diff"] and '+    prompt = "second";' in a2["diff"]
+    listed = hive.cli("pending", "--all").stdout
+    assert f"#{id1}" in listed and f"#{id2}" in listed
+
+
+def test_manager_lifecycle_ops_and_crash_report(hive):
+    manager = hive.client("manager")
+    with pytest.raises(HiveError) as e:
+        manager.call("kill", name="manager")
+    assert e.value.code == "forbidden" and "itself" in e.value.message
+    with pytest.raises(HiveError) as e:
+        manager.call("update", name="manager")
+    assert e.value.code == "forbidden"
+    with pytest.raises(HiveError) as e:
+        hive.client("alice").call("kill", name="bob")
+    assert e.value.code == "forbidden"
+
+    pid = standin_info(hive, "bob")["pid"]
+    assert manager.call("kill", name="bob") == {"name": "bob", "state": "stopped"}
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert {a["name"]: a["state"] for a in manager.call("list_agents")["agents"]}["bob"] == "stopped"
+    assert manager.call("start", name="bob")["state"] == "running"
+    wait_for(lambda: standin_info(hive, "bob")["pid"] != pid, message="bob started again")
+    pid = standin_info(hive, "bob")["pid"]
+    assert manager.call("restart", name="bob")["state"] == "running"
+    wait_for(lambda: standin_info(hive, "bob")["pid"] != pid, message="bob restarted")
+    assert manager.call("update", name="bob")["state"] == "running"
+    bodies = [m["body"] for m in events(manager)]
+    assert any("bob was killed by manager" in b for b in bodies)
+    assert any("bob was restarted by manager" in b for b in bodies)
+    assert not any("crashed" in b for b in bodies)  # asked to stop: not a crash
+
+    # a process that dies without being asked is a crash, reported within seconds
+    os.kill(standin_info(hive, "alice")["pid"], signal.SIGKILL)
+    event = wait_event(manager, lambda m: m["data"].get("event") == "crashed", timeout=5)
+    assert event["data"]["agent"] == "alice" and "alice crashed" in event["body"] and "signal 9" in event["body"]
+    assert {a["name"]: a["state"] for a in manager.call("list_agents")["agents"]}["alice"] == "crashed"
+    assert hive.cli("start", "alice").stdout.strip() == "alice: running"
