@@ -434,3 +434,34 @@ def test_the_agent_template_evaluates_against_the_agent_module():
 def test_module_assertions_name_the_option(example):
     failed = eval_modules(example, "failedAssertions")
     assert any(BROKEN_EXAMPLES[example] in message for message in failed), failed
+
+
+def test_flake_outputs_follow_the_design():
+    """The flake's outputs, evaluated with a stand-in nixpkgs input (only their names are forced)."""
+    lib = nixpkgs_lib()
+    flake = nix_string(REPO_ROOT / "flake.nix")
+    outputs = nix_eval_json(f"""
+      let
+        lib = import {nix_string(lib)};
+        nixpkgs = {{ inherit lib; outPath = "/nix/store/00000000000000000000000000000000-nixpkgs";
+                    legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (_: {{ }}); }};
+        self = outputs // {{ outPath = {nix_string(REPO_ROOT)}; }};
+        outputs = (import {flake}).outputs {{ inherit self nixpkgs; }};
+        names = builtins.mapAttrs (_: v: builtins.attrNames v);
+      in {{
+        top = builtins.attrNames outputs;
+        nixosModules = builtins.attrNames outputs.nixosModules;
+        templates = builtins.mapAttrs (_: t: toString t.path) outputs.templates;
+        packages = names outputs.packages;
+        checks = names outputs.checks;
+        apps = names outputs.apps;
+        devShells = names outputs.devShells;
+      }}""")
+    for key in ("nixosModules", "packages", "checks", "templates", "devShells", "apps"):
+        assert key in outputs["top"]
+    assert {"hyperhive", "agent", "default"} <= set(outputs["nixosModules"])
+    assert outputs["templates"]["agent"] == str(REPO_ROOT / "templates" / "agent")
+    for system in ("x86_64-linux", "aarch64-linux"):
+        assert "hyperhive" in outputs["packages"][system]
+        assert {"vm-hive", "vm-deploy", "package", "nix-eval"} <= set(outputs["checks"][system])
+        assert "default" in outputs["apps"][system] and "default" in outputs["devShells"][system]
