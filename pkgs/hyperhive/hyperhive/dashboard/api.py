@@ -1,0 +1,439 @@
+"""The dashboard's JSON API (DESIGN's table) and its server-sent event streams.
+
+Errors are ``{"error": {"code", "message"}}`` with the matching HTTP status. A state-changing route takes a JSON
+object, or a form from the pages (then it answers with a redirect back to the page that sent it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from flask import Blueprint, Response, current_app, jsonify, redirect, request
+from sqlalchemy import select
+
+from .. import questions
+from .. import store as db
+from ..broker import OPERATOR, message_dict
+from ..config import check_name
+from ..errors import bad_request, not_found
+from .features import feature, require
+from .security import RAW_CSP
+from .state import collect_state
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+AGENT_ACTIONS = ("start", "kill", "restart", "rebuild", "destroy", "purge", "revive")
+TAG_STATES = ("proposal", "approved", "building", "deployed", "failed", "denied")
+HEARTBEAT_SECONDS = 15
+REPLAY_LIMIT = 500
+
+
+def hive():
+    return current_app.extensions["hive"]
+
+
+# --- request helpers -----------------------------------------------------------------------------------------
+
+def body() -> dict:
+    """The request's arguments: a JSON object, or a form's fields (a repeated field becomes a list)."""
+    if request.is_json:
+        raw = request.get_data(cache=True)
+        if not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError as e:
+            raise bad_request(f"the body is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise bad_request("the body must be a JSON object")
+        return data
+    out: dict[str, Any] = {}
+    for key in request.form:
+        if key == current_app.extensions["csrf_field"]:
+            continue
+        values = request.form.getlist(key)
+        out[key] = values if len(values) > 1 else values[0]
+    return out
+
+
+def done(result: Any, status: int = 200):
+    """JSON for scripts and fetch; a redirect back for a plain form post from the pages."""
+    if not request.is_json and request.form and "application/json" not in request.headers.get("Accept", ""):
+        target = request.form.get("next") or "/"
+        if not target.startswith("/") or target.startswith("//"):
+            target = "/"
+        return redirect(target, 303)
+    return jsonify(result), status
+
+
+def text_arg(args: dict, name: str, *, required: bool = True) -> str | None:
+    value = args.get(name)
+    if value is None or value == "":
+        if required:
+            raise bad_request(f'missing "{name}"')
+        return None
+    if not isinstance(value, str):
+        raise bad_request(f'"{name}" must be a string')
+    return value
+
+
+def int_query(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f'"{name}" must be an integer, not "{raw}"') from None
+    if not low <= value <= high:
+        raise bad_request(f'"{name}" must be from {low} to {high}')
+    return value
+
+
+def parse_since(raw: str | None) -> float | None:
+    """Seconds since the epoch, or an ISO 8601 time."""
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+        if math.isfinite(value):
+            return value
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_request(f'"since" must be seconds since the epoch or an ISO 8601 time, not "{raw}"') from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def agent_name(name: str) -> str:
+    """A name that can be an agent's (so it is safe in paths); 400 otherwise."""
+    if name == hive().config.manager:
+        return name
+    problem = check_name(name)
+    if problem:
+        raise bad_request(problem)
+    return name
+
+
+def known_agent(name: str) -> str:
+    agent_name(name)
+    if name not in hive().recipients() or name == OPERATOR:
+        raise not_found(f'no agent "{name}"')
+    return name
+
+
+# --- state, questions, messages ------------------------------------------------------------------------------
+
+@bp.get("/state")
+def state():
+    return jsonify(collect_state(hive()))
+
+
+@bp.get("/questions")
+def list_questions():
+    status = request.args.get("status", "pending")
+    limit = int_query("limit", 1000, 1, 10000)
+    return jsonify({"questions": questions.list_questions(hive(), status, limit)})
+
+
+@bp.get("/questions/<qid>")
+def get_question(qid):
+    return jsonify(questions.get_question(hive(), qid))
+
+
+@bp.post("/questions/<qid>/answer")
+def answer_question(qid):
+    args = body()
+    answer = args.get("answer")
+    if request.form and not request.is_json:
+        # the page's form: free text wins over ticked choices
+        text = (request.form.get("answer") or "").strip()
+        choices = [c for c in request.form.getlist("choice") if c.strip()]
+        answer = text or choices
+    if answer is None or answer == "" or answer == []:
+        raise bad_request('missing "answer" (a non-empty string, or a list of chosen options)')
+    return done(questions.answer(hive(), qid, answer))
+
+
+@bp.post("/questions/<qid>/cancel")
+def cancel_question(qid):
+    body()
+    return done(questions.cancel(hive(), qid))
+
+
+@bp.post("/messages")
+def send_message():
+    args = body()
+    to = text_arg(args, "to")
+    text = args.get("body")
+    if not isinstance(text, str) or not text.strip():
+        raise bad_request('"body" must be a non-empty string')
+    msg_id = hive().broker.send(OPERATOR, to, text)
+    return done({"id": msg_id}, 201)
+
+
+def _messages_after(last_id: int, limit: int) -> list[dict]:
+    m = db.messages
+    with hive().store.read() as conn:
+        rows = conn.execute(select(m).where(m.c.id > last_id).order_by(m.c.id).limit(limit)).all()
+    return [message_dict(r) for r in rows]
+
+
+def recent_messages(limit: int = 40) -> list[dict]:
+    m = db.messages
+    with hive().store.read() as conn:
+        rows = conn.execute(select(m).order_by(m.c.id.desc()).limit(limit)).all()
+    return [message_dict(r) for r in reversed(rows)]
+
+
+def _sse(event: str | None, data: Any, event_id: Any = None) -> str:
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    if event:
+        lines.append(f"event: {event}")
+    payload = json.dumps(data, ensure_ascii=False)
+    lines.extend(f"data: {part}" for part in payload.split("\n"))
+    return "\n".join(lines) + "\n\n"
+
+
+def _stream(generator: Iterator[str]) -> Response:
+    return Response(generator, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@bp.get("/messages/stream")
+def message_stream():
+    """Every stored message and event, live (``id`` is the message id; ``Last-Event-ID`` or ``?since=ID``
+    replays what came after it). ``?state=1`` adds ``state`` events when a section of /api/state changed."""
+    the_hive = hive()
+    stopping = current_app.extensions["stopping"]
+    raw_last = request.headers.get("Last-Event-ID") or request.args.get("since")
+    last_id = None
+    if raw_last:
+        try:
+            last_id = int(raw_last)
+        except ValueError:
+            raise bad_request(f'"since" / Last-Event-ID must be a message id, not "{raw_last}"') from None
+    channels = {"messages"} | ({"state"} if request.args.get("state") == "1" else set())
+    sub = the_hive.bus.subscribe(channels)
+    replay = _messages_after(last_id, REPLAY_LIMIT) if last_id is not None else []
+
+    def generate():
+        try:
+            yield "retry: 2000\n\n"
+            replayed_up_to = last_id or 0
+            for m in replay:
+                replayed_up_to = m["id"]
+                yield _sse(None, m, m["id"])
+            quiet_since = time.monotonic()
+            while not stopping.is_set():
+                item = sub.get(timeout=1)
+                if item is None:
+                    if time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
+                        quiet_since = time.monotonic()
+                        yield ": keep-alive\n\n"
+                    continue
+                quiet_since = time.monotonic()
+                if sub.dropped:
+                    sub.dropped = 0
+                    yield _sse("state", {"section": "all", "what": "dropped"})
+                if item["channel"] == "messages":
+                    m = item["data"]
+                    if m["id"] <= replayed_up_to:
+                        continue  # ids commit in order, so the replay held every id up to here
+                    yield _sse(None, m, m["id"])
+                else:
+                    yield _sse("state", item["data"])
+        finally:
+            sub.close()
+
+    return _stream(generate())
+
+
+# --- approvals and spawning ----------------------------------------------------------------------------------
+
+def _approval_id(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f'an approval id is a positive integer, not "{raw}"') from None
+    if value < 1:
+        raise bad_request(f'an approval id is a positive integer, not "{raw}"')
+    return value
+
+
+@bp.get("/approvals")
+def list_approvals():
+    status = request.args.get("status", "pending")
+    approvals = feature("approvals")
+    if approvals is None or not hasattr(approvals, "list_approvals"):
+        return jsonify({"approvals": []})
+    return jsonify({"approvals": approvals.list_approvals(hive(), status)})
+
+
+@bp.get("/approvals/<aid>")
+def get_approval(aid):
+    return jsonify(require("approvals", "get_approval")(hive(), _approval_id(aid)))
+
+
+@bp.post("/approvals/<aid>/approve")
+def approve(aid):
+    body()
+    return done(require("approvals", "approve")(hive(), _approval_id(aid)))
+
+
+@bp.post("/approvals/<aid>/deny")
+def deny(aid):
+    args = body()
+    note = args.get("reason", args.get("note")) or ""
+    if not isinstance(note, str):
+        raise bad_request('"reason" must be a string')
+    limit = hive().config.broker.max_message_bytes
+    if len(note.encode()) > limit:
+        raise bad_request(f'"reason" is longer than {limit} bytes')
+    return done(require("approvals", "deny")(hive(), _approval_id(aid), note.strip()))
+
+
+@bp.post("/spawn")
+def request_spawn():
+    args = body()
+    name = text_arg(args, "name").strip()
+    problem = check_name(name)
+    if problem:
+        raise bad_request(problem)
+    approval_id = require("approvals", "request_spawn")(hive(), name, "operator")
+    return done({"approval_id": approval_id}, 201)
+
+
+@bp.post("/agents/<name>/<action>")
+def agent_action(name, action):
+    body()
+    agent_name(name)
+    if action not in AGENT_ACTIONS:
+        raise bad_request(f'unknown action "{action}" (known: {", ".join(AGENT_ACTIONS)})')
+    result = require("spawn", "agent_action")(hive(), name, action, by="operator")
+    return done(result if isinstance(result, dict) else {"result": result})
+
+
+# --- per agent: notes, turns, telemetry ----------------------------------------------------------------------
+
+def notes_path(name: str):
+    return hive().config.state_dir / "agents" / agent_name(name) / "state" / "notes.md"
+
+
+@bp.get("/agents/<name>/notes")
+def notes(name):
+    path = notes_path(name)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise not_found(f"{name} has no notes yet ({path})") from None
+    return Response(data, mimetype="text/plain", headers={"Content-Security-Policy": RAW_CSP})
+
+
+@bp.get("/agents/<name>/turns/stream")
+def turn_stream(name):
+    """The live turn view of one agent: recent history first, then every turn event as it happens."""
+    known_agent(name)
+    the_hive = hive()
+    stopping = current_app.extensions["stopping"]
+    channel = f"turn:{name}"
+    sub = the_hive.bus.subscribe({channel})
+    history = the_hive.bus.recent(channel)
+
+    def generate():
+        try:
+            yield "retry: 2000\n\n"
+            seen = set()
+            for item in history:
+                seen.add(item["seq"])
+                yield _sse(None, item["data"], item["seq"])
+            quiet_since = time.monotonic()
+            while not stopping.is_set():
+                item = sub.get(timeout=1)
+                if item is None:
+                    if time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
+                        quiet_since = time.monotonic()
+                        yield ": keep-alive\n\n"
+                    continue
+                quiet_since = time.monotonic()
+                if item["seq"] in seen:
+                    continue
+                yield _sse(None, item["data"], item["seq"])
+        finally:
+            sub.close()
+
+    return _stream(generate())
+
+
+@bp.get("/stats")
+def stats():
+    agent = request.args.get("agent") or None
+    key = request.args.get("key") or None
+    since = parse_since(request.args.get("since"))
+    limit = int_query("limit", 5000, 1, 100000)
+    if agent is not None and agent != "hive":
+        agent_name(agent)
+    query = require("telemetry", "query")
+    return jsonify(query(hive(), agent=agent, key=key, since=since, limit=limit))
+
+
+# --- config repo browser -------------------------------------------------------------------------------------
+
+@bp.get("/agents/<name>/repo/tags")
+def repo_tags(name):
+    return jsonify(require("repos", "repo_tags")(hive(), agent_name(name)))
+
+
+@bp.get("/agents/<name>/repo/log")
+def repo_log(name):
+    rev = request.args.get("rev") or "main"
+    limit = int_query("limit", 50, 1, 1000)
+    return jsonify(require("repos", "repo_log")(hive(), agent_name(name), rev=rev, limit=limit))
+
+
+@bp.get("/agents/<name>/repo/diff/<path:rev>")
+def repo_diff(name, rev):
+    diff = require("repos", "repo_diff")(hive(), agent_name(name), rev)
+    return jsonify({"rev": rev, "diff": diff})
+
+
+def split_rev_path(rest: str) -> tuple[str, str]:
+    """``<rev>/<path>``; a tag of the audit trail (``deployed/3``) is one rev despite its slash."""
+    parts = rest.split("/")
+    take = 2 if len(parts) > 2 and parts[0] in TAG_STATES else 1
+    rev, path = "/".join(parts[:take]), "/".join(parts[take:])
+    if not rev or not path:
+        raise bad_request("use .../repo/file/<rev>/<path>")
+    return rev, path
+
+
+@bp.get("/agents/<name>/repo/file/<path:rest>")
+def repo_file(name, rest):
+    rev, path = split_rev_path(rest)
+    data = require("repos", "repo_file")(hive(), agent_name(name), rev, path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    try:
+        data.decode("utf-8")
+        mimetype = "text/plain"
+    except UnicodeDecodeError:
+        mimetype = "application/octet-stream"
+    filename = path.rsplit("/", 1)[-1].replace('"', "")
+    return Response(data, mimetype=mimetype, headers={
+        "Content-Security-Policy": RAW_CSP, "Content-Disposition": f'inline; filename="{filename}"'})
+
+
+@bp.get("/meta/log")
+def meta_log():
+    limit = int_query("limit", 100, 1, 10000)
+    return jsonify(require("repos", "meta_log")(hive(), limit=limit))

@@ -1,0 +1,219 @@
+"""The dashboard's pages: ``/``, ``/agents/<name>``, ``/approvals/<id>``, ``/meta``, and login.
+
+Pages are rendered on the server (they work without JavaScript: every form posts with its CSRF token); the
+script keeps ``/`` live by fetching ``/fragments/home`` when the event stream says something changed and
+replacing only the rows that differ, so a half-typed answer survives a refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request
+
+from ..broker import OPERATOR
+from ..errors import HiveError
+from . import api
+from .features import feature, require
+from .security import AUTH_COOKIE, CSRF_FIELD
+from .state import agents as agent_rows
+from .state import collect_state, with_activity
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("pages", __name__)
+
+NOTES_SHOW_BYTES = 256 * 1024
+DIFF_LINES_ON_CARD = 400
+
+
+def hive():
+    return current_app.extensions["hive"]
+
+
+def install_template_helpers(app) -> None:
+    @app.context_processor
+    def helpers():
+        guard = app.extensions["guard"]
+        return {
+            "csrf_token": lambda: guard.csrf_token(g.sid) if g.get("sid") else "",
+            "csrf_field": CSRF_FIELD,
+            "auth_mode": g.get("auth"),
+            "standin": bool(app.extensions["hive"].extensions.get("standin_model")),
+            "manager_name": app.extensions["hive"].config.manager,
+        }
+
+    app.jinja_env.filters["short"] = lambda sha: (sha or "")[:12]
+    app.jinja_env.filters["difflines"] = diff_lines
+    app.jinja_env.filters["diff_files"] = diff_files
+
+
+def diff_lines(text: str | None, limit: int | None = None) -> list[tuple[str, str]]:
+    """(css class, line) for each line of a unified diff."""
+    out = []
+    lines = (text or "").splitlines()
+    for line in lines[:limit] if limit else lines:
+        if line.startswith(("diff --git", "index ", "new file", "deleted file", "similarity", "rename ")):
+            kind = "meta"
+        elif line.startswith(("+++", "---")):
+            kind = "file"
+        elif line.startswith("@@"):
+            kind = "hunk"
+        elif line.startswith("+"):
+            kind = "add"
+        elif line.startswith("-"):
+            kind = "del"
+        else:
+            kind = "ctx"
+        out.append((kind, line))
+    return out
+
+
+def diff_files(text: str | None) -> list[str]:
+    """The paths a diff touches (the new side), for links to the raw files."""
+    files = []
+    for line in (text or "").splitlines():
+        if line.startswith("+++ b/"):
+            path = line[6:].strip()
+            if path not in files:
+                files.append(path)
+    return files
+
+
+def attempt(fn: Callable[[], Any]) -> tuple[Any, str | None]:
+    """(value, None), or (None, why it failed) for one part of a page."""
+    try:
+        return fn(), None
+    except HiveError as e:
+        return None, e.message
+    except Exception as e:
+        log.warning("dashboard: %s", e, exc_info=True)
+        return None, f"{type(e).__name__}: {e}"
+
+
+def recipients() -> list[str]:
+    h = hive()
+    return [h.config.manager] + sorted(n for n in h.recipients() if n not in (OPERATOR, h.config.manager))
+
+
+# --- the main page -------------------------------------------------------------------------------------------
+
+@bp.get("/")
+def home():
+    recent = api.recent_messages(40)
+    return render_template("index.html", state=collect_state(hive()), recipients=recipients(), recent=recent,
+                           last_id=recent[-1]["id"] if recent else 0)
+
+
+@bp.get("/fragments/home")
+def home_fragment():
+    return render_template("_home.html", state=collect_state(hive()), recipients=recipients())
+
+
+# --- one agent -----------------------------------------------------------------------------------------------
+
+def _overview(name: str) -> dict | None:
+    for row in agent_rows(hive()):
+        if row["name"] == name:
+            with_activity(hive(), [row])
+            return row
+    spawn = feature("spawn")
+    for listing, state in (("list_drafts", "draft"), ("list_tombstones", "tombstone")):
+        fn = getattr(spawn, listing, None) if spawn else None
+        if fn:
+            for row in fn(hive()):
+                if row.get("name") == name:
+                    return {"name": name, "role": "agent", "state": state, **row}
+    return None
+
+
+@bp.get("/agents/<name>")
+def agent_page(name):
+    api.agent_name(name)
+    overview, overview_error = attempt(lambda: _overview(name))
+    notes_path = api.notes_path(name)
+    if overview is None and overview_error is None and not notes_path.parent.parent.exists():
+        abort(404)
+    notes, notes_error, notes_size = None, None, None
+    try:
+        with open(notes_path, "rb") as f:
+            raw = f.read(NOTES_SHOW_BYTES + 1)
+        notes_size = notes_path.stat().st_size
+        notes = raw[:NOTES_SHOW_BYTES].decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        notes_error = str(e)
+    rev = request.args.get("rev") or None
+    repos = feature("repos")
+    tags, tags_error = attempt(lambda: require("repos", "repo_tags")(hive(), name))
+    log_rows, log_error = attempt(lambda: require("repos", "repo_log")(hive(), name, rev="main", limit=50))
+    diff, diff_error = (attempt(lambda: require("repos", "repo_diff")(hive(), name, rev)) if rev
+                        else (None, None))
+    return render_template(
+        "agent.html", name=name, agent=overview, overview_error=overview_error, notes=notes,
+        notes_error=notes_error, notes_size=notes_size, notes_truncated=bool(notes_size and
+                                                                            notes_size > NOTES_SHOW_BYTES),
+        notes_path=str(notes_path), repos_available=repos is not None, tags=tags, tags_error=tags_error,
+        log_rows=log_rows, log_error=log_error, rev=rev, diff=diff, diff_error=diff_error,
+        tag_states=api.TAG_STATES)
+
+
+# --- approvals and the meta repo -----------------------------------------------------------------------------
+
+@bp.get("/approvals/<aid>")
+def approval_page(aid):
+    approval = require("approvals", "get_approval")(hive(), api._approval_id(aid))
+    return render_template("approval.html", a=approval)
+
+
+@bp.get("/meta")
+def meta_page():
+    rows, error = attempt(lambda: require("repos", "meta_log")(hive(), limit=200))
+    return render_template("meta.html", rows=rows, error=error)
+
+
+# --- login ---------------------------------------------------------------------------------------------------
+
+def _next_target() -> str:
+    target = request.values.get("next") or "/"
+    if not target.startswith("/") or target.startswith("//") or target.startswith("/login"):
+        return "/"
+    return target
+
+
+@bp.get("/login")
+def login_form():
+    guard = current_app.extensions["guard"]
+    if guard.token() is None or g.get("auth") in ("cookie", "bearer"):
+        return redirect(_next_target(), 303)
+    return render_template("login.html", next=_next_target(), error=None)
+
+
+@bp.post("/login")
+def login():
+    guard = current_app.extensions["guard"]
+    token = guard.token()
+    if token is None:
+        return redirect("/", 303)
+    if not guard.check_token((request.form.get("token") or "").strip()):
+        log.warning("dashboard: failed login from %s", request.remote_addr)
+        return render_template("login.html", next=_next_target(), error="wrong token"), 401
+    response = make_response(redirect(_next_target(), 303))
+    response.set_cookie(AUTH_COOKIE, guard.login_cookie_value(token), httponly=True, samesite="Strict",
+                        path="/", secure=request.is_secure, max_age=30 * 86400)
+    return response
+
+
+@bp.post("/logout")
+def logout():
+    response = make_response(redirect("/login", 303))
+    response.delete_cookie(AUTH_COOKIE, path="/", httponly=True, samesite="Strict")
+    return response
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    return current_app.send_static_file("favicon.svg")
+

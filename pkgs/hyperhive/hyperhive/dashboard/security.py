@@ -1,0 +1,191 @@
+"""Who may use the dashboard, and protection against cross-site requests.
+
+- Token: when ``dashboard.tokenFile`` is set, every request needs it, as ``Authorization: Bearer <token>`` or the
+  login cookie (an HMAC of the token, HttpOnly, SameSite=Strict) that ``/login`` sets. The file is read again when
+  it changes, so a rotated token takes effect without a restart (and ends every login made with the old one).
+- Without a token the dashboard only listens on loopback (config.py refuses anything else), and the Host header
+  must name a loopback host, so a web page cannot reach it through DNS rebinding.
+- Cross-site requests: every state-changing request is refused when ``Sec-Fetch-Site`` says cross-site or
+  same-site, or when ``Origin`` names another origin; a request a browser could send with the cookies (a form, or
+  anything carrying our cookies) must also carry the CSRF token (an HMAC of the per-browser ``hh_sid`` cookie).
+  A script sending JSON without our cookies (with the bearer token where one is set) needs no CSRF token.
+- Every response carries a strict Content-Security-Policy, ``nosniff`` and frame denial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from ..config import is_loopback_host
+
+log = logging.getLogger(__name__)
+
+AUTH_COOKIE = "hh_auth"
+SID_COOKIE = "hh_sid"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+# Raw repo files are served as text; a sandbox keeps even a mislabelled one from running anything.
+RAW_CSP = "default-src 'none'; sandbox"
+
+
+class TokenError(Exception):
+    """The token file cannot be used."""
+
+
+class DashboardStartError(SystemExit):
+    """The dashboard cannot start safely; the service stops with this sentence instead of a traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(f"hyperhive: {message}")
+        self.message = message
+
+
+def _load_secret(state_dir: Path) -> bytes:
+    """The key for CSRF tokens, kept in the state dir so open pages stay valid across restarts."""
+    path = state_dir / "dashboard.secret"
+    try:
+        data = path.read_bytes()
+        if len(data) >= 32:
+            return data
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        log.warning("cannot read %s (%s); CSRF tokens will change on restart", path, e)
+        return secrets.token_bytes(32)
+    data = secrets.token_bytes(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        log.warning("cannot write %s (%s); CSRF tokens will change on restart", path, e)
+    return data
+
+
+class Guard:
+    def __init__(self, hive):
+        self.hive = hive
+        self._secret = _load_secret(hive.config.state_dir)
+        self._token_cache: tuple[str | None, float | None, str | None] = (None, None, None)
+        if self.token_file:
+            try:
+                self.token()  # fail the start now when the file is missing or empty
+            except TokenError as e:
+                raise DashboardStartError(str(e)) from None
+        elif not is_loopback_host(hive.config.dashboard.host):
+            raise DashboardStartError(
+                f"refusing to serve the dashboard on {hive.config.dashboard.listen} without a token: "
+                "set dashboard.tokenFile, or listen on 127.0.0.1")
+
+    # --- the token -----------------------------------------------------------------------------------------
+
+    @property
+    def token_file(self) -> str | None:
+        return self.hive.config.dashboard.token_file
+
+    def token(self) -> str | None:
+        """The current token (None when none is configured); raises TokenError when there is none to use."""
+        path = self.token_file
+        if not path:
+            return None
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError as e:
+            cached_path, _, cached = self._token_cache
+            if cached and cached_path == path:
+                log.warning("dashboard token file %s unreadable (%s); keeping the last token", path, e)
+                return cached
+            raise TokenError(f"dashboard.tokenFile {path} cannot be read: {e.strerror or e}") from None
+        cached_path, cached_mtime, cached = self._token_cache
+        if cached_path == path and cached_mtime == mtime and cached:
+            return cached
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            if cached:
+                return cached
+            raise TokenError(f"dashboard.tokenFile {path} cannot be read: {e}") from None
+        if not token:
+            if cached:
+                log.warning("dashboard token file %s is empty; keeping the last token", path)
+                return cached
+            raise TokenError(f"dashboard.tokenFile {path} is empty; put the dashboard token in it")
+        self._token_cache = (path, mtime, token)
+        return token
+
+    def login_cookie_value(self, token: str) -> str:
+        return hmac.new(token.encode(), b"hyperhive dashboard login v1", hashlib.sha256).hexdigest()
+
+    def check_token(self, candidate: str | None) -> bool:
+        token = self.token()
+        return bool(token and candidate and hmac.compare_digest(candidate.encode(), token.encode()))
+
+    def authenticate(self, request) -> str | None:
+        """How the request proved itself: "open" (no token set), "bearer", "cookie"; None when it did not."""
+        token = self.token()
+        if token is None:
+            return "open"
+        header = request.headers.get("Authorization", "")
+        if header[:7].lower() == "bearer " and self.check_token(header[7:].strip()):
+            return "bearer"
+        cookie = request.cookies.get(AUTH_COOKIE)
+        if cookie and hmac.compare_digest(cookie.encode(), self.login_cookie_value(token).encode()):
+            return "cookie"
+        return None
+
+    # --- loopback Host -------------------------------------------------------------------------------------
+
+    def host_allowed(self, request) -> bool:
+        if self.token() is not None:
+            return True
+        host = (request.host or "").lower()
+        if host.startswith("["):
+            host = host[1:].split("]", 1)[0]
+        else:
+            host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        return is_loopback_host(host) or host == self.hive.config.dashboard.host.lower()
+
+    # --- CSRF ----------------------------------------------------------------------------------------------
+
+    def csrf_token(self, sid: str) -> str:
+        return hmac.new(self._secret, f"csrf:{sid}".encode(), hashlib.sha256).hexdigest()
+
+    def cross_site_problem(self, request) -> str | None:
+        """Why this state-changing request looks cross-site, or None."""
+        site = request.headers.get("Sec-Fetch-Site")
+        if site in ("cross-site", "same-site"):
+            return f"a {site} request cannot change anything here (Sec-Fetch-Site: {site})"
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            expected = f"{request.scheme}://{request.host}"
+            if origin != expected:
+                return f"a request from origin {origin} cannot change anything here (expected {expected})"
+        return None
+
+    def csrf_problem(self, request, auth: str | None, body_is_json: bool) -> str | None:
+        """Why this state-changing request lacks a needed CSRF token, or None."""
+        if auth == "bearer":
+            return None  # a browser cannot add this header to a cross-site request
+        has_our_cookies = any(c in request.cookies for c in (AUTH_COOKIE, SID_COOKIE))
+        if body_is_json and not has_our_cookies:
+            return None  # a script; a browser cannot send a JSON body cross-site without CORS
+        sid = request.cookies.get(SID_COOKIE)
+        sent = request.headers.get(CSRF_HEADER) or (request.form.get(CSRF_FIELD) if not body_is_json else None)
+        if not sid or not sent:
+            return "missing CSRF token (reload the page and try again)"
+        if not hmac.compare_digest(sent.encode(), self.csrf_token(sid).encode()):
+            return "invalid CSRF token (reload the page and try again)"
+        return None
+
+
+def new_sid() -> str:
+    return secrets.token_urlsafe(24)

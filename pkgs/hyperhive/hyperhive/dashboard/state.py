@@ -1,0 +1,140 @@
+"""``GET /api/state``: every section of the main page, each loaded on its own.
+
+A section that fails (a query error, a row that cannot be decoded) is reported in ``errors`` with its cause and
+logged at warning level; the other sections still load. A feature module not built into this tree leaves its
+section empty without an error.
+
+"Stuck" (C0NTAINERS): messages have been waiting for the agent longer than a threshold and no turn has ended for
+that long either. The threshold is ``STUCK_IDLE_SECONDS`` (10 minutes) while nothing is leased (the harness is not
+picking messages up), and twice the agent's ``turnTimeoutSeconds`` (at least 10 minutes) while a message is leased
+(a turn runs, but no turn may last longer than its timeout). Agents that are stopped are never called stuck.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable
+
+from .. import questions
+from ..store import iso
+from .features import feature
+
+log = logging.getLogger(__name__)
+
+STUCK_IDLE_SECONDS = 600
+NOT_RUNNING = frozenset({"stopped", "killed", "destroyed", "tombstone", "draft", "absent", "missing"})
+INBOX_LIMIT = 50
+
+
+def _load(errors: list[dict], section: str, loader: Callable[[], Any], default: Any) -> Any:
+    try:
+        return loader()
+    except Exception as e:
+        message = getattr(e, "message", None) or str(e) or type(e).__name__
+        log.warning("dashboard: section %s failed to load: %s: %s", section, type(e).__name__, message,
+                    exc_info=not hasattr(e, "code"))
+        errors.append({"section": section, "error": f"{type(e).__name__}: {message}"})
+        return default
+
+
+def _agents_fallback(hive) -> list[dict]:
+    return [{"name": a["name"], "role": a.get("role", "agent"), "state": a.get("state"), "deployed_tag": None,
+             "deployed_sha": None, "stale": False, "origin": "declared"} for a in hive.agent_list()]
+
+
+def agents(hive) -> list[dict]:
+    spawn = feature("spawn")
+    overview = getattr(spawn, "agent_overview", None) if spawn else None
+    rows = overview(hive) if overview else _agents_fallback(hive)
+    return [dict(r) for r in rows]
+
+
+def activity(hive, names: list[str]) -> dict[str, dict]:
+    """Per agent: waiting messages, the oldest one's age, the last turn and whether a stand-in model runs it."""
+    now = time.time()
+    out = {n: {"unread": 0, "leased": 0, "oldest_waiting": None, "last_turn": None, "standin": False}
+           for n in names}
+    with hive.store.read() as conn:
+        # One pass over the partial index of unacknowledged messages, whatever the size of the history.
+        for recipient, waiting, leased, oldest in conn.exec_driver_sql(
+                "SELECT recipient, count(*), sum(CASE WHEN lease_until > ? THEN 1 ELSE 0 END), min(sent_at) "
+                "FROM messages WHERE acked_at IS NULL GROUP BY recipient", (now,)):
+            if recipient in out:
+                out[recipient].update(unread=waiting - (leased or 0), leased=leased or 0, oldest_waiting=oldest)
+        # Index lookups per agent (stats_agent_key_ts), in one statement.
+        for agent, last_turn, standin in conn.exec_driver_sql(
+                "SELECT j.value, "
+                "(SELECT max(ts) FROM stats WHERE agent = j.value AND key = 'turn.duration_s'), "
+                "(SELECT value FROM stats WHERE agent = j.value AND key = 'model.standin' "
+                " ORDER BY ts DESC LIMIT 1) "
+                "FROM json_each(?) AS j", (json.dumps(names),)):
+            out[agent].update(last_turn=last_turn, standin=bool(standin))
+    return out
+
+
+def stuck(state: str | None, act: dict, turn_timeout: float, now: float) -> str | None:
+    """Why the agent looks stuck, or None."""
+    waiting = act["unread"] + act["leased"]
+    if not waiting or act["oldest_waiting"] is None or (state or "") in NOT_RUNNING:
+        return None
+    threshold = max(STUCK_IDLE_SECONDS, 2 * turn_timeout) if act["leased"] else STUCK_IDLE_SECONDS
+    waited = now - act["oldest_waiting"]
+    since_turn = None if act["last_turn"] is None else now - act["last_turn"]
+    if waited < threshold or (since_turn is not None and since_turn < threshold):
+        return None
+    turn = "no turn yet" if since_turn is None else f"last turn ended {_ago(since_turn)} ago"
+    return f"{waiting} message(s) waiting for {_ago(waited)}; {turn}"
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+def with_activity(hive, rows: list[dict]) -> None:
+    now = time.time()
+    act = activity(hive, [r["name"] for r in rows])
+    configs = {**hive.agent_configs(), hive.config.manager: hive.config.manager_settings}
+    for row in rows:
+        a = act.get(row["name"])
+        if a is None:
+            continue
+        config = configs.get(row["name"])
+        reason = stuck(row.get("state"), a, config.turn_timeout_seconds if config else 1800, now)
+        row.update(unread=a["unread"], leased=a["leased"], last_turn_at=iso(a["last_turn"]),
+                   oldest_waiting_at=iso(a["oldest_waiting"]), stuck=reason is not None, stuck_reason=reason,
+                   standin=a["standin"])
+
+
+def collect_state(hive) -> dict:
+    errors: list[dict] = []
+    spawn = feature("spawn")
+    approvals = feature("approvals")
+    rows = _load(errors, "agents", lambda: agents(hive), [])
+    if rows:
+        _load(errors, "agents.activity", lambda: with_activity(hive, rows), None)
+    state = {
+        "agents": rows,
+        "drafts": _load(errors, "drafts", lambda: list(spawn.list_drafts(hive)), [])
+        if spawn and hasattr(spawn, "list_drafts") else [],
+        "tombstones": _load(errors, "tombstones", lambda: list(spawn.list_tombstones(hive)), [])
+        if spawn and hasattr(spawn, "list_tombstones") else [],
+        "questions": _load(errors, "questions", lambda: questions.list_questions(hive, "pending"), []),
+        "inbox": _load(errors, "inbox", lambda: hive.broker.inbox("operator", INBOX_LIMIT), []),
+        "approvals": _load(errors, "approvals", lambda: list(approvals.list_approvals(hive, "pending")), [])
+        if approvals and hasattr(approvals, "list_approvals") else [],
+        "errors": errors,
+        "standin_model": bool(hive.extensions.get("standin_model")),
+        "config_errors": list(getattr(hive, "config_errors", []) or []),
+        "manager": hive.config.manager,
+        "now": iso(time.time()),
+    }
+    return state

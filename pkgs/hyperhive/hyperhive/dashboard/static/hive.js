@@ -1,0 +1,478 @@
+// hyperhive operator console. No framework, no inline code (the CSP allows only this file).
+(() => {
+  'use strict';
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
+  const csrf = () => ($('meta[name="csrf-token"]') || {}).content || '';
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = text;
+    return e;
+  }
+
+  // --- talking to the API --------------------------------------------------------------------------------
+
+  async function api(method, url, payload) {
+    const r = await fetch(url, {
+      method,
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', 'Accept': 'application/json', 'X-CSRF-Token': csrf() },
+      body: payload === undefined ? undefined : JSON.stringify(payload),
+    });
+    let data = null;
+    try { data = await r.json(); } catch (_) { /* not JSON */ }
+    if (r.status === 401) { location.href = '/login?next=' + encodeURIComponent(location.pathname); }
+    if (!r.ok) {
+      const err = new Error((data && data.error && data.error.message) || `${r.status} ${r.statusText}`);
+      err.status = r.status;
+      throw err;
+    }
+    return data;
+  }
+
+  function toast(text, kind = 'ok') {
+    const box = $('#toasts');
+    if (!box) return;
+    const t = el('div', `toast ${kind}`, text);
+    box.append(t);
+    setTimeout(() => t.remove(), kind === 'bad' ? 9000 : 3500);
+  }
+
+  // --- times ---------------------------------------------------------------------------------------------
+
+  function ago(date) {
+    const s = Math.round((Date.now() - date.getTime()) / 1000);
+    const future = s < 0;
+    const a = Math.abs(s);
+    let v;
+    if (a < 5) return future ? 'in a moment' : 'just now';
+    if (a < 90) v = `${a}s`;
+    else if (a < 5400) v = `${Math.round(a / 60)}m`;
+    else if (a < 172800) v = `${Math.round(a / 3600)}h`;
+    else v = `${Math.round(a / 86400)}d`;
+    return future ? `in ${v}` : `${v} ago`;
+  }
+
+  function updateTimes(root = document) {
+    for (const t of $$('time[datetime]', root)) {
+      const d = new Date(t.getAttribute('datetime'));
+      if (!isNaN(d)) t.textContent = ago(d);
+    }
+  }
+
+  // --- forms: every form with data-api is sent with fetch (and works as a plain form without JS) ---------
+
+  function payloadOf(form, submitter) {
+    const kind = form.dataset.api;
+    const fd = new FormData(form);
+    if (kind === 'answer') {
+      const text = String(fd.get('answer') || '').trim();
+      if (text) return { answer: text };
+      if (submitter && submitter.name === 'choice') return { answer: submitter.value };
+      const chosen = fd.getAll('choice').map(String);
+      if (!chosen.length) throw new Error(form.dataset.multi === '1'
+        ? 'tick at least one option, or write an answer' : 'write an answer, or click an option');
+      return { answer: chosen };
+    }
+    const out = {};
+    for (const [k, v] of fd.entries()) {
+      if (k !== 'csrf_token' && k !== 'next' && k !== 'choice') out[k] = String(v);
+    }
+    return out;
+  }
+
+  document.addEventListener('submit', async (ev) => {
+    const form = ev.target;
+    if (!(form instanceof HTMLFormElement) || !form.dataset.api) return;
+    ev.preventDefault();
+    const submitter = ev.submitter;
+    const url = submitter && submitter.hasAttribute('formaction') ? submitter.formAction : form.action;
+    const question = (submitter && submitter.dataset.confirm) || form.dataset.confirm;
+    if (question && !window.confirm(question)) return;
+    let payload;
+    try { payload = payloadOf(form, submitter); } catch (e) { toast(e.message, 'bad'); return; }
+    const buttons = $$('button', form);
+    buttons.forEach((b) => { b.disabled = true; });
+    try {
+      await api('POST', url, payload);
+      const what = url.replace(location.origin, '').replace(/^\/api\//, '');
+      toast(`done: ${what}`);
+      if (form.dataset.reset) form.reset();
+      const card = form.closest('.card.question');
+      if (card) card.classList.add('leaving');
+      scheduleRefresh(0);
+    } catch (e) {
+      toast(e.message, 'bad');
+    } finally {
+      buttons.forEach((b) => { b.disabled = false; });
+    }
+  });
+
+  // --- the main page: live sections ------------------------------------------------------------------------
+  // The server renders the sections; when the event stream says something changed we fetch them again and
+  // replace only the keyed rows whose HTML differs, so what the operator is typing stays where it is.
+
+  const served = new WeakMap(); // element -> its HTML as the server last sent it
+
+  function mark(root) {
+    served.set(root, root.outerHTML);
+    for (const e of $$('*', root)) {
+      if (e.dataset.key || e.querySelector('[data-key]')) served.set(e, e.outerHTML);
+    }
+  }
+
+  function adopt(node) {
+    const n = document.importNode(node, true);
+    mark(n);
+    return n;
+  }
+
+  function sync(old, neu) {
+    const html = neu.outerHTML;
+    if (served.get(old) === html) return old;
+    if (old.tagName !== neu.tagName || !neu.querySelector('[data-key]')) {
+      const n = adopt(neu);
+      old.replaceWith(n);
+      return n;
+    }
+    for (const a of [...old.attributes]) if (!neu.hasAttribute(a.name)) old.removeAttribute(a.name);
+    for (const a of [...neu.attributes]) if (old.getAttribute(a.name) !== a.value) old.setAttribute(a.name, a.value);
+    const newKids = [...neu.children];
+    const oldKids = [...old.children];
+    if (newKids.length && newKids.every((c) => c.dataset.key)) {
+      const byKey = new Map(oldKids.filter((c) => c.dataset.key).map((c) => [c.dataset.key, c]));
+      const result = newKids.map((nc) => {
+        const oc = byKey.get(nc.dataset.key);
+        if (oc) { byKey.delete(nc.dataset.key); return sync(oc, nc); }
+        return adopt(nc);
+      });
+      for (const oc of [...old.children]) if (!result.includes(oc)) oc.remove();
+      result.forEach((n, i) => { if (old.children[i] !== n) old.insertBefore(n, old.children[i] || null); });
+    } else if (newKids.length === oldKids.length && newKids.every((c, i) => c.tagName === oldKids[i].tagName)) {
+      newKids.forEach((nc, i) => sync(oldKids[i], nc));
+    } else {
+      const n = adopt(neu);
+      old.replaceWith(n);
+      return n;
+    }
+    served.set(old, html);
+    return old;
+  }
+
+  let refreshTimer = null;
+  let refreshing = false;
+  let refreshAgain = false;
+  let lastRefresh = 0;
+
+  function scheduleRefresh(delay) {
+    if (!$('#home')) return;
+    clearTimeout(refreshTimer);
+    const wait = delay !== undefined ? delay : Math.max(120, 400 - (Date.now() - lastRefresh));
+    refreshTimer = setTimeout(refresh, wait);
+  }
+
+  async function refresh() {
+    const root = $('#home');
+    if (!root) return;
+    if (refreshing) { refreshAgain = true; return; }
+    refreshing = true;
+    lastRefresh = Date.now();
+    try {
+      const r = await fetch('/fragments/home', { credentials: 'same-origin', headers: { Accept: 'text/html' } });
+      if (r.status === 401) { location.href = '/login?next=/'; return; }
+      if (!r.ok) throw new Error(`refresh failed: ${r.status}`);
+      const html = await r.text();
+      const doc = new DOMParser().parseFromString(`<div id="home">${html}</div>`, 'text/html');
+      sync(root, doc.getElementById('home'));
+      afterRender(root);
+    } catch (e) {
+      setLive('offline', 'refresh failed');
+    } finally {
+      refreshing = false;
+      if (refreshAgain) { refreshAgain = false; scheduleRefresh(); }
+    }
+  }
+
+  // Approval cards load their diff once, beside the page (a diff can be large and slow to compute).
+  const diffCache = new Map();
+
+  async function loadDiffs(root) {
+    for (const holder of $$('[data-diff-src]', root)) {
+      if (holder.dataset.loaded) continue;
+      holder.dataset.loaded = '1';
+      const src = holder.dataset.diffSrc;
+      try {
+        let approval = diffCache.get(src);
+        if (!approval) {
+          approval = await api('GET', src);
+          diffCache.set(src, approval);
+        }
+        renderDiff(holder, approval.diff || '', 400, src.replace('/api', ''));
+      } catch (e) {
+        holder.replaceChildren(el('span', 'note bad', `diff unavailable: ${e.message}`));
+      }
+    }
+  }
+
+  function diffClass(line) {
+    if (/^(diff --git|index |new file|deleted file|similarity|rename )/.test(line)) return 'meta';
+    if (line.startsWith('+++') || line.startsWith('---')) return 'file';
+    if (line.startsWith('@@')) return 'hunk';
+    if (line.startsWith('+')) return 'add';
+    if (line.startsWith('-')) return 'del';
+    return 'ctx';
+  }
+
+  function renderDiff(holder, text, limit, wholeHref) {
+    const lines = text.split('\n');
+    if (lines.length && lines[lines.length - 1] === '') lines.pop();
+    const pre = el('pre', 'diff');
+    if (!lines.length) pre.append(el('span', 'dl meta', '(no changes)'));
+    for (const line of lines.slice(0, limit)) pre.append(el('span', `dl ${diffClass(line)}`, line));
+    holder.replaceChildren(pre);
+    if (lines.length > limit) {
+      const more = el('a', 'more', `… ${lines.length - limit} more lines: open the whole diff`);
+      more.href = wholeHref;
+      holder.append(more);
+    }
+  }
+
+  function afterRender(root) {
+    updateTimes(root);
+    loadDiffs(root);
+  }
+
+  // --- live message flow -----------------------------------------------------------------------------------
+
+  function setLive(state, text) {
+    const live = $('#live');
+    if (!live) return;
+    live.dataset.state = state;
+    const t = $('.live-text', live);
+    if (t) t.textContent = text || state;
+  }
+
+  function messageItem(m) {
+    const li = el('li', `msg kind-${m.kind} fresh`);
+    li.dataset.key = `m${m.id}`;
+    const head = el('div', 'msg-head');
+    head.append(el('span', 'mid', `#${m.id}`), ' ');
+    const t = el('time', 't');
+    t.setAttribute('datetime', m.sent_at);
+    t.title = m.sent_at;
+    t.textContent = ago(new Date(m.sent_at));
+    head.append(t, ' ', el('span', 'from', m.from), el('span', 'arrow', '→'), el('span', 'to', m.to));
+    if (m.kind !== 'message') head.append(' ', el('span', 'tag', m.kind));
+    li.append(head, el('pre', 'body', m.body));
+    return li;
+  }
+
+  const seenMessages = new Set();
+
+  function addToFlow(m) {
+    const list = $('#flow-list');
+    if (!list || seenMessages.has(m.id)) return;
+    seenMessages.add(m.id);
+    if ($(`[data-key="m${m.id}"]`, list)) return;
+    list.prepend(messageItem(m));
+    const empty = $('#flow-empty');
+    if (empty) empty.hidden = true;
+    while (list.children.length > 300) list.lastElementChild.remove();
+  }
+
+  function connectMessages() {
+    const list = $('#flow-list');
+    const since = list ? list.dataset.since : '';
+    const url = `/api/messages/stream?state=1${since && since !== '0' ? `&since=${since}` : ''}`;
+    setLive('connecting', 'connecting');
+    const es = new EventSource(url);
+    let opened = false;
+    es.onopen = () => {
+      setLive('live', 'live');
+      if (opened) scheduleRefresh(0); // back after a drop: catch up on what changed meanwhile
+      opened = true;
+    };
+    es.onerror = () => setLive(es.readyState === EventSource.CLOSED ? 'offline' : 'connecting',
+      es.readyState === EventSource.CLOSED ? 'offline' : 'reconnecting');
+    es.onmessage = (e) => {
+      try { addToFlow(JSON.parse(e.data)); } catch (_) { /* keep going */ }
+      scheduleRefresh();
+    };
+    es.addEventListener('state', () => scheduleRefresh());
+  }
+
+  // --- the agent page: telemetry charts and the live turn stream -------------------------------------------
+
+  const SVG = 'http://www.w3.org/2000/svg';
+  let chartRange = 86400;
+
+  function fmt(v) {
+    if (!isFinite(v)) return String(v);
+    const a = Math.abs(v);
+    if (a >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
+    if (a >= 1e4) return `${(v / 1e3).toFixed(1)}k`;
+    if (Number.isInteger(v)) return String(v);
+    return a >= 100 ? v.toFixed(0) : a >= 1 ? v.toFixed(2) : v.toPrecision(2);
+  }
+
+  function svgEl(tag, attrs) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    return e;
+  }
+
+  function chart(key, points, since, now) {
+    const box = el('div', 'chart');
+    box.dataset.key = key;
+    const last = points[points.length - 1].value;
+    const head = el('div', 'chart-head');
+    head.append(el('span', 'key', key), el('span', 'last', fmt(last)));
+    head.firstChild.title = key;
+    const W = 300, H = 64, P = 3;
+    const vals = points.map((p) => p.value);
+    let lo = Math.min(...vals), hi = Math.max(...vals);
+    if (lo > 0 && lo / (hi || 1) < 0.5) lo = 0;
+    if (hi === lo) { hi += 1; lo = Math.max(0, lo - 1); }
+    const x = (ts) => ((ts - since) / (now - since)) * W;
+    const y = (v) => H - P - ((v - lo) / (hi - lo)) * (H - 2 * P);
+    const svg = svgEl('svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', role: 'img',
+      'aria-label': `${key}: ${points.length} samples, last ${fmt(last)}` });
+    for (const gy of [0.25, 0.5, 0.75]) svg.append(svgEl('line', { class: 'grid', x1: 0, x2: W, y1: H * gy, y2: H * gy }));
+    const pts = points.map((p) => `${x(p.ts).toFixed(1)},${y(p.value).toFixed(1)}`);
+    if (points.length === 1) pts.unshift(`0,${y(points[0].value).toFixed(1)}`);
+    const first = pts[0].split(',')[0];
+    const lastX = pts[pts.length - 1].split(',')[0];
+    svg.append(svgEl('polygon', { class: 'area', points: `${first},${H} ${pts.join(' ')} ${lastX},${H}` }));
+    svg.append(svgEl('polyline', { class: 'line', points: pts.join(' ') }));
+    const foot = el('div', 'chart-foot');
+    foot.append(el('span', null, `${points.length} pts`), el('span', null, `min ${fmt(Math.min(...vals))}`),
+      el('span', null, `max ${fmt(Math.max(...vals))}`));
+    box.append(head, svg, foot);
+    return box;
+  }
+
+  let chartsLoading = false;
+
+  async function loadCharts() {
+    const holder = $('#charts');
+    if (!holder || chartsLoading) return;
+    chartsLoading = true;
+    const agent = holder.dataset.agent;
+    const now = Date.now() / 1000;
+    const since = now - chartRange;
+    try {
+      const rows = await api('GET', `/api/stats?agent=${encodeURIComponent(agent)}&since=${since}`);
+      const byKey = new Map();
+      for (const r of rows) {
+        if (!byKey.has(r.key)) byKey.set(r.key, []);
+        byKey.get(r.key).push(r);
+      }
+      const keys = [...byKey.keys()].sort((a, b) => {
+        const rank = (k) => (k.startsWith('turn.') ? 0 : k.startsWith('tool.') ? 2 : 1);
+        return rank(a) - rank(b) || a.localeCompare(b);
+      });
+      holder.replaceChildren(...keys.map((k) => chart(k, byKey.get(k), since, now)));
+      if (!keys.length) holder.replaceChildren(el('p', 'empty', 'no telemetry in this range'));
+    } catch (e) {
+      holder.replaceChildren(el('p', 'note bad', `telemetry unavailable: ${e.message}`));
+    } finally {
+      chartsLoading = false;
+    }
+  }
+
+  function short(v, n = 300) {
+    const s = typeof v === 'string' ? v : JSON.stringify(v);
+    return s && s.length > n ? `${s.slice(0, n)}…` : (s || '');
+  }
+
+  function turnLines(item) {
+    // Claude Code's stream-json events, summarised to one line each.
+    const d = item.data || {};
+    if (item.type === 'turn_start') return [['', `▶ turn ${d.turn || ''} ${d.from ? `from ${d.from}` : ''} ${d.pending ? `(${d.pending} more pending)` : ''}`.trim()]];
+    if (item.type === 'turn_end') return [['', `■ turn ended${d.exit_status !== undefined ? ` · exit ${d.exit_status}` : ''}${d.duration_s !== undefined ? ` · ${fmt(d.duration_s)}s` : ''}${d.tool_calls !== undefined ? ` · ${d.tool_calls} tool calls` : ''}`]];
+    if (item.type === 'error') return [['', `✗ ${d.message || short(d)}`]];
+    const msg = d.message && Array.isArray(d.message.content) ? d.message.content : null;
+    if (msg) {
+      return msg.map((c) => {
+        if (c.type === 'text') return ['', c.text];
+        if (c.type === 'tool_use') return ['tool', `⚙ ${c.name}(${short(c.input, 200)})`];
+        if (c.type === 'tool_result') return ['', `↳ ${short(Array.isArray(c.content) ? c.content.map((x) => x.text || '').join(' ') : c.content, 240)}`];
+        if (c.type === 'thinking') return ['', `… ${short(c.thinking, 200)}`];
+        return ['', short(c)];
+      });
+    }
+    if (d.type === 'result') return [['', `result: ${short(d.result, 240)}`]];
+    if (d.type === 'system') return [['', `system ${d.subtype || ''}`]];
+    return [['', short(d)]];
+  }
+
+  function connectTurns() {
+    const list = $('#turn-list');
+    if (!list) return;
+    const agent = list.dataset.agent;
+    const es = new EventSource(`/api/agents/${encodeURIComponent(agent)}/turns/stream`);
+    es.onopen = () => setLive('live', 'live');
+    es.onerror = () => setLive('connecting', 'reconnecting');
+    let redraw = null;
+    es.onmessage = (e) => {
+      let item;
+      try { item = JSON.parse(e.data); } catch (_) { return; }
+      $('#turns-empty').hidden = true;
+      for (const [cls, text] of turnLines(item)) {
+        const li = el('li', `turn-item ${item.type || 'event'}`);
+        const ts = el('span', 'ts', item.ts ? new Date(typeof item.ts === 'number' ? item.ts * 1000 : item.ts).toLocaleTimeString() : '');
+        const body = el('pre', cls, text);
+        li.append(ts, body);
+        list.append(li);
+      }
+      while (list.children.length > 600) list.firstElementChild.remove();
+      list.scrollTop = list.scrollHeight;
+      if (item.type === 'turn_end') { clearTimeout(redraw); redraw = setTimeout(loadCharts, 500); }
+    };
+  }
+
+  function initAgentPage() {
+    for (const b of $$('[data-range]')) {
+      b.addEventListener('click', () => {
+        chartRange = Number(b.dataset.range);
+        $$('[data-range]').forEach((x) => x.classList.toggle('on', x === b));
+        loadCharts();
+      });
+    }
+    const raw = $('#rawfile');
+    if (raw) {
+      raw.addEventListener('submit', (ev) => {
+        ev.preventDefault();
+        const rev = raw.elements.rev.value.trim() || 'main';
+        const path = raw.elements.path.value.trim().replace(/^\/+/, '');
+        if (!path) { toast('name a file', 'bad'); return; }
+        const enc = (s) => s.split('/').map(encodeURIComponent).join('/');
+        window.open(`/api/agents/${encodeURIComponent(raw.dataset.agent)}/repo/file/${enc(rev)}/${enc(path)}`, '_blank', 'noopener');
+      });
+    }
+    loadCharts();
+    connectTurns();
+    setInterval(loadCharts, 60000);
+  }
+
+  // --- start -----------------------------------------------------------------------------------------------
+
+  document.addEventListener('DOMContentLoaded', () => {
+    const page = document.body.dataset.page;
+    updateTimes();
+    setInterval(() => updateTimes(), 15000);
+    if (page === 'home') {
+      const root = $('#home');
+      mark(root);
+      for (const li of $$('#flow-list > li')) seenMessages.add(Number(li.dataset.key.slice(1)));
+      afterRender(root);
+      connectMessages();
+      setInterval(() => scheduleRefresh(), 20000); // agent states change without messages too
+    } else if (page === 'agent') {
+      initAgentPage();
+    }
+  });
+})();
