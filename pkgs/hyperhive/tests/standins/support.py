@@ -13,7 +13,7 @@ STANDINS = Path(__file__).resolve().parent
 
 # Agents run as the stand-in agent process; crashes are looked for often.
 AGENT_ENV = {
-    "HYPERHIVE_AGENT_COMMAND": f"{sys.executable} {STANDINS / 'agent'}",
+    "HYPERHIVE_AGENT_COMMAND": f"{Path(sys.executable).absolute()} {STANDINS / 'agent'}",
     "HYPERHIVE_CRASH_POLL_SECONDS": "0.2",
 }
 
@@ -21,7 +21,8 @@ AGENT_ENV = {
 def nixos_env(hive_dir: Path) -> dict:
     """The nixos-container backend against the stand-in ``nix`` and ``nixos-container`` on PATH."""
     return {
-        "PATH": f"{STANDINS}:{os.environ.get('PATH', '')}",
+        # this interpreter's directory too: the stand-ins run on `python3` from PATH, quickly (no pyenv shim)
+        "PATH": f"{STANDINS}:{Path(sys.executable).absolute().parent}:{os.environ.get('PATH', '')}",
         "HYPERHIVE_STANDIN_LOG": str(hive_dir / "standin.log"),
         "HYPERHIVE_STANDIN_DIR": str(hive_dir / "standin"),
         "HYPERHIVE_STANDIN_FAIL": str(hive_dir / "standin.fail"),

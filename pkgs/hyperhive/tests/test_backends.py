@@ -1,0 +1,130 @@
+"""The nixos-container backend, run for real against stand-in ``nix`` and ``nixos-container`` executables on PATH
+that record their arguments (and fail when told): the commands a deploy runs, a failed build, a crashed
+container."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_for
+from standins.support import commit_change, agent_nix, git, nixos_env, state_dir, tag_message, tags, wait_event, \
+    wait_status
+
+
+def calls(hive_dir: Path) -> list[dict]:
+    path = hive_dir / "standin.log"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def argvs(hive_dir: Path) -> list[str]:
+    return [" ".join(c["argv"]) for c in calls(hive_dir)]
+
+
+def container(hive_dir: Path, name: str) -> dict:
+    home = hive_dir / "standin" / "containers" / name
+    return {"status": (home / "status").read_text().strip(), **json.loads((home / "system.json").read_text())}
+
+
+@pytest.fixture
+def hive(start_hive, hive_dir):
+    hp = start_hive(agents={"alice": {}}, backend="nixos-container", env=nixos_env(hive_dir))
+    return hp
+
+
+def test_start_creates_and_starts_every_container_from_the_meta_flake(hive, hive_dir):
+    sd = state_dir(hive)
+    meta = sd / "meta"
+    run = argvs(hive_dir)
+    flags = "--extra-experimental-features nix-command flakes"
+    assert f"nix {flags} flake lock --update-input agent-alice" in run
+    assert f"nix {flags} flake lock --update-input agent-manager" in run
+    assert all(c["cwd"] == str(meta) for c in calls(hive_dir) if c["argv"][0] == "nix")
+    assert f"nixos-container create h-alice --flake {meta}#alice" in run
+    assert f"nixos-container create hm1nd --flake {meta}#manager" in run
+    assert "nixos-container start h-alice" in run and "nixos-container start hm1nd" in run
+    alice = container(hive_dir, "h-alice")
+    assert alice["status"] == "up" and alice["rev"] == git(sd / "applied" / "alice", "rev-parse", "main")
+    states = {a["name"]: a["state"] for a in hive.host().call("list_agents")["agents"]}
+    assert states == {"manager": "running", "alice": "running"}
+    # the flake lock was written by (stand-in) nix and committed with the seed
+    assert git(meta, "log", "-1", "--format=%s").startswith("deploy ")
+    assert git(meta, "status", "--porcelain") == ""
+    policy = json.loads((meta / "policy" / "alice.json").read_text())
+    assert policy["name"] == "alice" and policy["role"] == "agent" and policy["managerName"] == "manager"
+
+
+def test_approve_locks_builds_and_switches_the_container(hive, hive_dir):
+    sd = state_dir(hive)
+    meta = sd / "meta"
+    sha = commit_change(hive, "alice", agent_nix("containerised"))
+    approval_id = hive.client("manager").call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    (hive_dir / "standin.log").write_text("")
+    out = hive.cli("approve", str(approval_id)).stdout
+    assert f"deployed/{approval_id}" in out
+    run = argvs(hive_dir)
+    lock = run.index("nix --extra-experimental-features nix-command flakes flake lock --update-input agent-alice")
+    update = run.index(f"nixos-container update h-alice --flake {meta}#alice")
+    start = run.index("nixos-container start h-alice")
+    assert lock < update < start
+    assert container(hive_dir, "h-alice")["rev"] == sha
+    assert json.loads((meta / "flake.lock").read_text())["nodes"]["agent-alice"]["locked"]["rev"] == sha
+    assert git(meta, "log", "-1", "--format=%s") == f"deploy alice deployed/{approval_id} {sha[:12]}"
+    assert tags(sd / "applied" / "alice")[f"deployed/{approval_id}"] == sha
+
+
+def test_a_failed_build_is_tagged_with_its_error_and_everything_is_put_back(hive, hive_dir):
+    sd = state_dir(hive)
+    meta = sd / "meta"
+    applied = sd / "applied" / "alice"
+    old_main = git(applied, "rev-parse", "main")
+    old_lock = (meta / "flake.lock").read_text()
+    old_meta_head = git(meta, "rev-parse", "HEAD")
+    manager = hive.client("manager")
+    sha = commit_change(hive, "alice", agent_nix("this one does not build"))
+    approval_id = manager.call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    error = "error: builder for '/nix/store/0000-nixos-system-h-alice.drv' failed with exit code 1"
+    (hive_dir / "standin.fail").write_text(f"nixos-container update h-alice\t{error}\n")
+
+    result = hive.cli("approve", str(approval_id), check=False)
+    assert result.returncode == 1 and "failed" in result.stdout and error in result.stderr
+    approval = wait_status(hive.host(), approval_id)
+    assert approval["status"] == "failed" and approval["tag"] == f"failed/{approval_id}"
+    assert error in approval["error"] and "nixos-container update h-alice" in approval["error"]
+    t = tags(applied)
+    assert t[f"failed/{approval_id}"] == sha and f"deployed/{approval_id}" not in t
+    assert error in tag_message(applied, f"failed/{approval_id}")
+    # main, the meta lock and the meta history are as they were; the container still runs the old commit
+    assert git(applied, "rev-parse", "main") == old_main
+    assert (meta / "flake.lock").read_text() == old_lock
+    assert git(meta, "rev-parse", "HEAD") == old_meta_head and git(meta, "status", "--porcelain") == ""
+    assert container(hive_dir, "h-alice") == {"status": "up", "flake": f"{meta}#alice", "rev": old_main}
+    event = wait_event(manager, lambda m: m["data"].get("approval_id") == approval_id)
+    assert event["data"]["status"] == "failed" and error in event["data"]["error"]
+    assert "failed to build" in event["body"]
+
+    # once the cause is gone, the same change can be proposed again and deploys
+    (hive_dir / "standin.fail").unlink()
+    again = manager.call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    hive.host().call("approve", id=again)
+    assert wait_status(hive.host(), again)["status"] == "deployed"
+    assert container(hive_dir, "h-alice")["rev"] == sha
+
+
+def test_a_stopped_container_is_reported_as_crashed(hive, hive_dir):
+    manager = hive.client("manager")
+    (hive_dir / "standin" / "containers" / "h-alice" / "status").write_text("down")
+    event = wait_event(manager, lambda m: m["data"].get("event") == "crashed", timeout=6)
+    assert event["data"]["agent"] == "alice" and "h-alice" in event["body"]
+    assert {a["name"]: a["state"] for a in manager.call("list_agents")["agents"]}["alice"] == "crashed"
+    # killed on purpose is not a crash
+    manager.call("start", name="alice")
+    manager.call("kill", name="alice")
+    assert container(hive_dir, "h-alice")["status"] == "down"
+    wait_for(lambda: True)
+    bodies = [m["body"] for m in manager.call("recv", wait_seconds=1, max=20)["messages"]]
+    assert not any("crashed" in b for b in bodies)
