@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -41,7 +40,9 @@ INTERNAL_ERROR = -32603
 RECV_CAP_SECONDS = 50
 KEEPALIVE_SECONDS = 10
 BROKER_TIMEOUT_SECONDS = RECV_CAP_SECONDS + 30
-RECV_LEASE_SECONDS = 120  # a recv whose answer never reached the model comes again after this
+# Held only between the broker's answer and our ack; should this process die in between (or the broker answer a
+# recv whose caller is gone), the messages come again this soon.
+RECV_LEASE_SECONDS = 30
 
 
 class ToolFailed(Exception):
@@ -57,28 +58,16 @@ class ToolContext:
     role: str
     _progress: Callable[[str], None] = field(default=lambda message: None, repr=False)
     _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
-    _clients: list = field(default_factory=list, repr=False)
 
     def call(self, op: str, timeout: float = BROKER_TIMEOUT_SECONDS, **args: Any) -> Any:
         """One broker op; a refusal raises ``ToolFailed`` with the broker's message."""
-        if self._cancelled.is_set():
-            raise ToolFailed("the call was cancelled")
         try:
-            client = Client(self.socket_path, timeout=timeout)
-        except ConnectionError as e:
-            raise ToolFailed(f"the hive is not reachable: {e}") from None
-        self._clients.append(client)
-        try:
-            return client.call(op, **args)
+            with Client(self.socket_path, timeout=timeout) as client:
+                return client.call(op, **args)
         except HiveError as e:
             raise ToolFailed(f"{e.code}: {e.message}") from None
-        except (OSError, ValueError) as e:
-            if self._cancelled.is_set():
-                raise ToolFailed("the call was cancelled") from None
+        except (ConnectionError, OSError, ValueError) as e:
             raise ToolFailed(f"the hive did not answer: {e}") from None
-        finally:
-            self._clients.remove(client)
-            client.close()
 
     def progress(self, message: str) -> None:
         self._progress(message)
@@ -88,12 +77,8 @@ class ToolContext:
         return self._cancelled.is_set()
 
     def cancel(self) -> None:
+        # A broker call in flight is left to finish (cutting it could lose what it did); its answer is dropped.
         self._cancelled.set()
-        for client in list(self._clients):  # wakes a call blocked on the broker
-            try:
-                client.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 @dataclass(frozen=True)
@@ -166,9 +151,10 @@ def _recv(ctx, args):
         ctx.progress(f"waiting up to {wait:g}s for a message")
     result = ctx.call("recv", wait_seconds=wait, max=limit, lease_seconds=RECV_LEASE_SECONDS)
     ids = [m["id"] for m in result.get("messages", [])]
-    if ids and not ctx.cancelled:
-        # The model has these now; acknowledging them keeps them from coming again.
-        ctx.call("ack", ids=ids)
+    if ids and ctx.cancelled:
+        ctx.call("lease", ids=ids, seconds=0)  # nobody will read them: give them back at once
+    elif ids:
+        ctx.call("ack", ids=ids)  # the model has them now: they must not come again
     return result
 
 

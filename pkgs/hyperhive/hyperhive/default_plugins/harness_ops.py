@@ -3,8 +3,9 @@
 - op ``turn_event``: a harness reports what its turn does; published on bus channel ``turn:<agent>`` as
   ``{agent, type, data, ts}`` for the dashboard's live view. An ``error`` also tells the manager (as an event,
   at most once a minute per agent, so a harness whose ``claude`` keeps crashing does not flood it).
-- op ``release``: a harness whose turn failed gives its leased messages back, to come again after a backoff,
-  instead of holding them for the whole lease.
+- op ``lease``: ``{ids, seconds}`` keeps messages the caller received leased for that much longer (the harness's
+  heartbeat during a turn), or gives them back at once with 0; a failed turn's messages come again after a
+  backoff this way, and a harness that dies loses its hold within one short lease.
 - telemetry ``approvals.queue`` (agent ``hive``): the number of pending approvals, sampled in the background.
 """
 
@@ -73,32 +74,32 @@ def _notify_manager(hive, agent: str, data: dict) -> None:
                       exit_status=data.get("exit_status"))
 
 
-def release(hive, who, args):
-    no_extra_args(args, ("ids", "after_seconds"))
+def lease(hive, who, args):
+    no_extra_args(args, ("ids", "seconds"))
     ids = arg(args, "ids", list)
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise bad_request('"ids" must be a list of message ids (integers)')
-    after = arg(args, "after_seconds", (int, float), 0)
+    seconds = arg(args, "seconds", (int, float))
     limit = hive.config.broker.lease_seconds
-    if not 0 <= after <= limit:
-        raise bad_request(f'"after_seconds" must be from 0 to {limit:g} (leaseSeconds)')
+    if not 0 <= seconds <= limit:
+        raise bad_request(f'"seconds" must be from 0 to {limit:g} (leaseSeconds)')
     if not ids:
-        return {"released": 0}
+        return {"leased": 0}
     m = db.messages
-    until = time.time() + after
     with hive.store.write() as conn:
-        released = conn.execute(update(m).where(
+        # Only what this caller holds: an acknowledged message, or one never received, stays as it is.
+        changed = conn.execute(update(m).where(
             m.c.recipient == who.name, m.c.id.in_(ids), m.c.acked_at.is_(None), m.c.lease_until.is_not(None))
-            .values(lease_until=until if after else None)).rowcount
-    hive.broker.wake(who.name)  # a parked recv recomputes when the earliest lease lapses
-    return {"released": released}
+            .values(lease_until=time.time() + seconds if seconds else None)).rowcount
+    hive.broker.wake(who.name)  # a parked recv takes them now (0), or re-reads when the new lease lapses
+    return {"leased": changed}
 
 
 @hookimpl
 def broker_ops(hive):
     return {
         "turn_event": Op(turn_event, ROLES_AGENTS, "report a turn's progress to the live view"),
-        "release": Op(release, ROLES_AGENTS, "give leased messages back, to come again after after_seconds"),
+        "lease": Op(lease, ROLES_AGENTS, "keep received messages leased for N more seconds (0: give them back)"),
     }
 
 

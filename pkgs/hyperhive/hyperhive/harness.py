@@ -1,0 +1,774 @@
+"""``hyperhive agent``: the turn loop that runs inside each agent's container.
+
+It parks on ``recv`` over the agent's socket; when messages come it runs one Claude Code turn for the batch (the
+wake prompt on stdin, the DESIGN command line), streams Claude's stream-json events to the live view (op
+``turn_event``), acknowledges the messages once the turn succeeded, and sends telemetry (op ``stats``). A turn that
+fails (``claude`` exits non-zero, hangs past the turn timeout, or says the prompt is too long twice) is reported as
+an ``error`` turn event, which the service relays to the manager, and its messages are given back to come again
+after a backoff. After each turn the notes file is compacted when it outgrew ``notesCompactBytes``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from . import compaction
+from .config import AGENT_KEYS, ConfigError, _agent, _Reader
+from .errors import HiveError
+from .mcp import RECV_CAP_SECONDS, SERVER_NAME
+from .transport import Client
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOCKET = "/run/hive/mcp.sock"
+DEFAULT_AGENT_CONFIG = "/etc/hyperhive/agent.json"
+HARNESS_KEYS = {"name", "role", "manager", "claudeCommand", "operatorPronouns", "stateDir"}
+RECV_WAIT_SECONDS = 180
+BATCH_MAX = 10
+RETRY_BASE_SECONDS = 1.0
+RETRY_MAX_SECONDS = 300.0
+# A received message stays leased this long unless the turn's heartbeat renews it: a harness that dies holds
+# nothing for longer (a parked recv of a harness that is gone may still take the next message; it comes again).
+LEASE_SECONDS = 120.0
+TOO_LONG = "Prompt is too long"
+EVENT_MAX_BYTES = 16_000  # a bigger stream-json event reaches the live view as a preview
+STDERR_TAIL_BYTES = 8_000
+TIMED_OUT_STATUS = 124  # what timeout(1) reports, for the turn.exit_status series
+MCP_TOOL_TIMEOUT_MS = (RECV_CAP_SECONDS + 60) * 1000
+SESSION_MARKER = ".hyperhive-session"
+
+
+class HarnessError(Exception):
+    """A problem that stops the harness from starting, with a sentence naming what is wrong."""
+
+
+# --- the agent's configuration --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AgentSettings:
+    name: str
+    role: str
+    manager: str | None
+    claude_command: tuple[str, ...] | None
+    operator_pronouns: str
+    state_dir: Path
+    bash_allow: tuple[str, ...]
+    model: str | None
+    prompt: str
+    notes_compact_bytes: int
+    turn_timeout_seconds: float
+    extra_mcp_servers: dict[str, dict]
+
+    @property
+    def notes_path(self) -> Path:
+        return self.state_dir / "notes.md"
+
+    @property
+    def is_manager(self) -> bool:
+        return self.role == "manager"
+
+
+def load_agent_settings(path: str | Path, name: str, state_dir: str | Path | None = None) -> AgentSettings:
+    """Read agent.json (the agent's hive.json section plus name, role, manager, ...) and check it."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HarnessError(f"{path}: agent config not found (give --agent-config FILE)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise HarnessError(f"{path}: cannot read the agent config: {e}") from None
+    except ValueError as e:
+        raise HarnessError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{path}: the agent config must be a JSON object")
+    problems = []
+    if raw.get("name", name) != name:
+        problems.append(f'name: the config is for "{raw.get("name")}", but this harness runs as "{name}"')
+    role = raw.get("role", "agent")
+    if role not in ("agent", "manager"):
+        problems.append(f'role: must be "agent" or "manager", not {json.dumps(role)}')
+        role = "agent"
+    for key in sorted(set(raw) - AGENT_KEYS - HARNESS_KEYS):
+        log.warning("%s: ignoring unknown key %s", path, key)
+    policy = {k: v for k, v in raw.items() if k in AGENT_KEYS}
+    if role == "manager":  # the manager always may send anywhere; these keys mean nothing for it
+        policy.pop("allowedRecipients", None)
+        policy.pop("privateUsers", None)
+    reader = _Reader()
+    agent = _agent(reader, policy, "", name, role)
+    problems += reader.errors
+    command = raw.get("claudeCommand")
+    if command is not None and (not isinstance(command, list) or not command
+                                or not all(isinstance(c, str) for c in command)):
+        problems.append("claudeCommand: must be a non-empty list of strings, or null for `claude` on PATH")
+        command = None
+    manager = raw.get("manager")
+    if manager is not None and not isinstance(manager, str):
+        problems.append("manager: must be a string")
+        manager = None
+    if problems:
+        raise HarnessError("\n".join(f"{path}: {p.lstrip(':. ')}" for p in problems))
+    state = Path(state_dir or raw.get("stateDir") or "/state").resolve()
+    return AgentSettings(
+        name=name, role=role, manager=manager or (name if role == "manager" else None),
+        claude_command=tuple(command) if command else None,
+        operator_pronouns=str(raw.get("operatorPronouns") or "they/them"),
+        state_dir=state, bash_allow=agent.bash_allow, model=agent.model, prompt=agent.prompt,
+        notes_compact_bytes=agent.notes_compact_bytes, turn_timeout_seconds=agent.turn_timeout_seconds,
+        extra_mcp_servers={n: s.to_claude() for n, s in agent.extra_mcp_servers},
+    )
+
+
+def resolve_claude_command(settings: AgentSettings) -> tuple[list[str], bool]:
+    """The command to run Claude Code with, and whether it is the scripted stand-in."""
+    if settings.claude_command:
+        return list(settings.claude_command), False
+    from_env = os.environ.get("HYPERHIVE_CLAUDE_COMMAND")
+    if from_env:
+        try:
+            command = json.loads(from_env)
+        except ValueError:
+            command = None
+        if not (isinstance(command, list) and command and all(isinstance(c, str) for c in command)):
+            raise HarnessError("HYPERHIVE_CLAUDE_COMMAND must be a JSON list of strings, e.g. [\"claude\"]")
+        return command, False
+    claude = shutil.which("claude")
+    if claude:
+        return [claude], False
+    return [sys.executable, "-m", "hyperhive.standin"], True
+
+
+def python_path_env() -> str:
+    """This interpreter's import path, so a child ``python -m hyperhive ...`` finds the same packages."""
+    return os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+
+
+# --- what Claude Code is given ----------------------------------------------------------------------------
+
+def permission_rules(settings: AgentSettings) -> list[str]:
+    """Claude Code permission rules from the agent's policy; with ``dontAsk`` anything else is refused."""
+    rules = [f"Bash({rule})" for rule in settings.bash_allow]
+    rules.append(f"mcp__{SERVER_NAME}__*")
+    rules += [f"mcp__{name}__*" for name in settings.extra_mcp_servers]
+    # Its own /state is the agent's to write (its notes live there). "//" anchors at the filesystem root.
+    rules.append(f"Edit(/{settings.state_dir.as_posix()}/**)")
+    return rules
+
+
+def claude_settings(rules: list[str]) -> dict:
+    return {
+        "permissions": {"allow": rules, "defaultMode": "dontAsk"},
+        # recv parks up to RECV_CAP_SECONDS; give tool calls room beyond it.
+        "env": {"MCP_TOOL_TIMEOUT": str(MCP_TOOL_TIMEOUT_MS)},
+    }
+
+
+def mcp_config(settings: AgentSettings, socket_path: str) -> dict:
+    if SERVER_NAME in settings.extra_mcp_servers:
+        raise HarnessError(f'extraMcpServers: the name "{SERVER_NAME}" is taken by the hive\'s own tools')
+    servers = {SERVER_NAME: {
+        "type": "stdio",
+        "command": sys.executable,
+        "args": ["-m", "hyperhive", "mcp", "--socket", socket_path],
+        "env": {"HYPERHIVE_SOCKET": socket_path, "PYTHONPATH": python_path_env()},
+    }}
+    for name, spec in settings.extra_mcp_servers.items():
+        servers[name] = {"type": "stdio", **spec}
+    return {"mcpServers": servers}
+
+
+def system_prompt(settings: AgentSettings) -> str:
+    template = resources.files("hyperhive").joinpath(
+        "prompts", "manager.md" if settings.is_manager else "agent.md").read_text(encoding="utf-8")
+    allow = "\n".join(f"- `{rule}`" for rule in settings.bash_allow) or "- (none: you cannot run shell commands)"
+    return string.Template(template).safe_substitute(
+        name=settings.name, manager=settings.manager or "the manager", pronouns=settings.operator_pronouns,
+        notes_path=str(settings.notes_path), state_dir=str(settings.state_dir), bash_allow=allow,
+        recv_cap=str(RECV_CAP_SECONDS), prompt=settings.prompt.strip() or "(no standing instructions)",
+    )
+
+
+def wake_prompt(messages: list[dict], pending: int) -> str:
+    """What the model is woken with: who wrote, what, and how much more is waiting."""
+    count = f"{len(messages)} new message{'s' if len(messages) != 1 else ''}"
+    more = f" ({pending} more pending: call recv to read them)" if pending else ""
+    parts = [f"You have {count}{more}."]
+    for m in messages:
+        header = f"--- {m.get('kind', 'message')} #{m['id']} from {m['from']} at {m.get('sent_at', '?')} ---"
+        parts.append(f"{header}\n{m['body']}")
+        if m.get("data"):
+            parts.append(f"(details: {json.dumps(m['data'], ensure_ascii=False)})")
+    parts.append("Act on this now. Keep what you must remember in your notes file before you finish.")
+    return "\n\n".join(parts) + "\n"
+
+
+# --- running claude ---------------------------------------------------------------------------------------
+
+@dataclass
+class ClaudeRun:
+    exit_status: int | None = None
+    timed_out: bool = False
+    too_long: bool = False
+    result_text: str | None = None
+    result_is_error: bool = False
+    tool_calls: Counter = field(default_factory=Counter)
+    sent: Counter = field(default_factory=Counter)
+    stderr_tail: str = ""
+    duration: float = 0.0
+    events: int = 0
+    start_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.start_error is None and not self.timed_out and not self.too_long and self.exit_status == 0
+
+    @property
+    def reason(self) -> str:
+        if self.start_error:
+            return self.start_error
+        if self.timed_out:
+            return f"claude did not finish within the turn timeout ({self.duration:.0f}s) and was killed"
+        if self.too_long:
+            return "claude said the prompt is too long"
+        if self.exit_status != 0:
+            tail = self.stderr_tail.strip().splitlines()[-1:] or [self.result_text or ""]
+            detail = f": {tail[0][:300]}" if tail[0] else ""
+            return f"claude exited with status {self.exit_status}{detail}"
+        return "ok"
+
+    @property
+    def status_for_stats(self) -> int:
+        if self.timed_out:
+            return TIMED_OUT_STATUS
+        if self.exit_status is None:
+            return 127
+        return self.exit_status if self.exit_status >= 0 else 128 - self.exit_status
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    try:  # whatever it left behind (its MCP servers) in its process group
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_claude(argv: list[str], prompt: str, *, cwd: Path, env: dict, timeout: float,
+               on_event: Callable[[dict], None] = lambda e: None, manager: str | None = None,
+               on_start: Callable[[subprocess.Popen], None] = lambda p: None) -> ClaudeRun:
+    """Run one Claude Code session to completion or timeout, feeding each stream-json event to ``on_event``."""
+    run = ClaudeRun()
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=str(cwd), env=env, start_new_session=True)
+    except OSError as e:
+        run.start_error = f"cannot run {argv[0]}: {e.strerror or e}"
+        return run
+    on_start(proc)
+    lines: queue.Queue = queue.Queue()
+    stderr_tail: deque = deque()
+
+    def feed_stdin():
+        try:
+            proc.stdin.write(prompt.encode("utf-8"))
+        except OSError:
+            pass  # it exited without reading; its exit status tells why
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+
+    def read_stdout():
+        for raw in proc.stdout:
+            lines.put(raw)
+        lines.put(None)
+
+    def read_stderr():
+        size = 0
+        for raw in proc.stderr:
+            stderr_tail.append(raw)
+            size += len(raw)
+            while size > STDERR_TAIL_BYTES and len(stderr_tail) > 1:
+                size -= len(stderr_tail.popleft())
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (feed_stdin, read_stdout, read_stderr)]
+    for t in threads:
+        t.start()
+    tools_by_id: dict[str, tuple[str, dict]] = {}
+    deadline = started + timeout
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                run.timed_out = True
+                break
+            try:
+                raw = lines.get(timeout=remaining)
+            except queue.Empty:
+                run.timed_out = True
+                break
+            if raw is None:
+                break
+            text = raw.decode("utf-8", errors="replace").strip()
+            if not text:
+                continue
+            run.events += 1
+            try:
+                event = json.loads(text)
+            except ValueError:
+                event = None
+            if not isinstance(event, dict):
+                event = {"type": "output", "text": text}
+            _account(run, event, tools_by_id, manager)
+            if TOO_LONG in text:
+                run.too_long = True
+            on_event(event)
+        if run.timed_out:
+            _kill_group(proc)
+        else:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                run.timed_out = True
+                _kill_group(proc)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+        else:
+            try:  # its MCP servers, should they linger
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for t in threads:
+            t.join(timeout=1)
+        for stream in (proc.stdout, proc.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+    run.exit_status = proc.returncode
+    run.duration = time.monotonic() - started
+    run.stderr_tail = b"".join(stderr_tail).decode("utf-8", errors="replace")
+    if TOO_LONG in run.stderr_tail:
+        run.too_long = True
+    return run
+
+
+def _account(run: ClaudeRun, event: dict, tools_by_id: dict, manager: str | None) -> None:
+    """Count tool calls and successful sends from Claude Code's stream-json events."""
+    kind = event.get("type")
+    message = event.get("message") if isinstance(event.get("message"), dict) else {}
+    content = message.get("content") if isinstance(message.get("content"), list) else []
+    if kind == "assistant":
+        for block in content:
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                name = str(block.get("name") or "?")
+                run.tool_calls[name] += 1
+                tools_by_id[str(block.get("id"))] = (name, block.get("input") or {})
+    elif kind == "user":
+        for block in content:
+            if not (isinstance(block, dict) and block.get("type") == "tool_result"):
+                continue
+            name, args = tools_by_id.get(str(block.get("tool_use_id")), ("", {}))
+            if name == f"mcp__{SERVER_NAME}__send" and not block.get("is_error"):
+                to = args.get("to") if isinstance(args, dict) else None
+                run.sent["operator" if to == "operator" else "manager" if to == manager else "agent"] += 1
+    elif kind == "result":
+        result = event.get("result")
+        run.result_text = result if isinstance(result, str) else run.result_text
+        run.result_is_error = bool(event.get("is_error"))
+
+
+def tool_stat_key(name: str) -> str:
+    prefix = f"mcp__{SERVER_NAME}__"
+    short = name[len(prefix):] if name.startswith(prefix) else name
+    key = "".join(c if c.isalnum() or c in "_.:/-" else "_" for c in short)[:95]
+    return f"tool.{key or '_'}"
+
+
+def preview_event(event: dict) -> dict:
+    """The event as the live view gets it: whole, or a preview when it is too big for one socket line."""
+    text = json.dumps(event, ensure_ascii=False)
+    if len(text.encode("utf-8")) <= EVENT_MAX_BYTES:
+        return event
+    return {"type": event.get("type"), "subtype": event.get("subtype"), "truncated": True,
+            "preview": text[:4000]}
+
+
+# --- the harness ------------------------------------------------------------------------------------------
+
+class Disconnected(Exception):
+    pass
+
+
+class Harness:
+    def __init__(self, settings: AgentSettings, socket_path: str | Path, *, work_dir: Path | None = None,
+                 recv_wait: float = RECV_WAIT_SECONDS, batch_max: int = BATCH_MAX,
+                 retry_base: float = RETRY_BASE_SECONDS, lease_seconds: float = LEASE_SECONDS):
+        self.settings = settings
+        self.socket_path = str(Path(socket_path).resolve())
+        self._own_work_dir = work_dir is None
+        self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix=f"hyperhive-{settings.name}-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.recv_wait = recv_wait
+        self.batch_max = batch_max
+        self.retry_base = retry_base
+        self.lease_seconds = lease_seconds
+        self.command, self.standin = resolve_claude_command(settings)
+        self.client: Client | None = None
+        self.failures = 0
+        self.last_turn_end: float | None = None
+        self.leased: list[int] = []
+        self.proc: subprocess.Popen | None = None
+        self.stopping = threading.Event()
+        self.turns = 0
+
+    # --- the broker -------------------------------------------------------------------------------------
+
+    @property
+    def compact_timeout(self) -> float:
+        return min(self.settings.turn_timeout_seconds, 600)
+
+    def call(self, op: str, timeout: float = 30, **args: Any) -> Any:
+        """A broker op over one kept connection, reconnecting once if the service went away."""
+        for attempt in (1, 2):
+            try:
+                if self.client is None:
+                    self.client = Client(self.socket_path, timeout=timeout)
+                self.client.sock.settimeout(timeout)
+                return self.client.call(op, **args)
+            except HiveError:
+                raise
+            except (ConnectionError, OSError, ValueError) as e:
+                self._drop_client()
+                if attempt == 2:
+                    raise Disconnected(str(e)) from None
+        raise AssertionError("unreachable")
+
+    def _drop_client(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.close()
+            except OSError:
+                pass
+            self.client = None
+
+    def quietly(self, op: str, **args: Any) -> Any:
+        """An op whose failure must not stop the turn (live view, telemetry): logged, not raised."""
+        try:
+            return self.call(op, **args)
+        except (HiveError, Disconnected) as e:
+            log.warning("%s failed: %s", op, e)
+            return None
+
+    def publish(self, kind: str, **data: Any) -> None:
+        self.quietly("turn_event", event={"type": kind, "data": data})
+
+    def check_identity(self) -> dict:
+        me = self.call("whoami")
+        if me.get("name") != self.settings.name:
+            raise HarnessError(f"{self.socket_path} speaks for {me.get('name')!r}, not for {self.settings.name!r}: "
+                               "give the socket of this agent")
+        if me.get("role") != self.settings.role:
+            log.warning("the broker says %s is a %s; the agent config says %s", self.settings.name,
+                        me.get("role"), self.settings.role)
+            self.settings = _replace(self.settings, role=me.get("role", self.settings.role))
+        if not self.settings.manager:
+            agents = self.call("list_agents").get("agents", [])
+            manager = next((a["name"] for a in agents if a.get("role") == "manager"), "manager")
+            self.settings = _replace(self.settings, manager=manager)
+        return me
+
+    # --- files Claude Code is given ---------------------------------------------------------------------
+
+    def write_files(self) -> dict[str, Path]:
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        files = {
+            "settings": self.work_dir / "settings.json",
+            "system_prompt": self.work_dir / "system-prompt.md",
+            "mcp_config": self.work_dir / "mcp.json",
+        }
+        _write_json(files["settings"], claude_settings(permission_rules(s)))
+        _write_text(files["system_prompt"], system_prompt(s))
+        _write_json(files["mcp_config"], mcp_config(s, self.socket_path))
+        return files
+
+    def claude_argv(self, files: dict[str, Path], *, continue_session: bool) -> list[str]:
+        argv = [*self.command, "--print", "--verbose", "--output-format", "stream-json"]
+        if self.settings.model:
+            argv += ["--model", self.settings.model]
+        if continue_session:
+            argv.append("--continue")
+        argv += ["--settings", str(files["settings"]), "--system-prompt-file", str(files["system_prompt"]),
+                 "--mcp-config", str(files["mcp_config"]), "--strict-mcp-config",
+                 "--allowedTools", *permission_rules(self.settings)]
+        return argv
+
+    def claude_env(self) -> dict:
+        env = {**os.environ, "HYPERHIVE_SOCKET": self.socket_path, "MCP_TOOL_TIMEOUT": str(MCP_TOOL_TIMEOUT_MS),
+               "HYPERHIVE_AGENT": self.settings.name}
+        if self.standin:
+            env["PYTHONPATH"] = python_path_env()
+        return env
+
+    @property
+    def session_marker(self) -> Path:
+        return self.settings.state_dir / SESSION_MARKER
+
+    # --- one turn ---------------------------------------------------------------------------------------
+
+    def _run(self, prompt: str, *, continue_session: bool) -> ClaudeRun:
+        files = self.write_files()
+        return run_claude(
+            self.claude_argv(files, continue_session=continue_session), prompt, cwd=self.settings.state_dir,
+            env=self.claude_env(), timeout=self.settings.turn_timeout_seconds,
+            on_event=lambda e: self.publish("event", event=preview_event(e)), manager=self.settings.manager,
+            on_start=self._started)
+
+    def _started(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+
+    def run_compaction(self, prompt: str) -> ClaudeRun:
+        cwd = self.work_dir / "compaction"  # its own directory: the turns' --continue must not pick it up
+        cwd.mkdir(exist_ok=True)
+        files = {"settings": self.work_dir / "compact-settings.json",
+                 "system_prompt": self.work_dir / "compact-system-prompt.md",
+                 "mcp_config": self.work_dir / "compact-mcp.json"}
+        _write_json(files["settings"], {"permissions": {"allow": [], "defaultMode": "dontAsk"}})
+        _write_text(files["system_prompt"], compaction.SYSTEM_PROMPT)
+        _write_json(files["mcp_config"], {"mcpServers": {}})
+        argv = [*self.command, "--print", "--verbose", "--output-format", "stream-json"]
+        if self.settings.model:
+            argv += ["--model", self.settings.model]
+        argv += ["--settings", str(files["settings"]), "--system-prompt-file", str(files["system_prompt"]),
+                 "--mcp-config", str(files["mcp_config"]), "--strict-mcp-config"]
+        return run_claude(argv, prompt, cwd=cwd, env=self.claude_env(), timeout=self.compact_timeout,
+                          on_start=self._started)
+
+    def compact_notes(self, *, force: bool = False) -> compaction.CompactionResult:
+        s = self.settings
+        size = s.notes_path.stat().st_size if s.notes_path.exists() else 0
+        if not force and size <= s.notes_compact_bytes:
+            return compaction.CompactionResult("skipped", "within the limit", size, size)
+        self.publish("event", event={"type": "hyperhive", "subtype": "compaction_start", "notes_bytes": size})
+        result = compaction.compact_notes(s.notes_path, s.notes_compact_bytes, self.run_compaction, force=force)
+        self.publish("event", event={"type": "hyperhive", "subtype": "compaction_end", "status": result.status,
+                                     "reason": result.reason, "before": result.before, "after": result.after})
+        if result.status == "failed":
+            log.warning("notes compaction failed, the notes are as they were: %s", result.reason)
+        return result
+
+    def heartbeat(self, ids: list[int], stop: threading.Event) -> None:
+        """Renew the lease of the turn's messages until ``stop``, on a connection of its own."""
+        interval = max(self.lease_seconds / 4, 0.05)
+        client = None
+        while not stop.wait(interval):
+            try:
+                client = client or Client(self.socket_path, timeout=10)
+                client.call("lease", ids=ids, seconds=self.lease_seconds)
+            except HiveError as e:
+                log.warning("renewing the lease of %s failed: %s", ids, e.message)
+            except (ConnectionError, OSError, ValueError) as e:
+                log.warning("renewing the lease of %s failed: %s", ids, e)
+                if client is not None:
+                    client.close()
+                client = None
+        if client is not None:
+            client.close()
+
+    def handle(self, messages: list[dict], pending: int) -> bool:
+        """One turn for a batch of messages; True when it succeeded and the messages were acknowledged."""
+        ids = [m["id"] for m in messages]
+        stop = threading.Event()
+        beat = threading.Thread(target=self.heartbeat, args=(ids, stop), name="lease-heartbeat", daemon=True)
+        beat.start()
+        try:
+            return self._turn(messages, pending)
+        finally:
+            stop.set()
+            beat.join(timeout=15)
+
+    def _turn(self, messages: list[dict], pending: int) -> bool:
+        started = time.time()
+        ids = [m["id"] for m in messages]
+        self.leased = ids
+        self.turns += 1
+        self.publish("turn_start", turn=self.turns, messages=[
+            {"id": m["id"], "from": m["from"], "kind": m.get("kind"), "body": m["body"][:2000]} for m in messages],
+            pending=pending, standin=self.standin)
+        prompt = wake_prompt(messages, pending)
+        run = self._run(prompt, continue_session=self.session_marker.exists())
+        retried = False
+        if run.too_long and not run.timed_out:
+            # The conversation has outgrown the context: compact the notes (the durable memory) and start afresh.
+            self.publish("event", event={"type": "hyperhive", "subtype": "prompt_too_long",
+                                         "action": "compacting notes and retrying once in a new conversation"})
+            self.compact_notes(force=True)
+            first = run
+            run = self._run(prompt, continue_session=False)
+            run.tool_calls += first.tool_calls
+            run.sent += first.sent
+            retried = True
+        self.proc = None
+        if run.ok:
+            self.failures = 0
+            _write_text(self.session_marker, f"{time.time()}\n")
+            self.quietly("ack", ids=ids)
+            self.leased = []
+        else:
+            self.failures += 1
+            backoff = min(self.retry_base * 2 ** (self.failures - 1), RETRY_MAX_SECONDS)
+            self.publish("error", reason=run.reason, exit_status=run.status_for_stats, timed_out=run.timed_out,
+                         too_long=run.too_long, retried=retried, stderr=run.stderr_tail[-2000:],
+                         consecutive_failures=self.failures, retry_in_seconds=backoff, message_ids=ids)
+            log.error("turn %d failed: %s; retrying its messages in %gs", self.turns, run.reason, backoff)
+            self.quietly("lease", ids=ids, seconds=backoff)  # they come again after the backoff
+            self.leased = []
+        self.publish("turn_end", turn=self.turns, ok=run.ok, exit_status=run.status_for_stats,
+                     duration_s=round(run.duration, 3), tool_calls=sum(run.tool_calls.values()),
+                     result=(run.result_text or "")[:2000], retried=retried)
+        compacted = self.compact_notes() if run.ok else None
+        self.send_stats(run, started, depth=len(messages) + pending, compacted=compacted)
+        return run.ok
+
+    def send_stats(self, run: ClaudeRun, started: float, *, depth: int, compacted=None) -> None:
+        now = time.time()
+        samples = [
+            ("turn.duration_s", now - started),
+            ("turn.tool_calls", sum(run.tool_calls.values())),
+            ("turn.exit_status", run.status_for_stats),
+            ("inbox.depth", depth),
+            *((f"sent.{kind}", run.sent.get(kind, 0)) for kind in ("agent", "manager", "operator")),
+            *((tool_stat_key(name), n) for name, n in sorted(run.tool_calls.items())),
+        ]
+        if self.last_turn_end is not None:
+            samples.append(("turn.since_last_s", started - self.last_turn_end))
+        notes = self.settings.notes_path
+        samples.append(("notes.bytes", notes.stat().st_size if notes.exists() else 0))
+        if self.standin:
+            samples.append(("model.standin", 1))
+        self.last_turn_end = now
+        self.quietly("stats", samples=[{"key": k, "value": float(v), "ts": now} for k, v in samples])
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    def run_forever(self, once: bool = False) -> None:
+        delay = 0.5
+        announced = False
+        while not self.stopping.is_set():
+            try:
+                if not announced:
+                    self.check_identity()
+                    if self.standin:
+                        log.warning("`claude` is not installed: %s runs with the scripted stand-in model",
+                                    self.settings.name)
+                        self.quietly("stats", samples=[{"key": "model.standin", "value": 1.0}])
+                    log.info("harness of %s (%s) ready on %s; claude: %s", self.settings.name, self.settings.role,
+                             self.socket_path, " ".join(self.command))
+                    announced = True
+                got = self.call("recv", timeout=self.recv_wait + 60, wait_seconds=self.recv_wait,
+                                max=self.batch_max, lease_seconds=self.lease_seconds)
+                delay = 0.5
+            except Disconnected as e:
+                log.warning("the hive is not reachable (%s); trying again in %.1fs", e, delay)
+                if self.stopping.wait(delay):
+                    break
+                delay = min(delay * 2, 10)
+                continue
+            messages = got.get("messages") or []
+            if not messages:
+                continue
+            self.handle(messages, int(got.get("unread") or 0))
+            if once:
+                break
+
+    def shutdown(self) -> None:
+        """Stop a running claude and give back what this harness holds, so it comes again at once."""
+        self.stopping.set()
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            _kill_group(proc)
+        if self.leased:
+            try:
+                self.call("lease", timeout=5, ids=self.leased, seconds=0)
+            except (HiveError, Disconnected):
+                pass
+            self.leased = []
+        self._drop_client()
+        if self._own_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def _replace(settings: AgentSettings, **changes) -> AgentSettings:
+    from dataclasses import replace
+
+    return replace(settings, **changes)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    _write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def main(name: str, socket_path: str, agent_config: str, state_dir: str | None, work_dir: str | None,
+         once: bool = False, lease_seconds: float = LEASE_SECONDS) -> int:
+    try:
+        settings = load_agent_settings(agent_config, name, state_dir)
+        harness = Harness(settings, socket_path, work_dir=Path(work_dir) if work_dir else None,
+                          lease_seconds=lease_seconds)
+    except (HarnessError, ConfigError) as e:
+        print(f"hyperhive agent: {e}", file=sys.stderr)
+        return 2
+
+    class Stop(BaseException):
+        pass
+
+    def on_signal(signum, _frame):
+        raise Stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    try:
+        harness.run_forever(once=once)
+    except Stop:
+        log.info("stopping")
+    except HarnessError as e:
+        print(f"hyperhive agent: {e}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        harness.shutdown()
+    return 0
