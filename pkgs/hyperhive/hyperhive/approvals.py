@@ -64,8 +64,6 @@ def get_approval(hive, approval_id: int) -> dict:
     out = _dict(row)
     try:
         out["diff"] = _diff(hive, row)
-    except HiveError:
-        raise
     except Exception as e:  # a repo that went missing must not hide the approval itself
         log.warning("diff of approval #%s: %s", row.id, e)
         out["diff"] = f"(the diff cannot be shown: {e})"

@@ -46,30 +46,39 @@ def pending(show_all, status, show_diff, config_path, as_json):
             click.echo(a.get("diff", ""))
 
 
-@click.command("approve")
-@click.argument("approval_id", metavar="ID", type=int)
-@click.option("--wait/--no-wait", default=True, show_default=True,
-              help="Wait until the deploy is done (deployed or failed).")
-@click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
-              help="Seconds to wait for the deploy.")
-@config_option
-@json_option
-def approve(approval_id, wait, timeout, config_path, as_json):
-    """Approve approval ID: build and deploy it."""
-    result = host_call(config_path, "approve", id=approval_id)
+wait_option = click.option("--wait/--no-wait", default=True, show_default=True,
+                           help="Wait until the deploy is done (deployed or failed).")
+timeout_option = click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+                              help="Seconds to wait for the deploy.")
+
+
+def _finish(config_path, result: dict, wait: bool, timeout: float, as_json: bool) -> None:
+    """Follow an approved approval to its end (unless --no-wait), print it, exit 1 when it failed."""
     deadline = time.monotonic() + timeout
     while wait and result["status"] not in TERMINAL and time.monotonic() < deadline:
         time.sleep(0.2)
-        result = host_call(config_path, "approval", id=approval_id)
+        result = host_call(config_path, "approval", id=result["id"])
         result.pop("diff", None)
     if as_json:
-        return echo_json(result)
-    click.echo(_line(result))
+        echo_json(result)
+    else:
+        click.echo(_line(result))
     if result["status"] == "failed":
         click.echo(result.get("error") or "", err=True)
         raise SystemExit(1)
     if wait and result["status"] not in TERMINAL:
-        raise click.ClickException(f"approval #{approval_id} is still {result['status']} after {timeout:g}s")
+        raise click.ClickException(f"approval #{result['id']} is still {result['status']} after {timeout:g}s")
+
+
+@click.command("approve")
+@click.argument("approval_id", metavar="ID", type=int)
+@wait_option
+@timeout_option
+@config_option
+@json_option
+def approve(approval_id, wait, timeout, config_path, as_json):
+    """Approve approval ID: build and deploy it."""
+    _finish(config_path, host_call(config_path, "approve", id=approval_id), wait, timeout, as_json)
 
 
 @click.command("deny")
@@ -87,14 +96,13 @@ def deny(approval_id, note, config_path, as_json):
 
 @click.command("spawn")
 @click.argument("name")
+@wait_option
+@timeout_option
 @config_option
 @json_option
-def spawn(name, config_path, as_json):
+def spawn(name, wait, timeout, config_path, as_json):
     """Spawn a new agent NAME from the agent template (recorded as an approval and approved at once)."""
-    result = host_call(config_path, "spawn", name=name)
-    if as_json:
-        return echo_json(result)
-    click.echo(_line(result))
+    _finish(config_path, host_call(config_path, "spawn", name=name), wait, timeout, as_json)
 
 
 def _agent_verb(verb: str, op: str, doc: str):

@@ -1,0 +1,200 @@
+"""Spawning (one step and two steps), destroy, revive and purge, through the real service and its sockets."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import wait_for
+from hyperhive.errors import HiveError
+from standins.support import (AGENT_ENV, agent_nix, commit_change, git, standin_info, state_dir, tags, wait_event,
+                              wait_status)
+
+
+@pytest.fixture
+def hive(start_hive):
+    hp = start_hive(agents={"alice": {}}, env=AGENT_ENV)
+    wait_for(lambda: standin_info(hp, "alice") and standin_info(hp, "manager"), message="agents running")
+    return hp
+
+
+def names(client) -> dict[str, str]:
+    return {a["name"]: a["state"] for a in client.call("list_agents")["agents"]}
+
+
+def test_one_step_spawn_from_the_template(hive):
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    approval_id = manager.call("request_spawn", name="carol")["approval_id"]
+    host = hive.host()
+    pending = host.call("pending")["approvals"]
+    assert [(a["id"], a["kind"], a["agent"], a["requested_by"]) for a in pending] == \
+        [(approval_id, "spawn", "carol", "manager")]
+    diff = host.call("approval", id=approval_id)["diff"]
+    assert "+++ b/agent.nix" in diff and "hyperhive" in diff
+    assert "carol" not in names(manager)
+    with pytest.raises(HiveError) as e:
+        manager.call("request_spawn", name="carol")
+    assert e.value.code == "conflict" and f"#{approval_id}" in e.value.message
+
+    assert "deployed/0" in hive.cli("approve", str(approval_id)).stdout
+    applied = sd / "applied" / "carol"
+    main = git(applied, "rev-parse", "main")
+    assert tags(applied) == {"deployed/0": main}
+    assert git(sd / "agents" / "carol" / "config", "rev-parse", "HEAD") == main
+    assert (sd / "agents" / "carol" / "state").is_dir()
+    assert [p.name for p in (sd / "agents" / "carol" / "state").iterdir()] == ["standin-agent.json"]
+    info = wait_for(lambda: standin_info(hive, "carol"), message="carol running")
+    assert info["deployed_sha"] == main and info["whoami"] == {"name": "carol", "role": "agent"}
+    # its policy comes from its own agent.nix (the template's), read with nix-instantiate
+    template = (sd / "agents" / "carol" / "config" / "agent.nix").read_text()
+    assert info["agent_config"]["prompt"] and info["agent_config"]["prompt"].strip() in template
+    assert info["agent_config"]["allowedRecipients"] == ["manager", "operator"]
+    assert names(manager)["carol"] == "running"
+    assert "deploy carol deployed/0" in git(sd / "meta", "log", "-1", "--format=%s")
+    assert '"carol" = container' in (sd / "meta" / "flake.nix").read_text()
+    event = wait_event(manager, lambda m: m["data"].get("approval_id") == approval_id)
+    assert "carol was spawned" in event["body"] and event["data"]["tag"] == "deployed/0"
+    carol = hive.client("carol")
+    assert carol.call("whoami") == {"name": "carol", "role": "agent"}
+    # the policy from agent.nix is enforced by the broker
+    with pytest.raises(HiveError) as e:
+        carol.call("send", to="alice", body="hi")
+    assert e.value.code == "forbidden"
+    assert carol.call("send", to="manager", body="hello, I am new")["id"]
+
+
+def test_two_step_spawn_from_a_draft(hive):
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    draft = manager.call("request_spawn_draft", name="dave")
+    assert draft == {"name": "dave", "config_path": str(sd / "agents" / "dave" / "config"),
+                     "state_path": str(sd / "agents" / "dave" / "state")}
+    config = sd / "agents" / "dave" / "config"
+    assert git(config, "log", "--format=%s") == "dave: initial config from templates/agent"
+    assert (sd / "agents" / "dave" / "state").is_dir()
+    overview = hive.host().call("agents_overview")
+    assert [d["name"] for d in overview["drafts"]] == ["dave"]
+    assert overview["drafts"][0]["head"] == git(config, "rev-parse", "HEAD")
+    assert "dave" not in names(manager)  # no container, no socket yet
+    assert not hive.config.agent_socket("dave").exists()
+    with pytest.raises(HiveError) as e:
+        manager.call("request_spawn_draft", name="dave")
+    assert e.value.code == "conflict"
+
+    sha = commit_change(hive, "dave", agent_nix("You test everything twice.", '[ "manager" "alice" ]'),
+                        message="dave: a tester")
+    approval_id = manager.call("request_spawn_commit", name="dave", commit=sha)["approval_id"]
+    shown = hive.host().call("approval", id=approval_id)
+    assert shown["kind"] == "spawn" and shown["sha"] == sha
+    assert '+    prompt = "You test everything twice.";' in shown["diff"]
+    assert tags(sd / "applied" / "dave") == {f"proposal/{approval_id}": sha}
+
+    hive.cli("approve", str(approval_id))
+    applied = sd / "applied" / "dave"
+    t = tags(applied)
+    assert t[f"deployed/{approval_id}"] == sha and git(applied, "rev-parse", "main") == sha
+    info = wait_for(lambda: standin_info(hive, "dave"), message="dave running")
+    assert info["deployed_sha"] == sha
+    assert info["agent_config"]["prompt"] == "You test everything twice."
+    assert info["agent_config"]["allowedRecipients"] == ["manager", "alice"]
+    assert hive.host().call("agents_overview")["drafts"] == []
+    assert names(manager)["dave"] == "running"
+    assert hive.client("dave").call("send", to="alice", body="found a bug")["id"]
+
+    # later changes to a spawned agent re-read its policy from agent.nix
+    sha2 = commit_change(hive, "dave", agent_nix("Now you only talk to the manager."))
+    approval2 = manager.call("request_apply_commit", agent="dave", commit=sha2)["approval_id"]
+    hive.cli("approve", str(approval2))
+    info = wait_for(lambda: (i := standin_info(hive, "dave")) and i["deployed_sha"] == sha2 and i,
+                    message="dave on the new config")
+    assert info["agent_config"]["allowedRecipients"] == ["manager", "operator"]
+    with pytest.raises(HiveError) as e:
+        hive.client("dave").call("send", to="alice", body="still there?")
+    assert e.value.code == "forbidden"
+
+
+def test_a_broken_agent_nix_fails_the_spawn_and_keeps_the_draft(hive):
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    manager.call("request_spawn_draft", name="erin")
+    sha = commit_change(hive, "erin", "{ pkgs, ... }: { hyperhive.prompt = ; }\n")
+    approval_id = manager.call("request_spawn_commit", name="erin", commit=sha)["approval_id"]
+    result = hive.cli("approve", str(approval_id), check=False)
+    assert result.returncode == 1
+    approval = wait_status(hive.host(), approval_id)
+    assert approval["status"] == "failed" and "agent.nix does not evaluate" in approval["error"]
+    assert tags(sd / "applied" / "erin")[f"failed/{approval_id}"] == sha
+    assert [d["name"] for d in hive.host().call("agents_overview")["drafts"]] == ["erin"]
+    assert "erin" not in names(manager)
+
+
+def test_destroy_revive_and_purge(hive):
+    sd = state_dir(hive)
+    host = hive.host()
+    out = hive.cli("spawn", "fred").stdout
+    assert "deployed/0" in out
+    info = wait_for(lambda: standin_info(hive, "fred"), message="fred running")
+
+    destroyed = hive.cli("destroy", "fred").stdout
+    assert destroyed.strip() == "fred: tombstone"
+    with pytest.raises(ProcessLookupError):
+        os.kill(info["pid"], 0)
+    assert "fred" not in names(host)
+    assert not hive.config.agent_socket("fred").exists()
+    assert [t["name"] for t in host.call("agents_overview")["tombstones"]] == ["fred"]
+    assert (sd / "agents" / "fred" / "config" / ".git").is_dir() and (sd / "applied" / "fred").is_dir()
+    assert (sd / "agents" / "fred" / "state" / "standin-agent.json").exists()  # its state is kept
+    assert '"fred" = container' not in (sd / "meta" / "flake.nix").read_text()
+    manager = hive.client("manager")
+    with pytest.raises(HiveError) as e:
+        manager.call("request_apply_commit", agent="fred", commit="main")
+    assert e.value.code == "conflict" and "revive" in e.value.message
+    with pytest.raises(HiveError) as e:
+        manager.call("request_spawn", name="fred")
+    assert e.value.code == "conflict" and "revive" in e.value.message
+    with pytest.raises(HiveError) as e:
+        manager.call("start", name="fred")
+    assert e.value.code == "conflict"
+
+    revived = hive.cli("revive", "fred").stdout
+    assert "approval #" in revived
+    approval_id = host.call("pending")["approvals"][-1]["id"]
+    assert host.call("approval", id=approval_id)["kind"] == "spawn"
+    hive.cli("approve", str(approval_id))
+    assert names(host)["fred"] == "running"
+    assert host.call("agents_overview")["tombstones"] == []
+    assert f"deployed/{approval_id}" in tags(sd / "applied" / "fred")
+    wait_for(lambda: standin_info(hive, "fred")["pid"] != info["pid"], message="fred running again")
+
+    assert hive.cli("destroy", "fred", "--purge").stdout.strip() == "fred: purged"
+    assert not (sd / "agents" / "fred").exists() and not (sd / "applied" / "fred").exists()
+    assert host.call("agents_overview")["tombstones"] == [] and "fred" not in names(host)
+    assert any(a["agent"] == "fred" for a in host.call("pending", status="all")["approvals"])  # rows stay
+    # the name is free again
+    assert "deployed/0" in hive.cli("spawn", "fred").stdout
+
+
+def test_what_cannot_be_spawned_or_destroyed(hive):
+    manager = hive.client("manager")
+    for name, code in (("Bad!", "bad_request"), ("waytoolongname", "bad_request"), ("system", "bad_request"),
+                       ("manager", "bad_request"), ("alice", "conflict")):
+        with pytest.raises(HiveError) as e:
+            manager.call("request_spawn", name=name)
+        assert e.value.code == code, name
+    with pytest.raises(HiveError) as e:
+        manager.call("request_spawn_commit", name="nobody", commit="main")
+    assert e.value.code == "not_found" and "request_spawn_draft" in e.value.message
+    with pytest.raises(HiveError) as e:
+        hive.client("alice").call("request_spawn", name="gina")
+    assert e.value.code == "forbidden"
+    with pytest.raises(HiveError) as e:
+        manager.call("destroy", name="alice")
+    assert e.value.code == "forbidden"  # the operator's
+    result = hive.cli("destroy", "alice", check=False)
+    assert result.returncode != 0 and "declared in the config" in result.stderr
+    result = hive.cli("revive", "alice", check=False)
+    assert result.returncode != 0 and "no destroyed agent" in result.stderr
+    result = hive.cli("kill", "zed", check=False)
+    assert result.returncode != 0 and 'unknown agent "zed"' in result.stderr
