@@ -1,0 +1,135 @@
+"""The read-only config repo browser, on host.sock and the dashboard's JSON API: tags by state, log, a commit's
+diff, raw files, the meta log; and every way of reaching outside a repo refused."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from browser import http
+from conftest import HiveProcess, wait_for, write_config
+from hyperhive.errors import HiveError
+from standins.support import AGENT_ENV, agent_nix, commit_change, git, standin_info, state_dir
+
+
+@pytest.fixture(scope="module")
+def hive():
+    directory = Path(tempfile.mkdtemp(prefix="hh", dir="/tmp"))
+    (directory / "secret.txt").write_text("outside the repos\n")
+    config = write_config(directory, agents={"alice": {}})
+    process = HiveProcess(config, env=AGENT_ENV).start()
+    wait_for(lambda: standin_info(process, "alice"), message="alice running")
+    # one deployed change with a symlink inside the repo and two pointing out of it
+    repo = state_dir(process) / "agents" / "alice" / "config"
+    (repo / "docs").mkdir()
+    (repo / "docs" / "notes.md").write_text("# alice\n")
+    os.symlink("agent.nix", repo / "alias.nix")
+    os.symlink("/etc/passwd", repo / "leak")
+    os.symlink("../../../secret.txt", repo / "docs" / "leak2")
+    (repo / "blob.bin").write_bytes(bytes(range(256)))
+    process.sha = commit_change(process, "alice", agent_nix("browsable"), message="alice: browsable\n\nwith a body")
+    approval_id = process.client("manager").call("request_apply_commit", agent="alice", commit="main")["approval_id"]
+    process.cli("approve", str(approval_id))
+    process.approval_id = approval_id
+    yield process
+    process.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def call(hive, op, **args):
+    return hive.host().call(op, **args)
+
+
+def refused(hive, code, op, **args) -> str:
+    with pytest.raises(HiveError) as e:
+        call(hive, op, **args)
+    assert e.value.code == code, (op, args, e.value.message)
+    return e.value.message
+
+
+def test_tags_grouped_by_state(hive):
+    tags = call(hive, "repo_tags", agent="alice")["tags"]
+    assert set(tags) == {"proposal", "approved", "building", "deployed", "failed", "denied"}
+    n = hive.approval_id
+    assert [t["name"] for t in tags["deployed"]] == [f"deployed/{n}", "deployed/0"]
+    newest = tags["deployed"][0]
+    assert newest["sha"] == hive.sha and newest["date"].endswith("Z") and newest["message"]
+    assert [t["name"] for t in tags["proposal"]] == [f"proposal/{n}"]
+    assert tags["failed"] == [] and tags["denied"] == []
+
+
+def test_log_diff_and_files(hive):
+    log = call(hive, "repo_log", agent="alice")["commits"]
+    assert [c["message"] for c in log] == ["alice: browsable", "alice: initial config from templates/agent"]
+    assert log[0]["sha"] == hive.sha and log[0]["short"] == hive.sha[:len(log[0]["short"])]
+    assert log[0]["author"] == "manager <manager@hive>"
+    assert len(call(hive, "repo_log", agent="alice", rev="deployed/0", limit=5)["commits"]) == 1
+    diff = call(hive, "repo_diff", agent="alice", rev=hive.sha[:10])["diff"]
+    assert f"commit {hive.sha}" in diff and "with a body" in diff
+    assert '+    prompt = "browsable";' in diff and "docs/notes.md" in diff
+
+    assert call(hive, "repo_file", agent="alice", rev="main", path="docs/notes.md")["text"] == "# alice\n"
+    assert 'prompt = "browsable"' in call(hive, "repo_file", agent="alice", rev="main", path="alias.nix")["text"]
+    seed = call(hive, "repo_file", agent="alice", rev="deployed/0", path="agent.nix")["text"]
+    assert "browsable" not in seed and "hyperhive" in seed
+    assert call(hive, "repo_file", agent="alice", rev="main", path="blob.bin")["size"] == 256
+    meta = call(hive, "meta_log")["commits"]
+    assert meta[0]["message"] == f"deploy alice deployed/{hive.approval_id} {hive.sha[:12]}"
+    assert any(c["message"].startswith("deploy manager deployed/0 ") for c in meta)
+
+
+def test_what_is_outside_the_repo_is_refused(hive):
+    for path in ("../../../secret.txt", "/etc/passwd", "docs/../../x", "./agent.nix", ".git/config", "", "a\\b"):
+        refused(hive, "bad_request", "repo_file", agent="alice", rev="main", path=path)
+    assert "outside the repo" in refused(hive, "bad_request", "repo_file", agent="alice", rev="main", path="leak")
+    assert "outside the repo" in refused(hive, "bad_request", "repo_file", agent="alice", rev="main",
+                                         path="docs/leak2")
+    assert "directory" in refused(hive, "bad_request", "repo_file", agent="alice", rev="main", path="docs")
+    refused(hive, "not_found", "repo_file", agent="alice", rev="main", path="nope.nix")
+    for rev in ("--output=/tmp/x", "main..HEAD", "main;ls", "-n1", "x" * 300):
+        refused(hive, "bad_request", "repo_log", agent="alice", rev=rev)
+    refused(hive, "not_found", "repo_log", agent="alice", rev="no-such-branch")
+    refused(hive, "not_found", "repo_diff", agent="alice", rev="0" * 40)
+    refused(hive, "not_found", "repo_tags", agent="zed")
+    refused(hive, "bad_request", "repo_tags", agent="../alice")
+    refused(hive, "bad_request", "repo_log", agent="alice", limit=0)
+    # the agents cannot browse over their sockets: it is the operator's
+    with pytest.raises(HiveError) as e:
+        hive.client("alice").call("repo_file", agent="alice", rev="main", path="agent.nix")
+    assert e.value.code == "forbidden"
+
+
+def test_the_dashboard_api_serves_the_same_and_refuses_the_same(hive):
+    url = hive.dashboard_url
+    if not url:
+        pytest.skip("no dashboard in this build")
+    tags = http(url, "GET", "/api/agents/alice/repo/tags").json()
+    assert tags["deployed"][0]["name"] == f"deployed/{hive.approval_id}"
+    assert http(url, "GET", f"/api/agents/alice/repo/log?rev=deployed/{hive.approval_id}").json()[0]["sha"] == hive.sha
+    reply = http(url, "GET", "/api/agents/alice/repo/file/main/docs/notes.md")
+    assert reply.status == 200 and reply.body == b"# alice\n"
+    assert http(url, "GET", "/api/agents/alice/repo/file/deployed/0/agent.nix").status == 200
+    for path in ("/api/agents/alice/repo/file/main/leak", "/api/agents/alice/repo/file/main/docs/leak2",
+                 "/api/agents/alice/repo/file/main/%2e%2e/%2e%2e/%2e%2e/secret.txt",
+                 "/api/agents/alice/repo/file/main/.git/config",
+                 "/api/agents/alice/repo/diff/--output=x"):
+        reply = http(url, "GET", path)
+        assert reply.status in (400, 404) and b"outside the repos" not in reply.body, (path, reply)
+    assert http(url, "GET", "/api/agents/zed/repo/tags").status == 404
+    assert http(url, "GET", "/api/agents/alice/repo/diff/nosuchrev").status == 404
+    assert http(url, "GET", "/api/meta/log").json()[0]["message"].startswith("deploy alice ")
+
+
+def test_a_draft_is_browsable_before_it_has_an_applied_repo(hive):
+    manager = hive.client("manager")
+    manager.call("request_spawn_draft", name="gil")
+    sha = commit_change(hive, "gil", agent_nix("draft only"), message="gil: first try")
+    log = call(hive, "repo_log", agent="gil")["commits"]
+    assert log[0]["sha"] == sha and log[0]["message"] == "gil: first try"
+    assert "draft only" in call(hive, "repo_file", agent="gil", rev="main", path="agent.nix")["text"]
+    assert all(v == [] for v in call(hive, "repo_tags", agent="gil")["tags"].values())
+    assert git(state_dir(hive) / "agents" / "gil" / "config", "rev-parse", "HEAD") == sha

@@ -1,0 +1,73 @@
+"""Tag retention with a controllable clock (``now`` on the ``retention`` op), on tags made by real approvals."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import wait_for
+from standins.support import AGENT_ENV, agent_nix, commit_change, standin_info, state_dir, tags, wait_status
+
+DAY = 86400
+
+
+def test_retention_keeps_deployed_and_drops_by_age_and_by_terminal_sibling(start_hive):
+    hive = start_hive(agents={"alice": {}}, env=AGENT_ENV,
+                      retention={"failedMaxAgeDays": 30, "deniedMaxAgeDays": 14, "dropIntermediateTags": True})
+    wait_for(lambda: standin_info(hive, "alice"), message="alice running")
+    manager = hive.client("manager")
+    host = hive.host()
+    sd = state_dir(hive)
+
+    deployed = manager.call("request_apply_commit", agent="alice",
+                            commit=commit_change(hive, "alice", agent_nix("one")))["approval_id"]
+    host.call("approve", id=deployed)
+    wait_status(host, deployed)
+    denied = manager.call("request_apply_commit", agent="alice",
+                          commit=commit_change(hive, "alice", agent_nix("two")))["approval_id"]
+    host.call("deny", id=denied, note="no")
+    manager.call("request_spawn_draft", name="erin")
+    failed = manager.call("request_spawn_commit", name="erin",
+                          commit=commit_change(hive, "erin", "{ broken"))["approval_id"]
+    host.call("approve", id=failed)
+    assert wait_status(host, failed)["status"] == "failed"
+    waiting = manager.call("request_apply_commit", agent="alice",
+                           commit=commit_change(hive, "alice", agent_nix("three")))["approval_id"]
+    before = {**{f"alice {t}": s for t, s in tags(sd / "applied" / "alice").items()},
+              **{f"erin {t}": s for t, s in tags(sd / "applied" / "erin").items()}}
+    intermediate = {f"alice proposal/{deployed}", f"alice approved/{deployed}", f"alice building/{deployed}",
+                    f"alice proposal/{denied}", f"erin proposal/{failed}", f"erin approved/{failed}",
+                    f"erin building/{failed}"}
+    assert intermediate <= set(before)
+
+    def run(days, dry_run):
+        result = host.call("retention", now=time.time() + days * DAY, dry_run=dry_run)
+        return ({f"{t['agent']} {t['tag']}" for t in result["kept"]},
+                {f"{t['agent']} {t['tag']}": t["reason"] for t in result["dropped"]})
+
+    # a dry run a day later: only the intermediate tags of finished approvals would go; nothing is deleted
+    kept, dropped = run(1, dry_run=True)
+    assert set(dropped) == intermediate
+    assert all(r == "its approval has a terminal tag" for r in dropped.values())
+    assert {f"alice deployed/{deployed}", "alice deployed/0", f"alice denied/{denied}", f"erin failed/{failed}",
+            f"alice proposal/{waiting}"} <= kept
+    assert len(tags(sd / "applied" / "alice")) + len(tags(sd / "applied" / "erin")) == len(before)
+
+    # 20 days on: denied (14 days) goes, failed (30 days) stays
+    kept, dropped = run(20, dry_run=False)
+    assert set(dropped) == intermediate | {f"alice denied/{denied}"}
+    assert dropped[f"alice denied/{denied}"] == "older than 14 days"
+    assert f"erin failed/{failed}" in kept
+
+    # 40 days on: failed goes too; every deployed tag and the pending proposal stay
+    kept, dropped = run(40, dry_run=False)
+    assert set(dropped) == {f"erin failed/{failed}"}
+    alice = tags(sd / "applied" / "alice")
+    assert set(alice) == {"deployed/0", f"deployed/{deployed}", f"proposal/{waiting}"}
+    assert tags(sd / "applied" / "erin") == {}
+    # the approvals table keeps every row
+    statuses = {a["id"]: a["status"] for a in host.call("pending", status="all")["approvals"]}
+    assert statuses == {deployed: "deployed", denied: "denied", failed: "failed", waiting: "pending"}
+
+    # the CLI prints what it kept and dropped (real clock: nothing left to drop)
+    out = hive.cli("retention", "--dry-run").stdout
+    assert f"kept       alice      deployed/{deployed}" in out and "4 kept, 0 would drop" in out  # alice 3, manager 1
