@@ -24,7 +24,7 @@ HTTP_STATUS = {"bad_request": 400, "forbidden": 403, "not_found": 404, "conflict
                "internal": 500}
 CODE_OF_STATUS = {400: "bad_request", 401: "forbidden", 403: "forbidden", 404: "not_found",
                   405: "bad_request", 409: "conflict", 413: "too_large"}
-OPEN_PATHS = ("/login", "/static/", "/favicon.ico")
+OPEN_PATHS = ("/login", "/logout", "/static/", "/favicon.ico")
 
 
 def wants_json() -> bool:
@@ -84,7 +84,8 @@ def create_app(hive, guard: Guard | None = None) -> Flask:
                             "or log in at /login", 401, {"WWW-Authenticate": 'Bearer realm="hyperhive"'})
             target = request.full_path.rstrip("?")
             return redirect(f"/login?next={quote(target, safe='/')}", 303)
-        if request.method not in SAFE_METHODS:
+        if request.method not in SAFE_METHODS and request.routing_exception is None:
+            # (a request that matches no route changes nothing; it gets its 404 or 405)
             problem = the_guard.cross_site_problem(request)
             if problem is None:
                 problem = the_guard.csrf_problem(request, g.auth, request.is_json)

@@ -336,7 +336,9 @@
     let lo = Math.min(...vals), hi = Math.max(...vals);
     if (lo > 0 && lo / (hi || 1) < 0.5) lo = 0;
     if (hi === lo) { hi += 1; lo = Math.max(0, lo - 1); }
-    const x = (ts) => ((ts - since) / (now - since)) * W;
+    // Fit the time axis to the samples (a sparse series would otherwise hug one edge of a 24h axis).
+    const t0 = Math.max(since, points[0].ts), t1 = Math.max(now, points[points.length - 1].ts);
+    const x = (ts) => (t1 > t0 ? ((ts - t0) / (t1 - t0)) * W : W);
     const y = (v) => H - P - ((v - lo) / (hi - lo)) * (H - 2 * P);
     const svg = svgEl('svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', role: 'img',
       'aria-label': `${key}: ${points.length} samples, last ${fmt(last)}` });
@@ -348,7 +350,8 @@
     svg.append(svgEl('polygon', { class: 'area', points: `${first},${H} ${pts.join(' ')} ${lastX},${H}` }));
     svg.append(svgEl('polyline', { class: 'line', points: pts.join(' ') }));
     const foot = el('div', 'chart-foot');
-    foot.append(el('span', null, `${points.length} pts`), el('span', null, `min ${fmt(Math.min(...vals))}`),
+    foot.append(el('span', null, `since ${new Date(t0 * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}`),
+      el('span', null, `${points.length} pts`), el('span', null, `min ${fmt(Math.min(...vals))}`),
       el('span', null, `max ${fmt(Math.max(...vals))}`));
     box.append(head, svg, foot);
     return box;

@@ -1,0 +1,188 @@
+"""Who may use the dashboard: the token, the login cookie, cross-site refusals, response headers, and the service
+refusing to start where the dashboard would be unsafe."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from browser import http
+from conftest import HiveProcess, write_config
+
+TOKEN = "s3cret-token-for-tests"
+
+
+def cookies_of(reply) -> dict[str, str]:
+    """name -> the whole Set-Cookie line."""
+    out = {}
+    for line in reply.headers.get_all("Set-Cookie") or []:
+        out[line.split("=", 1)[0]] = line
+    return out
+
+
+def cookie_header(*set_cookie_lines: str) -> str:
+    return "; ".join(line.split(";", 1)[0] for line in set_cookie_lines)
+
+
+def csrf_of(page_text: str) -> str:
+    return re.search(r'name="csrf_token" value="([0-9a-f]+)"', page_text).group(1)
+
+
+def inbox_of(hive, name: str) -> list[str]:
+    result = hive.client(name).call("recv", max=100)
+    if result["messages"]:
+        hive.client(name).call("ack", ids=[m["id"] for m in result["messages"]])
+    return [m["body"] for m in result["messages"]]
+
+
+def assert_security_headers(url):
+    for path in ("/", "/api/state", "/static/hive.css", "/api/nothing"):
+        headers = http(url, "GET", path).headers
+        csp = headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Frame-Options"] == "DENY"
+
+
+def test_without_a_token_cross_site_requests_are_refused_and_scripts_work(start_broker):
+    hive = start_broker()
+    url = hive.dashboard_url
+    assert_security_headers(url)
+
+    # A script (curl) sending JSON needs nothing else.
+    assert http(url, "POST", "/api/messages", json={"to": "alice", "body": "from a script"}).status == 201
+
+    # A cross-site page cannot make the browser change anything.
+    evil = http(url, "POST", "/api/messages", data={"to": "alice", "body": "forged"},
+                headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"})
+    assert evil.status == 403 and "cross-site" in evil.error["message"]
+    other_origin = http(url, "POST", "/api/messages", json={"to": "alice", "body": "forged"},
+                        headers={"Origin": "http://localhost:1"})
+    assert other_origin.status == 403 and "origin http://localhost:1" in other_origin.error["message"]
+    # A form post without the CSRF token (an old browser that sends neither header).
+    bare_form = http(url, "POST", "/api/messages", data={"to": "alice", "body": "forged"})
+    assert bare_form.status == 403 and "CSRF" in bare_form.error["message"]
+
+    # The page's own form: its CSRF token and the browser's sid cookie.
+    page = http(url, "GET", "/")
+    sid = cookies_of(page)["hh_sid"]
+    assert "HttpOnly" in sid and "SameSite=Strict" in sid
+    form = http(url, "POST", "/api/messages",
+                data={"csrf_token": csrf_of(page.text), "next": "/", "to": "alice", "body": "from the form"},
+                headers={"Cookie": cookie_header(sid), "Origin": url, "Sec-Fetch-Site": "same-origin"})
+    assert form.status == 303 and form.headers["Location"] == "/"
+    # With our cookie a JSON request must carry the token too (it comes from a browser).
+    cookie_only = http(url, "POST", "/api/messages", json={"to": "alice", "body": "forged"},
+                       headers={"Cookie": cookie_header(sid)})
+    assert cookie_only.status == 403
+    wrong = http(url, "POST", "/api/messages", json={"to": "alice", "body": "forged"},
+                 headers={"Cookie": cookie_header(sid), "X-CSRF-Token": "0" * 64})
+    assert wrong.status == 403 and "invalid CSRF" in wrong.error["message"]
+    fetch = http(url, "POST", "/api/messages", json={"to": "alice", "body": "from the page's fetch"},
+                 headers={"Cookie": cookie_header(sid), "X-CSRF-Token": csrf_of(page.text)})
+    assert fetch.status == 201
+
+    assert inbox_of(hive, "alice") == ["from a script", "from the form", "from the page's fetch"]
+
+    # DNS rebinding: a page on another name that resolves to 127.0.0.1 cannot even read.
+    rebound = http(url, "GET", "/api/state", headers={"Host": "evil.example:8080"})
+    assert rebound.status == 403 and "Host" in rebound.error["message"]
+    assert http(url, "GET", "/api/state", headers={"Host": "localhost:8080"}).status == 200
+
+
+def test_with_a_token_every_request_needs_it(start_broker, hive_dir):
+    token_file = hive_dir / "dashboard.token"
+    token_file.write_text(TOKEN + "\n")
+    hive = start_broker(dashboard={"tokenFile": str(token_file)})
+    url = hive.dashboard_url
+
+    refused = http(url, "GET", "/api/state")
+    assert refused.status == 401 and refused.error["code"] == "forbidden" and "token" in refused.error["message"]
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert http(url, "GET", "/api/state", token="wrong").status == 401
+    assert http(url, "GET", "/api/messages/stream").status == 401
+    assert http(url, "POST", "/api/messages", json={"to": "alice", "body": "no token"}).status == 401
+    assert http(url, "GET", "/api/state", token=TOKEN).status == 200
+    page = http(url, "GET", "/agents/alice")
+    assert page.status == 303 and page.headers["Location"] == "/login?next=/agents/alice"
+    assert http(url, "GET", "/static/hive.css").status == 200  # the login page needs its style
+
+    # A script with the bearer token needs no CSRF token.
+    assert http(url, "POST", "/api/messages", json={"to": "alice", "body": "bearer"}, token=TOKEN).status == 201
+
+    # The login form sets an HttpOnly, SameSite=Strict cookie that stands for the token.
+    login_page = http(url, "GET", "/login?next=/agents/alice")
+    sid = cookies_of(login_page)["hh_sid"]
+    csrf = csrf_of(login_page.text)
+    wrong = http(url, "POST", "/login", data={"csrf_token": csrf, "token": "nope", "next": "/"},
+                 headers={"Cookie": cookie_header(sid)})
+    assert wrong.status == 401 and "wrong token" in wrong.text
+    no_csrf = http(url, "POST", "/login", data={"token": TOKEN}, headers={"Cookie": cookie_header(sid)})
+    assert no_csrf.status == 403
+    ok = http(url, "POST", "/login", data={"csrf_token": csrf, "token": TOKEN, "next": "/agents/alice"},
+              headers={"Cookie": cookie_header(sid)})
+    assert ok.status == 303 and ok.headers["Location"] == "/agents/alice"
+    auth = cookies_of(ok)["hh_auth"]
+    assert "HttpOnly" in auth and "SameSite=Strict" in auth and TOKEN not in auth
+    cookies = cookie_header(sid, auth)
+    assert http(url, "GET", "/agents/alice", headers={"Cookie": cookies}).status == 200
+    assert http(url, "POST", "/api/messages", json={"to": "alice", "body": "cookie, no csrf"},
+                headers={"Cookie": cookies}).status == 403
+    assert http(url, "POST", "/api/messages", json={"to": "alice", "body": "cookie and csrf"},
+                headers={"Cookie": cookies, "X-CSRF-Token": csrf}).status == 201
+    assert inbox_of(hive, "alice") == ["bearer", "cookie and csrf"]
+
+    # A new token in the file ends the old one, and every login made with it.
+    token_file.write_text("the-next-token")
+    assert http(url, "GET", "/api/state", token=TOKEN).status == 401
+    assert http(url, "GET", "/api/state", headers={"Cookie": cookies}).status == 401
+    assert http(url, "GET", "/api/state", token="the-next-token").status == 200
+    logout = http(url, "POST", "/logout", data={"csrf_token": csrf}, headers={"Cookie": cookies})
+    assert logout.status == 303 and "hh_auth=;" in cookies_of(logout)["hh_auth"]
+
+
+def serve_fails(directory, **top) -> str:
+    """Start ``hyperhive serve`` on a config that must be refused; its stderr."""
+    config = write_config(directory, **top)
+    result = subprocess.run([sys.executable, "-m", "hyperhive", "serve", "--config", str(config), "--no-agents"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0, result.stdout
+    return result.stderr
+
+
+def test_the_service_refuses_a_public_dashboard_without_a_token(hive_dir):
+    message = serve_fails(hive_dir, dashboard={"listen": "0.0.0.0:0"})
+    assert "dashboard.listen" in message and "tokenFile" in message and "loopback" in message
+    check = subprocess.run([sys.executable, "-m", "hyperhive", "config", "check", str(hive_dir / "hive.json")],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode != 0 and "tokenFile" in check.stderr
+
+
+@pytest.mark.parametrize("content, words", [(None, ("cannot be read", "missing.token")),
+                                            ("  \n", ("is empty",))])
+def test_the_service_refuses_a_token_file_it_cannot_use(hive_dir, content, words):
+    token_file = hive_dir / "missing.token"
+    if content is not None:
+        token_file.write_text(content)
+    message = serve_fails(hive_dir, dashboard={"listen": "0.0.0.0:0", "tokenFile": str(token_file)})
+    for word in words:
+        assert word in message, message
+    assert "Traceback" not in message
+
+
+def test_a_public_dashboard_with_a_token_starts(hive_dir):
+    token_file = hive_dir / "dashboard.token"
+    token_file.write_text(TOKEN)
+    hive = HiveProcess(write_config(hive_dir, dashboard={"listen": "0.0.0.0:0", "tokenFile": str(token_file)}),
+                       args=("--no-agents",)).start()
+    try:
+        url = hive.dashboard_url.replace("0.0.0.0", "127.0.0.1")
+        assert http(url, "GET", "/api/state").status == 401
+        # with a token the Host header is not restricted (the name a laptop reaches the host by)
+        assert http(url, "GET", "/api/state", token=TOKEN, headers={"Host": "hive.lan:8080"}).status == 200
+    finally:
+        hive.stop()
