@@ -132,12 +132,10 @@ class Broker:
             if reason:
                 raise forbidden(reason)
         ts = time.time()
-        with hive.store.write_raw() as cursor:
-            cursor.execute(
-                "INSERT INTO messages (sender, recipient, kind, body, data, sent_at, deliveries) "
-                "VALUES (?, ?, ?, ?, ?, ?, 0)",
-                (sender, recipient, kind, body, None if data is None else json.dumps(data), ts))
-            msg_id = cursor.lastrowid
+        msg_id = hive.store.insert_raw(
+            "INSERT INTO messages (sender, recipient, kind, body, data, sent_at, deliveries) "
+            "VALUES (?, ?, ?, ?, ?, ?, 0)",
+            (sender, recipient, kind, body, None if data is None else json.dumps(data), ts))
         self.wake(recipient)
         message = {"id": msg_id, "from": sender, "to": recipient, "kind": kind, "body": body,
                    "sent_at": db.iso(ts)}

@@ -165,28 +165,27 @@ class Store:
             # one writer, one long-lived connection: no pool checkout on the hot path of every send
             if self._writer is None or self._writer.closed or self._writer.invalidated:
                 self._writer = self.engine.connect().execution_options(immediate=True)
+                self._raw_writer = self._writer.connection.dbapi_connection
             with self._writer.begin():
                 yield self._writer
 
-    @contextmanager
-    def write_raw(self) -> Iterator[Any]:
-        """The same serialized write transaction as ``write()``, as a DB-API cursor: for the hottest path
+    def insert_raw(self, sql: str, params: tuple) -> int:
+        """One INSERT as its own serialized write transaction; returns the new rowid. For the hottest path
         (every send), where SQLAlchemy's per-statement machinery costs more than SQLite's commit."""
         with self._write_lock:
             if self._writer is None or self._writer.closed or self._writer.invalidated:
                 self._writer = self.engine.connect().execution_options(immediate=True)
-            raw = self._writer.connection.dbapi_connection
-            cursor = raw.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
+                self._raw_writer = self._writer.connection.dbapi_connection
+            raw = self._raw_writer
             try:
-                yield cursor
-            except BaseException:
-                raw.rollback()
-                raise
-            else:
+                raw.execute("BEGIN IMMEDIATE")
+                rowid = raw.execute(sql, params).lastrowid
                 raw.commit()
-            finally:
-                cursor.close()
+            except BaseException:
+                if raw.in_transaction:
+                    raw.rollback()
+                raise
+            return rowid
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
