@@ -18,14 +18,28 @@
 
       overlays.default = final: _prev: { hyperhive = final.callPackage ./nix/package.nix { }; };
 
-      apps = forAllSystems (pkgs: rec {
-        hyperhive = {
-          type = "app";
-          program = lib.getExe (packageFor pkgs);
-          meta.description = "The hyperhive command line (serve, up, init, operator verbs)";
-        };
-        default = hyperhive;
-      });
+      apps = forAllSystems (pkgs:
+        let exe = lib.getExe (packageFor pkgs);
+        in rec {
+          hyperhive = {
+            type = "app";
+            program = exe;
+            meta.description = "The hyperhive command line (serve, up, init, operator verbs)";
+          };
+          # `nix run`: the bundled example hive, as `make up` runs it; its state goes to ./hyperhive-example
+          # because the store copy of examples/hive.toml is read-only.
+          up = {
+            type = "app";
+            program = toString (pkgs.writeShellScript "hyperhive-up" ''
+              dir="''${HYPERHIVE_EXAMPLE_DIR:-$PWD/hyperhive-example}"
+              mkdir -p "$dir"
+              [ -e "$dir/hive.toml" ] || install -m 644 ${./examples/hive.toml} "$dir/hive.toml"
+              exec ${exe} up --config "$dir/hive.toml" "$@"
+            '');
+            meta.description = "Run the example hive (a manager and two agents) as local processes";
+          };
+          default = up;
+        });
 
       nixosModules = {
         # The host: options hyperhive.*, the service, the containers.
