@@ -171,3 +171,12 @@ def test_an_added_agent_gets_its_socket(start_broker, hive_dir):
     hp.client("alice").call("send", to="carol", body="welcome")
     time.sleep(0.05)
     assert hp.client("carol").call("recv")["messages"][0]["body"] == "welcome"
+
+
+def test_the_bundled_example_hive_checks():
+    from conftest import REPO_ROOT
+
+    config = load_config(REPO_ROOT / "examples" / "hive.toml")
+    assert config.backend == "local" and set(config.agents) == {"alice", "bob"}
+    assert config.state_dir == (REPO_ROOT / "examples" / "state").resolve()
+    assert config.agents["alice"].allowed_recipients == ("bob", "manager", "operator")
