@@ -44,7 +44,8 @@ def runs(hive_dir: Path, agent: str) -> list[dict]:
 def wait_runs(hive_dir: Path, agent: str, count: int, timeout: float = 20, finished: bool = True) -> list[dict]:
     def enough():
         got = runs(hive_dir, agent)
-        if len(got) >= count and (not finished or all("exit" in r for r in got[:count])):
+        # runs are one after another, so the count-th finished means those before it did (or were killed)
+        if len(got) >= count and (not finished or "exit" in got[count - 1]):
             return got
         return None
     return wait_for(enough, timeout, message=f"{count} finished run(s) of the fake claude as {agent}")

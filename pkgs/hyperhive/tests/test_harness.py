@@ -122,3 +122,132 @@ def test_an_agent_gets_no_manager_tools_and_the_manager_gets_them_all(start_hive
         "request_spawn_commit", "request_apply_commit", "kill", "start", "restart", "update"]
     assert "manager" in manager["system_prompt"] and "request_apply_commit" in manager["system_prompt"]
     assert "request_apply_commit" not in alice["system_prompt"]
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie still answers kill(0); it is gone for our purposes once it has exited
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return True
+
+
+def events_to(hp, recipient: str) -> list[tuple]:
+    return db_rows(hp, "SELECT body, data FROM messages WHERE recipient = ? AND sender = 'system' ORDER BY id",
+                   (recipient,))
+
+
+def test_a_claude_that_exits_non_zero_leaves_the_message_to_come_again_and_the_manager_hears_of_it(
+        start_hive, hive_dir):
+    script = {"rules": [{"when": {"agent": "alice", "run": 1},
+                         "steps": [{"exit": 3, "stderr": "boom: the model is unavailable"}]}],
+              "default": [{"say": "ok"}]}
+    hp = fake_hive(start_hive, hive_dir, script)
+    stream = TurnStream(hp.dashboard_url, "alice")
+    try:
+        sent = hp.host().call("send", to="alice", body="do the thing")["id"]
+        first, second = wait_runs(hive_dir, "alice", 2)
+        assert first["exit"] == 3
+        assert f"#{sent} from operator" in first["prompt"] and f"#{sent} from operator" in second["prompt"]
+        assert second["started"] - first["ended"] >= 0.9  # the backoff before it came again
+        wait_for(lambda: unsettled(hp, "alice") == 0, message="the message acknowledged after the good turn")
+
+        error = stream.wait_type("error")[0]["data"]
+        assert "exited with status 3" in error["reason"] and "boom: the model is unavailable" in error["reason"]
+        assert error["exit_status"] == 3 and error["message_ids"] == [sent]
+        notices = wait_for(lambda: [b for b, _ in events_to(hp, "manager") if "alice: a turn failed" in b],
+                           message="the manager's event")
+        assert "status 3" in notices[0]
+        assert not [b for b, _ in events_to(hp, "alice") if "turn failed" in b]  # no event to re-wake alice
+        wait_for(lambda: [v for _, v in stats(hp, "alice", "turn.exit_status")] == [3.0, 0.0],
+                 message="exit statuses 3 then 0")
+    finally:
+        stream.close()
+
+
+def test_a_hanging_claude_is_killed_at_the_turn_timeout_and_the_message_comes_again(start_hive, hive_dir):
+    script = {"rules": [{"when": {"agent": "alice", "run": 1}, "steps": [{"hang": "ignore_term"}]}],
+              "default": [{"say": "ok"}]}
+    agents = {"alice": {"turnTimeoutSeconds": 2}, "bob": {}}
+    hp = fake_hive(start_hive, hive_dir, script, agents)
+    sent = hp.host().call("send", to="alice", body="this will hang once")["id"]
+    second = wait_runs(hive_dir, "alice", 2, timeout=30)[1]
+    hung = runs(hive_dir, "alice")[0]
+    assert hung.get("hung") and "exit" not in hung  # it ignored SIGTERM and got SIGKILL
+    assert second["started"] - hung["started"] >= 2
+    assert f"#{sent} from operator" in second["prompt"]
+    assert process_gone(hung["pid"])
+    assert process_gone(hung["server_status"]["hyperhive"]["pid"])  # its MCP server went with it
+    wait_for(lambda: unsettled(hp, "alice") == 0, message="acknowledged after the good turn")
+    wait_for(lambda: [v for _, v in stats(hp, "alice", "turn.exit_status")] == [124.0, 0.0],
+             message="exit statuses 124 (timed out) then 0")
+    notice = wait_for(lambda: [b for b, _ in events_to(hp, "manager") if "alice: a turn failed" in b],
+                      message="the manager's event")[0]
+    assert "turn timeout" in notice
+
+
+def test_prompt_too_long_compacts_the_notes_and_retries_once_in_a_new_conversation(start_hive, hive_dir):
+    script = {"rules": [
+        {"when": {"agent": "alice", "prompt_contains": "compact this"}, "steps": [{"say": "# Notes\n- compacted\n"}]},
+        {"when": {"agent": "alice", "run": 2}, "steps": [{"too_long": True}]}],
+        "default": [{"say": "ok"}]}
+    hp = fake_hive(start_hive, hive_dir, script)
+    notes = agent_state_dir(hp, "alice") / "notes.md"
+    host = hp.host()
+    host.call("send", to="alice", body="first")
+    wait_runs(hive_dir, "alice", 1)
+    original = "# Notes\n" + "".join(f"- an old observation number {i}\n" for i in range(100))
+    notes.write_text(original)
+    sent = host.call("send", to="alice", body="second")["id"]
+    _, too_long, compaction, retry = wait_runs(hive_dir, "alice", 4)
+
+    assert "--continue" in too_long["argv"] and too_long["exit"] == 1
+    assert compaction["prompt"].startswith("compact this") and original in compaction["prompt"]
+    assert compaction["mcp_config"] == {} and compaction["settings"]["permissions"]["allow"] == []
+    assert compaction["cwd"] != too_long["cwd"]  # its session must not become the one turns --continue
+    assert "--continue" not in retry["argv"] and retry["prompt"] == too_long["prompt"]
+    assert f"#{sent} from operator" in retry["prompt"] and retry["exit"] == 0
+    assert notes.read_text() == "# Notes\n- compacted\n"
+    assert (notes.parent / "notes.md.prev").read_text() == original
+    wait_for(lambda: unsettled(hp, "alice") == 0, message="acknowledged after the retry")
+    assert not [b for b, _ in events_to(hp, "manager") if "turn failed" in b]
+
+
+def test_notes_compaction_shrinks_the_notes_and_a_failed_one_leaves_them_as_they_were(start_hive, hive_dir):
+    chunk = "- " + "a fact worth keeping for a while " * 12 + "\n"  # ~400 bytes: over the limit after each turn
+    script = {"rules": [
+        {"when": {"agent": "alice", "run": 2}, "steps": [{"exit": 1, "stderr": "compaction crashed"}]},
+        {"when": {"agent": "alice", "run": 4}, "steps": [{"say": "   \n"}]},
+        {"when": {"agent": "alice", "run": 6}, "steps": [{"hang": True}]},
+        {"when": {"agent": "alice", "run": 8}, "steps": [{"say": chunk * 9}]},
+        {"when": {"agent": "alice", "run": 10}, "steps": [{"say": "```markdown\n# Notes\n- the gist\n```"}]},
+        {"when": {"agent": "alice"}, "steps": [{"append": "notes.md", "content": chunk}]}]}
+    agents = {"alice": {"notesCompactBytes": 300, "turnTimeoutSeconds": 3}, "bob": {}}
+    hp = fake_hive(start_hive, hive_dir, script, agents)
+    stream = TurnStream(hp.dashboard_url, "alice")
+    notes = agent_state_dir(hp, "alice") / "notes.md"
+    prev = notes.with_name("notes.md.prev")
+    host = hp.host()
+    try:
+        for turn, why in enumerate(["failed", "empty", "timed out", "not smaller"], start=1):
+            host.call("send", to="alice", body=f"turn {turn}")
+            stream.wait_type("turn_end", turn)
+            ends = wait_for(lambda: [e["data"]["event"] for e in stream.items if e["type"] == "event"
+                                     and e["data"]["event"].get("subtype") == "compaction_end"][turn - 1:],
+                            timeout=20, message=f"compaction {turn} ({why})")
+            assert ends[0]["status"] == "failed", ends[0]
+            assert notes.read_text() == chunk * turn, why
+            assert not prev.exists(), why
+        host.call("send", to="alice", body="turn 5")
+        wait_for(lambda: prev.exists(), message="a compaction that worked")
+        assert notes.read_text() == "# Notes\n- the gist\n"
+        assert prev.read_text() == chunk * 5
+        sizes = wait_for(lambda: [v for _, v in stats(hp, "alice", "notes.bytes")][4:], message="notes.bytes")
+        assert sizes == [len("# Notes\n- the gist\n")]
+    finally:
+        stream.close()
