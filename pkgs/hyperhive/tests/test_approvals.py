@@ -210,3 +210,20 @@ def test_manager_lifecycle_ops_and_crash_report(hive):
     assert event["data"]["agent"] == "alice" and "alice crashed" in event["body"] and "signal 9" in event["body"]
     assert {a["name"]: a["state"] for a in manager.call("list_agents")["agents"]}["alice"] == "crashed"
     assert hive.cli("start", "alice").stdout.strip() == "alice: running"
+
+
+def test_a_config_that_does_not_parse_fails_and_the_agent_keeps_running(hive):
+    sd = state_dir(hive)
+    before = standin_info(hive, "alice")
+    lock_before = (sd / "meta" / "flake.lock").read_text()
+    sha = commit_change(hive, "alice", "{ pkgs, ... }: { hyperhive.prompt = \"unterminated; }\n")
+    approval_id = hive.client("manager").call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    result = hive.cli("approve", str(approval_id), check=False)
+    assert result.returncode == 1 and "agent.nix does not parse" in result.stderr
+    applied = sd / "applied" / "alice"
+    assert tags(applied)[f"failed/{approval_id}"] == sha
+    assert "agent.nix does not parse" in tag_message(applied, f"failed/{approval_id}")
+    assert git(applied, "rev-parse", "main") == before["deployed_sha"]
+    assert (sd / "meta" / "flake.lock").read_text() == lock_before
+    assert standin_info(hive, "alice")["pid"] == before["pid"]
+    os.kill(before["pid"], 0)  # never stopped

@@ -128,3 +128,34 @@ def test_a_stopped_container_is_reported_as_crashed(hive, hive_dir):
     wait_for(lambda: True)
     bodies = [m["body"] for m in manager.call("recv", wait_seconds=1, max=20)["messages"]]
     assert not any("crashed" in b for b in bodies)
+
+
+def test_a_deploy_cut_short_by_a_crash_of_the_service_is_failed_and_undone_at_the_next_start(hive, hive_dir):
+    from conftest import HiveProcess
+
+    sd = state_dir(hive)
+    meta = sd / "meta"
+    applied = sd / "applied" / "alice"
+    old_main = git(applied, "rev-parse", "main")
+    old_lock = (meta / "flake.lock").read_text()
+    sha = commit_change(hive, "alice", agent_nix("half-deployed"))
+    approval_id = hive.client("manager").call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    (hive_dir / "standin.fail").write_text("nixos-container update h-alice\tsleep:30\n")
+    hive.host().call("approve", id=approval_id)
+    wait_for(lambda: "nixos-container update h-alice" in " ".join(argvs(hive_dir)), message="the build running")
+    assert git(applied, "rev-parse", "main") == sha  # main moved, the lock changed: mid-deploy
+    assert (meta / "flake.lock").read_text() != old_lock
+    hive.kill9()
+    (hive_dir / "standin.fail").unlink()
+
+    again = HiveProcess(hive.config_path, env=hive.env).start()
+    try:
+        approval = again.host().call("approval", id=approval_id)
+        assert approval["status"] == "failed" and "interrupted" in approval["error"]
+        assert git(applied, "rev-parse", "main") == old_main
+        assert (meta / "flake.lock").read_text() == old_lock and git(meta, "status", "--porcelain") == ""
+        assert tags(applied)[f"failed/{approval_id}"] == sha
+        event = wait_event(again.client("manager"), lambda m: m["data"].get("approval_id") == approval_id)
+        assert event["data"]["status"] == "failed"
+    finally:
+        again.stop()

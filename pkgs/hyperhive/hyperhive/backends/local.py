@@ -130,9 +130,24 @@ class LocalBackend(Backend):
         repos.lock_input_in_python(self.hive, name)
 
     def deploy(self, name: str, sha: str) -> None:
-        """Run the agent on the new config: a fresh agent.json and a restarted process."""
+        """Check the config's Nix files parse (there is no Nix build here), then run the agent on the new
+        config: a fresh agent.json and a restarted process."""
+        self.check_parses(name)
         self.stop(name)
         self.start(name)
+
+    def check_parses(self, name: str) -> None:
+        nix = shutil.which("nix-instantiate")
+        if nix is None:
+            return
+        root = repos.applied_path(self.hive, name)
+        for path in sorted(root.rglob("*.nix")):
+            if ".git" in path.relative_to(root).parts or path.is_symlink():
+                continue
+            result = subprocess.run([nix, "--parse", str(path)], capture_output=True, text=True, timeout=60,
+                                    stdin=subprocess.DEVNULL)
+            if result.returncode != 0:
+                raise BuildError(f"{path.relative_to(root)} does not parse:\n{result.stderr.strip()[-5000:]}")
 
     def describe(self) -> str:
         if os.environ.get("HYPERHIVE_AGENT_COMMAND"):

@@ -103,14 +103,15 @@ def hive_started(hive):
     hive.extensions["backend"] = backend
     hive.extensions["agents_note"] = backend.describe()
     with approvals.deploy_lock(hive):
-        try:
-            seed_all(hive, backend)
-        except Exception:
-            log.exception("seeding the config repos")
+        # First put back what a deploy cut short left behind, so that seeding never commits a half-made lock.
         try:
             approvals.recover_interrupted(hive)
         except Exception:
             log.exception("recovering interrupted deploys")
+        try:
+            seed_all(hive, backend)
+        except Exception:
+            log.exception("seeding the config repos")
     if not getattr(hive, "run_agents", True):  # `serve --no-agents`: the test or the operator runs them
         return
     start_all(hive, backend)

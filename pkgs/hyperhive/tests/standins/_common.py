@@ -2,13 +2,15 @@
 
 HYPERHIVE_STANDIN_LOG: a file to which each call appends one JSON line {argv, cwd}.
 HYPERHIVE_STANDIN_FAIL: a file of lines "PREFIX<TAB>MESSAGE"; a call whose command line (the program name and its
-arguments, Nix's --extra-experimental-features left out) starts with PREFIX prints MESSAGE and exits 1. Read at
-each call, so a test can make a later step fail while the service runs.
+arguments, Nix's --extra-experimental-features left out) starts with PREFIX prints MESSAGE and exits 1, or, when
+MESSAGE is "sleep:SECONDS", takes that long and then succeeds (a slow build). Read at each call, so a test can
+change it while the service runs.
 """
 
 import json
 import os
 import sys
+import time
 
 
 def command_line(prog: str, argv: list[str]) -> str:
@@ -31,5 +33,8 @@ def record_and_maybe_fail(prog: str, argv: list[str]) -> None:
             for rule in f.read().splitlines():
                 prefix, _, message = rule.partition("\t")
                 if prefix and line.startswith(prefix):
+                    if message.startswith("sleep:"):
+                        time.sleep(float(message[6:]))
+                        return
                     sys.stderr.write((message or f"{prefix}: failed (stand-in)") + "\n")
                     sys.exit(1)
