@@ -56,8 +56,9 @@ def _options(raw: Any) -> tuple[list[str], str | None]:
         return [], None
     decoded = db.loads_json(_text(raw), None)
     if isinstance(decoded, list):
-        return [o if isinstance(o, str) else _text(o) if not isinstance(o, (dict, list)) else repr(o)
-                for o in decoded], None
+        # a non-string option shows as its JSON text; an empty one could not be told apart, so it goes
+        options = [o if isinstance(o, str) else json.dumps(o, ensure_ascii=False) for o in decoded]
+        return [o for o in options if o.strip()], None
     if isinstance(decoded, str) and decoded == _text(raw):
         return [], "options are not JSON"
     return [], "options are not a JSON list"

@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 class DashboardServer:
     def __init__(self, hive):
         self.hive = hive
+        access_log = logging.getLogger("werkzeug")
+        if access_log.level == logging.NOTSET and not log.isEnabledFor(logging.DEBUG):
+            access_log.setLevel(logging.WARNING)  # one line per request (and per live refresh) only at -vv
         guard = Guard(hive)  # refuses an unsafe setup before anything listens
         self.app = create_app(hive, guard)
         dashboard = hive.config.dashboard

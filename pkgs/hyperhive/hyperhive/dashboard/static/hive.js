@@ -350,9 +350,10 @@
     svg.append(svgEl('polygon', { class: 'area', points: `${first},${H} ${pts.join(' ')} ${lastX},${H}` }));
     svg.append(svgEl('polyline', { class: 'line', points: pts.join(' ') }));
     const foot = el('div', 'chart-foot');
-    foot.append(el('span', null, `since ${new Date(t0 * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}`),
-      el('span', null, `${points.length} pts`), el('span', null, `min ${fmt(Math.min(...vals))}`),
-      el('span', null, `max ${fmt(Math.max(...vals))}`));
+    const sinceText = new Date(t0 * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    foot.append(el('span', null, `since ${sinceText}`),
+      el('span', null, `${fmt(Math.min(...vals))} … ${fmt(Math.max(...vals))}`));
+    box.title = `${key}: ${points.length} samples since ${new Date(t0 * 1000).toLocaleString()}`;
     box.append(head, svg, foot);
     return box;
   }
@@ -394,7 +395,10 @@
   function turnLines(item) {
     // Claude Code's stream-json events, summarised to one line each.
     const d = item.data || {};
-    if (item.type === 'turn_start') return [['', `▶ turn ${d.turn || ''} ${d.from ? `from ${d.from}` : ''} ${d.pending ? `(${d.pending} more pending)` : ''}`.trim()]];
+    if (item.type === 'turn_start') {
+      const parts = ['▶ turn', d.turn, d.from && `from ${d.from}`, d.pending && `(${d.pending} more pending)`];
+      return [['', parts.filter(Boolean).join(' ')]];
+    }
     if (item.type === 'turn_end') return [['', `■ turn ended${d.exit_status !== undefined ? ` · exit ${d.exit_status}` : ''}${d.duration_s !== undefined ? ` · ${fmt(d.duration_s)}s` : ''}${d.tool_calls !== undefined ? ` · ${d.tool_calls} tool calls` : ''}`]];
     if (item.type === 'error') return [['', `✗ ${d.message || short(d)}`]];
     const msg = d.message && Array.isArray(d.message.content) ? d.message.content : null;
@@ -465,11 +469,11 @@
 
   document.addEventListener('DOMContentLoaded', () => {
     const page = document.body.dataset.page;
+    const root = $('#home');
+    if (root) mark(root); // before anything rewrites the server's HTML (relative times)
     updateTimes();
     setInterval(() => updateTimes(), 15000);
     if (page === 'home') {
-      const root = $('#home');
-      mark(root);
       for (const li of $$('#flow-list > li')) seenMessages.add(Number(li.dataset.key.slice(1)));
       afterRender(root);
       connectMessages();
