@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import posixpath
 import re
 import shutil
@@ -228,6 +229,12 @@ def hyperhive_flake_ref() -> str:
     return os.environ.get("HYPERHIVE_FLAKE") or DEFAULT_HYPERHIVE_FLAKE
 
 
+def host_system() -> str:
+    """The Nix system of this host (the containers share its kernel)."""
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine) + "-linux"
+
+
 def meta_agents(hive) -> list[tuple[str, str]]:
     """(name, role) of every agent the meta flake describes: the manager, declared and spawned (active)."""
     names = [(hive.config.manager, "manager")]
@@ -273,14 +280,15 @@ def meta_flake_text(hive, agents: list[tuple[str, str]]) -> str:
         "  outputs = { self, nixpkgs, hyperhive, ... }@inputs:\n"
         "    let\n"
         "      container = name: agent: nixpkgs.lib.nixosSystem {\n"
-        "        system = builtins.currentSystem or \"x86_64-linux\";\n"
+        f"        system = {json.dumps(host_system())};\n"
         "        modules = [\n"
         "          hyperhive.nixosModules.agent\n"
         "          agent.nixosModules.default\n"
         "          ({ lib, ... }: {\n"
         "            boot.isContainer = true;\n"
-        "            hyperhive = lib.mapAttrs (_: lib.mkDefault)\n"
-        "              (lib.filterAttrs (_: v: v != null) (builtins.fromJSON (builtins.readFile (./policy + \"/${name}.json\"))));\n"
+        "            # Who it is, and for declared agents the policy of hive.json, which the broker enforces too.\n"
+        "            hyperhive = lib.mapAttrs (_: lib.mkForce)\n"
+        "              (builtins.fromJSON (builtins.readFile (./policy + \"/${name}.json\")));\n"
         "          })\n"
         "        ];\n"
         "      };\n"

@@ -278,6 +278,11 @@ def agent_action(hive, name, action, by: str = "operator") -> dict:
             repos.sync_meta(hive, f"meta: {name} destroyed")
         hive.notify(hive.config.manager, f"{name} was destroyed by {by}; its config and state are kept",
                     event="destroyed", name=name, by=by)
+        from . import approvals
+
+        for waiting in approvals.list_approvals(hive, "pending"):
+            if waiting["agent"] == name and waiting["kind"] == "apply":
+                approvals.deny(hive, waiting["id"], f"{name} was destroyed")
         if action == "purge":
             return _purge(hive, name, by)
         return {"name": name, "state": "tombstone"}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 
 import pytest
 
@@ -41,6 +43,12 @@ def test_every_agent_is_seeded_and_runs_its_seed(hive):
     assert 'agent-alice.url = "git+file://' in flake and '"alice" = container' in flake
     lock = json.loads((sd / "meta" / "flake.lock").read_text())
     assert lock["nodes"]["agent-bob"]["locked"]["rev"] == git(sd / "applied" / "bob", "rev-parse", "main")
+    if shutil.which("nix-instantiate"):
+        parsed = subprocess.run(["nix-instantiate", "--parse", str(sd / "meta" / "flake.nix")],
+                                capture_output=True, text=True)
+        assert parsed.returncode == 0, parsed.stderr
+    policy = json.loads((sd / "meta" / "policy" / "alice.json").read_text())
+    assert policy["allowedRecipients"] == ["bob", "manager", "operator"] and policy["role"] == "agent"
 
 
 def test_approve_deploys_tags_commits_meta_and_restarts_the_agent(hive):

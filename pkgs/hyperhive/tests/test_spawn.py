@@ -137,7 +137,11 @@ def test_destroy_revive_and_purge(hive):
     assert "deployed/0" in out
     info = wait_for(lambda: standin_info(hive, "fred"), message="fred running")
 
+    waiting = hive.client("manager").call("request_apply_commit", agent="fred",
+                                          commit=commit_change(hive, "fred", agent_nix("soon gone")))["approval_id"]
     destroyed = hive.cli("destroy", "fred").stdout
+    assert host.call("approval", id=waiting)["status"] == "denied"
+    assert host.call("approval", id=waiting)["note"] == "fred was destroyed"
     assert destroyed.strip() == "fred: tombstone"
     with pytest.raises(ProcessLookupError):
         os.kill(info["pid"], 0)
@@ -198,3 +202,26 @@ def test_what_cannot_be_spawned_or_destroyed(hive):
     assert result.returncode != 0 and "no destroyed agent" in result.stderr
     result = hive.cli("kill", "zed", check=False)
     assert result.returncode != 0 and 'unknown agent "zed"' in result.stderr
+
+
+def test_agents_declared_or_removed_at_run_time(hive, hive_dir):
+    from conftest import write_config
+
+    sd = state_dir(hive)
+    alice_pid = standin_info(hive, "alice")["pid"]
+    write_config(hive_dir, agents={"alice": {"prompt": "a new prompt"}, "hank": {}})
+    info = wait_for(lambda: standin_info(hive, "hank"), message="hank started after the config changed")
+    assert info["deployed_sha"] == git(sd / "applied" / "hank", "rev-parse", "main")
+    assert tags(sd / "applied" / "hank") == {"deployed/0": info["deployed_sha"]}
+    assert '"hank" = container' in (sd / "meta" / "flake.nix").read_text()
+    # alice restarts on her new policy
+    alice = wait_for(lambda: (i := standin_info(hive, "alice")) and i["pid"] != alice_pid and i,
+                     message="alice restarted")
+    assert alice["agent_config"]["prompt"] == "a new prompt"
+
+    write_config(hive_dir, agents={"alice": {"prompt": "a new prompt"}})
+    wait_for(lambda: "hank" not in names(hive.host()), message="hank gone from the list")
+    with pytest.raises(ProcessLookupError):
+        wait_for(lambda: os.kill(info["pid"], 0) and False, timeout=5)
+    assert '"hank" = container' not in (sd / "meta" / "flake.nix").read_text()
+    assert (sd / "applied" / "hank" / ".git").is_dir()  # its history stays
