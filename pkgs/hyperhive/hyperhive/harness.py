@@ -690,7 +690,8 @@ class Harness:
                     if self.standin:
                         log.warning("`claude` is not installed: %s runs with the scripted stand-in model",
                                     self.settings.name)
-                        self.quietly("stats", samples=[{"key": "model.standin", "value": 1.0}])
+                    # the dashboard labels an agent by the latest value: say it either way
+                    self.quietly("stats", samples=[{"key": "model.standin", "value": float(self.standin)}])
                     log.info("harness of %s (%s) ready on %s; claude: %s", self.settings.name, self.settings.role,
                              self.socket_path, " ".join(self.command))
                     announced = True

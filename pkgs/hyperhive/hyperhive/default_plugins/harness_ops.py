@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 TURN_EVENT_TYPES = ("turn_start", "event", "turn_end", "error")
 ERROR_NOTIFY_INTERVAL = 60.0
 HIVE_AGENT = "hive"  # the agent name of host-wide telemetry
-SAMPLE_SECONDS = float(os.environ.get("HYPERHIVE_TELEMETRY_INTERVAL", "30"))
+SAMPLE_SECONDS = float(os.environ.get("HYPERHIVE_TELEMETRY_INTERVAL", "60"))
 SAMPLE_UNCHANGED_EVERY = 600.0  # a flat series still gets a point now and then, so charts reach "now"
 
 
@@ -111,43 +111,44 @@ def pending_approvals(hive) -> int:
         return conn.execute(select(func.count()).select_from(a).where(a.c.status == "pending")).scalar() or 0
 
 
-def _sampler(hive, stop: threading.Event, poke: threading.Event) -> None:
-    last_value, last_ts = None, 0.0
+def _last_sample(hive, key: str):
+    s = db.stats
+    with hive.store.read() as conn:
+        return conn.execute(select(s.c.ts, s.c.value).where(s.c.agent == HIVE_AGENT, s.c.key == key)
+                            .order_by(s.c.ts.desc()).limit(1)).first()
+
+
+def sample_approval_queue(hive) -> bool:
+    """Record ``approvals.queue`` unless the series already says so recently (the approvals record each change
+    themselves; this catches what changed behind their back and keeps a flat series reaching "now")."""
+    value = float(pending_approvals(hive))
+    now = time.time()
+    last = _last_sample(hive, "approvals.queue")
+    if last is not None and last.value == value and now - last.ts < SAMPLE_UNCHANGED_EVERY:
+        return False
+    telemetry.record(hive, HIVE_AGENT, [{"key": "approvals.queue", "value": value, "ts": now}])
+    return True
+
+
+def _sampler(hive, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
-            value = pending_approvals(hive)
-            now = time.time()
-            if value != last_value or now - last_ts >= SAMPLE_UNCHANGED_EVERY:
-                telemetry.record(hive, HIVE_AGENT, [{"key": "approvals.queue", "value": float(value), "ts": now}])
-                last_value, last_ts = value, now
+            sample_approval_queue(hive)
         except Exception:  # the store closing under us at shutdown, or a transient lock: try again later
             if stop.is_set():
                 return
             log.debug("sampling approvals.queue failed", exc_info=True)
-        poke.wait(SAMPLE_SECONDS)
-        poke.clear()
+        stop.wait(SAMPLE_SECONDS)
 
 
 @hookimpl
 def hive_started(hive):
-    state = _state(hive)
-    stop = state["stop_sampler"] = threading.Event()
-    poke = state["poke_sampler"] = threading.Event()
-    threading.Thread(target=_sampler, args=(hive, stop, poke), name="telemetry-sampler", daemon=True).start()
-
-
-@hookimpl
-def message_stored(hive, message):
-    # Approvals resolving, spawns, deploys: the service tells someone with an event; sample the queue right away.
-    if message.get("kind") == "event":
-        poke = _state(hive).get("poke_sampler")
-        if poke is not None:
-            poke.set()
+    stop = _state(hive)["stop_sampler"] = threading.Event()
+    threading.Thread(target=_sampler, args=(hive, stop), name="telemetry-sampler", daemon=True).start()
 
 
 @hookimpl
 def hive_stopping(hive):
-    state = _state(hive)
-    if "stop_sampler" in state:
-        state["stop_sampler"].set()
-        state["poke_sampler"].set()
+    stop = _state(hive).get("stop_sampler")
+    if stop is not None:
+        stop.set()
