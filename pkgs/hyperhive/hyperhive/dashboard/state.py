@@ -4,6 +4,8 @@ A section that fails (a query error, a row that cannot be decoded) is reported i
 logged at warning level; the other sections still load. A feature module not built into this tree leaves its
 section empty without an error.
 
+The agent rows come from ``OverviewCache`` (see there: reading a hundred git repos per request is too slow).
+
 "Stuck" (C0NTAINERS): messages have been waiting for the agent longer than a threshold and no turn has ended for
 that long either. The threshold is ``STUCK_IDLE_SECONDS`` (10 minutes) while nothing is leased (the harness is not
 picking messages up), and twice the agent's ``turnTimeoutSeconds`` (at least 10 minutes) while a message is leased
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any, Callable
 
@@ -44,11 +47,73 @@ def _agents_fallback(hive) -> list[dict]:
              "deployed_sha": None, "stale": False, "origin": "declared"} for a in hive.agent_list()]
 
 
+class OverviewCache:
+    """The C0NTAINERS rows, reused between requests.
+
+    ``spawn.agent_overview`` reads every agent's repos with git (several milliseconds an agent), too slow to run
+    on every refresh of a hive of a hundred agents. The rows are recomputed at once when anything changed that
+    they show (every deploy, life-cycle action and crash publishes on the bus's ``state`` channel; a config
+    reload calls ``invalidate``), and in the background once they are older than ``FRESH_SECONDS`` (what changes
+    without an event, e.g. a commit that makes an agent stale, shows within that time).
+    """
+
+    FRESH_SECONDS = 10.0
+
+    def __init__(self, hive):
+        self.hive = hive
+        self._lock = threading.Lock()  # one computation at a time; the others wait for its result
+        self._rows: list[dict] | None = None
+        self._seq: int | None = None
+        self._at = 0.0
+        self._refreshing = False
+
+    def _state_seq(self) -> int:
+        recent = self.hive.bus.recent("state")
+        return recent[-1]["seq"] if recent else 0
+
+    def invalidate(self) -> None:
+        self._seq = None
+
+    def get(self) -> list[dict]:
+        seq = self._state_seq()
+        rows = self._rows
+        if rows is not None and seq == self._seq:
+            if time.monotonic() - self._at > self.FRESH_SECONDS and not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._refresh, name="dashboard-overview", daemon=True).start()
+            return [dict(r) for r in rows]
+        with self._lock:
+            if self._rows is not None and self._seq == self._state_seq():
+                return [dict(r) for r in self._rows]
+            return [dict(r) for r in self._compute()]
+
+    def _refresh(self) -> None:
+        try:
+            with self._lock:
+                self._compute()
+        except Exception:
+            log.warning("dashboard: refreshing the agent overview failed", exc_info=True)
+        finally:
+            self._refreshing = False
+
+    def _compute(self) -> list[dict]:
+        seq = self._state_seq()  # read first: an event during the computation makes the next get recompute
+        spawn = feature("spawn")
+        overview = getattr(spawn, "agent_overview", None) if spawn else None
+        rows = [dict(r) for r in (overview(self.hive) if overview else _agents_fallback(self.hive))]
+        self._rows, self._seq, self._at = rows, seq, time.monotonic()
+        return rows
+
+
+def overview_cache(hive) -> OverviewCache:
+    cache = hive.extensions.get("dashboard_overview")
+    if cache is None:
+        cache = hive.extensions.setdefault("dashboard_overview", OverviewCache(hive))
+    return cache
+
+
 def agents(hive) -> list[dict]:
-    spawn = feature("spawn")
-    overview = getattr(spawn, "agent_overview", None) if spawn else None
-    rows = overview(hive) if overview else _agents_fallback(hive)
-    return [dict(r) for r in rows]
+    return overview_cache(hive).get()
 
 
 def activity(hive, names: list[str]) -> dict[str, dict]:

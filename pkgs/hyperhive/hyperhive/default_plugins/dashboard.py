@@ -29,6 +29,9 @@ def hive_stopping(hive):
 
 @hookimpl
 def config_changed(hive, old, new):
+    cache = hive.extensions.get("dashboard_overview")
+    if cache is not None:
+        cache.invalidate()  # agents may have come or gone
     if old.dashboard.listen != new.dashboard.listen:
         log.warning("dashboard.listen changed to %s; it takes effect when the service restarts",
                     new.dashboard.listen)

@@ -1,0 +1,206 @@
+"""Dashboard benchmark: ``GET /api/state`` of a real ``hyperhive serve --no-agents`` process over HTTP.
+
+    python pkgs/hyperhive/benchmarks/dashboard.py [--quick] [--agents 100] [--questions 200] [--messages 1000000]
+
+The database is seeded directly (executemany, in a temporary directory) with the stored history of a busy hive:
+``--messages`` messages between the agents, the manager and the operator, nearly all acknowledged, a few
+hundred still waiting; ``--questions`` pending operator questions; telemetry for every agent. The service then
+starts on it (giving each of the ``--agents`` declared agents its config repos, as it does on a real host), and
+``--requests`` sequential requests measure p50 and p99 of ``GET /api/state`` (and of ``GET /`` for the page).
+Target: p50 under 25 ms with 100 agents, 200 pending questions and 1,000,000 stored messages.
+
+The agent rows (deployed tag, stale marker) come from git; the dashboard keeps them between requests and reads
+them again when something changes (see ``hyperhive.dashboard.state.OverviewCache``). The first request, which
+reads every agent's repos, is printed on its own as the cold figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from hyperhive.store import Store  # noqa: E402
+
+TARGET_P50_MS = 25.0
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def agent_names(n: int) -> list[str]:
+    return [f"a{i:03d}" for i in range(1, n + 1)]
+
+
+def seed(db_path: Path, agents: list[str], questions: int, messages: int) -> float:
+    """Fill a fresh database the way months of use would; returns the seconds it took."""
+    started = time.perf_counter()
+    Store(db_path).close()  # the current schema, through the real migrations
+    con = sqlite3.connect(db_path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=OFF")
+    rng = random.Random(7)
+    parties = agents + ["manager", "operator"]
+    now = time.time()
+    span = 90 * 86400.0
+    waiting = min(messages, 300)  # still unacknowledged, spread over the agents
+    batch = []
+
+    def flush():
+        con.executemany("INSERT INTO messages (sender, recipient, kind, body, data, sent_at, lease_until, "
+                        "acked_at, deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
+        batch.clear()
+
+    for i in range(messages):
+        sender, recipient = rng.sample(parties, 2)
+        sent_at = now - span + span * i / max(1, messages)
+        unacked = i >= messages - waiting
+        if rng.random() < 0.1:
+            batch.append(("system", recipient, "event", f"{recipient} was restarted by operator",
+                          json.dumps({"agent": recipient, "event": "restarted"}), sent_at, None,
+                          None if unacked else sent_at + 5, 1))
+        else:
+            batch.append((sender, recipient, "message", f"message {i}: " + "lorem ipsum " * rng.randint(1, 20),
+                          None, sent_at, None, None if unacked else sent_at + 5, 0 if unacked else 1))
+        if len(batch) >= 50_000:
+            flush()
+    flush()
+    con.executemany(
+        "INSERT INTO questions (asker, question, options, multi, created_at, expires_at, status) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+        [(rng.choice(agents), f"question {i}: shall I go ahead with step {i}?",
+          json.dumps(["yes", "no", "later"] if i % 3 else []), int(i % 7 == 0), now - 3600 + i,
+          now + 86400 if i % 5 == 0 else None) for i in range(questions)])
+    con.executemany("INSERT INTO questions (asker, question, options, multi, created_at, status, answer, "
+                    "answered_at) VALUES (?, ?, '[]', 0, ?, 'answered', 'ok', ?)",
+                    [(rng.choice(agents), f"old question {i}", now - span + i, now - span + i + 60)
+                     for i in range(questions * 10)])
+    stats = []
+    for name in agents:
+        for k in range(50):
+            ts = now - 86400 + k * 1700
+            stats += [(name, ts, "turn.duration_s", rng.uniform(2, 60)), (name, ts, "turn.tool_calls", k % 9),
+                      (name, ts, "inbox.depth", k % 4)]
+    con.executemany("INSERT INTO stats (agent, ts, key, value) VALUES (?, ?, ?, ?)", stats)
+    con.commit()
+    con.execute("ANALYZE")
+    con.close()
+    return time.perf_counter() - started
+
+
+def start_service(directory: Path, agents: list[str]) -> tuple[subprocess.Popen, str]:
+    config = {"version": 1, "stateDir": str(directory / "state"), "runDir": str(directory / "run"),
+              "backend": "local", "dashboard": {"listen": "127.0.0.1:0"},
+              "agents": {name: {} for name in agents}}
+    path = directory / "hive.json"
+    path.write_text(json.dumps(config))
+    proc = subprocess.Popen([sys.executable, "-m", "hyperhive", "serve", "--no-agents", "--config", str(path)],
+                            stdout=subprocess.PIPE, stderr=open(directory / "serve.log", "wb"),
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+    line = proc.stdout.readline()
+    if not line.startswith(b"{"):
+        raise SystemExit(f"service did not start: {(directory / 'serve.log').read_text()}")
+    return proc, json.loads(line)["dashboard"]
+
+
+def stop_service(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def measure(url: str, path: str, requests: int) -> tuple[list[float], bytes]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    times, body = [], b""
+    for _ in range(requests):
+        started = time.perf_counter()
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        times.append((time.perf_counter() - started) * 1000)
+        if response.status != 200:
+            raise SystemExit(f"GET {path}: {response.status} {body[:300]!r}")
+    conn.close()
+    return times, body
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=100, help="declared agents (default 100)")
+    parser.add_argument("--questions", type=int, default=200, help="pending questions (default 200)")
+    parser.add_argument("--messages", type=int, default=1_000_000, help="stored messages (default 1,000,000)")
+    parser.add_argument("--requests", type=int, default=300, help="timed requests per route (default 300)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run: 20 agents, 50 questions, 50,000 messages, 100 requests")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.agents, args.questions = min(args.agents, 20), min(args.questions, 50)
+        args.messages, args.requests = min(args.messages, 50_000), min(args.requests, 100)
+
+    directory = Path(tempfile.mkdtemp(prefix="hhbench", dir="/tmp"))
+    try:
+        agents = agent_names(args.agents)
+        seeded = seed(directory / "state" / "hive.db", agents, args.questions, args.messages)
+        print(f"seeded {args.messages:,} messages, {args.questions} pending questions, {args.agents} agents "
+              f"in {seeded:.1f} s")
+        started = time.perf_counter()
+        proc, url = start_service(directory, agents)
+        print(f"service up in {time.perf_counter() - started:.1f} s (config repos for {args.agents + 1} agents)")
+        try:
+            cold, _ = measure(url, "/api/state", 1)  # the first: git reads for every agent
+            measure(url, "/api/state", 5)  # warm: connections and caches
+            state_times, body = measure(url, "/api/state", args.requests)
+            state = json.loads(body)
+            page_times, _ = measure(url, "/", max(20, args.requests // 5))
+        finally:
+            stop_service(proc)
+        assert len(state["agents"]) == args.agents + 1, len(state["agents"])
+        assert len(state["questions"]) == args.questions, len(state["questions"])
+        assert state["errors"] == [], state["errors"]
+        p50, p99 = percentile(state_times, 50), percentile(state_times, 99)
+        figures = {
+            "agents": args.agents, "pending_questions": args.questions, "messages": args.messages,
+            "state_p50_ms": round(p50, 2), "state_p99_ms": round(p99, 2),
+            "state_mean_ms": round(statistics.mean(state_times), 2), "state_bytes": len(body),
+            "state_cold_ms": round(cold[0], 2),
+            "page_p50_ms": round(percentile(page_times, 50), 2), "page_p99_ms": round(percentile(page_times, 99), 2),
+        }
+        print(f"GET /api/state  p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   mean {figures['state_mean_ms']:7.2f} ms   "
+              f"({len(body):,} bytes, {args.requests} requests)")
+        print(f"GET /api/state  first request (cold): {cold[0]:.1f} ms")
+        print(f"GET /           p50 {figures['page_p50_ms']:7.2f} ms   p99 {figures['page_p99_ms']:7.2f} ms")
+        verdict = "met" if p50 < TARGET_P50_MS else "MISSED"
+        full = args.agents >= 100 and args.questions >= 200 and args.messages >= 1_000_000
+        print(f"target: /api/state p50 < {TARGET_P50_MS:.0f} ms with 100 agents, 200 questions, 1,000,000 "
+              f"messages: {verdict}" + ("" if full else " (on this smaller run; run without options for the "
+                                                        "target's size)"))
+        if args.json:
+            print(json.dumps(figures))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
