@@ -511,6 +511,7 @@ class Harness:
     def write_files(self) -> dict[str, Path]:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)  # a tmp cleaner may have taken it
         files = {
             "settings": self.work_dir / "settings.json",
             "system_prompt": self.work_dir / "system-prompt.md",
@@ -703,6 +704,13 @@ class Harness:
                 if self.stopping.wait(delay):
                     break
                 delay = min(delay * 2, 10)
+                continue
+            except HiveError as e:  # a refusal (a policy plugin, a service being reconfigured): wait, retry
+                log.error("the broker refused %s: %s: %s; trying again in %.1fs",
+                          "whoami" if not announced else "recv", e.code, e.message, delay)
+                if self.stopping.wait(delay):
+                    break
+                delay = min(delay * 2, 60)
                 continue
             messages = got.get("messages") or []
             if not messages:

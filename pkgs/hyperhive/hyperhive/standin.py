@@ -7,7 +7,8 @@ hive tools, printing stream-json like Claude Code. It is deterministic and says 
 writes: every message it sends starts with ``[stand-in``.
 
 What it does with each message of the prompt (and with those a ``recv`` peek finds):
-- a reply of another stand-in (``[stand-in reply]``) ends the exchange: nothing is sent back;
+- a reply of another stand-in (``[stand-in reply]``) is never answered, so every exchange ends; the manager passes
+  an agent's reply on to the operator;
 - the manager, written to by the operator: passes the message on to the agents it names and tells the operator,
   or answers with who is in the hive;
 - the manager, told by the system that an agent was spawned: welcomes the new agent;
@@ -147,7 +148,12 @@ class Turn:
 
     def handle(self, kind: str, sender: str, body: str, data: dict) -> None:
         if body.startswith(REPLY_LABEL):
-            self.done.append(f"read {sender}'s reply")
+            # A reply is never answered, so every exchange ends; the manager passes agents' answers on to the
+            # operator (who has no harness to answer back).
+            if self.role == "manager" and sender not in ("operator", "system", self.name):
+                self.send("operator", f"{REPLY_LABEL} {sender} answered: {body[len(REPLY_LABEL):].strip()}")
+            else:
+                self.done.append(f"read {sender}'s reply")
             return
         if kind == "event":
             agent = data.get("agent")
@@ -157,7 +163,8 @@ class Turn:
             else:
                 self.done.append(f"noted an event ({body[:60]})")
             return
-        preview = body if len(body) <= 120 else body[:117] + "..."
+        quoted = body[len(LABEL):].strip() if body.startswith(LABEL) else body
+        preview = quoted if len(quoted) <= 120 else quoted[:117] + "..."
         if self.role == "manager" and sender == "operator":
             named = [a for a in self.known_agents() if a != self.name and re.search(rf"\b{re.escape(a)}\b", body)]
             for agent in named:

@@ -56,15 +56,17 @@ def test_the_manager_routes_the_operators_message_and_the_exchange_ends(start_hi
     wait_for(lambda: bodies(hp, "bob", "manager"), timeout=30, message="bob's answer to the manager")
     assert bodies(hp, "manager", "bob") == ["[stand-in] The operator asks you: bob, how is the build going?"]
     assert bodies(hp, "bob", "manager")[0].startswith("[stand-in reply] bob got your message")
-    assert bodies(hp, "manager", "operator") == [
-        "[stand-in reply] Passed your message on to bob; their answers will come to you."]
+    wait_for(lambda: len(bodies(hp, "manager", "operator")) == 2, message="the answer passed on to the operator")
+    passed_on, answer = bodies(hp, "manager", "operator")
+    assert passed_on == "[stand-in reply] Passed your message on to bob; their answers will come to you."
+    assert answer.startswith("[stand-in reply] bob answered: bob got your message (\u201cThe operator asks you:")
     # A reply is never answered: once every inbox is settled, nothing more is sent.
     wait_for(lambda: db_rows(hp, "SELECT count(*) FROM messages WHERE acked_at IS NULL "
                                  "AND recipient != 'operator'")[0][0] == 0, timeout=30,
              message="every agent's message handled")
     count = db_rows(hp, "SELECT count(*) FROM messages")[0][0]
     time.sleep(1)
-    assert db_rows(hp, "SELECT count(*) FROM messages")[0][0] == count == 4
+    assert db_rows(hp, "SELECT count(*) FROM messages")[0][0] == count == 5
 
 
 def test_the_standin_compacts_notes_that_outgrew_their_limit(start_hive, no_claude_env):
