@@ -347,8 +347,8 @@ def run_claude(argv: list[str], prompt: str, *, cwd: Path, env: dict, timeout: f
             if not isinstance(event, dict):
                 event = {"type": "output", "text": text}
             _account(run, event, tools_by_id, manager)
-            if TOO_LONG in text:
-                run.too_long = True
+            if event.get("type") == "output" and TOO_LONG in text:
+                run.too_long = True  # plain text output, as Claude Code prints it without stream-json
             on_event(event)
         if run.timed_out:
             _kill_group(proc)
@@ -378,6 +378,8 @@ def run_claude(argv: list[str], prompt: str, *, cwd: Path, env: dict, timeout: f
     run.stderr_tail = b"".join(stderr_tail).decode("utf-8", errors="replace")
     if TOO_LONG in run.stderr_tail:
         run.too_long = True
+    # Only a session that failed on it counts: the phrase in a message or a tool result is not the API's error.
+    run.too_long = run.too_long and (run.exit_status != 0 or run.result_is_error)
     return run
 
 
@@ -388,6 +390,9 @@ def _account(run: ClaudeRun, event: dict, tools_by_id: dict, manager: str | None
     content = message.get("content") if isinstance(message.get("content"), list) else []
     if kind == "assistant":
         for block in content:
+            if isinstance(block, dict) and block.get("type") == "text" \
+                    and str(block.get("text", "")).startswith(TOO_LONG):
+                run.too_long = True  # the API's error, shown as the assistant's message
             if isinstance(block, dict) and block.get("type") == "tool_use":
                 name = str(block.get("name") or "?")
                 run.tool_calls[name] += 1
@@ -404,6 +409,8 @@ def _account(run: ClaudeRun, event: dict, tools_by_id: dict, manager: str | None
         result = event.get("result")
         run.result_text = result if isinstance(result, str) else run.result_text
         run.result_is_error = bool(event.get("is_error"))
+        if run.result_is_error and TOO_LONG in (run.result_text or ""):
+            run.too_long = True
 
 
 def tool_stat_key(name: str) -> str:

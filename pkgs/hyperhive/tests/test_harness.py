@@ -251,3 +251,14 @@ def test_notes_compaction_shrinks_the_notes_and_a_failed_one_leaves_them_as_they
         assert sizes == [len("# Notes\n- the gist\n")]
     finally:
         stream.close()
+
+
+def test_the_phrase_in_a_successful_turn_is_not_taken_for_claudes_error(start_hive, hive_dir):
+    script = {"rules": [{"when": {"agent": "alice"}, "steps": [
+        {"tool": "recv"}, {"say": "Prompt is too long, bob says about his essay"}]}], "default": [{"say": "ok"}]}
+    hp = fake_hive(start_hive, hive_dir, script)
+    hp.client("bob").call("send", to="alice", body="Prompt is too long: my essay was cut")
+    wait_runs(hive_dir, "alice", 1)
+    wait_for(lambda: unsettled(hp, "alice") == 0, message="acknowledged")
+    time.sleep(0.5)
+    assert len(runs(hive_dir, "alice")) == 1  # no compaction, no retry
