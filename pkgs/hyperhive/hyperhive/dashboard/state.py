@@ -179,27 +179,28 @@ def with_activity(hive, rows: list[dict]) -> None:
                    standin=a["standin"])
 
 
+def _optional(module: str, function: str, *args) -> list:
+    """``hyperhive.<module>.<function>(hive, ...)`` as a list; empty when the feature is not in this build."""
+    fn = getattr(feature(module), function, None) if feature(module) is not None else None
+    return list(fn(*args)) if fn is not None else []
+
+
 def collect_state(hive) -> dict:
     errors: list[dict] = []
-    spawn = feature("spawn")
-    approvals = feature("approvals")
     rows = _load(errors, "agents", lambda: agents(hive), [])
     if rows:
         _load(errors, "agents.activity", lambda: with_activity(hive, rows), None)
-    state = {
+    return {
         "agents": rows,
-        "drafts": _load(errors, "drafts", lambda: list(spawn.list_drafts(hive)), [])
-        if spawn and hasattr(spawn, "list_drafts") else [],
-        "tombstones": _load(errors, "tombstones", lambda: list(spawn.list_tombstones(hive)), [])
-        if spawn and hasattr(spawn, "list_tombstones") else [],
+        "tombstones": _load(errors, "tombstones", lambda: _optional("spawn", "list_tombstones", hive), []),
+        "drafts": _load(errors, "drafts", lambda: _optional("spawn", "list_drafts", hive), []),
         "questions": _load(errors, "questions", lambda: questions.list_questions(hive, "pending"), []),
         "inbox": _load(errors, "inbox", lambda: hive.broker.inbox("operator", INBOX_LIMIT), []),
-        "approvals": _load(errors, "approvals", lambda: list(approvals.list_approvals(hive, "pending")), [])
-        if approvals and hasattr(approvals, "list_approvals") else [],
+        "approvals": _load(errors, "approvals", lambda: _optional("approvals", "list_approvals", hive, "pending"),
+                           []),
         "errors": errors,
         "standin_model": bool(hive.extensions.get("standin_model")),
         "config_errors": list(getattr(hive, "config_errors", []) or []),
         "manager": hive.config.manager,
         "now": iso(time.time()),
     }
-    return state
