@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -100,28 +101,43 @@ def test_a_section_that_fails_is_reported_and_the_others_still_load(hive, url):
         hive.host().call("cancel", id=q["id"])
 
 
-def test_stuck_agent_is_flagged_with_its_reason(hive, url):
-    # A message waiting for two hours and no turn ever: the harness is not picking anything up.
-    long_ago = time.time() - 7200
+def test_a_stopped_agent_with_old_messages_is_not_stuck(hive, url):
     db = sqlite3.connect(hive.config.db_path)
     try:
         db.execute("INSERT INTO messages (sender, recipient, kind, body, sent_at, deliveries) "
-                   "VALUES ('manager', 'bob', 'message', 'are you there?', ?, 0)", (long_ago,))
-        db.execute("INSERT INTO stats (agent, ts, key, value) VALUES ('alice', ?, 'turn.duration_s', 3)",
-                   (time.time(),))
+                   "VALUES ('manager', 'bob', 'message', 'are you there?', ?, 0)", (time.time() - 7200,))
         db.commit()
     finally:
         db.close()
-    hive.client("alice").call("send", to="bob", body="fresh message")  # recent: does not make it stuck
-    agents = {a["name"]: a for a in get(url, "/api/state").json()["agents"]}
-    # the local backend reports stopped agents (serve --no-agents): stopped is never "stuck"
-    if agents["bob"]["state"] in ("stopped", "killed"):
-        assert agents["bob"]["stuck"] is False
-    else:
-        assert agents["bob"]["stuck"] is True and "waiting for 2 h" in agents["bob"]["stuck_reason"]
-    assert agents["bob"]["unread"] >= 2
-    assert agents["alice"]["last_turn_at"] is not None
+    bob = next(a for a in get(url, "/api/state").json()["agents"] if a["name"] == "bob")
+    assert bob["state"] != "running" and bob["unread"] >= 1 and bob["stuck"] is False  # serve --no-agents
     drain(hive.client("bob"))
+
+
+def test_a_running_agent_whose_harness_takes_nothing_is_stuck(start_hive):
+    # The agent's process runs but never receives: a hung harness.
+    hung = f"{sys.executable} -c 'import time; time.sleep(600)'"
+    hive = start_hive(env={"HYPERHIVE_AGENT_COMMAND": hung})
+    url = hive.dashboard_url
+    wait_for(lambda: all(a["state"] == "running" for a in get(url, "/api/state").json()["agents"]),
+             message="every agent running")
+    db = sqlite3.connect(hive.config.db_path)
+    try:
+        db.execute("INSERT INTO messages (sender, recipient, kind, body, sent_at, deliveries) "
+                   "VALUES ('manager', 'bob', 'message', 'are you there?', ?, 0)", (time.time() - 7200,))
+        db.execute("INSERT INTO stats (agent, ts, key, value) VALUES ('alice', ?, 'turn.duration_s', 3)",
+                   (time.time() - 30,))
+        db.commit()
+    finally:
+        db.close()
+    hive.client("manager").call("send", to="alice", body="just sent: not stuck yet")
+    agents = {a["name"]: a for a in get(url, "/api/state").json()["agents"]}
+    assert agents["bob"]["stuck"] is True
+    assert agents["bob"]["stuck_reason"] == "1 message(s) waiting for 2 h; no turn yet"
+    assert agents["alice"]["stuck"] is False and agents["alice"]["unread"] == 1
+    assert agents["alice"]["last_turn_at"] is not None
+    page = get(url, "/").text
+    assert 'class="flag bad" title="1 message(s) waiting for 2 h; no turn yet">STUCK' in page
 
 
 # --- messages ---------------------------------------------------------------------------------------------
@@ -355,6 +371,7 @@ def test_pages_render_with_sections_in_order(hive, url):
     assert get(url, "/approvals/777").status == 404
     meta = get(url, "/meta")
     assert meta.status == 200 and "deploy alice deployed/0" in meta.text
+    assert get(url, "/favicon.ico").headers["Content-Type"].startswith("image/svg+xml")
     fragment = get(url, "/fragments/home").text
     assert "C0NTAINERS" in fragment and "<html" not in fragment
     sha = get(url, "/api/agents/alice/repo/log").json()[0]["sha"]
