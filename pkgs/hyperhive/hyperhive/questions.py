@@ -248,9 +248,10 @@ def _finish(hive, question_id: int, status: str, text: str, now: float | None = 
 def _tell_asker(hive, question: dict) -> None:
     status, text, asker = question["status"], question["answer"], question["asker"]
     short = question["question"] if len(question["question"]) <= 200 else question["question"][:199] + "…"
-    verb = {"answered": "operator answered", "cancelled": "operator cancelled",
-            "expired": "nobody answered before it expired:"}[status]
-    body = f'{verb} your question #{question["id"]} ("{short}"): {text}'
+    asked = f'your question #{question["id"]} ("{short}")'
+    body = {"answered": f"operator answered {asked}: {text}",
+            "cancelled": f"operator cancelled {asked}: {text}",
+            "expired": f"{asked} expired unanswered: {text}"}[status]
     data = {"question_id": question["id"], "question": question["question"], "answer": text, "status": status}
     # An event about an agent reaches its manager too (DESIGN); anyone else (the operator) hears it alone.
     if asker in hive.agent_configs() or asker == hive.config.manager:
