@@ -3,20 +3,35 @@ live turn stream and the MCP server as a raw JSON-RPC peer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from conftest import TESTS_DIR, wait_for
+from conftest import TESTS_DIR, HiveProcess, wait_for, write_config
 
 FAKE_CLAUDE = TESTS_DIR / "fake_claude.py"
 FAKE_COMMAND = [sys.executable, str(FAKE_CLAUDE)]
+
+
+@contextlib.contextmanager
+def broker_only():
+    """A ``serve --no-agents`` service of its own, for a module's tests that change nothing in it."""
+    directory = Path(tempfile.mkdtemp(prefix="hh", dir="/tmp"))
+    hp = HiveProcess(write_config(directory), args=("--no-agents",)).start()
+    try:
+        yield hp
+    finally:
+        hp.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def fake_hive(start_hive, hive_dir: Path, script, agents: dict | None = None, *, env: dict | None = None,

@@ -4,16 +4,13 @@ to a real service (``serve --no-agents``: the test plays the other agents on the
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import HiveProcess, wait_for, write_config
-from harness_support import McpPeer
+from conftest import wait_for
+from harness_support import McpPeer, broker_only
 
 AGENT_TOOLS = ["send", "recv", "ask_operator", "list_agents"]
 MANAGER_TOOLS = AGENT_TOOLS + ["request_spawn", "request_spawn_draft", "request_spawn_commit",
@@ -23,11 +20,8 @@ MANAGER_TOOLS = AGENT_TOOLS + ["request_spawn", "request_spawn_draft", "request_
 @pytest.fixture(scope="module")
 def shared_hive():
     """One service for the tests that change nothing in it (the protocol itself)."""
-    directory = Path(tempfile.mkdtemp(prefix="hh", dir="/tmp"))
-    hp = HiveProcess(write_config(directory), args=("--no-agents",)).start()
-    yield hp
-    hp.stop()
-    shutil.rmtree(directory, ignore_errors=True)
+    with broker_only() as hp:
+        yield hp
 
 
 @pytest.fixture
