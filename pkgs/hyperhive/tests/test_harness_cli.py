@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from harness_support import FAKE_COMMAND, runs, wait_runs
+from harness_support import FAKE_COMMAND, db_rows, runs, wait_runs
 
 
 class OwnHarness:
@@ -171,3 +171,18 @@ def test_once_handles_one_batch_and_exits(start_broker, hive_dir, harnesses):
     assert h.proc.wait(30) == 0
     assert len(runs(hive_dir, "alice")) == 1
     assert hp.client("alice").call("status") == {"unread": 0, "leased": 0}
+
+
+def test_a_claude_command_that_does_not_exist_fails_the_turn_with_a_clear_reason(start_broker, hive_dir, harnesses):
+    hp = start_broker()
+    sent = hp.host().call("send", to="alice", body="anyone there?")["id"]
+    h = harnesses(hp, hive_dir, "alice", [], "--once", agent={"claudeCommand": ["/no/such/claude"]})
+    assert h.proc.wait(30) == 0
+    log = (h.dir / "agent.log").read_text()
+    assert "cannot run /no/such/claude" in log
+    notice = wait_for(lambda: db_rows(hp, "SELECT body FROM messages WHERE recipient = 'manager'"),
+                      message="the manager's notice")[0][0]
+    assert "cannot run /no/such/claude" in notice
+    alice = hp.client("alice")
+    wait_for(lambda: alice.call("status") == {"unread": 1, "leased": 0}, message="the message back after 1s")
+    assert [m["id"] for m in alice.call("recv")["messages"]] == [sent]
