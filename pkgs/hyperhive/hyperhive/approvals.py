@@ -285,7 +285,8 @@ def approve(hive, approval_id) -> dict:
         except Exception:
             log.exception("tagging approved/%s", row.id)
     thread = threading.Thread(target=_run_deploy, args=(hive, row.id), name=f"deploy-{row.id}", daemon=True)
-    hive.extensions.setdefault("deploy_threads", []).append(thread)
+    threads = hive.extensions.setdefault("deploy_threads", [])
+    threads[:] = [t for t in threads if t.is_alive()] + [thread]
     thread.start()
     return _dict(_row(hive, row.id))
 
@@ -295,9 +296,11 @@ def deploy_lock(hive) -> threading.RLock:
     return hive.extensions.setdefault("deploy_lock", threading.RLock())
 
 
-def wait_deploys(hive, timeout: float = 30) -> None:
+def wait_deploys(hive, timeout: float = 10) -> None:
+    """Let running deploys finish (up to ``timeout`` in all) before the agents are stopped."""
+    deadline = time.monotonic() + timeout
     for thread in list(hive.extensions.get("deploy_threads", [])):
-        thread.join(timeout)
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _run_deploy(hive, approval_id: int) -> None:
@@ -426,9 +429,11 @@ def _fail(hive, row, error: str, *, old_main: str | None) -> None:
     try:
         repo = repos.open_repo(path)
         with repos.repo_lock(path):
+            target = row.sha or repos.main_sha(repo)
             if old_main:
                 repos.set_main(repo, old_main)
-            target = row.sha or repos.main_sha(repo)
+            elif row.kind == "spawn" and row.sha:  # a draft's first deploy: nothing was there before
+                repos.unset_main(repo)
             if target:
                 tag_name = f"failed/{row.id}"
                 repos.tag(repo, tag_name, target, f"build of approval #{row.id} failed:\n\n{error}", force=True)

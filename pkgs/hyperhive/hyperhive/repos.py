@@ -147,6 +147,15 @@ def set_main(repo: git.Repo, sha: str) -> None:
     repo.git.reset("-q", "--hard", sha)
 
 
+def unset_main(repo: git.Repo) -> None:
+    """No ``main`` any more (a first deploy that failed): an empty work tree on an unborn ``main``."""
+    if main_sha(repo) is None:
+        return
+    repo.git.update_ref("-d", "refs/heads/main")
+    repo.git.read_tree("--empty")
+    repo.git.clean("-fdxq")
+
+
 def fetch_commit(target: git.Repo, source: Path, sha: str) -> None:
     target.git.fetch("-q", "--no-tags", str(source), sha)
 

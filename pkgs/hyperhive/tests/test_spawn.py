@@ -126,6 +126,8 @@ def test_a_broken_agent_nix_fails_the_spawn_and_keeps_the_draft(hive):
     approval = wait_status(hive.host(), approval_id)
     assert approval["status"] == "failed" and "agent.nix does not evaluate" in approval["error"]
     assert tags(sd / "applied" / "erin")[f"failed/{approval_id}"] == sha
+    with pytest.raises(AssertionError):  # main is back to what it was: none
+        git(sd / "applied" / "erin", "rev-parse", "--verify", "main")
     assert [d["name"] for d in hive.host().call("agents_overview")["drafts"]] == ["erin"]
     assert "erin" not in names(manager)
 

@@ -124,6 +124,7 @@ def hive_started(hive):
 def hive_stopping(hive):
     backend = hive.extensions.get("backend")
     if backend is not None:
+        approvals.wait_deploys(hive)
         backend.stop_all()
 
 
