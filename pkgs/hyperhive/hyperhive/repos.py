@@ -186,11 +186,67 @@ def seed_config_repo(hive, name: str) -> bool:
         for p in path.rglob("*"):  # templates from the Nix store are read-only
             if ".git" not in p.parts:
                 p.chmod(0o755 if p.is_dir() else 0o644)
+        declared = hive.config.manager_settings if name == hive.config.manager else hive.config.agents.get(name)
+        if declared is not None:
+            # A declared agent starts from its hive.json policy, so that its first deploy changes nothing.
+            policy = declared.to_json()
+            if name == hive.config.manager:  # the manager sends anywhere
+                policy.pop("allowedRecipients")
+            (path / "agent.nix").write_text(render_agent_nix(name, policy), encoding="utf-8")
         repo = init_repo(path)
         repo.git.add("-A")
-        repo.git.commit("-q", "-m", f"{name}: initial config from templates/agent")
+        origin = "hive.json and templates/agent" if declared is not None else "templates/agent"
+        repo.git.commit("-q", "-m", f"{name}: initial config from {origin}")
         _ensure_applied_remote(hive, name)
         return True
+
+
+def nix_value(value, indent: str = "") -> str:
+    """A JSON-like value as Nix source."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
+                   .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"))
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[ " + " ".join(nix_value(v, indent) for v in value) + " ]" if value else "[ ]"
+    if isinstance(value, dict):
+        if not value:
+            return "{ }"
+        inner = indent + "  "
+        body = "".join(f"{inner}{json.dumps(str(k))} = {nix_value(v, inner)};\n" for k, v in value.items())
+        return "{\n" + body + indent + "}"
+    raise TypeError(f"cannot render {type(value).__name__} as Nix")
+
+
+def render_agent_nix(name: str, policy: dict) -> str:
+    """agent.nix holding a declared agent's hive.json policy (the options of hyperhive's modules/agent.nix)."""
+    lines = [
+        f"# {name}'s container. The manager proposes changes to this file; the operator approves them before they",
+        "# are built and deployed. Seeded from the hive's config; options: hyperhive's modules/agent.nix",
+        "# (`hyperhive.*`) and any NixOS option.",
+        "{ pkgs, ... }:",
+        "{",
+        "  hyperhive = {",
+        f"    prompt = {nix_value(policy.get('prompt', ''))};",
+    ]
+    if "allowedRecipients" in policy:
+        lines.append(f"    allowedRecipients = {nix_value(policy['allowedRecipients'])};")
+    lines.append(f"    bash.allow = {nix_value(policy.get('bashAllow', []))};")
+    if policy.get("model"):
+        lines.append(f"    model = {nix_value(policy['model'])};")
+    for key in ("notesCompactBytes", "turnTimeoutSeconds"):
+        if key in policy:
+            lines.append(f"    {key} = {nix_value(policy[key])};")
+    if policy.get("extraMcpServers"):
+        lines.append(f"    extraMcpServers = {nix_value(policy['extraMcpServers'], '    ')};")
+    lines += ["  };", "}", ""]
+    return "\n".join(lines)
 
 
 def _ensure_applied_remote(hive, name: str) -> None:
@@ -295,8 +351,9 @@ def meta_flake_text(hive, agents: list[tuple[str, str]]) -> str:
         "          agent.nixosModules.default\n"
         "          ({ lib, ... }: {\n"
         "            boot.isContainer = true;\n"
-        "            # Who it is, and for declared agents the policy of hive.json, which the broker enforces too.\n"
-        "            hyperhive = lib.mapAttrs (_: lib.mkForce)\n"
+        "            # Who it is (forced), and for declared agents hive.json's policy where agent.nix sets none.\n"
+        "            hyperhive = lib.mapAttrs\n"
+        "              (k: v: if builtins.elem k [ \"name\" \"role\" \"managerName\" ] then lib.mkForce v else lib.mkDefault v)\n"
         "              (builtins.fromJSON (builtins.readFile (./policy + \"/${name}.json\")));\n"
         "          })\n"
         "        ];\n"

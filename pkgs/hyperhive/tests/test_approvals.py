@@ -36,6 +36,11 @@ def test_every_agent_is_seeded_and_runs_its_seed(hive):
         assert info["whoami"]["name"] == name
         assert info["agent_config"]["name"] == name and info["agent_config"]["manager"] == "manager"
     assert (sd / "manager" / "state").is_dir() and (sd / "agents" / "alice" / "state").is_dir()
+    # a declared agent's config repo starts from its hive.json policy
+    seeded = (sd / "agents" / "alice" / "config" / "agent.nix").read_text()
+    assert 'allowedRecipients = [ "bob" "manager" "operator" ];' in seeded
+    assert "allowedRecipients" not in (sd / "agents" / "manager" / "config" / "agent.nix").read_text()
+    assert (sd / "agents" / "alice" / "config" / "flake.nix").exists()
     log = git(sd / "meta", "log", "--format=%s")
     for name in ("manager", "alice", "bob"):
         assert f"deploy {name} deployed/0 " in log

@@ -64,7 +64,7 @@ def test_tags_grouped_by_state(hive):
 
 def test_log_diff_and_files(hive):
     log = call(hive, "repo_log", agent="alice")["commits"]
-    assert [c["message"] for c in log] == ["alice: browsable", "alice: initial config from templates/agent"]
+    assert [c["message"] for c in log] == ["alice: browsable", "alice: initial config from hive.json and templates/agent"]
     assert log[0]["sha"] == hive.sha and log[0]["short"] == hive.sha[:len(log[0]["short"])]
     assert log[0]["author"] == "manager <manager@hive>"
     assert len(call(hive, "repo_log", agent="alice", rev="deployed/0", limit=5)["commits"]) == 1
