@@ -387,6 +387,13 @@ def _deploy_spawn(hive, row) -> None:
         _set(hive, row.id, status="building", base_sha=sha, sha=sha)
         tag_name, before = f"deployed/{row.id}", "tombstone"
     else:  # one-step: a new agent from the template, its seed is deployed/0
+        try:
+            spawn.check_new_name(hive, name)  # the name may have been taken since the request
+        except HiveError as e:
+            _set(hive, row.id, status="failed", error=e.message, resolved_at=time.time())
+            hive.notify(hive.config.manager, f"approval #{row.id} (spawn {name}) failed: {e.message}",
+                        event="approval", approval_id=row.id, kind=row.kind, status="failed", error=e.message)
+            return
         _set(hive, row.id, status="building")
         sha = repos.seed_agent(hive, name) or repos.main_sha(repos.open_repo(path))
         _set(hive, row.id, sha=sha)

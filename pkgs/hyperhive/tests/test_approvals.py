@@ -240,3 +240,27 @@ def test_a_config_that_does_not_parse_fails_and_the_agent_keeps_running(hive):
     assert (sd / "meta" / "flake.lock").read_text() == lock_before
     assert standin_info(hive, "alice")["pid"] == before["pid"]
     os.kill(before["pid"], 0)  # never stopped
+
+
+def test_an_approval_is_resolved_once_however_many_approve_it_at_once(hive):
+    import threading
+
+    sha = commit_change(hive, "bob", agent_nix("raced"))
+    approval_id = hive.client("manager").call("request_apply_commit", agent="bob", commit=sha)["approval_id"]
+    clients = [hive.host() for _ in range(6)]
+    outcomes = []
+
+    def approve(client):
+        try:
+            outcomes.append(client.call("approve", id=approval_id)["status"])
+        except HiveError as e:
+            outcomes.append(e.code)
+
+    threads = [threading.Thread(target=approve, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["approved"] + ["conflict"] * 5
+    assert wait_status(hive.host(), approval_id)["status"] == "deployed"
+    assert git(state_dir(hive) / "meta", "log", "--format=%s").count(f"deployed/{approval_id} ") == 1

@@ -228,3 +228,16 @@ def test_agents_declared_or_removed_at_run_time(hive, hive_dir):
     wait_for(lambda: '"hank" = container' not in (sd / "meta" / "flake.nix").read_text(),
              message="hank gone from the meta flake")
     assert (sd / "applied" / "hank" / ".git").is_dir()  # its history stays
+
+
+def test_a_denied_spawn_creates_nothing(hive):
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    approval_id = manager.call("request_spawn", name="ivy")["approval_id"]
+    hive.cli("deny", str(approval_id), "--note", "we have enough agents")
+    approval = hive.host().call("approval", id=approval_id)
+    assert approval["status"] == "denied" and approval["tag"] is None
+    assert not (sd / "agents" / "ivy").exists() and not (sd / "applied" / "ivy").exists()
+    assert "ivy" not in names(manager)
+    event = wait_event(manager, lambda m: m["data"].get("approval_id") == approval_id)
+    assert "we have enough agents" in event["body"] and event["data"]["kind"] == "spawn"
