@@ -241,3 +241,27 @@ def test_a_denied_spawn_creates_nothing(hive):
     assert "ivy" not in names(manager)
     event = wait_event(manager, lambda m: m["data"].get("approval_id") == approval_id)
     assert "we have enough agents" in event["body"] and event["data"]["kind"] == "spawn"
+
+
+def test_a_restarted_service_runs_the_same_agents_and_commits_nothing_new(hive):
+    from conftest import HiveProcess
+
+    sd = state_dir(hive)
+    hive.cli("spawn", "jay")
+    hive.client("manager").call("request_spawn_draft", name="kim")
+    first = wait_for(lambda: standin_info(hive, "jay"), message="jay running")
+    meta_head = git(sd / "meta", "rev-parse", "HEAD")
+    hive.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(first["pid"], 0)  # the service stops its agents
+
+    again = HiveProcess(hive.config_path, env=hive.env).start()
+    try:
+        info = wait_for(lambda: (i := standin_info(again, "jay")) and i["pid"] != first["pid"] and i,
+                        message="jay started again")
+        assert info["deployed_sha"] == first["deployed_sha"]
+        assert names(again.host()) == {"manager": "running", "alice": "running", "jay": "running"}
+        assert [d["name"] for d in again.host().call("agents_overview")["drafts"]] == ["kim"]
+        assert git(sd / "meta", "rev-parse", "HEAD") == meta_head
+    finally:
+        again.stop()
