@@ -84,6 +84,17 @@
     return out;
   }
 
+  function describe(path, r) {
+    let m;
+    if ((m = path.match(/^\/api\/questions\/(\d+)\/answer$/))) return `answered #${m[1]}: ${r.answer || ''}`;
+    if ((m = path.match(/^\/api\/questions\/(\d+)\/cancel$/))) return `cancelled question #${m[1]}`;
+    if ((m = path.match(/^\/api\/approvals\/(\d+)\/(approve|deny)$/))) return `approval #${m[1]}: ${r.status || m[2]}`;
+    if ((m = path.match(/^\/api\/agents\/([^/]+)\/(\w+)$/))) return `${m[2]} ${m[1]}${r.state ? ` → ${r.state}` : ''}`;
+    if (path === '/api/messages') return `sent (#${r.id})`;
+    if (path === '/api/spawn') return `spawn queued for approval (#${r.approval_id})`;
+    return 'done';
+  }
+
   document.addEventListener('submit', async (ev) => {
     const form = ev.target;
     if (!(form instanceof HTMLFormElement) || !form.dataset.api) return;
@@ -97,9 +108,8 @@
     const buttons = $$('button', form);
     buttons.forEach((b) => { b.disabled = true; });
     try {
-      await api('POST', url, payload);
-      const what = url.replace(location.origin, '').replace(/^\/api\//, '');
-      toast(`done: ${what}`);
+      const result = await api('POST', url, payload);
+      toast(describe(url.replace(location.origin, ''), result || {}));
       if (form.dataset.reset) form.reset();
       const card = form.closest('.card.question');
       if (card) card.classList.add('leaving');
