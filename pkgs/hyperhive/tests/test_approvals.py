@@ -107,6 +107,7 @@ def test_deny_tags_the_note_and_tells_the_manager(hive):
     sha = commit_change(hive, "bob", agent_nix("Do whatever."))
     approval_id = manager.call("request_apply_commit", agent="bob", commit=sha)["approval_id"]
     assert hive.host().call("agents_overview")["agents"][2]["stale"] is True
+    assert '+    prompt = "Do whatever.";' in hive.cli("pending", "--diff").stdout
 
     out = hive.cli("deny", str(approval_id), "--note", "too vague: say what bob maintains").stdout
     assert "denied" in out
