@@ -13,8 +13,8 @@ import pytest
 
 from conftest import wait_for
 from hyperhive.errors import HiveError
-from standins.support import (AGENT_ENV, agent_nix, commit_change, events, git, standin_info, state_dir, tag_message,
-                              tags, wait_event, wait_status)
+from standins.support import (AGENT_ENV, agent_nix, commit_change, events, git, needs_nix, standin_info, state_dir,
+                              tag_message, tags, wait_event, wait_status)
 
 
 @pytest.fixture
@@ -226,6 +226,7 @@ def test_manager_lifecycle_ops_and_crash_report(hive):
     assert hive.cli("start", "alice").stdout.strip() == "alice: running"
 
 
+@needs_nix
 def test_a_config_that_does_not_parse_fails_and_the_agent_keeps_running(hive):
     sd = state_dir(hive)
     before = standin_info(hive, "alice")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
 from conftest import wait_for
 from hyperhive.errors import HiveError
-from standins.support import (AGENT_ENV, agent_nix, commit_change, git, standin_info, state_dir, tags, wait_event,
-                              wait_status)
+from standins.support import (AGENT_ENV, agent_nix, commit_change, git, needs_nix, standin_info, state_dir, tags,
+                              wait_event, wait_status)
 
 
 @pytest.fixture
@@ -49,8 +50,10 @@ def test_one_step_spawn_from_the_template(hive):
     assert info["deployed_sha"] == main and info["whoami"] == {"name": "carol", "role": "agent"}
     # its policy comes from its own agent.nix (the template's), read with nix-instantiate
     template = (sd / "agents" / "carol" / "config" / "agent.nix").read_text()
-    assert info["agent_config"]["prompt"] and info["agent_config"]["prompt"].strip() in template
-    assert info["agent_config"]["allowedRecipients"] == ["manager", "operator"]
+    nix = shutil.which("nix-instantiate") is not None
+    if nix:
+        assert info["agent_config"]["prompt"] and info["agent_config"]["prompt"].strip() in template
+        assert info["agent_config"]["allowedRecipients"] == ["manager", "operator"]
     assert names(manager)["carol"] == "running"
     assert "deploy carol deployed/0" in git(sd / "meta", "log", "-1", "--format=%s")
     assert '"carol" = container' in (sd / "meta" / "flake.nix").read_text()
@@ -58,13 +61,14 @@ def test_one_step_spawn_from_the_template(hive):
     assert "carol was spawned" in event["body"] and event["data"]["tag"] == "deployed/0"
     carol = hive.client("carol")
     assert carol.call("whoami") == {"name": "carol", "role": "agent"}
-    # the policy from agent.nix is enforced by the broker
-    with pytest.raises(HiveError) as e:
-        carol.call("send", to="alice", body="hi")
-    assert e.value.code == "forbidden"
+    if nix:  # the policy from agent.nix is enforced by the broker
+        with pytest.raises(HiveError) as e:
+            carol.call("send", to="alice", body="hi")
+        assert e.value.code == "forbidden"
     assert carol.call("send", to="manager", body="hello, I am new")["id"]
 
 
+@needs_nix
 def test_two_step_spawn_from_a_draft(hive):
     sd = state_dir(hive)
     manager = hive.client("manager")
@@ -115,6 +119,7 @@ def test_two_step_spawn_from_a_draft(hive):
     assert e.value.code == "forbidden"
 
 
+@needs_nix
 def test_a_broken_agent_nix_fails_the_spawn_and_keeps_the_draft(hive):
     sd = state_dir(hive)
     manager = hive.client("manager")

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 STANDINS = Path(__file__).resolve().parent
+
+# Reading a spawned agent's policy from its agent.nix (and checking a config parses) needs Nix's evaluator.
+needs_nix = pytest.mark.skipif(shutil.which("nix-instantiate") is None,
+                               reason="needs nix-instantiate (Debian's nix-bin) to evaluate agent.nix")
 
 # Agents run as the stand-in agent process; crashes are looked for often.
 AGENT_ENV = {
