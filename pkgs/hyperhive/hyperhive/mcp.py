@@ -244,11 +244,12 @@ def plugin_tools(role: str) -> list[Tool]:
     pm.add_hookspecs(hookspecs)
     try:
         pm.load_setuptools_entrypoints("hyperhive")
+        offered = pm.hook.harness_tools(role=role)
     except Exception:  # a broken plugin must not take the hive's own tools away
-        log.exception("loading hyperhive plugins failed; offering only the built-in tools")
+        log.exception("a hyperhive plugin failed to offer its tools; offering only the built-in ones")
         return []
     out = []
-    for tools in pm.hook.harness_tools(role=role):
+    for tools in offered:
         for tool in tools or ():
             if isinstance(tool, Tool):
                 out.append(tool)
@@ -300,8 +301,11 @@ class McpServer:
     def _write(self, message: dict) -> None:
         line = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
         with self._write_lock:
-            self.stdout.write(line + "\n")
-            self.stdout.flush()
+            try:
+                self.stdout.write(line + "\n")
+                self.stdout.flush()
+            except (OSError, ValueError):  # the client has gone; nobody is left to tell
+                pass
 
     def _result(self, request_id, result: dict) -> None:
         self._write({"jsonrpc": "2.0", "id": request_id, "result": result})
