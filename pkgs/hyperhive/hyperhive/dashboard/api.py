@@ -327,7 +327,8 @@ def agent_action(name, action):
 # --- per agent: notes, turns, telemetry ----------------------------------------------------------------------
 
 def notes_path(name: str):
-    return hive().config.state_dir / "agents" / agent_name(name) / "state" / "notes.md"
+    # the manager's state lives apart from the agents' (<stateDir>/manager/state)
+    return require("repos", "state_path")(hive(), agent_name(name)) / "notes.md"
 
 
 @bp.get("/agents/<name>/notes")
