@@ -456,6 +456,7 @@ class Harness:
         self.proc: subprocess.Popen | None = None
         self.stopping = threading.Event()
         self.turns = 0
+        self.parent = os.getppid()
 
     # --- the broker -------------------------------------------------------------------------------------
 
@@ -692,6 +693,10 @@ class Harness:
         delay = 0.5
         announced = False
         while not self.stopping.is_set():
+            if os.getppid() != self.parent:
+                # Whoever started us (`hyperhive up`, a test) is gone without stopping us: do not linger.
+                log.warning("the process that started this harness has gone; stopping")
+                break
             try:
                 if not announced:
                     self.check_identity()

@@ -186,3 +186,19 @@ def test_a_claude_command_that_does_not_exist_fails_the_turn_with_a_clear_reason
     alice = hp.client("alice")
     wait_for(lambda: alice.call("status") == {"unread": 1, "leased": 0}, message="the message back after 1s")
     assert [m["id"] for m in alice.call("recv")["messages"]] == [sent]
+
+
+def test_a_harness_whose_parent_dies_stops_instead_of_lingering(start_broker, hive_dir):
+    hp = start_broker()
+    config = hive_dir / "alice.json"
+    config.write_text(json.dumps({"name": "alice", "claudeCommand": FAKE_COMMAND}))
+    # A parent shell that starts the harness in the background, says its pid, and soon exits without stopping it.
+    shell = subprocess.run(
+        ["sh", "-c", f'"{sys.executable}" -m hyperhive agent --name alice --agent-config "{config}" '
+                     f'--state-dir "{hive_dir / "st"}" --socket "{hp.config.agent_socket("alice")}" '
+                     f'>/dev/null 2>&1 & echo $!; sleep 2'],
+        capture_output=True, text=True, timeout=30)
+    pid = int(shell.stdout.strip())
+    assert not gone(pid)
+    hp.stop()  # its parked recv ends; it finds its parent gone instead of waiting for the hive forever
+    wait_for(lambda: gone(pid), timeout=20, message="the orphaned harness stopping")
