@@ -227,7 +227,8 @@ def test_notes_compaction_shrinks_the_notes_and_a_failed_one_leaves_them_as_they
         {"when": {"agent": "alice", "run": 8}, "steps": [{"say": chunk * 9}]},
         {"when": {"agent": "alice", "run": 10}, "steps": [{"say": "```markdown\n# Notes\n- the gist\n```"}]},
         {"when": {"agent": "alice"}, "steps": [{"append": "notes.md", "content": chunk}]}]}
-    agents = {"alice": {"notesCompactBytes": 300, "turnTimeoutSeconds": 3}, "bob": {}}
+    # The timeout bounds the hanging compaction; it leaves the turns room on a loaded machine.
+    agents = {"alice": {"notesCompactBytes": 300, "turnTimeoutSeconds": 6}, "bob": {}}
     hp = fake_hive(start_hive, hive_dir, script, agents)
     stream = TurnStream(hp.dashboard_url, "alice")
     notes = agent_state_dir(hp, "alice") / "notes.md"
