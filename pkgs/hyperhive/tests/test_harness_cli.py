@@ -127,14 +127,14 @@ def test_stopping_the_harness_mid_turn_kills_claude_and_gives_the_message_back_a
 def test_the_heartbeat_keeps_a_long_turn_leased_and_a_killed_harness_lets_go_within_a_lease(
         start_broker, hive_dir, harnesses):
     hp = start_broker()
-    script = {"rules": [{"when": {"run": 1}, "steps": [{"sleep": 2.5}, {"say": "slow but fine"}]},
+    script = {"rules": [{"when": {"run": 1}, "steps": [{"sleep": 3.5}, {"say": "slow but fine"}]},
                         {"when": {"run": 2}, "steps": [{"hang": True}]}], "default": [{"say": "ok"}]}
-    h = harnesses(hp, hive_dir, "alice", script, "--lease-seconds", "1")
+    h = harnesses(hp, hive_dir, "alice", script, "--lease-seconds", "1.5")
     alice = hp.client("alice")
     host = hp.host()
     host.call("send", to="alice", body="slow")
     wait_runs(hive_dir, "alice", 1, finished=False)
-    time.sleep(2)  # twice the lease: without the heartbeat it would have lapsed
+    time.sleep(2.5)  # past the lease: without the heartbeat it would have lapsed
     assert alice.call("status") == {"unread": 0, "leased": 1}
     wait_runs(hive_dir, "alice", 1)
     wait_for(lambda: alice.call("status") == {"unread": 0, "leased": 0}, message="acknowledged")
@@ -146,8 +146,8 @@ def test_the_heartbeat_keeps_a_long_turn_leased_and_a_killed_harness_lets_go_wit
     os.killpg(hung["pid"], signal.SIGKILL)  # what a dying container would take with it
     killed_at = time.monotonic()
     wait_for(lambda: alice.call("status")["unread"] == 1, timeout=5, message="the lease lapsing")
-    assert time.monotonic() - killed_at < 3
-    harnesses(hp, hive_dir, "alice", script, "--lease-seconds", "1")
+    assert time.monotonic() - killed_at < 4
+    harnesses(hp, hive_dir, "alice", script, "--lease-seconds", "1.5")
     third = wait_runs(hive_dir, "alice", 3)[2]
     assert f"#{sent} from operator" in third["prompt"]
 
