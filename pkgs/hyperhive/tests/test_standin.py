@@ -77,8 +77,12 @@ def test_the_standin_compacts_notes_that_outgrew_their_limit(start_hive, no_clau
         host.call("send", to="alice", body=f"note number {i}")
         wait_for(lambda: len([m for m in operator_inbox(hp) if m["from"] == "alice"]) > i, timeout=30,
                  message=f"reply {i}")
-    wait_for(lambda: notes.with_name("notes.md.prev").exists(), timeout=30, message="a compaction")
+    # Each turn reports notes.bytes after its compaction: once the third has, the notes are settled.
+    sizes = wait_for(lambda: [v for _, v in stats(hp, "alice", "notes.bytes")][2:], timeout=30,
+                     message="the third turn's telemetry")
+    assert notes.with_name("notes.md.prev").exists()
     text = notes.read_text()
+    assert sizes == [len(text.encode())]
     assert "(compacted by the stand-in model" in text and len(text.encode()) < 150
     assert len(notes.with_name("notes.md.prev").read_bytes()) > 150
 
