@@ -245,7 +245,10 @@ def test_notes_compaction_shrinks_the_notes_and_a_failed_one_leaves_them_as_they
             assert notes.read_text() == chunk * turn, why
             assert not prev.exists(), why
         host.call("send", to="alice", body="turn 5")
-        wait_for(lambda: prev.exists(), message="a compaction that worked")
+        done = wait_for(lambda: [e["data"]["event"] for e in stream.items if e["type"] == "event"
+                                 and e["data"]["event"].get("subtype") == "compaction_end"][4:],
+                        timeout=20, message="a compaction that worked")
+        assert done[0]["status"] == "compacted"
         assert notes.read_text() == "# Notes\n- the gist\n"
         assert prev.read_text() == chunk * 5
         sizes = wait_for(lambda: [v for _, v in stats(hp, "alice", "notes.bytes")][4:], message="notes.bytes")
