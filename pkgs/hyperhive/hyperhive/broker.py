@@ -157,25 +157,36 @@ class Broker:
             return None
 
     def recv(self, recipient: str, *, wait_seconds: float | None = None, max_messages: int = 1,
-             lease_seconds: float | None = None) -> dict:
+             lease_seconds: float | None = None, peer_connected: Callable[[], bool] | None = None) -> dict:
         cfg = self.hive.config.broker
         wait = min(float(wait_seconds or 0), float(cfg.recv_max_wait_seconds))
         lease = float(lease_seconds or cfg.lease_seconds)
         deadline = time.monotonic() + wait
         cond = self._cond(recipient)
+        empty = {"messages": [], "unread": 0}
         while True:
             with cond:
                 generation = self._generation.get(recipient, 0)
             found, unread, next_expiry = self._lease(recipient, max_messages, lease)
-            remaining = deadline - time.monotonic()
-            if found or remaining <= 0 or self._closing:
+            if found or deadline <= time.monotonic() or self._closing:
                 return {"messages": found, "unread": unread}
-            timeout = remaining
-            if next_expiry is not None:
-                timeout = max(0.0, min(timeout, next_expiry - time.time() + 0.001))
-            with cond:
-                if self._generation.get(recipient, 0) == generation and not self._closing:
-                    cond.wait(timeout)
+            wake_at = deadline
+            if next_expiry is not None:  # a lapsing lease makes a message deliverable again
+                wake_at = min(wake_at, time.monotonic() + max(0.0, next_expiry - time.time()) + 0.001)
+            # Sleep until a send signals, the wait ends or a lease lapses; the database is not read meanwhile.
+            # With a client to watch, wake every second to see whether it is still there.
+            while True:
+                remaining = wake_at - time.monotonic()
+                if remaining <= 0:
+                    break
+                with cond:
+                    if self._generation.get(recipient, 0) != generation or self._closing:
+                        break
+                    cond.wait(min(remaining, 1.0) if peer_connected else remaining)
+                    if self._generation.get(recipient, 0) != generation or self._closing:
+                        break
+                if peer_connected is not None and not peer_connected():
+                    return empty  # nobody to hand messages to: lease nothing
 
     # The inbox queries below are plain SQL: they run on every recv, ack and status, and building SQLAlchemy
     # expressions each time costs more than the query itself. They use the partial index messages_inbox.

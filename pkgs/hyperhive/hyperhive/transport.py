@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import socket
 import socketserver
 import threading
@@ -31,6 +32,23 @@ class Identity:
 
 Handler = Callable[[Identity, dict], dict]
 
+_current = threading.local()
+
+
+def peer_connected() -> bool:
+    """Whether the client of the request this thread is handling is still there.
+
+    A parked ``recv`` asks this so that it gives up when its client hung up, instead of leasing the next
+    message to nobody. Only a full close counts: a client that merely shut its writing side (``socat``,
+    ``printf ... | nc -U``) still waits for its answer.
+    """
+    sock = getattr(_current, "sock", None)
+    if sock is None:
+        return True
+    poller = select.poll()
+    poller.register(sock, 0)  # POLLHUP and POLLERR are always reported
+    return not any(events & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, events in poller.poll(0))
+
 
 def error_response(code: str, message: str) -> dict:
     return {"ok": False, "error": {"code": code, "message": message}}
@@ -40,6 +58,7 @@ class _Connection(socketserver.StreamRequestHandler):
     server: "_Server"
 
     def handle(self) -> None:
+        _current.sock = self.request
         limit = self.server.max_line()
         while not self.server.closing.is_set():
             try:

@@ -312,3 +312,28 @@ def test_a_hundred_parked_receivers_all_wake(start_broker):
         t.join(30)
     assert {n: [m["body"] for m in msgs] for n, msgs in results.items()} == {
         n: [f"hello {n}"] for n in agents}
+
+
+def test_a_parked_recv_whose_client_hung_up_leases_nothing(start_broker):
+    hp = start_broker()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(hp.config.agent_socket("bob")))
+        s.sendall(b'{"op": "recv", "wait_seconds": 60}\n')
+        time.sleep(0.3)  # parked
+    time.sleep(1.5)  # the broker notices the hang-up within a second
+    hp.client("alice").call("send", to="bob", body="for whoever asks next")
+    got = hp.client("bob").call("recv")["messages"]
+    assert [m["body"] for m in got] == ["for whoever asks next"]
+
+
+def test_a_half_closed_client_still_gets_its_parked_answer(start_broker):
+    hp = start_broker()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(hp.config.agent_socket("bob")))
+        s.sendall(b'{"op": "recv", "wait_seconds": 5}\n')
+        s.shutdown(socket.SHUT_WR)  # as `printf ... | socat - UNIX-CONNECT:...` does
+        time.sleep(1.5)
+        hp.client("alice").call("send", to="bob", body="still there")
+        response = json.loads(s.makefile("rb").readline())
+    assert [m["body"] for m in response["result"]["messages"]] == ["still there"]
