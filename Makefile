@@ -43,7 +43,8 @@ test: deps $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python $(PKG)/benchmarks/broker.py
-	@if [ -f $(PKG)/benchmarks/dashboard.py ]; then $(VENV)/bin/python $(PKG)/benchmarks/dashboard.py; fi
+	$(VENV)/bin/python $(PKG)/benchmarks/dashboard.py
+	$(VENV)/bin/python $(PKG)/benchmarks/harness.py
 
 bench-quick: $(STAMP)
 	$(VENV)/bin/python $(PKG)/benchmarks/broker.py --quick
