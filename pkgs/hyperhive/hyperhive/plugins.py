@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import logging
 
 import pluggy
 
 from . import hookspecs
-
-log = logging.getLogger(__name__)
 
 DEFAULT_PLUGINS = (
     "hyperhive.default_plugins.policy",
@@ -27,13 +24,7 @@ def make_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
     pm = pluggy.PluginManager("hyperhive")
     pm.add_hookspecs(hookspecs)
     for name in DEFAULT_PLUGINS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue  # a feature not built into this tree
-        pm.register(module, name=name)
+        pm.register(importlib.import_module(name), name=name)
     if load_entry_points:
         pm.load_setuptools_entrypoints("hyperhive")
     return pm

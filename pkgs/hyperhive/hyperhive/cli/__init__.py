@@ -1,4 +1,4 @@
-"""The ``hyperhive`` command line. Each concern adds its verbs from its own module of this package."""
+"""The ``hyperhive`` command line. Each concern has its verbs in its own module here (``COMMANDS = [...]``)."""
 
 from __future__ import annotations
 
@@ -29,11 +29,5 @@ def main(verbose: int) -> None:
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{_name}":
-            raise
-        continue
-    for _command in getattr(_module, "COMMANDS", ()):
+    for _command in importlib.import_module(f"{__name__}.{_name}").COMMANDS:
         main.add_command(_command)
