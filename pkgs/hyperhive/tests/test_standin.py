@@ -44,7 +44,9 @@ def test_an_agent_answers_the_operator_with_a_labelled_reply(start_hive, no_clau
     assert reply["body"].startswith("[stand-in reply] alice got your message (\u201chello there\u201d)")
     assert "stand-in model" in reply["body"]
     notes = agent_state_dir(hp, "alice") / "notes.md"
-    assert "[stand-in] wrote to operator" in notes.read_text()
+    # the stand-in writes its notes after its reply is out
+    wait_for(lambda: notes.exists() and "[stand-in] wrote to operator" in notes.read_text(), timeout=30,
+             message="alice's notes")
     assert wait_for(lambda: [v for _, v in stats(hp, "alice", "model.standin")])[-1] == 1
     with urllib.request.urlopen(f"{hp.dashboard_url}/", timeout=10) as page:
         assert "STAND-IN MODEL" in page.read().decode()
