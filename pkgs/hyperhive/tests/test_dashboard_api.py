@@ -349,6 +349,25 @@ def test_repo_browser_routes(hive, url):
     assert_error(get(url, "/api/meta/log?limit=-1"), 400, "bad_request")
 
 
+def test_an_unreadable_repo_fails_its_panels_and_the_agent_page_still_renders(hive, url):
+    notes = hive.config.state_dir / "agents" / "alice" / "state" / "notes.md"
+    notes.parent.mkdir(parents=True, exist_ok=True)
+    notes.write_text("notes beside a broken repo\n", encoding="utf-8")
+    applied = hive.config.state_dir / "applied" / "alice"
+    (applied / ".git").rename(applied / ".git-away")
+    try:
+        (applied / ".git").mkdir()  # there, but not a repository
+        reply = get(url, "/agents/alice")
+        assert_error(get(url, "/api/agents/alice/repo/tags"), 404, "not_found", "no git repository")
+    finally:
+        (applied / ".git").rmdir()
+        (applied / ".git-away").rename(applied / ".git")
+    assert reply.status == 200
+    assert reply.text.count(f'<p class="note bad">no git repository at {applied}</p>') == 2  # tags and log
+    assert "notes beside a broken repo" in reply.text
+    assert "deployed/0" in get(url, "/agents/alice").text
+
+
 # --- pages and the HTTP edges -----------------------------------------------------------------------------
 
 SECTIONS = ["C0NTAINERS", "DR4FTS", "K3PT ST4T3", "M1ND H4S QU3STI0NS", "0PER4T0R 1NB0X", "P3NDING APPR0VALS",

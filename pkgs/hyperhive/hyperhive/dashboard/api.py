@@ -15,12 +15,11 @@ from typing import Any, Iterator
 from flask import Blueprint, Response, current_app, jsonify, redirect, request
 from sqlalchemy import select
 
-from .. import questions
+from .. import approvals, questions, repos, spawn, telemetry
 from .. import store as db
 from ..broker import OPERATOR, message_dict
 from ..config import check_name
 from ..errors import bad_request, not_found
-from .features import feature, require
 from .security import RAW_CSP
 from .state import collect_state
 
@@ -274,21 +273,18 @@ def _approval_id(raw: str) -> int:
 @bp.get("/approvals")
 def list_approvals():
     status = request.args.get("status", "pending")
-    approvals = feature("approvals")
-    if approvals is None or not hasattr(approvals, "list_approvals"):
-        return jsonify({"approvals": []})
     return jsonify({"approvals": approvals.list_approvals(hive(), status)})
 
 
 @bp.get("/approvals/<aid>")
 def get_approval(aid):
-    return jsonify(require("approvals", "get_approval")(hive(), _approval_id(aid)))
+    return jsonify(approvals.get_approval(hive(), _approval_id(aid)))
 
 
 @bp.post("/approvals/<aid>/approve")
 def approve(aid):
     body()
-    return done(require("approvals", "approve")(hive(), _approval_id(aid)))
+    return done(approvals.approve(hive(), _approval_id(aid)))
 
 
 @bp.post("/approvals/<aid>/deny")
@@ -300,7 +296,7 @@ def deny(aid):
     limit = hive().config.broker.max_message_bytes
     if len(note.encode()) > limit:
         raise bad_request(f'"reason" is longer than {limit} bytes')
-    return done(require("approvals", "deny")(hive(), _approval_id(aid), note.strip()))
+    return done(approvals.deny(hive(), _approval_id(aid), note.strip()))
 
 
 @bp.post("/spawn")
@@ -310,7 +306,7 @@ def request_spawn():
     problem = check_name(name)
     if problem:
         raise bad_request(problem)
-    approval_id = require("approvals", "request_spawn")(hive(), name, "operator")
+    approval_id = approvals.request_spawn(hive(), name, "operator")
     return done({"approval_id": approval_id}, 201)
 
 
@@ -320,7 +316,7 @@ def agent_action(name, action):
     agent_name(name)
     if action not in AGENT_ACTIONS:
         raise bad_request(f'unknown action "{action}" (known: {", ".join(AGENT_ACTIONS)})')
-    result = require("spawn", "agent_action")(hive(), name, action, by="operator")
+    result = spawn.agent_action(hive(), name, action, by="operator")
     return done(result if isinstance(result, dict) else {"result": result})
 
 
@@ -328,7 +324,7 @@ def agent_action(name, action):
 
 def notes_path(name: str):
     # the manager's state lives apart from the agents' (<stateDir>/manager/state)
-    return require("repos", "state_path")(hive(), agent_name(name)) / "notes.md"
+    return repos.state_path(hive(), agent_name(name)) / "notes.md"
 
 
 @bp.get("/agents/<name>/notes")
@@ -384,27 +380,26 @@ def stats():
     limit = int_query("limit", 5000, 1, 100000)
     if agent is not None and agent != "hive":
         agent_name(agent)
-    query = require("telemetry", "query")
-    return jsonify(query(hive(), agent=agent, key=key, since=since, limit=limit))
+    return jsonify(telemetry.query(hive(), agent=agent, key=key, since=since, limit=limit))
 
 
 # --- config repo browser -------------------------------------------------------------------------------------
 
 @bp.get("/agents/<name>/repo/tags")
 def repo_tags(name):
-    return jsonify(require("repos", "repo_tags")(hive(), agent_name(name)))
+    return jsonify(repos.repo_tags(hive(), agent_name(name)))
 
 
 @bp.get("/agents/<name>/repo/log")
 def repo_log(name):
     rev = request.args.get("rev") or "main"
     limit = int_query("limit", 50, 1, 1000)
-    return jsonify(require("repos", "repo_log")(hive(), agent_name(name), rev=rev, limit=limit))
+    return jsonify(repos.repo_log(hive(), agent_name(name), rev=rev, limit=limit))
 
 
 @bp.get("/agents/<name>/repo/diff/<path:rev>")
 def repo_diff(name, rev):
-    diff = require("repos", "repo_diff")(hive(), agent_name(name), rev)
+    diff = repos.repo_diff(hive(), agent_name(name), rev)
     return jsonify({"rev": rev, "diff": diff})
 
 
@@ -421,7 +416,7 @@ def split_rev_path(rest: str) -> tuple[str, str]:
 @bp.get("/agents/<name>/repo/file/<path:rest>")
 def repo_file(name, rest):
     rev, path = split_rev_path(rest)
-    data = require("repos", "repo_file")(hive(), agent_name(name), rev, path)
+    data = repos.repo_file(hive(), agent_name(name), rev, path)
     if isinstance(data, str):
         data = data.encode("utf-8")
     try:
@@ -437,4 +432,4 @@ def repo_file(name, rest):
 @bp.get("/meta/log")
 def meta_log():
     limit = int_query("limit", 100, 1, 10000)
-    return jsonify(require("repos", "meta_log")(hive(), limit=limit))
+    return jsonify(repos.meta_log(hive(), limit=limit))

@@ -12,10 +12,10 @@ from typing import Any, Callable
 
 from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request
 
+from .. import approvals, repos, spawn
 from ..broker import OPERATOR
 from ..errors import HiveError
 from . import api
-from .features import feature, require
 from .security import AUTH_COOKIE, CSRF_FIELD
 from .state import agents as agent_rows
 from .state import collect_state, with_activity
@@ -118,13 +118,10 @@ def _overview(name: str) -> dict | None:
         if row["name"] == name:
             with_activity(hive(), [row])
             return row
-    spawn = feature("spawn")
-    for listing, state in (("list_drafts", "draft"), ("list_tombstones", "tombstone")):
-        fn = getattr(spawn, listing, None) if spawn else None
-        if fn:
-            for row in fn(hive()):
-                if row.get("name") == name:
-                    return {"name": name, "role": "agent", "state": state, **row}
+    for listing, state in ((spawn.list_drafts, "draft"), (spawn.list_tombstones, "tombstone")):
+        for row in listing(hive()):
+            if row.get("name") == name:
+                return {"name": name, "role": "agent", "state": state, **row}
     return None
 
 
@@ -146,16 +143,14 @@ def agent_page(name):
     except OSError as e:
         notes_error = str(e)
     rev = request.args.get("rev") or None
-    repos = feature("repos")
-    tags, tags_error = attempt(lambda: require("repos", "repo_tags")(hive(), name))
-    log_rows, log_error = attempt(lambda: require("repos", "repo_log")(hive(), name, rev="main", limit=50))
-    diff, diff_error = (attempt(lambda: require("repos", "repo_diff")(hive(), name, rev)) if rev
-                        else (None, None))
+    tags, tags_error = attempt(lambda: repos.repo_tags(hive(), name))
+    log_rows, log_error = attempt(lambda: repos.repo_log(hive(), name, rev="main", limit=50))
+    diff, diff_error = attempt(lambda: repos.repo_diff(hive(), name, rev)) if rev else (None, None)
     return render_template(
         "agent.html", name=name, agent=overview, overview_error=overview_error, notes=notes,
         notes_error=notes_error, notes_size=notes_size, notes_truncated=bool(notes_size and
                                                                             notes_size > NOTES_SHOW_BYTES),
-        notes_path=str(notes_path), repos_available=repos is not None, tags=tags, tags_error=tags_error,
+        notes_path=str(notes_path), tags=tags, tags_error=tags_error,
         log_rows=log_rows, log_error=log_error, rev=rev, diff=diff, diff_error=diff_error,
         tag_states=api.TAG_STATES)
 
@@ -164,13 +159,13 @@ def agent_page(name):
 
 @bp.get("/approvals/<aid>")
 def approval_page(aid):
-    approval = require("approvals", "get_approval")(hive(), api._approval_id(aid))
+    approval = approvals.get_approval(hive(), api._approval_id(aid))
     return render_template("approval.html", a=approval)
 
 
 @bp.get("/meta")
 def meta_page():
-    rows, error = attempt(lambda: require("repos", "meta_log")(hive(), limit=200))
+    rows, error = attempt(lambda: repos.meta_log(hive(), limit=200))
     return render_template("meta.html", rows=rows, error=error)
 
 

@@ -1,8 +1,7 @@
 """``GET /api/state``: every section of the main page, each loaded on its own.
 
 A section that fails (a query error, a row that cannot be decoded) is reported in ``errors`` with its cause and
-logged at warning level; the other sections still load. A feature module not built into this tree leaves its
-section empty without an error.
+logged at warning level; the other sections still load.
 
 The agent rows come from ``OverviewCache`` (see there: reading a hundred git repos per request is too slow).
 
@@ -20,9 +19,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from .. import questions
+from .. import approvals, questions, spawn
 from ..store import iso
-from .features import feature
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +38,6 @@ def _load(errors: list[dict], section: str, loader: Callable[[], Any], default: 
                     exc_info=not hasattr(e, "code"))
         errors.append({"section": section, "error": f"{type(e).__name__}: {message}"})
         return default
-
-
-def _agents_fallback(hive) -> list[dict]:
-    return [{"name": a["name"], "role": a.get("role", "agent"), "state": a.get("state"), "deployed_tag": None,
-             "deployed_sha": None, "stale": False, "origin": "declared"} for a in hive.agent_list()]
 
 
 class OverviewCache:
@@ -98,9 +91,7 @@ class OverviewCache:
 
     def _compute(self) -> list[dict]:
         seq = self._state_seq()  # read first: an event during the computation makes the next get recompute
-        spawn = feature("spawn")
-        overview = getattr(spawn, "agent_overview", None) if spawn else None
-        rows = [dict(r) for r in (overview(self.hive) if overview else _agents_fallback(self.hive))]
+        rows = [dict(r) for r in spawn.agent_overview(self.hive)]
         self._rows, self._seq, self._at = rows, seq, time.monotonic()
         return rows
 
@@ -179,12 +170,6 @@ def with_activity(hive, rows: list[dict]) -> None:
                    standin=a["standin"])
 
 
-def _optional(module: str, function: str, *args) -> list:
-    """``hyperhive.<module>.<function>(hive, ...)`` as a list; empty when the feature is not in this build."""
-    fn = getattr(feature(module), function, None) if feature(module) is not None else None
-    return list(fn(*args)) if fn is not None else []
-
-
 def collect_state(hive) -> dict:
     errors: list[dict] = []
     rows = _load(errors, "agents", lambda: agents(hive), [])
@@ -192,12 +177,11 @@ def collect_state(hive) -> dict:
         _load(errors, "agents.activity", lambda: with_activity(hive, rows), None)
     return {
         "agents": rows,
-        "tombstones": _load(errors, "tombstones", lambda: _optional("spawn", "list_tombstones", hive), []),
-        "drafts": _load(errors, "drafts", lambda: _optional("spawn", "list_drafts", hive), []),
+        "tombstones": _load(errors, "tombstones", lambda: spawn.list_tombstones(hive), []),
+        "drafts": _load(errors, "drafts", lambda: spawn.list_drafts(hive), []),
         "questions": _load(errors, "questions", lambda: questions.list_questions(hive, "pending"), []),
         "inbox": _load(errors, "inbox", lambda: hive.broker.inbox("operator", INBOX_LIMIT), []),
-        "approvals": _load(errors, "approvals", lambda: _optional("approvals", "list_approvals", hive, "pending"),
-                           []),
+        "approvals": _load(errors, "approvals", lambda: approvals.list_approvals(hive, "pending"), []),
         "errors": errors,
         "standin_model": bool(hive.extensions.get("standin_model")),
         "config_errors": list(getattr(hive, "config_errors", []) or []),
