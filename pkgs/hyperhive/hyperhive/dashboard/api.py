@@ -10,7 +10,7 @@ import json
 import math
 import time
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, request
 from sqlalchemy import select
@@ -204,35 +204,16 @@ def _sse(event: str | None, data: Any, event_id: Any = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def _stream(generator: Iterator[str]) -> Response:
-    return Response(generator, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-
-
-@bp.get("/messages/stream")
-def message_stream():
-    """Every stored message and event, live (``id`` is the message id; ``Last-Event-ID`` or ``?since=ID``
-    replays what came after it). ``?state=1`` adds ``state`` events when a section of /api/state changed."""
-    the_hive = hive()
+def _live(sub, replay: Iterable[str], render: Callable[[dict], Iterable[str]]) -> Response:
+    """A server-sent event stream: ``replay`` first, then ``render(item)`` for each item of the subscription as it
+    comes, with a keep-alive comment after HEARTBEAT_SECONDS of quiet, until the dashboard stops or the client
+    goes; the subscription is closed at the end."""
     stopping = current_app.extensions["stopping"]
-    raw_last = request.headers.get("Last-Event-ID") or request.args.get("since")
-    last_id = None
-    if raw_last:
-        try:
-            last_id = int(raw_last)
-        except ValueError:
-            raise bad_request(f'"since" / Last-Event-ID must be a message id, not "{raw_last}"') from None
-    channels = {"messages"} | ({"state"} if request.args.get("state") == "1" else set())
-    sub = the_hive.bus.subscribe(channels)
-    replay = _messages_after(last_id, REPLAY_LIMIT) if last_id is not None else []
 
     def generate():
         try:
             yield "retry: 2000\n\n"
-            replayed_up_to = last_id or 0
-            for m in replay:
-                replayed_up_to = m["id"]
-                yield _sse(None, m, m["id"])
+            yield from replay
             quiet_since = time.monotonic()
             while not stopping.is_set():
                 item = sub.get(timeout=1)
@@ -242,20 +223,42 @@ def message_stream():
                         yield ": keep-alive\n\n"
                     continue
                 quiet_since = time.monotonic()
-                if sub.dropped:
-                    sub.dropped = 0
-                    yield _sse("state", {"section": "all", "what": "dropped"})
-                if item["channel"] == "messages":
-                    m = item["data"]
-                    if m["id"] <= replayed_up_to:
-                        continue  # ids commit in order, so the replay held every id up to here
-                    yield _sse(None, m, m["id"])
-                else:
-                    yield _sse("state", item["data"])
+                yield from render(item)
         finally:
             sub.close()
 
-    return _stream(generate())
+    return Response(generate(), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@bp.get("/messages/stream")
+def message_stream():
+    """Every stored message and event, live (``id`` is the message id; ``Last-Event-ID`` or ``?since=ID``
+    replays what came after it). ``?state=1`` adds ``state`` events when a section of /api/state changed."""
+    raw_last = request.headers.get("Last-Event-ID") or request.args.get("since")
+    last_id = None
+    if raw_last:
+        try:
+            last_id = int(raw_last)
+        except ValueError:
+            raise bad_request(f'"since" / Last-Event-ID must be a message id, not "{raw_last}"') from None
+    channels = {"messages"} | ({"state"} if request.args.get("state") == "1" else set())
+    sub = hive().bus.subscribe(channels)
+    replay = _messages_after(last_id, REPLAY_LIMIT) if last_id is not None else []
+    replayed_up_to = replay[-1]["id"] if replay else last_id or 0
+
+    def render(item):
+        if sub.dropped:
+            sub.dropped = 0
+            yield _sse("state", {"section": "all", "what": "dropped"})
+        if item["channel"] == "messages":
+            m = item["data"]
+            if m["id"] > replayed_up_to:  # ids commit in order, so the replay held every id up to here
+                yield _sse(None, m, m["id"])
+        else:
+            yield _sse("state", item["data"])
+
+    return _live(sub, (_sse(None, m, m["id"]) for m in replay), render)
 
 
 # --- approvals and spawning ----------------------------------------------------------------------------------
@@ -341,35 +344,16 @@ def notes(name):
 def turn_stream(name):
     """The live turn view of one agent: recent history first, then every turn event as it happens."""
     known_agent(name)
-    the_hive = hive()
-    stopping = current_app.extensions["stopping"]
     channel = f"turn:{name}"
-    sub = the_hive.bus.subscribe({channel})
-    history = the_hive.bus.recent(channel)
+    sub = hive().bus.subscribe({channel})
+    history = hive().bus.recent(channel)
+    seen = {item["seq"] for item in history}
 
-    def generate():
-        try:
-            yield "retry: 2000\n\n"
-            seen = set()
-            for item in history:
-                seen.add(item["seq"])
-                yield _sse(None, item["data"], item["seq"])
-            quiet_since = time.monotonic()
-            while not stopping.is_set():
-                item = sub.get(timeout=1)
-                if item is None:
-                    if time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
-                        quiet_since = time.monotonic()
-                        yield ": keep-alive\n\n"
-                    continue
-                quiet_since = time.monotonic()
-                if item["seq"] in seen:
-                    continue
-                yield _sse(None, item["data"], item["seq"])
-        finally:
-            sub.close()
+    def render(item):
+        if item["seq"] not in seen:
+            yield _sse(None, item["data"], item["seq"])
 
-    return _stream(generate())
+    return _live(sub, (_sse(None, item["data"], item["seq"]) for item in history), render)
 
 
 @bp.get("/stats")
