@@ -14,11 +14,9 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,32 +29,7 @@ sys.path.insert(0, str(HERE.parent))
 from hyperhive.config import load_config  # noqa: E402
 from hyperhive.transport import Client  # noqa: E402
 
-
-def start_service(directory: Path, agents: dict) -> tuple[subprocess.Popen, object]:
-    config = {"version": 1, "stateDir": str(directory / "state"), "runDir": str(directory / "run"),
-              "backend": "local", "dashboard": {"listen": "127.0.0.1:0"}, "agents": agents}
-    path = directory / "hive.json"
-    path.write_text(json.dumps(config))
-    proc = subprocess.Popen([sys.executable, "-m", "hyperhive", "serve", "--no-agents", "--config", str(path)],
-                            stdout=subprocess.PIPE, stderr=open(directory / "serve.log", "wb"),
-                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
-    line = proc.stdout.readline()
-    if not line.startswith(b"{"):
-        raise SystemExit(f"service did not start: {(directory / 'serve.log').read_text()}")
-    return proc, load_config(path)
-
-
-def stop_service(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+from _common import percentile, start_service, stop_service  # noqa: E402
 
 
 def bench_bare_sqlite(directory: Path, n: int) -> float:
@@ -198,7 +171,8 @@ def main() -> int:
     rounds = 50 if args.quick else 500
     directory = Path(tempfile.mkdtemp(prefix="hhb", dir="/tmp"))
     agents = {"sink": {}, "waker": {}, **{f"s{i}": {} for i in range(8)}, **{f"p{i}": {} for i in range(100)}}
-    proc, config = start_service(directory, agents)
+    proc, path, _ = start_service(directory, agents)
+    config = load_config(path)
     try:
         sqlite_rate = bench_bare_sqlite(directory, n)
         socket_rate = bench_bare_socket(directory, n)
@@ -207,7 +181,7 @@ def main() -> int:
         wake = bench_wake(config, rounds)
         woken, expected, many_s = bench_many_parked(config, 100, 8)
     finally:
-        stop_service(proc)
+        stop_service(proc, 20)
         shutil.rmtree(directory, ignore_errors=True)
     p50, p99 = percentile(wake, 50), percentile(wake, 99)
     rows = [

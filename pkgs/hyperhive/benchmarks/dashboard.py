@@ -19,13 +19,10 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import random
 import shutil
-import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,12 +34,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from hyperhive.store import Store  # noqa: E402
 
+from _common import percentile, start_service, stop_service  # noqa: E402
+
 TARGET_P50_MS = 25.0
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def agent_names(n: int) -> list[str]:
@@ -105,29 +99,6 @@ def seed(db_path: Path, agents: list[str], questions: int, messages: int) -> flo
     return time.perf_counter() - started
 
 
-def start_service(directory: Path, agents: list[str]) -> tuple[subprocess.Popen, str]:
-    config = {"version": 1, "stateDir": str(directory / "state"), "runDir": str(directory / "run"),
-              "backend": "local", "dashboard": {"listen": "127.0.0.1:0"},
-              "agents": {name: {} for name in agents}}
-    path = directory / "hive.json"
-    path.write_text(json.dumps(config))
-    proc = subprocess.Popen([sys.executable, "-m", "hyperhive", "serve", "--no-agents", "--config", str(path)],
-                            stdout=subprocess.PIPE, stderr=open(directory / "serve.log", "wb"),
-                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
-    line = proc.stdout.readline()
-    if not line.startswith(b"{"):
-        raise SystemExit(f"service did not start: {(directory / 'serve.log').read_text()}")
-    return proc, json.loads(line)["dashboard"]
-
-
-def stop_service(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 def measure(url: str, path: str, requests: int) -> tuple[list[float], bytes]:
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
@@ -165,7 +136,8 @@ def main(argv=None) -> int:
         print(f"seeded {args.messages:,} messages, {args.questions} pending questions, {args.agents} agents "
               f"in {seeded:.1f} s")
         started = time.perf_counter()
-        proc, url = start_service(directory, agents)
+        proc, _, ready = start_service(directory, {name: {} for name in agents})
+        url = ready["dashboard"]
         print(f"service up in {time.perf_counter() - started:.1f} s (config repos for {args.agents + 1} agents)")
         try:
             cold, _ = measure(url, "/api/state", 1)  # the first: git reads for every agent
@@ -174,7 +146,7 @@ def main(argv=None) -> int:
             state = json.loads(body)
             page_times, _ = measure(url, "/", max(20, args.requests // 5))
         finally:
-            stop_service(proc)
+            stop_service(proc, 30)
         assert len(state["agents"]) == args.agents + 1, len(state["agents"])
         assert len(state["questions"]) == args.questions, len(state["questions"])
         assert state["errors"] == [], state["errors"]

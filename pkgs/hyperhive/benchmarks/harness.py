@@ -32,24 +32,7 @@ sys.path.insert(0, str(PACKAGE))
 from hyperhive.config import load_config  # noqa: E402
 from hyperhive.transport import Client  # noqa: E402
 
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-
-def start_service(directory: Path) -> tuple[subprocess.Popen, object]:
-    config = {"version": 1, "stateDir": str(directory / "state"), "runDir": str(directory / "run"),
-              "backend": "local", "dashboard": {"listen": "127.0.0.1:0"}, "agents": {"bench": {}}}
-    path = directory / "hive.json"
-    path.write_text(json.dumps(config))
-    env = {**os.environ, "PYTHONPATH": str(PACKAGE)}
-    proc = subprocess.Popen([sys.executable, "-m", "hyperhive", "serve", "--no-agents", "--config", str(path)],
-                            stdout=subprocess.PIPE, stderr=open(directory / "serve.log", "wb"),
-                            start_new_session=True, env=env)
-    if not proc.stdout.readline().startswith(b"{"):
-        raise SystemExit(f"service did not start: {(directory / 'serve.log').read_text()}")
-    return proc, load_config(path)
+from _common import percentile, start_service  # noqa: E402
 
 
 def start_harness(directory: Path, config) -> subprocess.Popen:
@@ -108,7 +91,8 @@ def main() -> int:
     args = parser.parse_args()
     rounds = 10 if args.quick else 50
     directory = Path(tempfile.mkdtemp(prefix="hhh", dir="/tmp"))
-    service, config = start_service(directory)
+    service, path, _ = start_service(directory, {"bench": {}})
+    config = load_config(path)
     harness = None
     try:
         harness = start_harness(directory, config)
