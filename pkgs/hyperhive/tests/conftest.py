@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hyperhive.config import load_config
+from hyperhive.errors import HiveError
 from hyperhive.transport import Client
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -183,6 +184,27 @@ def wait_for(predicate, timeout: float = 10, interval: float = 0.02, message: st
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def refused(call, code: str) -> str:
+    """The message of the HiveError ``call()`` raises, after checking its code."""
+    with pytest.raises(HiveError) as info:
+        call()
+    assert info.value.code == code, info.value.message
+    return info.value.message
+
+
+def event_about(client, question_id: int, wait: float = 10) -> dict:
+    """The event about ``question_id`` in this agent's inbox (acknowledging what it reads)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        result = client.call("recv", wait_seconds=max(0.1, deadline - time.monotonic()), max=10)
+        if result["messages"]:
+            client.call("ack", ids=[m["id"] for m in result["messages"]])
+        for m in result["messages"]:
+            if m["kind"] == "event" and (m.get("data") or {}).get("question_id") == question_id:
+                return m
+    raise AssertionError(f"no event about question #{question_id}")
 
 
 @pytest.fixture

@@ -11,22 +11,10 @@ import time
 import pytest
 
 from browser import browser_page, console_errors, http, screenshot  # noqa: F401 (fixture)
-from conftest import HiveProcess, wait_for, write_config
+from conftest import HiveProcess, event_about, wait_for, write_config
 from hyperhive.store import Store, run_sql
 
 pytestmark = pytest.mark.browser
-
-
-def events_about(client, question_id: int, wait: float = 10) -> dict:
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        result = client.call("recv", wait_seconds=max(0.1, deadline - time.monotonic()), max=20)
-        if result["messages"]:
-            client.call("ack", ids=[m["id"] for m in result["messages"]])
-        for m in result["messages"]:
-            if m["kind"] == "event" and (m.get("data") or {}).get("question_id") == question_id:
-                return m
-    raise AssertionError(f"no event about question #{question_id}")
 
 
 def open_home(page, url):
@@ -53,7 +41,7 @@ def test_questions_appear_live_and_answers_reach_the_agent(start_broker, browser
     card.wait_for(timeout=5000)
     assert "Deploy the docs now?" in card.inner_text() and "alice" in card.inner_text()
     card.get_by_role("button", name="not yet").click()
-    event = events_about(alice, first)
+    event = event_about(alice, first)
     assert event["data"]["answer"] == "not yet" and event["data"]["question"] == "Deploy the docs now?"
     card.wait_for(state="detached")
 
@@ -74,11 +62,11 @@ def test_questions_appear_live_and_answers_reach_the_agent(start_broker, browser
     assert multi.get_by_label("linux").is_checked() and multi.get_by_label("windows").is_checked()
 
     multi.get_by_role("button", name="send choices").click()
-    assert events_about(bob, second)["data"]["answer"] == "linux, windows"
+    assert event_about(bob, second)["data"]["answer"] == "linux, windows"
     free.locator('input[name="answer"]').press("Enter")
-    assert events_about(alice, third)["data"]["answer"] == "ship the docs"
+    assert event_about(alice, third)["data"]["answer"] == "ship the docs"
     page.locator(f'[data-question-id="{fourth}"]').get_by_role("button", name="cancel question").click()
-    assert events_about(bob, fourth)["data"]["answer"] == "[cancelled]"
+    assert event_about(bob, fourth)["data"]["answer"] == "[cancelled]"
     page.locator("#questions .empty").wait_for(state="visible")
 
     # Answered elsewhere (over host.sock, like `hyperhive answer`): the card goes from the open page.
@@ -169,11 +157,11 @@ def test_questions_stored_by_older_versions_and_odd_ones_are_listed_and_rendered
         screenshot(page, "dashboard-odd-questions")
 
         unicode_card.get_by_role("button", name="✓ oui").click()
-        assert events_about(hive.client("alice"), 6)["data"]["answer"] == "✓ oui"
+        assert event_about(hive.client("alice"), 6)["data"]["answer"] == "✓ oui"
         long_card = page.locator('[data-question-id="7"]')
         long_card.locator('input[name="answer"]').fill("too long to read, sorry")
         long_card.get_by_role("button", name="send").click()
-        assert events_about(hive.client("bob"), 7)["data"]["answer"] == "too long to read, sorry"
+        assert event_about(hive.client("bob"), 7)["data"]["answer"] == "too long to read, sorry"
         assert console_errors(page) == []
     finally:
         hive.stop()
@@ -201,7 +189,7 @@ def test_with_a_token_the_browser_must_log_in(start_broker, hive_dir, browser_pa
     page.wait_for_selector('#live[data-state="live"]')
     question = hive.client("alice").call("ask_operator", question="Logged in?", options=["yes"])["id"]
     page.locator(f'[data-question-id="{question}"]').get_by_role("button", name="yes").click()
-    assert events_about(hive.client("alice"), question)["data"]["answer"] == "yes"
+    assert event_about(hive.client("alice"), question)["data"]["answer"] == "yes"
     page.get_by_role("button", name="log out").click()
     page.wait_for_url("**/login")
     assert page.request.get(f"{hive.dashboard_url}/api/state").status == 401

@@ -5,31 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
-from conftest import HiveProcess, write_config
-from hyperhive.errors import HiveError
+from conftest import HiveProcess, event_about, refused, write_config
 from hyperhive.store import Store, run_sql
-
-
-def recv_event(client, question_id: int, wait: float = 10) -> dict:
-    """The event about ``question_id`` in this agent's inbox (acknowledging what it reads)."""
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        result = client.call("recv", wait_seconds=max(0.1, deadline - time.monotonic()), max=10)
-        if result["messages"]:
-            client.call("ack", ids=[m["id"] for m in result["messages"]])
-        for m in result["messages"]:
-            if m["kind"] == "event" and (m.get("data") or {}).get("question_id") == question_id:
-                return m
-    raise AssertionError(f"no event about question #{question_id}")
-
-
-def refused(call, code: str) -> str:
-    with pytest.raises(HiveError) as info:
-        call()
-    assert info.value.code == code, info.value.message
-    return info.value.message
 
 
 def test_answer_reaches_the_asker_and_the_manager(start_broker):
@@ -45,13 +22,13 @@ def test_answer_reaches_the_asker_and_the_manager(start_broker):
     answered = hive.host().call("answer", id=question_id, answer="yes")
     assert answered["status"] == "answered" and answered["answer"] == "yes"
 
-    event = recv_event(alice, question_id)
+    event = event_about(alice, question_id)
     assert event["from"] == "system"
     assert event["data"]["question"] == "Deploy the docs now?"
     assert event["data"]["answer"] == "yes"
     assert "Deploy the docs now?" in event["body"] and "yes" in event["body"]
     # DESIGN: the manager hears every event about the agents it manages.
-    assert recv_event(hive.client("manager"), question_id)["data"]["answer"] == "yes"
+    assert event_about(hive.client("manager"), question_id)["data"]["answer"] == "yes"
     assert hive.host().call("questions")["questions"] == []
 
     message = refused(lambda: hive.host().call("answer", id=question_id, answer="no"), "conflict")
@@ -65,12 +42,12 @@ def test_multi_choice_answer_is_joined_and_cancel_says_cancelled(start_broker):
     multi = bob.call("ask_operator", question="Which platforms?", options=["linux", "macos", "windows"],
                      multi=True)["id"]
     hive.host().call("answer", id=multi, answer=["linux", "windows"])
-    assert recv_event(bob, multi)["data"]["answer"] == "linux, windows"
+    assert event_about(bob, multi)["data"]["answer"] == "linux, windows"
 
     plain = bob.call("ask_operator", question="Still there?")["id"]
     cancelled = hive.host().call("cancel", id=plain)
     assert cancelled["status"] == "cancelled"
-    event = recv_event(bob, plain)
+    event = event_about(bob, plain)
     assert event["data"]["answer"] == "[cancelled]" and "[cancelled]" in event["body"]
 
 
@@ -79,7 +56,7 @@ def test_a_lapsed_ttl_answers_expired_without_polling_delay(start_broker):
     alice = hive.client("alice")
     asked = time.monotonic()
     question_id = alice.call("ask_operator", question="Quick: tabs or spaces?", ttl_seconds=0.4)["id"]
-    event = recv_event(alice, question_id, wait=10)
+    event = event_about(alice, question_id, wait=10)
     assert event["data"]["answer"] == "[expired]"
     assert time.monotonic() - asked < 5
     status = hive.host().call("questions", status="expired")["questions"]
@@ -134,9 +111,9 @@ def test_cli_lists_answers_and_cancels(start_broker):
 
     out = hive.cli("answer", str(first), "merge", "it", "today").stdout
     assert "merge it today" in out
-    assert recv_event(alice, first)["data"]["answer"] == "merge it today"
+    assert event_about(alice, first)["data"]["answer"] == "merge it today"
     assert "cancelled" in hive.cli("cancel", str(second)).stdout
-    assert recv_event(alice, second)["data"]["answer"] == "[cancelled]"
+    assert event_about(alice, second)["data"]["answer"] == "[cancelled]"
 
     again = hive.cli("answer", str(first), "no", check=False)
     assert again.returncode != 0 and "conflict" in again.stderr
@@ -159,7 +136,7 @@ def test_questions_due_while_the_service_was_down_expire_at_start(hive_dir):
     store.close()
     hive = HiveProcess(config, args=("--no-agents",)).start()
     try:
-        event = recv_event(hive.client("bob"), 1)
+        event = event_about(hive.client("bob"), 1)
         assert event["data"] == {"question_id": 1, "question": "Still need me?", "answer": "[expired]",
                                  "status": "expired", "agent": "bob"}
         assert [q["id"] for q in hive.host().call("questions")["questions"]] == [2]
