@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import shutil
 import sqlite3
@@ -64,6 +65,19 @@ def wait_runs(hive_dir: Path, agent: str, count: int, timeout: float = 20, finis
             return got
         return None
     return wait_for(enough, timeout, message=f"{count} finished run(s) of the fake claude as {agent}")
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie still answers kill(0); it is gone for our purposes once it has exited
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return True
 
 
 def db_rows(hp, sql: str, params: tuple = ()) -> list[tuple]:

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from conftest import wait_for
-from harness_support import (FAKE_COMMAND, TurnStream, agent_state_dir, db_rows, fake_hive, runs, stats,
-                             wait_runs)
+from harness_support import (FAKE_COMMAND, TurnStream, agent_state_dir, db_rows, fake_hive, process_gone, runs,
+                             stats, wait_runs)
 
 PING_PONG = {"rules": [
     {"when": {"agent": "alice", "prompt_contains": "from operator"},
@@ -122,19 +122,6 @@ def test_an_agent_gets_no_manager_tools_and_the_manager_gets_them_all(start_hive
         "request_spawn_commit", "request_apply_commit", "kill", "start", "restart", "update"]
     assert "manager" in manager["system_prompt"] and "request_apply_commit" in manager["system_prompt"]
     assert "request_apply_commit" not in alice["system_prompt"]
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # a zombie still answers kill(0); it is gone for our purposes once it has exited
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1].startswith("Z")
-    except OSError:
-        return True
 
 
 def events_to(hp, recipient: str) -> list[tuple]:

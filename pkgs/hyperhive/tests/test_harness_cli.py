@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from harness_support import FAKE_COMMAND, db_rows, runs, wait_runs
+from harness_support import FAKE_COMMAND, db_rows, process_gone, runs, wait_runs
 
 
 class OwnHarness:
@@ -59,18 +59,6 @@ def harnesses():
     yield start
     for h in started:
         h.stop()
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1].startswith("Z")
-    except OSError:
-        return True
 
 
 def agent_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -120,7 +108,7 @@ def test_stopping_the_harness_mid_turn_kills_claude_and_gives_the_message_back_a
     assert alice.call("status") == {"unread": 0, "leased": 1}
     h.proc.send_signal(signal.SIGTERM)
     assert h.proc.wait(15) == 0
-    assert gone(run["pid"])
+    assert process_gone(run["pid"])
     assert alice.call("status") == {"unread": 1, "leased": 0}
 
 
@@ -199,6 +187,6 @@ def test_a_harness_whose_parent_dies_stops_instead_of_lingering(start_broker, hi
                      f'>/dev/null 2>&1 & echo $!; sleep 2'],
         capture_output=True, text=True, timeout=30)
     pid = int(shell.stdout.strip())
-    assert not gone(pid)
+    assert not process_gone(pid)
     hp.stop()  # its parked recv ends; it finds its parent gone instead of waiting for the hive forever
-    wait_for(lambda: gone(pid), timeout=20, message="the orphaned harness stopping")
+    wait_for(lambda: process_gone(pid), timeout=20, message="the orphaned harness stopping")
