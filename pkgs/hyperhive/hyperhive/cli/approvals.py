@@ -6,7 +6,7 @@ import time
 
 import click
 
-from .common import config_option, echo_json, host_call, json_option
+from .common import echo_json, host_call, host_options
 
 TERMINAL = ("deployed", "failed", "denied")
 
@@ -24,8 +24,7 @@ def _line(a: dict) -> str:
 @click.option("--status", type=click.Choice(["pending", "approved", "building", "deployed", "failed", "denied"]),
               default=None, help="Only approvals in this state.")
 @click.option("--diff", "show_diff", is_flag=True, help="Show each approval's diff against what is deployed.")
-@config_option
-@json_option
+@host_options
 def pending(show_all, status, show_diff, config_path, as_json):
     """List pending approvals (what the manager asks to deploy or spawn)."""
     result = host_call(config_path, "pending", status="all" if show_all else (status or "pending"))
@@ -74,8 +73,7 @@ def _finish(config_path, result: dict, wait: bool, timeout: float, as_json: bool
 @click.argument("approval_id", metavar="ID", type=int)
 @wait_option
 @timeout_option
-@config_option
-@json_option
+@host_options
 def approve(approval_id, wait, timeout, config_path, as_json):
     """Approve approval ID: build and deploy it."""
     _finish(config_path, host_call(config_path, "approve", id=approval_id), wait, timeout, as_json)
@@ -84,8 +82,7 @@ def approve(approval_id, wait, timeout, config_path, as_json):
 @click.command("deny")
 @click.argument("approval_id", metavar="ID", type=int)
 @click.option("--note", required=True, help="Why: the manager reads it.")
-@config_option
-@json_option
+@host_options
 def deny(approval_id, note, config_path, as_json):
     """Deny approval ID with a note."""
     result = host_call(config_path, "deny", id=approval_id, note=note)
@@ -98,8 +95,7 @@ def deny(approval_id, note, config_path, as_json):
 @click.argument("name")
 @wait_option
 @timeout_option
-@config_option
-@json_option
+@host_options
 def spawn(name, wait, timeout, config_path, as_json):
     """Spawn a new agent NAME from the agent template (recorded as an approval and approved at once)."""
     _finish(config_path, host_call(config_path, "spawn", name=name), wait, timeout, as_json)
@@ -108,8 +104,7 @@ def spawn(name, wait, timeout, config_path, as_json):
 def _agent_verb(verb: str, op: str, doc: str):
     @click.command(verb, help=doc)
     @click.argument("name")
-    @config_option
-    @json_option
+    @host_options
     def command(name, config_path, as_json):
         result = host_call(config_path, op, name=name)
         if as_json:
@@ -129,8 +124,7 @@ revive = _agent_verb("revive", "revive", "Queue the spawn of destroyed agent NAM
 @click.command("destroy")
 @click.argument("name")
 @click.option("--purge", is_flag=True, help="Also delete its config repos and state (otherwise they are kept).")
-@config_option
-@json_option
+@host_options
 def destroy(name, purge, config_path, as_json):
     """Destroy spawned agent NAME; its config and state are kept as a tombstone unless --purge."""
     result = host_call(config_path, "destroy", name=name, purge=purge)
@@ -141,8 +135,7 @@ def destroy(name, purge, config_path, as_json):
 
 @click.command("retention")
 @click.option("--dry-run", is_flag=True, help="Only list what would be dropped.")
-@config_option
-@json_option
+@host_options
 def retention(dry_run, config_path, as_json):
     """Drop old failed/ and denied/ tags and intermediate tags of finished approvals; keep every deployed/."""
     result = host_call(config_path, "retention", dry_run=dry_run)

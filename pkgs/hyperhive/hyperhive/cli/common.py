@@ -21,6 +21,11 @@ config_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON result.")
 
 
+def host_options(command):
+    """``--config`` and ``--json``, the options of every verb over the host socket."""
+    return config_option(json_option(command))
+
+
 def resolve_config_path(config_path: str | None) -> Path:
     return Path(config_path or os.environ.get("HYPERHIVE_CONFIG") or DEFAULT_CONFIG)
 

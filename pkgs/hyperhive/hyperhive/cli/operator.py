@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .common import config_option, echo_json, echo_messages, host_call, json_option
+from .common import echo_json, echo_messages, host_call, host_options
 
 
 @click.command("list")
-@config_option
-@json_option
+@host_options
 def list_agents(config_path, as_json):
     """List the manager and every agent with its state."""
     result = host_call(config_path, "list_agents")
@@ -22,8 +21,7 @@ def list_agents(config_path, as_json):
 @click.command("send")
 @click.argument("to")
 @click.argument("body")
-@config_option
-@json_option
+@host_options
 def send(to, body, config_path, as_json):
     """Send BODY to agent TO as the operator."""
     result = host_call(config_path, "send", to=to, body=body)
@@ -35,8 +33,7 @@ def send(to, body, config_path, as_json):
 @click.command("inbox")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="How many of the latest messages to show.")
-@config_option
-@json_option
+@host_options
 def inbox(limit, config_path, as_json):
     """Show the latest messages sent to the operator."""
     result = host_call(config_path, "inbox", limit=limit)

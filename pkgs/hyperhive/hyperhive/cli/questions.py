@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import config_option, echo_json, host_call, json_option
+from .common import echo_json, host_call, host_options
 
 
 def _echo_question(q: dict) -> None:
@@ -26,8 +26,7 @@ def _echo_question(q: dict) -> None:
 @click.command("questions")
 @click.option("--status", type=click.Choice(["pending", "answered", "cancelled", "expired", "all"]),
               default="pending", show_default=True, help="Which questions to list.")
-@config_option
-@json_option
+@host_options
 def list_questions(status, config_path, as_json):
     """List the questions agents asked the operator."""
     result = host_call(config_path, "questions", status=status)
@@ -42,8 +41,7 @@ def list_questions(status, config_path, as_json):
 @click.command("answer")
 @click.argument("question_id", metavar="ID", type=int)
 @click.argument("text", nargs=-1, required=True)
-@config_option
-@json_option
+@host_options
 def answer(question_id, text, config_path, as_json):
     """Answer question ID with TEXT; the asking agent gets it as an event."""
     result = host_call(config_path, "answer", id=question_id, answer=" ".join(text))
@@ -54,8 +52,7 @@ def answer(question_id, text, config_path, as_json):
 
 @click.command("cancel")
 @click.argument("question_id", metavar="ID", type=int)
-@config_option
-@json_option
+@host_options
 def cancel(question_id, config_path, as_json):
     """Cancel question ID; the asking agent hears [cancelled]."""
     result = host_call(config_path, "cancel", id=question_id)
