@@ -159,8 +159,10 @@ def _resolve_proposed(hive, name: str, ref: str) -> str:
     return sha
 
 
-def _propose(hive, kind: str, name: str, ref: str, sha: str, requested_by: str) -> int:
-    """Fetch ``sha`` into the applied repo, record the approval, tag ``proposal/<id>``."""
+def _propose(hive, kind: str, name: str, ref: str, requested_by: str) -> int:
+    """Resolve ``ref`` in the proposed repo, fetch its commit into the applied repo, record the approval, tag
+    ``proposal/<id>``."""
+    sha = _resolve_proposed(hive, name, ref)
     applied = repos.ensure_applied_repo(hive, name)
     with repos.repo_lock(repos.applied_path(hive, name)):
         repos.fetch_commit(applied, repos.config_path(hive, name), sha)
@@ -186,8 +188,7 @@ def request_apply(hive, agent, ref, requested_by: str) -> int:
         if row is not None and row.state == "tombstone":
             raise conflict(f"{agent} was destroyed; the operator can revive it")
         raise not_found(f'unknown agent "{agent}"')
-    sha = _resolve_proposed(hive, agent, ref)
-    return _propose(hive, "apply", agent, ref, sha, requested_by)
+    return _propose(hive, "apply", agent, ref, requested_by)
 
 
 def request_spawn(hive, name, requested_by: str, *, revive: bool = False) -> int:
@@ -223,8 +224,7 @@ def request_spawn_commit(hive, name, ref, requested_by: str) -> int:
     row = spawn.agent_row(hive, name)
     if row is None or row.state != "draft":
         raise not_found(f'there is no draft "{name}" (create one with request_spawn_draft)')
-    sha = _resolve_proposed(hive, name, ref)
-    return _propose(hive, "spawn", name, ref, sha, requested_by)
+    return _propose(hive, "spawn", name, ref, requested_by)
 
 
 # --- resolving ---------------------------------------------------------------------------------------------
