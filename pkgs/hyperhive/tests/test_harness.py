@@ -3,18 +3,12 @@ fake ``claude`` honouring Claude Code's command line and calling the real MCP to
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
 import sys
 import time
 
-import pytest
-
 from conftest import wait_for
-from harness_support import (FAKE_COMMAND, TurnStream, agent_state_dir, db_rows, fake_hive, process_gone, runs,
-                             stats, wait_runs)
+from harness_support import TurnStream, agent_state_dir, db_rows, fake_hive, process_gone, runs, stats, wait_runs
 
 PING_PONG = {"rules": [
     {"when": {"agent": "alice", "prompt_contains": "from operator"},

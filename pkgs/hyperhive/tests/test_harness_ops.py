@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from conftest import wait_for
 from harness_support import FAKE_COMMAND, TurnStream, broker_only, db_rows
 from hyperhive.errors import HiveError
 
