@@ -104,7 +104,15 @@ def walk_options(tree: dict, prefix: str = "hyperhive"):
 
 
 def nix_files() -> list[Path]:
-    """Every .nix file of the repository, found by walking it (new files are covered without listing them)."""
+    """Every .nix file of the repository, new ones included without listing them.
+
+    In a git checkout, what git tracks or would track: a hive's state under a git-ignored directory (the agents'
+    config repos that `make up` creates) is not the project's. Elsewhere (a copy in the Nix store) a walk.
+    """
+    listed = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "--cached", "--others", "--exclude-standard",
+                             "-z", "--", "*.nix"], capture_output=True)
+    if listed.returncode == 0 and (REPO_ROOT / ".git").exists():
+        return sorted(REPO_ROOT / p for p in listed.stdout.decode().split("\0") if p and (REPO_ROOT / p).exists())
     found = []
     for root, dirs, files in os.walk(REPO_ROOT):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
