@@ -106,7 +106,9 @@ pkgs.testers.runNixOSTest {
       with subtest("an approved proposal that does not build is tagged failed/ and rolled back"):
           before = main_sha("alice")
           aid, _ = propose("alice", "sed -i 's/bash.allow = .*/bash.allow = 42;/' agent.nix", "break the build")
-          host.succeed(f"hyperhive approve {aid}")
+          # `hyperhive approve` follows the deploy and exits non-zero when it fails, printing the build error.
+          out = host.fail(f"hyperhive approve {aid} 2>&1")
+          assert "failed" in out, out
           host.wait_until_succeeds(f"git -C {STATE}/applied/alice tag -l failed/{aid} | grep -q .", timeout=600)
           assert tags("alice", f"deployed/{aid}") == []
           assert main_sha("alice") == before
