@@ -35,10 +35,14 @@ GIT_ENV = {
     "GIT_AUTHOR_NAME": IDENTITY_NAME, "GIT_AUTHOR_EMAIL": IDENTITY_EMAIL,
     "GIT_COMMITTER_NAME": IDENTITY_NAME, "GIT_COMMITTER_EMAIL": IDENTITY_EMAIL,
     # Command-line config (protected): repos written by an agent's uid are still ours to read and fetch from.
-    "GIT_CONFIG_COUNT": "3",
+    # The manager writes the proposed repos' .git/config too, so nothing it could set there may run a command
+    # here: command-line config wins over the repo's (and diffs are shown with --no-textconv --no-ext-diff).
+    "GIT_CONFIG_COUNT": "5",
     "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*",
     "GIT_CONFIG_KEY_1": "tag.gpgSign", "GIT_CONFIG_VALUE_1": "false",
     "GIT_CONFIG_KEY_2": "commit.gpgSign", "GIT_CONFIG_VALUE_2": "false",
+    "GIT_CONFIG_KEY_3": "log.showSignature", "GIT_CONFIG_VALUE_3": "false",
+    "GIT_CONFIG_KEY_4": "core.fsmonitor", "GIT_CONFIG_VALUE_4": "false",
     "GIT_TERMINAL_PROMPT": "0",
 }
 TAG_STATES = ("proposal", "approved", "building", "deployed", "failed", "denied")
@@ -601,13 +605,14 @@ def repo_log(hive, agent: str, rev: str = "main", limit: int = 50) -> list[dict]
 def repo_diff(hive, agent: str, rev: str) -> str:
     """One commit: its header and its unified diff against its first parent."""
     repo, sha = _resolve(hive, agent, rev)
-    return repo.git.show("--no-color", "--no-ext-diff", "--first-parent", "--patch", "--stat",
-                         "--format=commit %H%nAuthor: %an <%ae>%nDate:   %aI%n%n%w(0,4,4)%B", sha)
+    return repo.git.show("--no-color", "--no-ext-diff", "--no-textconv", "--no-show-signature", "--first-parent",
+                         "--patch", "--stat", "--format=commit %H%nAuthor: %an <%ae>%nDate:   %aI%n%n%w(0,4,4)%B", sha)
 
 
 def diff_between(repo: git.Repo, base: str | None, sha: str) -> str:
     """Unified diff from ``base`` (None: nothing, i.e. every file is new) to ``sha``."""
-    return repo.git.diff("--no-color", "--no-ext-diff", "--stat", "--patch", base or EMPTY_TREE, sha)
+    return repo.git.diff("--no-color", "--no-ext-diff", "--no-textconv", "--stat", "--patch", base or EMPTY_TREE,
+                         sha)
 
 
 def repo_file(hive, agent: str, rev: str, path: str) -> bytes:

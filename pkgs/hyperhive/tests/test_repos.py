@@ -133,3 +133,38 @@ def test_a_draft_is_browsable_before_it_has_an_applied_repo(hive):
     assert "draft only" in call(hive, "repo_file", agent="gil", rev="main", path="agent.nix")["text"]
     assert all(v == [] for v in call(hive, "repo_tags", agent="gil")["tags"].values())
     assert git(state_dir(hive) / "agents" / "gil" / "config", "rev-parse", "HEAD") == sha
+
+
+def test_the_proposed_repos_own_git_config_runs_nothing(hive, tmp_path):
+    """The manager writes the proposed repo, .git/config included: browsing it must not run a command that config
+    names (a diff driver's textconv, the gpg program that checks a signature, an fsmonitor)."""
+    manager = hive.client("manager")
+    manager.call("request_spawn_draft", name="mal")
+    repo = state_dir(hive) / "agents" / "mal" / "config"
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.sh"
+    evil.write_text(f"#!/bin/sh\necho ran \"$@\" >> {marker}\ncat \"$1\" 2>/dev/null\n")
+    evil.chmod(0o755)
+    sha = commit_change(hive, "mal", agent_nix("innocent"), message="mal: innocent")
+    # a commit carrying a signature, so that a log showing signatures would call the gpg program
+    raw = git(repo, "cat-file", "commit", sha)
+    header, _, message = raw.partition("\n\n")
+    signed = (header + "\ngpgsig -----BEGIN PGP SIGNATURE-----\n \n AAAA\n -----END PGP SIGNATURE-----\n\n"
+              + message + "\n")
+    object_file = tmp_path / "commit"
+    object_file.write_text(signed)
+    signed_sha = git(repo, "hash-object", "-t", "commit", "-w", str(object_file))
+    git(repo, "update-ref", "refs/heads/main", signed_sha)
+    for key, value in (("diff.evil.textconv", str(evil)), ("log.showSignature", "true"),
+                       ("gpg.program", str(evil)), ("core.fsmonitor", str(evil)), ("core.pager", str(evil))):
+        git(repo, "config", key, value)
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "attributes").write_text("* diff=evil\n")
+
+    assert call(hive, "repo_log", agent="mal")["commits"][0]["sha"] == signed_sha
+    assert '+    prompt = "innocent";' in call(hive, "repo_diff", agent="mal", rev=signed_sha)["diff"]
+    assert "innocent" in call(hive, "repo_file", agent="mal", rev="main", path="agent.nix")["text"]
+    if hive.dashboard_url:
+        assert http(hive.dashboard_url, "GET", f"/api/agents/mal/repo/diff/{signed_sha}").status == 200
+        assert http(hive.dashboard_url, "GET", "/api/agents/mal/repo/log").status == 200
+    assert not marker.exists(), marker.read_text()
