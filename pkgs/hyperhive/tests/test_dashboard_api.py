@@ -3,6 +3,7 @@ bad input."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sqlite3
@@ -319,6 +320,29 @@ def test_notes_route(hive, url):
     page = get(url, "/agents/alice").text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
     assert_error(get(url, "/api/agents/bob/notes"), 404, "not_found", "no notes")
+
+
+def test_notes_are_only_the_agents_own_regular_file(hive, url, tmp_path):
+    """An agent writes its own state dir: a notes.md that is a symlink (to a host file) or a FIFO is refused by the
+    route and the page, never followed, and never leaves a request hanging."""
+    notes = hive.config.state_dir / "agents" / "carol" / "state" / "notes.md"
+    notes.parent.mkdir(parents=True, exist_ok=True)
+    secret = tmp_path / "host-secret"
+    secret.write_text("host secret\n")
+    notes.symlink_to(secret)
+    try:
+        reply = get(url, "/api/agents/carol/notes")
+        assert reply.status in (403, 404) and b"host secret" not in reply.body, reply
+        assert reply.error["code"] in ("forbidden", "not_found")
+        page = get(url, "/agents/carol")
+        assert page.status == 200 and "host secret" not in page.text
+        notes.unlink()
+        os.mkfifo(notes)
+        reply = get(url, "/api/agents/carol/notes", timeout=5)
+        assert reply.status in (403, 404), reply
+        assert get(url, "/agents/carol", timeout=5).status == 200
+    finally:
+        notes.unlink(missing_ok=True)
 
 
 # --- the config repo browser ------------------------------------------------------------------------------

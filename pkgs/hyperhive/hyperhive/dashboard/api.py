@@ -6,8 +6,11 @@ object, or a form from the pages (then it answers with a redirect back to the pa
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import stat
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
@@ -19,7 +22,7 @@ from .. import approvals, questions, repos, spawn, telemetry
 from .. import store as db
 from ..broker import OPERATOR, message_dict
 from ..config import check_name
-from ..errors import bad_request, not_found
+from ..errors import HiveError, bad_request, not_found
 from .security import RAW_CSP
 from .state import collect_state
 
@@ -330,11 +333,27 @@ def notes_path(name: str):
     return repos.state_path(hive(), agent_name(name)) / "notes.md"
 
 
+def read_notes(path, limit: int | None = None) -> bytes:
+    """notes.md's bytes (at most ``limit``). The agent writes its state dir, so only a regular file is read: a
+    symlink (to a host file) is not followed, and a FIFO or device never blocks or floods the service.
+    FileNotFoundError when there are none; HiveError ``forbidden`` when it is not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise HiveError("forbidden", f"{path} is a symlink; only a regular file is shown as notes") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise HiveError("forbidden", f"{path} is not a regular file; only a regular file is shown as notes")
+        return f.read() if limit is None else f.read(limit)
+
+
 @bp.get("/agents/<name>/notes")
 def notes(name):
     path = notes_path(name)
     try:
-        data = path.read_bytes()
+        data = read_notes(path)
     except FileNotFoundError:
         raise not_found(f"{name} has no notes yet ({path})") from None
     return Response(data, mimetype="text/plain", headers={"Content-Security-Policy": RAW_CSP})

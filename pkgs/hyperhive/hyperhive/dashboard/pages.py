@@ -134,14 +134,15 @@ def agent_page(name):
         abort(404)
     notes, notes_error, notes_size = None, None, None
     try:
-        with open(notes_path, "rb") as f:
-            raw = f.read(NOTES_SHOW_BYTES + 1)
-        notes_size = notes_path.stat().st_size
+        raw = api.read_notes(notes_path, NOTES_SHOW_BYTES + 1)
+        notes_size = notes_path.lstat().st_size
         notes = raw[:NOTES_SHOW_BYTES].decode("utf-8", errors="replace")
     except FileNotFoundError:
         pass
     except OSError as e:
         notes_error = str(e)
+    except HiveError as e:
+        notes_error = e.message
     rev = request.args.get("rev") or None
     tags, tags_error = attempt(lambda: repos.repo_tags(hive(), name))
     log_rows, log_error = attempt(lambda: repos.repo_log(hive(), name, rev="main", limit=50))
