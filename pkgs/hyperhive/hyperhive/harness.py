@@ -161,6 +161,12 @@ def python_path_env() -> str:
 
 # --- what Claude Code is given ----------------------------------------------------------------------------
 
+# Claude Code would also read settings files of its own: ~/.claude/settings.json and, in its working directory (the
+# agent's /state, which the agent edits), .claude/settings.json and .claude/settings.local.json. Their permission
+# rules (and hooks) would add to the policy's; none of them is read, so --settings holds every rule there is.
+NO_SETTING_SOURCES = ("--setting-sources", "")
+
+
 def permission_rules(settings: AgentSettings) -> list[str]:
     """Claude Code permission rules from the agent's policy; with ``dontAsk`` anything else is refused."""
     rules = [f"Bash({rule})" for rule in settings.bash_allow]
@@ -537,7 +543,7 @@ class Harness:
         if continue_session:
             argv.append("--continue")
         argv += ["--settings", str(files["settings"]), "--system-prompt-file", str(files["system_prompt"]),
-                 "--mcp-config", str(files["mcp_config"]), "--strict-mcp-config",
+                 "--mcp-config", str(files["mcp_config"]), "--strict-mcp-config", *NO_SETTING_SOURCES,
                  "--allowedTools", *permission_rules(self.settings)]
         return argv
 
@@ -578,7 +584,7 @@ class Harness:
         if self.settings.model:
             argv += ["--model", self.settings.model]
         argv += ["--settings", str(files["settings"]), "--system-prompt-file", str(files["system_prompt"]),
-                 "--mcp-config", str(files["mcp_config"]), "--strict-mcp-config"]
+                 "--mcp-config", str(files["mcp_config"]), "--strict-mcp-config", *NO_SETTING_SOURCES]
         return run_claude(argv, prompt, cwd=cwd, env=self.claude_env(), timeout=self.compact_timeout,
                           on_start=self._started)
 

@@ -58,6 +58,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--system-prompt")
     p.add_argument("--mcp-config", nargs="+", default=[])
     p.add_argument("--strict-mcp-config", action="store_true")
+    p.add_argument("--setting-sources")  # it reads no settings files whatever this names
     p.add_argument("--allowedTools", "--allowed-tools", nargs="+", default=[])
     p.add_argument("--permission-mode")
     p.add_argument("prompt", nargs="?")

@@ -7,7 +7,10 @@ settings, system prompt and MCP config files, starts every MCP server of ``--mcp
 Claude Code would (``command`` + ``args``, ``env`` over its own environment), runs ``initialize`` and
 ``tools/list``, then performs the steps of a script, printing stream-json events like Claude Code does. Tool
 calls honour the permission rules (``permissions.allow`` of the settings plus ``--allowedTools``, with
-``defaultMode``): what is not allowed is denied, as ``dontAsk`` does.
+``defaultMode``): what is not allowed is denied, as ``dontAsk`` does. Like Claude Code it also merges the settings
+files of its sources (``user``: ``$CLAUDE_CONFIG_DIR`` or ``~/.claude``/settings.json; ``project`` and ``local``:
+the working directory's ``.claude/settings.json`` and ``.claude/settings.local.json``), all of them unless
+``--setting-sources`` names which (``""``: none).
 
 Environment:
 - ``FAKE_CLAUDE_SCRIPT``: a JSON file: a list of steps, or ``{"rules": [{"when": {...}, "steps": [...]}, ...],
@@ -50,7 +53,7 @@ OPTIONS = {
     "--dangerously-skip-permissions": 0, "--include-partial-messages": 0, "-v": 0, "--version": 0,
     "--output-format": 1, "--input-format": 1, "--model": 1, "--fallback-model": 1, "--settings": 1,
     "--system-prompt": 1, "--system-prompt-file": 1, "--append-system-prompt": 1, "--permission-mode": 1,
-    "--max-turns": 1, "--session-id": 1,
+    "--max-turns": 1, "--session-id": 1, "--setting-sources": 1,
     "-r": "?", "--resume": "?", "-d": "?", "--debug": "?",
     "--mcp-config": "+", "--allowedTools": "+", "--allowed-tools": "+", "--disallowedTools": "+",
     "--disallowed-tools": "+", "--add-dir": "+",
@@ -171,6 +174,47 @@ def parse(argv: list) -> tuple:
     if len(positional) > 1:
         fail(f"error: too many arguments. Expected 1 argument but got {len(positional)}.")
     return opts, positional
+
+
+SETTING_SOURCES = ("user", "project", "local")
+
+
+def setting_source_files(sources) -> list:
+    """The settings files Claude Code reads besides ``--settings``: every source, or those ``sources`` names."""
+    if sources is None:
+        names = list(SETTING_SOURCES)
+    else:
+        names = [n.strip() for n in sources.split(",") if n.strip()]
+        for n in names:
+            if n not in SETTING_SOURCES:
+                fail(f"Error: Invalid setting source: {n}. Valid options are: {', '.join(SETTING_SOURCES)}")
+    config_dir = os.environ.get("CLAUDE_CONFIG_DIR") or os.path.expanduser("~/.claude")
+    where = {"user": os.path.join(config_dir, "settings.json"),
+             "project": os.path.join(os.getcwd(), ".claude", "settings.json"),
+             "local": os.path.join(os.getcwd(), ".claude", "settings.local.json")}
+    return [where[n] for n in names]
+
+
+def merge_setting_sources(flag_settings: dict, sources) -> dict:
+    """The flag's settings with the permission rules of the settings files merged in, as Claude Code merges them."""
+    merged = dict(flag_settings)
+    perms = dict(merged.get("permissions") or {})
+    for path in setting_source_files(sources):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue
+        record.setdefault("setting_files", []).append(path)
+        for key in ("allow", "deny"):
+            extra = (data.get("permissions") or {}).get(key) or []
+            if extra:
+                perms[key] = list(perms.get(key) or []) + [r for r in extra if r not in (perms.get(key) or [])]
+        if "defaultMode" in (data.get("permissions") or {}) and "defaultMode" not in perms:
+            perms["defaultMode"] = data["permissions"]["defaultMode"]
+    if perms:
+        merged["permissions"] = perms
+    return merged
 
 
 def load_json_arg(value: str, what: str):
@@ -401,6 +445,8 @@ class Conversation:
         def run():
             if not self.perms.allows_edit(full, os.getcwd()):
                 return denied("Write" if not append else "Edit"), True, {"denied": True}
+            if not append:  # Write creates the directories it needs, as Claude Code's does
+                os.makedirs(os.path.dirname(full), exist_ok=True)
             with open(full, "a" if append else "w") as f:
                 f.write(content)
             return f"The file {full} has been updated.", False, {}
@@ -502,6 +548,7 @@ def main() -> None:
         except OSError:
             fail(f"Error: System prompt file not found: {os.path.abspath(path)}")
     settings = load_json_arg(opts["--settings"], "settings") if "--settings" in opts else {}
+    settings = merge_setting_sources(settings, opts.get("--setting-sources"))
     mcp_servers: dict = {}
     for value in opts.get("--mcp-config", []):
         config = load_json_arg(value, "MCP config")

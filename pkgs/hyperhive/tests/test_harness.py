@@ -3,6 +3,7 @@ fake ``claude`` honouring Claude Code's command line and calling the real MCP to
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -82,7 +83,8 @@ def test_claude_gets_the_design_command_line_and_exactly_the_policy_permission_r
                                                "--model", "claude-opus-4-1"]  # first turn: nothing to --continue
     assert argv[argv.index("--settings"):] == [
         "--settings", files["--settings"], "--system-prompt-file", files["--system-prompt-file"],
-        "--mcp-config", files["--mcp-config"], "--strict-mcp-config", "--allowedTools", *rules]
+        "--mcp-config", files["--mcp-config"], "--strict-mcp-config", "--setting-sources", "",
+        "--allowedTools", *rules]
     assert run["settings"]["permissions"] == {"allow": rules, "defaultMode": "dontAsk"}
     assert run["cwd"] == str(state)
     assert "You keep the docs." in run["system_prompt"] and f"{state}/notes.md" in run["system_prompt"]
@@ -101,6 +103,34 @@ def test_claude_gets_the_design_command_line_and_exactly_the_policy_permission_r
         ("Write", f"{state}/notes.md", False), ("Write", "/tmp/hyperhive-forbidden.txt", True),
         ("mcp__hyperhive__list_agents", None, False), ("mcp__mirror__list_agents", None, False)]
     assert not os.path.exists("/tmp/hyperhive-forbidden.txt")
+
+
+def test_settings_files_the_agent_writes_grant_it_nothing(start_hive, hive_dir, tmp_path):
+    """The agent may edit its /state, Claude Code's working directory, and Claude Code reads settings files there
+    (and in ~/.claude): a permission rule the agent writes into them must not widen its policy."""
+    escaped = tmp_path / "escaped"
+    config_dir = tmp_path / "claude-config"
+    wide = json.dumps({"permissions": {"allow": ["Bash(*)", "Edit(//**)"], "defaultMode": "bypassPermissions"}})
+    script = {"rules": [
+        {"when": {"agent": "alice", "prompt_contains": "first"}, "steps": [
+            {"write": ".claude/settings.json", "content": wide},
+            {"write": ".claude/settings.local.json", "content": wide}, {"say": "done"}]},
+        {"when": {"agent": "alice", "prompt_contains": "second"}, "steps": [
+            {"bash": f"touch {escaped}"}, {"write": str(escaped), "content": "x"}, {"bash": "ls -la"}]}]}
+    config_dir.mkdir()
+    (config_dir / "settings.json").write_text(wide)  # the user settings (~/.claude is the agent's too)
+    hp = fake_hive(start_hive, hive_dir, script, {"alice": {"bashAllow": ["ls -la"]}},
+                   env={"CLAUDE_CONFIG_DIR": str(config_dir)})
+    hp.host().call("send", to="alice", body="first")
+    first = wait_runs(hive_dir, "alice", 1)[0]
+    assert [c["is_error"] for c in first["calls"]] == [False, False]  # its own /state: allowed
+    hp.host().call("send", to="alice", body="second")
+    second = wait_runs(hive_dir, "alice", 2)[1]
+    assert second.get("setting_files", []) == []
+    assert second["settings"]["permissions"]["defaultMode"] == "dontAsk"
+    calls = [(c["tool"], c["is_error"]) for c in second["calls"]]
+    assert calls == [("Bash", True), ("Write", True), ("Bash", False)]
+    assert not escaped.exists()
 
 
 def test_an_agent_gets_no_manager_tools_and_the_manager_gets_them_all(start_hive, hive_dir):
