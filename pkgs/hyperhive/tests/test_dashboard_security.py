@@ -3,6 +3,7 @@ refusing to start where the dashboard would be unsafe."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -143,6 +144,23 @@ def test_with_a_token_every_request_needs_it(start_broker, hive_dir):
     assert http(url, "GET", "/api/state", token="the-next-token").status == 200
     logout = http(url, "POST", "/logout", data={"csrf_token": csrf}, headers={"Cookie": cookies})
     assert logout.status == 303 and "hh_auth=;" in cookies_of(logout)["hh_auth"]
+
+
+def test_a_token_replaced_by_a_file_with_the_same_mtime_still_ends_the_old_one(start_broker, hive_dir):
+    """Secrets are often installed with their times kept (install -p, cp -p, rsync -t, the Nix store's mtime 1):
+    a new token file counts as new even when its mtime is the old one's."""
+    token_file = hive_dir / "dashboard.token"
+    token_file.write_text("first-token-aaaa")
+    os.utime(token_file, ns=(1_000_000_000, 1_000_000_000))
+    hive = start_broker(dashboard={"tokenFile": str(token_file)})
+    url = hive.dashboard_url
+    assert http(url, "GET", "/api/state", token="first-token-aaaa").status == 200
+    staged = hive_dir / "dashboard.token.new"
+    staged.write_text("other-token-bbbb")
+    os.utime(staged, ns=(1_000_000_000, 1_000_000_000))
+    os.replace(staged, token_file)
+    assert http(url, "GET", "/api/state", token="first-token-aaaa").status == 401
+    assert http(url, "GET", "/api/state", token="other-token-bbbb").status == 200
 
 
 def serve_fails(directory, **top) -> str:

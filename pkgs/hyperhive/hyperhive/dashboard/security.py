@@ -75,7 +75,7 @@ class Guard:
     def __init__(self, hive):
         self.hive = hive
         self._secret = _load_secret(hive.config.state_dir)
-        self._token_cache: tuple[str | None, float | None, str | None] = (None, None, None)
+        self._token_cache: tuple[str | None, tuple | None, str | None] = (None, None, None)
         if self.token_file:
             try:
                 self.token()  # fail the start now when the file is missing or empty
@@ -98,15 +98,17 @@ class Guard:
         if not path:
             return None
         try:
-            mtime = os.stat(path).st_mtime_ns
+            st = os.stat(path)
         except OSError as e:
             cached_path, _, cached = self._token_cache
             if cached and cached_path == path:
                 log.warning("dashboard token file %s unreadable (%s); keeping the last token", path, e)
                 return cached
             raise TokenError(f"dashboard.tokenFile {path} cannot be read: {e.strerror or e}") from None
-        cached_path, cached_mtime, cached = self._token_cache
-        if cached_path == path and cached_mtime == mtime and cached:
+        # Not the mtime alone: a secret installed with its times kept (install -p, the Nix store) is new all the same.
+        version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        cached_path, cached_version, cached = self._token_cache
+        if cached_path == path and cached_version == version and cached:
             return cached
         try:
             token = Path(path).read_text(encoding="utf-8").strip()
@@ -119,7 +121,7 @@ class Guard:
                 log.warning("dashboard token file %s is empty; keeping the last token", path)
                 return cached
             raise TokenError(f"dashboard.tokenFile {path} is empty; put the dashboard token in it")
-        self._token_cache = (path, mtime, token)
+        self._token_cache = (path, version, token)
         return token
 
     def login_cookie_value(self, token: str) -> str:
