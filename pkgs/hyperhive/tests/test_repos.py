@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -168,3 +169,16 @@ def test_the_proposed_repos_own_git_config_runs_nothing(hive, tmp_path):
         assert http(hive.dashboard_url, "GET", f"/api/agents/mal/repo/diff/{signed_sha}").status == 200
         assert http(hive.dashboard_url, "GET", "/api/agents/mal/repo/log").status == 200
     assert not marker.exists(), marker.read_text()
+
+
+def test_a_file_with_any_name_is_served_by_the_dashboard(hive):
+    if not hive.dashboard_url:
+        pytest.skip("no dashboard in this build")
+    hive.client("manager").call("request_spawn_draft", name="nia")
+    name = '日本 "x".md'
+    sha = commit_change(hive, "nia", "non-ascii name\n", filename=name, message="nia: a file")
+    reply = http(hive.dashboard_url, "GET", f"/api/agents/nia/repo/file/{sha}/{quote(name)}")
+    assert reply.status == 200 and reply.body == b"non-ascii name\n", reply
+    assert reply.headers["Content-Disposition"] == (
+        f"inline; filename=\"__ _x_.md\"; filename*=UTF-8''{quote(name, safe='')}")
+    assert "sandbox" in reply.headers["Content-Security-Policy"]

@@ -14,6 +14,7 @@ import stat
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
+from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, request
 from sqlalchemy import select
@@ -427,9 +428,15 @@ def repo_file(name, rest):
         mimetype = "text/plain"
     except UnicodeDecodeError:
         mimetype = "application/octet-stream"
-    filename = path.rsplit("/", 1)[-1].replace('"', "")
     return Response(data, mimetype=mimetype, headers={
-        "Content-Security-Policy": RAW_CSP, "Content-Disposition": f'inline; filename="{filename}"'})
+        "Content-Security-Policy": RAW_CSP, "Content-Disposition": inline_disposition(path.rsplit("/", 1)[-1])})
+
+
+def inline_disposition(filename: str) -> str:
+    """``inline`` with the file's name: plain ASCII for old clients, RFC 5987 UTF-8 for the rest (a header must
+    stay Latin-1 without quotes or control characters, whatever the repo's file is called)."""
+    plain = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
+    return f"inline; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 @bp.get("/meta/log")
