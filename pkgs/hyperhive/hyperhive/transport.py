@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import select
 import socket
@@ -103,7 +104,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def decode_and_handle(self, line: bytes) -> dict:
         try:
-            request = json.loads(line.decode("utf-8"))
+            request = loads_strict(line.decode("utf-8"))
         except UnicodeDecodeError:
             return error_response("bad_request", "request is not valid UTF-8")
         except ValueError as e:
@@ -117,6 +118,31 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         except Exception as e:  # a bug must not take the socket down; say so and log it
             log.exception("internal error handling %r for %s", request.get("op"), self.identity.name)
             return error_response("internal", f"internal error: {type(e).__name__}: {e}")
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not -2**63 <= value < 2**63:
+        raise ValueError(f"{text[:30]} is out of range (integers are 64-bit)")
+    return value
+
+
+def loads_strict(text: str) -> Any:
+    """JSON as RFC 8259 has it: Python's NaN, Infinity and overflowing numbers such as 1e999 are refused (as
+    wait or lease times they would park a request or hold a message forever), and so are integers beyond 64 bits
+    (no id or count is larger, and SQLite holds no larger)."""
+    return json.loads(text, parse_constant=_not_json, parse_float=_finite, parse_int=_int64)
 
 
 class SocketServer:

@@ -76,3 +76,23 @@ def test_every_line_gets_a_well_formed_response(fuzz_hive, batch):
         s.sendall(b'{"op": "whoami"}\n')
         assert json.loads(f.readline())["result"]["name"] == "alice"
     assert fuzz_hive.proc.poll() is None
+
+
+@pytest.mark.parametrize("line", [
+    b'{"op": "recv", "wait_seconds": NaN}', b'{"op": "recv", "lease_seconds": Infinity}',
+    b'{"op": "recv", "lease_seconds": NaN}', b'{"op": "stats", "samples": [{"key": "k", "value": NaN}]}',
+    b'{"op": "send", "to": "bob", "body": "hi", "x": -Infinity}', b'{"op": "recv", "lease_seconds": 1e999}',
+    b'{"op": "recv", "wait_seconds": 1' + b'0' * 400 + b'}', b'{"op": "ack", "ids": [99999999999999999999]}',
+])
+def test_numbers_json_does_not_have_are_not_json(fuzz_hive, line):
+    """NaN and Infinity are not JSON (RFC 8259), and no argument holds a number beyond 64 bits: such a line is
+    bad_request, never a lease that never ends, a parked request or an internal error."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(20)
+        s.connect(str(fuzz_hive.config.agent_socket("alice")))
+        f = s.makefile("rb")
+        s.sendall(line + b"\n")
+        response = json.loads(f.readline())
+        assert response["ok"] is False and response["error"]["code"] == "bad_request", response
+        s.sendall(b'{"op": "whoami"}\n')
+        assert json.loads(f.readline())["result"]["name"] == "alice"
