@@ -163,6 +163,28 @@ def test_a_token_replaced_by_a_file_with_the_same_mtime_still_ends_the_old_one(s
     assert http(url, "GET", "/api/state", token="other-token-bbbb").status == 200
 
 
+def test_a_next_target_never_leaves_the_dashboard(start_broker):
+    """Browsers read "/\\host" (and "/\t/host") as "//host": such a next= is not a page of this dashboard."""
+    url = start_broker().dashboard_url
+    for target in ("/%5Cevil.example", "/%5C%5Cevil.example/x", "/%09/evil.example", "/%0A/evil.example",
+                   "//evil.example", "https://evil.example", "/%2F/evil.example"):
+        reply = http(url, "GET", f"/login?next={target}")
+        location = reply.headers["Location"]
+        # what a browser would follow: a path of this origin (werkzeug sends a backslash or tab as %5C, %09)
+        assert reply.status == 303 and location.startswith("/") and location[1:2] not in ("/", "\\"), location
+        assert not any(ord(c) < 33 or c == "\\" for c in location), location
+    reply = http(url, "GET", "/login?next=/agents/alice%3Frev%3Dmain")
+    assert reply.headers["Location"] == "/agents/alice?rev=main"
+    login = http(url, "GET", "/")
+    sid = cookies_of(login)["hh_sid"]
+    csrf = csrf_of(login.text)
+    reply = http(url, "POST", "/api/messages", data={"to": "alice", "body": "hi", "csrf_token": csrf,
+                                                     "next": "/\\evil.example"},
+                 headers={"Cookie": cookie_header(sid)})
+    location = reply.headers["Location"]
+    assert reply.status == 303 and location.startswith("/") and location[1:2] not in ("/", "\\"), location
+
+
 def serve_fails(directory, **top) -> str:
     """Start ``hyperhive serve`` on a config that must be refused; its stderr."""
     config = write_config(directory, **top)

@@ -24,7 +24,7 @@ from .. import store as db
 from ..broker import OPERATOR, message_dict
 from ..config import check_name
 from ..errors import HiveError, bad_request, not_found
-from .security import RAW_CSP
+from .security import RAW_CSP, local_target
 from .state import collect_state
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -66,10 +66,7 @@ def body() -> dict:
 def done(result: Any, status: int = 200):
     """JSON for scripts and fetch; a redirect back for a plain form post from the pages."""
     if not request.is_json and request.form and "application/json" not in request.headers.get("Accept", ""):
-        target = request.form.get("next") or "/"
-        if not target.startswith("/") or target.startswith("//"):
-            target = "/"
-        return redirect(target, 303)
+        return redirect(local_target(request.form.get("next")), 303)
     return jsonify(result), status
 
 

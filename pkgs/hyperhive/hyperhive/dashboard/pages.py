@@ -16,7 +16,7 @@ from .. import approvals, repos, spawn
 from ..broker import OPERATOR
 from ..errors import HiveError
 from . import api
-from .security import AUTH_COOKIE, CSRF_FIELD
+from .security import AUTH_COOKIE, CSRF_FIELD, local_target
 from .state import agents as agent_rows
 from .state import collect_state, with_activity
 
@@ -173,10 +173,8 @@ def meta_page():
 # --- login ---------------------------------------------------------------------------------------------------
 
 def _next_target() -> str:
-    target = request.values.get("next") or "/"
-    if not target.startswith("/") or target.startswith("//") or target.startswith("/login"):
-        return "/"
-    return target
+    target = local_target(request.values.get("next"))
+    return "/" if target.startswith("/login") else target
 
 
 @bp.get("/login")

@@ -191,5 +191,14 @@ class Guard:
         return None
 
 
+def local_target(target: str | None, default: str = "/") -> str:
+    """``target`` when it is a path of this dashboard to redirect to, else ``default``. Browsers drop tabs and
+    newlines from a URL and read a backslash as a slash, so "/<TAB>/host" or "/\\host" would leave for host."""
+    if (not target or not target.startswith("/") or target[1:2] in ("/", "\\")
+            or any(ord(c) < 32 or ord(c) == 127 or c == "\\" for c in target)):
+        return default
+    return target
+
+
 def new_sid() -> str:
     return secrets.token_urlsafe(24)
