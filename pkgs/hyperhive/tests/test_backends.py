@@ -159,3 +159,19 @@ def test_a_deploy_cut_short_by_a_crash_of_the_service_is_failed_and_undone_at_th
         assert event["data"]["status"] == "failed"
     finally:
         again.stop()
+
+
+def test_the_manager_cannot_make_a_deploy_write_through_a_symlink_it_planted(hive, hive_dir):
+    """The manager's container sees <stateDir>/agents read-write: a symlink it puts where the service writes an
+    agent's agent.json must not make the service (root on the host) overwrite the file it points at."""
+    victim = hive_dir / "host-file"
+    victim.write_text("the host's own file\n")
+    agent_dir = state_dir(hive) / "agents" / "alice"
+    (agent_dir / "agent.tmp").unlink(missing_ok=True)
+    (agent_dir / "agent.tmp").symlink_to(victim)
+    (agent_dir / "agent.json").unlink(missing_ok=True)
+    (agent_dir / "agent.json").symlink_to(victim)
+    hive.client("manager").call("update", name="alice")
+    assert victim.read_text() == "the host's own file\n"
+    written = agent_dir / "agent.json"
+    assert not written.is_symlink() and json.loads(written.read_text())["name"] == "alice"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from .. import repos
@@ -83,9 +84,19 @@ def agent_json(hive, name: str) -> dict:
 
 
 def write_agent_json(hive, name: str) -> Path:
+    """``agents/<n>/agent.json``, atomically. The manager's container writes under ``agents/`` too, so nothing
+    there is written through: a fresh temporary file (O_EXCL, no symlink followed) replaces the name itself."""
     path = repos.agent_json_path(hive, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(agent_json(hive, name), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    if path.parent.is_symlink():
+        raise BuildError(f"{path.parent} is a symlink; refusing to write {name}'s agent.json through it")
+    fd, tmp = tempfile.mkstemp(prefix=".agent.json.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o644)
+            f.write(json.dumps(agent_json(hive, name), indent=2) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
