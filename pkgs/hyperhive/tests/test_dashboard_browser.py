@@ -90,7 +90,10 @@ def test_operator_message_form_reaches_the_agent_and_the_flow_is_live(start_brok
     result = hive.client("bob").call("recv", wait_seconds=10)
     assert [(m["from"], m["body"]) for m in result["messages"]] == [
         ("operator", "Please look at the flaky test.\nThanks!")]
-    page.wait_for_function("document.querySelector('#compose-body').value === ''")
+    # (not wait_for_function: its polling evaluates the string in the page, which the dashboard's CSP refuses)
+    from playwright.sync_api import expect
+
+    expect(page.locator("#compose-body")).to_have_value("")
 
     # What agents send shows in the inbox and the live flow without a reload.
     hive.client("alice").call("send", to="operator", body="docs build is green again")
