@@ -150,8 +150,9 @@ def _check_ref(ref) -> str:
 
 def _resolve_proposed(hive, name: str, ref: str) -> str:
     path = repos.config_path(hive, name)
-    if not (path / ".git").exists():
+    if not (path / ".git").exists() and not (path / ".git").is_symlink():
         raise not_found(f"{name} has no proposed config repo (agents/{name}/config)")
+    repos.check_plain_repo(hive, path)
     sha = repos.rev_sha(repos.open_repo(path), ref)
     if sha is None:
         raise not_found(f'commit "{ref}" is not in the proposed repo of {name} (agents/{name}/config): '

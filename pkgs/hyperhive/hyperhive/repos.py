@@ -260,8 +260,38 @@ def _ensure_applied_remote(hive, name: str) -> None:
         repo.create_remote("applied", url)
 
 
+def refuse_links(hive, path: Path, what: str) -> None:
+    """Refuse ``path`` when it, or a directory between it and stateDir, is a symbolic link.
+
+    The manager's container writes ``<stateDir>/agents``: a link planted there must not make the service mount,
+    read or fetch anything outside it.
+    """
+    base = hive.config.state_dir
+    p = Path(path)
+    while p != base and base in p.parents:
+        if p.is_symlink():
+            raise HiveError("forbidden", f"{what}: {p} is a symbolic link; refusing to follow it "
+                                         "(replace it with a plain directory)")
+        p = p.parent
+
+
+def check_plain_repo(hive, path: Path) -> None:
+    """A proposed repo must keep its objects to itself: no linked ``.git``, ``gitdir:`` file or alternates,
+    or its history (and what the operator reviews) could come from another repository on the host."""
+    git_dir = Path(path) / ".git"
+    refuse_links(hive, git_dir, "proposed repo")
+    if not git_dir.is_dir():
+        raise HiveError("forbidden", f"{git_dir} is not a directory (a gitdir: file would point elsewhere); "
+                                     "refusing to read it")
+    for redirect in ("commondir", "objects/info/alternates", "objects/info/http-alternates"):
+        if (git_dir / redirect).exists():
+            raise HiveError("forbidden", f"{git_dir / redirect} borrows objects from another repository; "
+                                         "remove it to propose from this repo")
+
+
 def ensure_state_dir(hive, name: str) -> Path:
     path = state_path(hive, name)
+    refuse_links(hive, path, f"the state directory of {name}")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -249,3 +249,46 @@ def test_an_approval_is_resolved_once_however_many_approve_it_at_once(hive):
     assert sorted(outcomes) == ["approved"] + ["conflict"] * 5
     assert wait_status(hive.host(), approval_id)["status"] == "deployed"
     assert git(state_dir(hive) / "meta", "log", "--format=%s").count(f"deployed/{approval_id} ") == 1
+
+
+def test_a_proposed_repo_that_borrows_another_repos_history_is_refused(hive):
+    """The manager writes agents/: it must not make the operator review (and deploy) another repo's commits."""
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    config = sd / "agents" / "alice" / "config"
+    elsewhere = sd / "agents" / "bob" / "config"
+    sha = commit_change(hive, "alice", agent_nix(prompt="mine"), message="a change of alice's")
+    # objects borrowed through alternates
+    alternates = config / ".git" / "objects" / "info" / "alternates"
+    alternates.write_text(str(elsewhere / ".git" / "objects") + "\n")
+    assert "alternates" in refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "forbidden")
+    alternates.unlink()
+    # the whole .git swapped for a link to another repository
+    real_git = config / ".git"
+    real_git.rename(config / "git.saved")
+    (config / ".git").symlink_to(elsewhere / ".git")
+    assert "symbolic link" in refused(
+        lambda: manager.call("request_apply_commit", agent="alice", commit="main"), "forbidden")
+    (config / ".git").unlink()
+    # or for a gitdir: file
+    (config / ".git").write_text(f"gitdir: {elsewhere / '.git'}\n")
+    assert "not a directory" in refused(
+        lambda: manager.call("request_apply_commit", agent="alice", commit="main"), "forbidden")
+    (config / ".git").unlink()
+    (config / "git.saved").rename(config / ".git")
+    assert isinstance(manager.call("request_apply_commit", agent="alice", commit=sha)["approval_id"], int)
+
+
+def test_a_state_directory_swapped_for_a_link_is_not_followed(hive, tmp_path):
+    sd = state_dir(hive)
+    state = sd / "agents" / "alice" / "state"
+    outside = tmp_path / "host-secrets"
+    outside.mkdir()
+    hive.client("manager").call("kill", name="alice")
+    state.rename(state.with_name("state.saved"))
+    state.symlink_to(outside)
+    assert "symbolic link" in refused(lambda: hive.client("manager").call("start", name="alice"), "forbidden")
+    assert list(outside.iterdir()) == []
+    state.unlink()
+    state.with_name("state.saved").rename(state)
+    hive.client("manager").call("start", name="alice")

@@ -430,3 +430,24 @@ def test_unknown_routes_and_wrong_methods_answer_json(url):
     assert_error(http(url, "PUT", "/api/questions/1/answer", json={"answer": "x"}), 405, "bad_request")
     missing_page = get(url, "/no/such/page")
     assert missing_page.status == 404 and missing_page.headers["Content-Type"].startswith("text/html")
+
+
+def test_a_state_directory_swapped_for_a_link_is_not_read(hive, url, tmp_path):
+    """The manager's container writes agents/: a state directory replaced by a link to a host directory is not
+    read through, by the notes route or the agent page."""
+    state = hive.config.state_dir / "agents" / "carol" / "state"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "notes.md").write_text("host secret\n")
+    if state.exists():
+        shutil.rmtree(state)
+    state.symlink_to(outside)
+    try:
+        reply = get(url, "/api/agents/carol/notes")
+        assert reply.status == 403 and b"host secret" not in reply.body, reply
+        assert "symbolic link" in reply.error["message"]
+        page = get(url, "/agents/carol")
+        assert page.status == 200 and "host secret" not in page.text and "symbolic link" in page.text
+    finally:
+        state.unlink()

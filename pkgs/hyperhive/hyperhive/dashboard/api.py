@@ -327,8 +327,11 @@ def agent_action(name, action):
 # --- per agent: notes, turns, telemetry ----------------------------------------------------------------------
 
 def notes_path(name: str):
-    # the manager's state lives apart from the agents' (<stateDir>/manager/state)
-    return repos.state_path(hive(), agent_name(name)) / "notes.md"
+    # the manager's state lives apart from the agents' (<stateDir>/manager/state); a state directory the
+    # manager swapped for a link is not followed (read_notes guards notes.md itself)
+    state = repos.state_path(hive(), agent_name(name))
+    repos.refuse_links(hive(), state, f"the state directory of {name}")
+    return state / "notes.md"
 
 
 def read_notes(path, limit: int | None = None) -> bytes:

@@ -129,12 +129,12 @@ def _overview(name: str) -> dict | None:
 def agent_page(name):
     api.agent_name(name)
     overview, overview_error = attempt(lambda: _overview(name))
-    notes_path = api.notes_path(name)
+    notes_path = repos.state_path(hive(), name) / "notes.md"
     if overview is None and overview_error is None and not notes_path.parent.parent.exists():
         abort(404)
     notes, notes_error, notes_size = None, None, None
     try:
-        raw = api.read_notes(notes_path, NOTES_SHOW_BYTES + 1)
+        raw = api.read_notes(api.notes_path(name), NOTES_SHOW_BYTES + 1)
         notes_size = notes_path.lstat().st_size
         notes = raw[:NOTES_SHOW_BYTES].decode("utf-8", errors="replace")
     except FileNotFoundError:
