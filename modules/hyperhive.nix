@@ -344,6 +344,13 @@ in
         install -d -m 0700 ${escapeShellArg u.socketDir}
         chown ${toString u.uid}:${toString u.uid} ${escapeShellArg u.socketDir}
         for dir in ${concatStringsSep " " (map escapeShellArg u.stateDirs)}; do
+          # The manager's container writes <stateDir>/agents: never mount or chown through a link planted there.
+          for path in "$dir" "$(dirname "$dir")"; do
+            if [ -L "$path" ]; then
+              echo "$path is a symbolic link; refusing to mount it into ${container} (make it a directory)" >&2
+              exit 1
+            fi
+          done
           install -d -m 0700 "$dir"
           # Re-own what is there when the mapping changed (privateUsers or uidBase switched).
           if [ "$(stat -c %u "$dir")" != ${toString u.uid} ]; then
