@@ -67,8 +67,7 @@ class Hive:
 
     def agents_changed(self) -> None:
         """Call after writing the agents table: drops the cache and opens or closes sockets."""
-        self._spawned_cache = None
-        self.sync_sockets()
+        self.sync_sockets()  # reloads the spawned agents itself
 
     def _load_spawned(self, states: tuple[str, ...]) -> dict[str, AgentConfig]:
         a = db.agents

@@ -162,21 +162,22 @@ class Store:
     def write(self) -> Iterator[Connection]:
         """One serialized write transaction (``BEGIN IMMEDIATE``), committed on leaving the block."""
         with self._write_lock:
-            # one writer, one long-lived connection: no pool checkout on the hot path of every send
-            if self._writer is None or self._writer.closed or self._writer.invalidated:
-                self._writer = self.engine.connect().execution_options(immediate=True)
-                self._raw_writer = self._writer.connection.dbapi_connection
-            with self._writer.begin():
-                yield self._writer
+            writer = self._writer_connection()
+            with writer.begin():
+                yield writer
+
+    def _writer_connection(self) -> Connection:
+        """One writer, one long-lived connection: no pool checkout on the hot path of every send.
+        Call with the write lock held."""
+        if self._writer is None or self._writer.closed or self._writer.invalidated:
+            self._writer = self.engine.connect().execution_options(immediate=True)
+        return self._writer
 
     def insert_raw(self, sql: str, params: tuple) -> int:
         """One INSERT as its own serialized write transaction; returns the new rowid. For the hottest path
         (every send), where SQLAlchemy's per-statement machinery costs more than SQLite's commit."""
         with self._write_lock:
-            if self._writer is None or self._writer.closed or self._writer.invalidated:
-                self._writer = self.engine.connect().execution_options(immediate=True)
-                self._raw_writer = self._writer.connection.dbapi_connection
-            raw = self._raw_writer
+            raw = self._writer_connection().connection.dbapi_connection
             try:
                 raw.execute("BEGIN IMMEDIATE")
                 rowid = raw.execute(sql, params).lastrowid
@@ -235,10 +236,6 @@ def _on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
 
 
-def now() -> float:
-    return time.time()
-
-
 def loads_json(raw: Any, default: Any = None) -> Any:
     """Decode a JSON column without ever raising: a row an older version wrote oddly still reads."""
     if raw is None or raw == "":
@@ -265,4 +262,4 @@ def run_sql(store: Store, sql: str, params: tuple = ()) -> list[Any]:
 
 
 __all__ = ["Store", "messages", "questions", "approvals", "agents", "stats", "SCHEMA_VERSION", "MIGRATIONS",
-           "loads_json", "iso", "now", "text"]
+           "loads_json", "iso", "text"]
