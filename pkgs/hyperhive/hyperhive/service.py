@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import select
 
@@ -235,10 +235,17 @@ def _digest(path: Path | None) -> str | None:
         return None
 
 
-def serve(config_path: Path, *, ready_message: bool = True, run_agents: bool = True) -> int:
-    """Run the service until SIGTERM or SIGINT."""
-    config = load_config(config_path)
-    hive = Hive(config, config_path, run_agents=run_agents)
+def print_ready_line(hive: Hive) -> None:
+    """What `hyperhive serve` prints once its sockets are up: one JSON line, for supervisors and tests."""
+    print(json.dumps({"ready": True, "host_socket": str(hive.config.host_socket),
+                      "dashboard": hive.extensions.get("dashboard_url")}), flush=True)
+
+
+def serve(config_path: Path, *, config: Config | None = None, run_agents: bool = True,
+          on_ready: Callable[[Hive], None] = print_ready_line,
+          on_stopping: Callable[[], None] | None = None) -> int:
+    """Run the service until SIGTERM or SIGINT; SIGHUP reloads the config."""
+    hive = Hive(config or load_config(config_path), config_path, run_agents=run_agents)
     done = threading.Event()
 
     def on_signal(signum, _frame):
@@ -250,12 +257,12 @@ def serve(config_path: Path, *, ready_message: bool = True, run_agents: bool = T
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
     hive.start()
-    if ready_message:
-        print(json.dumps({"ready": True, "host_socket": str(config.host_socket),
-                          "dashboard": hive.extensions.get("dashboard_url")}), flush=True)
+    on_ready(hive)
     try:
         while not done.wait(0.5):
             pass
     finally:
+        if on_stopping:
+            on_stopping()
         hive.stop()
     return 0

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import click
@@ -63,39 +61,29 @@ def serve(config_path, no_agents):
               show_default=True, help="The hive.toml to run.")
 def up(config_path):
     """Run a whole hive here: the service plus every agent as a local process."""
-    from ..service import Hive
+    from ..service import serve as run
 
     path = Path(config_path)
     if not path.exists():
         raise click.ClickException(f"{path} not found; create one with `hyperhive init`")
     config = _load_or_exit(path)
-    hive = Hive(config, path)
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=hive.reload_config, daemon=True).start())
-    hive.start()
-    click.echo(f"hyperhive is up ({path})")
-    click.echo(f"  state:        {config.state_dir}")
-    click.echo(f"  host socket:  {config.host_socket}   (try: hyperhive --help, hyperhive list --config {path})")
-    for name in [config.manager, *sorted(hive.agent_configs())]:
-        click.echo(f"  {name + ':':<13} {config.agent_socket(name)}")
-    url = hive.extensions.get("dashboard_url")
-    click.echo(f"  dashboard:    {url}" if url else "  dashboard:    not built into this version")
-    runner = hive.extensions.get("backend")
-    if runner is None:
-        click.echo("  agents:       no agent harness in this version: running the service alone")
-    else:
-        click.echo(f"  agents:       {hive.extensions.get('agents_note', 'running as local processes')}")
-    click.echo("Ctrl-C stops it.", nl=True)
-    sys.stdout.flush()
-    try:
-        while not done.wait(0.5):
-            pass
-    finally:
-        click.echo("stopping…")
-        hive.stop()
-        click.echo("stopped.")
+
+    def banner(hive):
+        click.echo(f"hyperhive is up ({path})")
+        click.echo(f"  state:        {config.state_dir}")
+        click.echo(f"  host socket:  {config.host_socket}   (try: hyperhive --help, hyperhive list --config {path})")
+        for name in [config.manager, *sorted(hive.agent_configs())]:
+            click.echo(f"  {name + ':':<13} {config.agent_socket(name)}")
+        click.echo(f"  dashboard:    {hive.extensions.get('dashboard_url') or 'not running (see the log above)'}")
+        if hive.extensions.get("backend") is None:
+            click.echo(f"  agents:       not started: {hive.extensions.get('backend_error', 'see the log above')}")
+        else:
+            click.echo(f"  agents:       {hive.extensions.get('agents_note', 'running as local processes')}")
+        click.echo("Ctrl-C stops it.")
+        sys.stdout.flush()
+
+    run(path, config=config, on_ready=banner, on_stopping=lambda: click.echo("stopping…"))
+    click.echo("stopped.")
 
 
 @click.command("init")
