@@ -6,8 +6,15 @@ PKG := pkgs/hyperhive
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/hive.toml
 PYTEST_ARGS ?=
+# The Claude Code CLI the tests run, pinned here and nowhere else; npm installs it (and its platform binary, an
+# optionalDependency) into a project-local prefix.
+CLAUDE_CODE_VERSION := 2.1.328
+TOOLS := .tools
+CLAUDE_PREFIX := $(TOOLS)/npm
+CLAUDE := $(CLAUDE_PREFIX)/bin/claude
+CLAUDE_STAMP := $(CLAUDE_PREFIX)/.claude-code-$(CLAUDE_CODE_VERSION)
 
-.PHONY: up test deps venv bench bench-quick clean help
+.PHONY: up test deps venv claude bench bench-quick clean help
 
 help:
 	@echo "make up          set up a virtualenv and run the example hive ($(CONFIG)); Ctrl-C stops it"
@@ -23,10 +30,13 @@ $(STAMP): $(PKG)/pyproject.toml
 
 venv: $(STAMP)
 
-# System packages the tests need: Debian's chromium (browser tests) and nix-bin (Nix parse/eval checks).
+# System packages the tests need: Debian's chromium (browser tests), nix-bin (Nix parse/eval checks), and nodejs
+# with npm (to install the Claude Code CLI).
 deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v nix-instantiate >/dev/null || missing="$$missing nix-bin"; \
 	command -v git >/dev/null || missing="$$missing git"; \
 	if [ -n "$$missing" ]; then \
@@ -35,11 +45,27 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The pinned Claude Code CLI. Its postinstall copies the platform binary over bin/claude.exe; where npm did not run
+# it (scripts disabled), it is run here. The stamp is named after the version, so changing the pin reinstalls.
+$(CLAUDE_STAMP):
+	@rm -f $(CLAUDE_PREFIX)/.claude-code-*
+	npm install --global --prefix $(CLAUDE_PREFIX) --no-audit --no-fund --loglevel=error \
+	  @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	@$(CLAUDE) --version >/dev/null 2>&1 || \
+	  (cd $(CLAUDE_PREFIX)/lib/node_modules/@anthropic-ai/claude-code && node install.cjs)
+	@version="$$($(CLAUDE) --version)"; case "$$version" in \
+	  "$(CLAUDE_CODE_VERSION) "*) touch $@ ;; \
+	  *) echo "$(CLAUDE) says '$$version', not $(CLAUDE_CODE_VERSION)" >&2; exit 1 ;; esac
+
+claude: deps $(CLAUDE_STAMP)
+
 up: $(STAMP)
 	$(VENV)/bin/hyperhive up --config $(CONFIG)
 
-test: deps $(STAMP)
-	cd $(PKG) && ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+test: deps $(STAMP) $(CLAUDE_STAMP)
+	@echo "Claude Code CLI: $$($(CLAUDE) --version) ($(CLAUDE))"
+	cd $(PKG) && HYPERHIVE_CLAUDE="$(abspath $(CLAUDE))" ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python $(PKG)/benchmarks/broker.py
@@ -50,4 +76,4 @@ bench-quick: $(STAMP)
 	$(VENV)/bin/python $(PKG)/benchmarks/broker.py --quick
 
 clean:
-	rm -rf $(VENV) examples/state
+	rm -rf $(VENV) $(TOOLS) examples/state

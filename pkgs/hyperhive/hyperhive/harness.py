@@ -52,6 +52,7 @@ STDERR_TAIL_BYTES = 8_000
 TIMED_OUT_STATUS = 124  # what timeout(1) reports, for the turn.exit_status series
 MCP_TOOL_TIMEOUT_MS = (RECV_CAP_SECONDS + 60) * 1000
 SESSION_MARKER = ".hyperhive-session"
+AGENT_HEADER = "X-Hyperhive-Agent"  # on every model API request of an agent's Claude sessions
 
 
 class HarnessError(Exception):
@@ -208,6 +209,14 @@ def system_prompt(settings: AgentSettings) -> str:
         notes_path=str(settings.notes_path), state_dir=str(settings.state_dir), bash_allow=allow,
         recv_cap=str(RECV_CAP_SECONDS), prompt=settings.prompt.strip() or "(no standing instructions)",
     )
+
+
+def agent_headers(existing: str | None, name: str) -> str:
+    """Claude Code's ``ANTHROPIC_CUSTOM_HEADERS`` (``Name: value`` lines) with ``X-Hyperhive-Agent: <name>``: every
+    API request of an agent's sessions says whose it is (for a gateway's accounting, and the stand-in model API)."""
+    lines = [line for line in (existing or "").splitlines()
+             if line.strip() and line.split(":", 1)[0].strip().lower() != AGENT_HEADER.lower()]
+    return "\n".join([*lines, f"{AGENT_HEADER}: {name}"])
 
 
 def wake_prompt(messages: list[dict], pending: int) -> str:
@@ -549,7 +558,12 @@ class Harness:
 
     def claude_env(self) -> dict:
         env = {**os.environ, "HYPERHIVE_SOCKET": self.socket_path, "MCP_TOOL_TIMEOUT": str(MCP_TOOL_TIMEOUT_MS),
-               "HYPERHIVE_AGENT": self.settings.name}
+               "HYPERHIVE_AGENT": self.settings.name,
+               "ANTHROPIC_CUSTOM_HEADERS": agent_headers(os.environ.get("ANTHROPIC_CUSTOM_HEADERS"),
+                                                         self.settings.name),
+               # The hive tools are the agent's whole world: offer them to the model at once, not behind a
+               # ToolSearch round trip (Claude Code defers MCP tools when this is on).
+               "ENABLE_TOOL_SEARCH": os.environ.get("ENABLE_TOOL_SEARCH", "false")}
         if self.standin:
             env["PYTHONPATH"] = python_path_env()
         return env

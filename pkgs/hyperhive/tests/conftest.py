@@ -15,11 +15,14 @@ import pytest
 
 from hyperhive.config import load_config
 from hyperhive.errors import HiveError
+from hyperhive.testing.messages_api import MessagesAPI
 from hyperhive.transport import Client
 
 TESTS_DIR = Path(__file__).resolve().parent
 PACKAGE_DIR = TESTS_DIR.parent
 REPO_ROOT = PACKAGE_DIR.parent.parent
+# Where `make claude` installs the pinned Claude Code CLI (the Makefile holds the version); $HYPERHIVE_CLAUDE wins.
+PROJECT_CLAUDE = REPO_ROOT / ".tools" / "npm" / "bin" / "claude"
 
 
 def write_config(directory: Path, agents: dict | None = None, **top) -> Path:
@@ -213,5 +216,50 @@ def start_broker(start_hive):
 
     def start(agents: dict | None = None, **kw) -> HiveProcess:
         return start_hive(agents, run_agents=False, **kw)
+
+    return start
+
+
+# --- the real Claude Code CLI against the stand-in Messages API -------------------------------------------------
+
+def claude_path() -> Path | None:
+    path = Path(os.environ.get("HYPERHIVE_CLAUDE") or PROJECT_CLAUDE)
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+@pytest.fixture(scope="session")
+def claude_cli() -> str:
+    """The path of the real Claude Code CLI; skipped only in the Nix build sandbox, which cannot have it."""
+    path = claude_path()
+    if path is None:
+        if os.environ.get("HYPERHIVE_BUILD_SANDBOX") == "1":
+            pytest.skip("the Claude Code CLI is not in the build sandbox")
+        pytest.fail(f"the Claude Code CLI is not installed at {os.environ.get('HYPERHIVE_CLAUDE') or PROJECT_CLAUDE}:"
+                    " run `make claude` (or `make test`), or set HYPERHIVE_CLAUDE", pytrace=False)
+    return str(path)
+
+
+@pytest.fixture
+def model_api():
+    """The stand-in Anthropic Messages API on loopback, scripted per agent (see hyperhive.testing.messages_api)."""
+    with MessagesAPI() as api:
+        yield api
+
+
+def claude_env(api: MessagesAPI, directory: Path) -> dict:
+    """The environment a hive's harnesses hand Claude Code: the stand-in API and a config dir of the test's own."""
+    config_dir = directory / "claude-config"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    return api.claude_env(str(config_dir))
+
+
+@pytest.fixture
+def claude_hive(start_hive, hive_dir, model_api, claude_cli):
+    """``claude_hive(agents, env=..., **top)``: a real service whose harnesses run the real Claude Code CLI
+    against ``model_api``; script the agents with ``model_api.script(name, steps)`` before sending to them."""
+
+    def start(agents: dict | None = None, *, env: dict | None = None, **top) -> HiveProcess:
+        top.setdefault("harness", {"claudeCommand": [claude_cli]})
+        return start_hive(agents, env={**claude_env(model_api, hive_dir), **(env or {})}, **top)
 
     return start
