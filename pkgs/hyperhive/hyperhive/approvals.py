@@ -12,6 +12,7 @@ they share the meta flake.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import threading
 import time
@@ -32,9 +33,11 @@ KINDS = ("apply", "spawn")
 # --- reading -----------------------------------------------------------------------------------------------
 
 def _dict(row) -> dict:
+    commit = db.loads_json(row.commit_info)
     return {"id": row.id, "kind": row.kind, "agent": row.agent, "requested_by": row.requested_by, "ref": row.ref,
             "sha": row.sha, "base_sha": row.base_sha, "status": row.status, "note": row.note, "error": row.error,
-            "tag": row.tag, "created_at": db.iso(row.created_at), "resolved_at": db.iso(row.resolved_at)}
+            "tag": row.tag, "created_at": db.iso(row.created_at), "resolved_at": db.iso(row.resolved_at),
+            "reason": row.reason, "commit": commit if isinstance(commit, dict) else None}
 
 
 def _row(hive, approval_id):
@@ -125,11 +128,25 @@ def _changed(hive, approval_id: int, status: str) -> None:
     hive.bus.publish("state", {"what": "approval", "id": approval_id, "status": status})
 
 
-def _insert(hive, kind: str, agent: str, requested_by: str, ref=None, sha=None, base_sha=None) -> int:
+def _insert(hive, kind: str, agent: str, requested_by: str, ref=None, sha=None, base_sha=None, reason=None,
+            commit=None) -> int:
     with hive.store.write() as conn:
         return conn.execute(insert(db.approvals).values(
             kind=kind, agent=agent, requested_by=requested_by, ref=ref, sha=sha, base_sha=base_sha,
-            status="pending", created_at=time.time())).inserted_primary_key[0]
+            status="pending", created_at=time.time(), reason=reason,
+            commit_info=None if commit is None else json.dumps(commit))).inserted_primary_key[0]
+
+
+def check_reason(hive, reason) -> str | None:
+    """The optional ``reason`` of a request, shown to the operator: a string within maxMessageBytes, or None."""
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        raise bad_request('"reason" must be a string')
+    limit = hive.config.broker.max_message_bytes
+    if len(reason.encode("utf-8")) > limit:
+        raise bad_request(f'"reason" is longer than {limit} bytes (maxMessageBytes)')
+    return reason.strip() or None
 
 
 def _set(hive, approval_id: int, **values) -> None:
@@ -160,22 +177,25 @@ def _resolve_proposed(hive, name: str, ref: str) -> str:
     return sha
 
 
-def _propose(hive, kind: str, name: str, ref: str, requested_by: str) -> int:
-    """Resolve ``ref`` in the proposed repo, fetch its commit into the applied repo, record the approval, tag
-    ``proposal/<id>``."""
+def _propose(hive, kind: str, name: str, ref: str, requested_by: str, reason: str | None = None) -> int:
+    """Resolve ``ref`` in the proposed repo, fetch its commit into the applied repo, record the approval (with the
+    commit's subject, body, author and date, read from the fetched copy), tag ``proposal/<id>``."""
+    reason = check_reason(hive, reason)
     sha = _resolve_proposed(hive, name, ref)
     applied = repos.ensure_applied_repo(hive, name)
     with repos.repo_lock(repos.applied_path(hive, name)):
         repos.fetch_commit(applied, repos.config_path(hive, name), sha)
         base = repos.main_sha(applied)
-        approval_id = _insert(hive, kind, name, requested_by, ref=ref, sha=sha, base_sha=base)
+        commit = repos.commit_info(applied, sha)
+        approval_id = _insert(hive, kind, name, requested_by, ref=ref, sha=sha, base_sha=base, reason=reason,
+                              commit=commit)
         repos.tag(applied, f"proposal/{approval_id}", sha,
                   f"proposal #{approval_id} for {name} by {requested_by}: {ref}")
     _changed(hive, approval_id, "pending")
     return approval_id
 
 
-def request_apply(hive, agent, ref, requested_by: str) -> int:
+def request_apply(hive, agent, ref, requested_by: str, reason: str | None = None) -> int:
     """Queue commit ``ref`` of ``agent``'s proposed repo for the operator's review."""
     from . import spawn
 
@@ -189,7 +209,7 @@ def request_apply(hive, agent, ref, requested_by: str) -> int:
         if row is not None and row.state == "tombstone":
             raise conflict(f"{agent} was destroyed; the operator can revive it")
         raise not_found(f'unknown agent "{agent}"')
-    return _propose(hive, "apply", agent, ref, requested_by)
+    return _propose(hive, "apply", agent, ref, requested_by, reason)
 
 
 def request_spawn(hive, name, requested_by: str, *, revive: bool = False) -> int:
@@ -215,7 +235,7 @@ def request_spawn(hive, name, requested_by: str, *, revive: bool = False) -> int
     return approval_id
 
 
-def request_spawn_commit(hive, name, ref, requested_by: str) -> int:
+def request_spawn_commit(hive, name, ref, requested_by: str, reason: str | None = None) -> int:
     """Queue the spawn of draft ``name`` at commit ``ref`` of its proposed repo."""
     from . import spawn
 
@@ -225,7 +245,7 @@ def request_spawn_commit(hive, name, ref, requested_by: str) -> int:
     row = spawn.agent_row(hive, name)
     if row is None or row.state != "draft":
         raise not_found(f'there is no draft "{name}" (create one with request_spawn_draft)')
-    return _propose(hive, "spawn", name, ref, requested_by)
+    return _propose(hive, "spawn", name, ref, requested_by, reason)
 
 
 # --- resolving ---------------------------------------------------------------------------------------------
@@ -245,10 +265,12 @@ def _take(hive, approval_id, new_status: str, **values):
 
 
 def deny(hive, approval_id, note) -> dict:
-    if note is None:
-        note = ""
-    if not isinstance(note, str):
+    """Deny with a note for the manager; the note is required (the CLI, the page and the API alike)."""
+    if note is not None and not isinstance(note, str):
         raise bad_request('"note" must be a string')
+    note = (note or "").strip()
+    if not note:
+        raise bad_request("a denial needs a note: say why, so the manager can do better")
     row = _take(hive, approval_id, "denied", note=note, resolved_at=time.time())
     tag_name = None
     if row.sha:

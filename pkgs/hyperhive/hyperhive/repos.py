@@ -639,6 +639,15 @@ def repo_diff(hive, agent: str, rev: str) -> str:
                          "--patch", "--stat", "--format=commit %H%nAuthor: %an <%ae>%nDate:   %aI%n%n%w(0,4,4)%B", sha)
 
 
+def commit_info(repo: git.Repo, sha: str) -> dict:
+    """What the author of commit ``sha`` said: subject, body, author and the author's date (ISO 8601, UTC)."""
+    raw = repo.git.show("-s", "--no-show-signature", "--format=%an <%ae>%x00%at%x00%s%x00%b", sha,
+                        strip_newline_in_stdout=False)
+    author, ts, subject, body = (raw.split("\0", 3) + ["", "", "", ""])[:4]
+    return {"subject": subject.strip(), "body": body.strip(), "author": author.strip(),
+            "date": db.iso(float(ts)) if ts.strip().isdigit() else None}
+
+
 def diff_between(repo: git.Repo, base: str | None, sha: str) -> str:
     """Unified diff from ``base`` (None: nothing, i.e. every file is new) to ``sha``."""
     return repo.git.diff("--no-color", "--no-ext-diff", "--no-textconv", "--stat", "--patch", base or EMPTY_TREE,

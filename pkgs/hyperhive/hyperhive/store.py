@@ -37,6 +37,7 @@ messages = Table(
     Column("kind", String, nullable=False),
     Column("body", Text, nullable=False),
     Column("data", Text),  # JSON of an event's structured fields (v2)
+    Column("reply_to", Integer),  # the id of the message this one answers (v3)
     Column("sent_at", Float, nullable=False),
     Column("lease_until", Float),
     Column("acked_at", Float),
@@ -72,6 +73,8 @@ approvals = Table(
     Column("tag", String),
     Column("created_at", Float, nullable=False),
     Column("resolved_at", Float),
+    Column("reason", Text),  # the manager's reason for the request (v3)
+    Column("commit_info", Text),  # JSON: the proposed commit's subject, body, author and date (v3)
 )
 
 agents = Table(
@@ -134,7 +137,16 @@ def _v1_to_v2(conn: Connection) -> None:
         conn.exec_driver_sql(ddl)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v0_to_v1, _v1_to_v2]
+def _v2_to_v3(conn: Connection) -> None:
+    for ddl in (
+        "ALTER TABLE approvals ADD COLUMN reason TEXT",
+        "ALTER TABLE approvals ADD COLUMN commit_info TEXT",
+        "ALTER TABLE messages ADD COLUMN reply_to INTEGER",
+    ):
+        conn.exec_driver_sql(ddl)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -228,16 +228,15 @@ def test_question_routes(hive, url):
 # --- approvals, spawn, agent actions ----------------------------------------------------------------------
 
 def test_approval_routes(hive, url):
-    spawn = post(url, "/api/spawn", {"name": "carol"})
-    assert spawn.status == 201, spawn
-    approval_id = spawn.json()["approval_id"]
+    approval_id = hive.client("manager").call("request_spawn", name="carol")["approval_id"]
     assert_error(post(url, "/api/spawn", {"name": "carol"}), 409, "conflict", "already")
     assert_error(post(url, "/api/spawn", {"name": "Bad Name"}), 400, "bad_request", "invalid agent name")
+    assert_error(post(url, "/api/spawn", {"name": "abcdefghij"}), 400, "bad_request", "1 to 9 characters")
     assert_error(post(url, "/api/spawn", {}), 400, "bad_request", "name")
 
     listed = get(url, "/api/approvals").json()["approvals"]
     assert [(a["id"], a["kind"], a["agent"], a["requested_by"]) for a in listed if a["id"] == approval_id] == [
-        (approval_id, "spawn", "carol", "operator")]
+        (approval_id, "spawn", "carol", "manager")]
     one = get(url, f"/api/approvals/{approval_id}").json()
     assert one["status"] == "pending" and "agent.nix" in one["diff"]
     assert approval_id in [a["id"] for a in get(url, "/api/state").json()["approvals"]]
@@ -254,7 +253,8 @@ def test_approval_routes(hive, url):
     manager_events = [m for m in drain(hive.client("manager")) if m["kind"] == "event"]
     assert any("not today" in m["body"] for m in manager_events)
 
-    second = post(url, "/api/spawn", {"name": "dave"}).json()["approval_id"]
+    assert_error(post(url, f"/api/approvals/{approval_id}/deny", {}), 400, "bad_request", "note")
+    second = hive.client("manager").call("request_spawn", name="dave")["approval_id"]
     approved = post(url, f"/api/approvals/{second}/approve")
     assert approved.status == 200 and approved.json()["status"] in ("approved", "building", "deployed")
     assert wait_for(lambda: get(url, f"/api/approvals/{second}").json().get("status") in ("deployed", "failed"),
@@ -408,7 +408,7 @@ def test_pages_render_with_sections_in_order(hive, url):
     assert get(url, "/agents/manager").status == 200
     assert get(url, "/agents/nobody").status == 404
     assert get(url, "/agents/..").status in (400, 404)
-    approval_id = post(url, "/api/spawn", {"name": "erin"}).json()["approval_id"]
+    approval_id = hive.client("manager").call("request_spawn", name="erin")["approval_id"]
     approval = get(url, f"/approvals/{approval_id}")
     assert approval.status == 200 and "agent.nix" in approval.text and "approve" in approval.text
     assert get(url, "/approvals/777").status == 404

@@ -313,10 +313,14 @@ def test_approval_cards_show_their_diff_and_deny_takes_a_note(start_broker, brow
     events = hive.client("manager").call("recv", max=20)["messages"]
     assert any("one more agent is too many today" in m["body"] for m in events)
 
-    # The request-spawn form queues an approval that shows up live.
+    # The spawn form spawns at once, as `hyperhive spawn` does, after saying what it will do.
+    asked = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     page.fill("#spawn-name", "dave")
-    page.get_by_role("button", name="queue spawn").click()
-    page.locator("#approvals .card", has_text="dave").wait_for()
+    page.get_by_role("button", name="spawn now").click()
+    page.locator('#containers [data-key="a-dave"]').wait_for()
+    assert asked and "Spawn this agent now" in asked[0]
+    assert not page.locator("#approvals .card", has_text="dave").count()
     assert still_same_document(page)
     assert console_errors(page) == []
 

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from .common import echo_json, host_call, host_options
+from .common import echo_json, host_call, host_options, when
 
 TERMINAL = ("deployed", "failed", "denied")
 
@@ -16,7 +16,25 @@ def _line(a: dict) -> str:
     ref = f" {a['ref']}" if a.get("ref") and a["ref"] != a.get("sha") else ""
     sha = f" {a['sha'][:12]}" if a.get("sha") else ""
     tag = f" [{a['tag']}]" if a.get("tag") else ""
-    return f"#{a['id']:<4} {a['status']:<9} {what}{ref}{sha} by {a['requested_by']} at {a['created_at']}{tag}"
+    return f"#{a['id']:<4} {a['status']:<9} {what}{ref}{sha} by {a['requested_by']} at {when(a['created_at'])}{tag}"
+
+
+def _said(a: dict) -> list[str]:
+    """What the manager said about a proposal: the commit's subject, body and author, and its reason."""
+    out = []
+    commit = a.get("commit") or {}
+    if commit:
+        out.append(f"      commit: {commit.get('subject') or '(no subject)'}")
+        for line in (commit.get("body") or "").splitlines():
+            out.append(f"        {line}")
+        out.append(f"      author: {commit.get('author') or '?'}, {when(commit.get('date'))}")
+    if a.get("reason"):
+        lines = a["reason"].splitlines() or [""]
+        out.append(f"      reason: {lines[0]}")
+        out.extend(f"        {line}" for line in lines[1:])
+    elif a.get("status") == "pending":
+        out.append(f"      reason: (none given by {a['requested_by']})")
+    return out
 
 
 @click.command("pending")
@@ -37,6 +55,8 @@ def pending(show_all, status, show_diff, config_path, as_json):
         click.echo("no approvals" if show_all or status else "nothing pending")
     for a in items:
         click.echo(_line(a))
+        for line in _said(a):
+            click.echo(line)
         if a.get("note"):
             click.echo(f"      note: {a['note']}")
         if a.get("error"):
@@ -81,7 +101,7 @@ def approve(approval_id, wait, timeout, config_path, as_json):
 
 @click.command("deny")
 @click.argument("approval_id", metavar="ID", type=int)
-@click.option("--note", required=True, help="Why: the manager reads it.")
+@click.option("--note", required=True, help="Why (required, not empty): the manager reads it.")
 @host_options
 def deny(approval_id, note, config_path, as_json):
     """Deny approval ID with a note."""

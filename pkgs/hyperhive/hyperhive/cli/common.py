@@ -11,6 +11,7 @@ import click
 
 from ..config import ConfigError, load_config
 from ..errors import HiveError
+from ..times import when
 from ..transport import Client
 
 DEFAULT_CONFIG = "/etc/hyperhive/hive.json"
@@ -60,6 +61,6 @@ def echo_messages(messages: list[dict]) -> None:
     if not messages:
         click.echo("(no messages)")
     for m in messages:
-        click.echo(f"#{m['id']} {m['sent_at']} {m['from']} -> {m['to']} [{m['kind']}]")
+        click.echo(f"#{m['id']} {when(m['sent_at'])} {m['from']} -> {m['to']} [{m['kind']}]")
         for line in m["body"].splitlines() or [""]:
             click.echo(f"    {line}")

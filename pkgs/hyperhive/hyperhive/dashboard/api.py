@@ -300,18 +300,22 @@ def deny(aid):
     limit = hive().config.broker.max_message_bytes
     if len(note.encode()) > limit:
         raise bad_request(f'"reason" is longer than {limit} bytes')
+    if not note.strip():
+        raise bad_request('a denial needs a note ("reason"): say why, so the manager can do better')
     return done(approvals.deny(hive(), _approval_id(aid), note.strip()))
 
 
 @bp.post("/spawn")
-def request_spawn():
+def spawn_now():
+    """The operator spawns an agent, as `hyperhive spawn` does: recorded as an approval by the operator and
+    approved at once (the build and deploy start now). The answer is that approval."""
     args = body()
-    name = text_arg(args, "name").strip()
+    name = text_arg(args, "name")
     problem = check_name(name)
     if problem:
         raise bad_request(problem)
-    approval_id = approvals.request_spawn(hive(), name, "operator")
-    return done({"approval_id": approval_id}, 201)
+    approval_id = approvals.request_spawn(hive(), name, OPERATOR)
+    return done(approvals.approve(hive(), approval_id), 201)
 
 
 @bp.post("/agents/<name>/<action>")

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request
 
-from .. import approvals, repos, spawn
+from .. import approvals, repos, spawn, times
 from ..broker import OPERATOR
 from ..errors import HiveError
 from . import api
@@ -45,8 +45,15 @@ def install_template_helpers(app) -> None:
         }
 
     app.jinja_env.filters["short"] = lambda sha: (sha or "")[:12]
+    app.jinja_env.filters["when"] = when
     app.jinja_env.filters["difflines"] = diff_lines
     app.jinja_env.filters["diff_files"] = diff_files
+
+
+def when(iso: str | None) -> str:
+    """A stored time as every page and the CLI show it: ``2026-11-29 07:12:03 UTC`` (the script adds "5m ago" and
+    keeps this in the tooltip)."""
+    return times.when(iso) if iso else ""
 
 
 def diff_lines(text: str | None, limit: int | None = None) -> list[tuple[str, str]]:

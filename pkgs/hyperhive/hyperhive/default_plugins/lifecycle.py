@@ -26,15 +26,15 @@ def request_spawn_draft(hive, who, args):
 
 
 def request_spawn_commit(hive, who, args):
-    no_extra_args(args, ("name", "commit"))
+    no_extra_args(args, ("name", "commit", "reason"))
     return {"approval_id": approvals.request_spawn_commit(hive, arg(args, "name", str), arg(args, "commit", str),
-                                                          who.name)}
+                                                          who.name, arg(args, "reason", str, None))}
 
 
 def request_apply_commit(hive, who, args):
-    no_extra_args(args, ("agent", "commit"))
+    no_extra_args(args, ("agent", "commit", "reason"))
     return {"approval_id": approvals.request_apply(hive, arg(args, "agent", str), arg(args, "commit", str),
-                                                   who.name)}
+                                                   who.name, arg(args, "reason", str, None))}
 
 
 def _action(action):

@@ -56,6 +56,11 @@
     return future ? `in ${v}` : `${v} ago`;
   }
 
+  // The one format of absolute times (as the server renders them): 2026-11-29 07:12:03 UTC.
+  function utc(date) {
+    return isNaN(date) ? '' : `${date.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+  }
+
   function updateTimes(root = document) {
     for (const t of $$('time[datetime]', root)) {
       const d = new Date(t.getAttribute('datetime'));
@@ -91,7 +96,7 @@
     if ((m = path.match(/^\/api\/approvals\/(\d+)\/(approve|deny)$/))) return `approval #${m[1]}: ${r.status || m[2]}`;
     if ((m = path.match(/^\/api\/agents\/([^/]+)\/(\w+)$/))) return `${m[2]} ${m[1]}${r.state ? ` → ${r.state}` : ''}`;
     if (path === '/api/messages') return `sent (#${r.id})`;
-    if (path === '/api/spawn') return `spawn queued for approval (#${r.approval_id})`;
+    if (path === '/api/spawn') return `spawning ${r.agent} (approval #${r.id}, approved by you): ${r.status}`;
     return 'done';
   }
 
@@ -272,7 +277,7 @@
     head.append(el('span', 'mid', `#${m.id}`), ' ');
     const t = el('time', 't');
     t.setAttribute('datetime', m.sent_at);
-    t.title = m.sent_at;
+    t.title = utc(new Date(m.sent_at));
     t.textContent = ago(new Date(m.sent_at));
     head.append(t, ' ', el('span', 'from', m.from), el('span', 'arrow', '→'), el('span', 'to', m.to));
     if (m.kind !== 'message') head.append(' ', el('span', 'tag', m.kind));
@@ -360,10 +365,10 @@
     svg.append(svgEl('polygon', { class: 'area', points: `${first},${H} ${pts.join(' ')} ${lastX},${H}` }));
     svg.append(svgEl('polyline', { class: 'line', points: pts.join(' ') }));
     const foot = el('div', 'chart-foot');
-    const sinceText = new Date(t0 * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    const sinceText = utc(new Date(t0 * 1000));
     foot.append(el('span', null, `since ${sinceText}`),
       el('span', null, `${fmt(Math.min(...vals))} … ${fmt(Math.max(...vals))}`));
-    box.title = `${key}: ${points.length} samples since ${new Date(t0 * 1000).toLocaleString()}`;
+    box.title = `${key}: ${points.length} samples since ${utc(new Date(t0 * 1000))}`;
     box.append(head, svg, foot);
     return box;
   }
