@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from . import store as db
 from .errors import HiveError, bad_request, forbidden, not_found
-from .transport import Identity
+from .transport import Connection, Identity
 
 if TYPE_CHECKING:
     from .service import Hive
@@ -87,6 +87,9 @@ class Broker:
         self._conds: dict[str, threading.Condition] = {}
         self._generation: dict[str, int] = {}
         self._closing = False
+        # Which connection holds the lease of each leased message (only leases taken on a socket). Written
+        # only with the store's write lock held, so that it always agrees with the lease_until column.
+        self._lease_owner: dict[int, Connection] = {}
 
     # --- dispatch ---------------------------------------------------------------------------------------
 
@@ -157,7 +160,12 @@ class Broker:
             return None
 
     def recv(self, recipient: str, *, wait_seconds: float | None = None, max_messages: int = 1,
-             lease_seconds: float | None = None, peer_connected: Callable[[], bool] | None = None) -> dict:
+             lease_seconds: float | None = None, peer_connected: Callable[[], bool] | None = None,
+             owner: Connection | None = None) -> dict:
+        """Lease up to ``max_messages`` of ``recipient``'s inbox, parking up to ``wait_seconds`` for one.
+
+        With an ``owner`` connection, what is leased belongs to it: ``release(owner)`` (called when it closes)
+        hands back whatever it did not acknowledge."""
         cfg = self.hive.config.broker
         wait = min(float(wait_seconds or 0), float(cfg.recv_max_wait_seconds))
         lease = float(lease_seconds or cfg.lease_seconds)
@@ -167,7 +175,9 @@ class Broker:
         while True:
             with cond:
                 generation = self._generation.get(recipient, 0)
-            found, unread, next_expiry = self._lease(recipient, max_messages, lease)
+            if owner is not None and owner.closed:
+                return empty  # the client has gone: lease nothing
+            found, unread, next_expiry = self._lease(recipient, max_messages, lease, owner)
             if found or deadline <= time.monotonic() or self._closing:
                 return {"messages": found, "unread": unread}
             wake_at = deadline
@@ -192,7 +202,8 @@ class Broker:
     # expressions each time costs more than the query itself. They use the partial index messages_inbox.
     _ELIGIBLE = "recipient = ? AND acked_at IS NULL AND (lease_until IS NULL OR lease_until <= ?)"
 
-    def _lease(self, recipient: str, limit: int, lease: float) -> tuple[list[dict], int, float | None]:
+    def _lease(self, recipient: str, limit: int, lease: float,
+               owner: Connection | None = None) -> tuple[list[dict], int, float | None]:
         ts = time.time()
         with self.hive.store.read() as conn:
             waiting = conn.exec_driver_sql(
@@ -212,6 +223,13 @@ class Broker:
                 conn.exec_driver_sql(
                     "UPDATE messages SET lease_until = ?, deliveries = deliveries + 1 "
                     f"WHERE id IN ({','.join('?' * len(ids))})", (ts + lease, *ids))
+                with self._lock:
+                    for i in ids:
+                        if owner is None:
+                            self._lease_owner.pop(i, None)
+                        else:
+                            self._lease_owner[i] = owner
+                            owner.leases.add(i)
             unread = conn.exec_driver_sql(
                 f"SELECT count(*) FROM messages WHERE {self._ELIGIBLE}", (recipient, ts)).scalar()
         return [message_dict(r) for r in rows], unread, None
@@ -224,7 +242,34 @@ class Broker:
             result = conn.exec_driver_sql(
                 "UPDATE messages SET acked_at = ? WHERE recipient = ? AND acked_at IS NULL "
                 f"AND id IN ({','.join('?' * len(ids))})", (time.time(), recipient, *ids))
+            with self._lock:
+                for i in ids:
+                    holder = self._lease_owner.get(i)
+                    if holder is not None and holder.identity.name == recipient:
+                        del self._lease_owner[i]
+                        holder.leases.discard(i)
         return result.rowcount
+
+    def release(self, owner: Connection) -> int:
+        """A connection closed: what it leased and did not acknowledge can be delivered again at once."""
+        if not owner.leases:
+            return 0
+        with self.hive.store.write() as conn:
+            with self._lock:
+                ids = [i for i in owner.leases if self._lease_owner.get(i) is owner]
+                for i in ids:
+                    del self._lease_owner[i]
+                owner.leases.clear()
+            released = 0
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                released += conn.exec_driver_sql(
+                    "UPDATE messages SET lease_until = NULL WHERE acked_at IS NULL AND lease_until IS NOT NULL "
+                    f"AND id IN ({','.join('?' * len(chunk))})", tuple(chunk)).rowcount
+        if released:
+            log.info("released %d message(s) leased by a closed connection of %s", released, owner.identity.name)
+            self.wake(owner.identity.name)
+        return released
 
     def status(self, recipient: str) -> dict:
         with self.hive.store.read() as conn:

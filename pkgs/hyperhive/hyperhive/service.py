@@ -137,11 +137,11 @@ class Hive:
                 if name not in self.sockets:
                     self.sockets[name] = SocketServer(
                         self.config.agent_socket(name), Identity(name, role), self.broker.handle,
-                        self._max_line, mode=0o666).start()
+                        self._max_line, mode=0o666, on_close=self.broker.release).start()
             if "operator" not in self.sockets:
                 self.sockets["operator"] = SocketServer(
                     self.config.host_socket, Identity("operator", "operator"), self.broker.handle,
-                    self._max_line, mode=0o600).start()
+                    self._max_line, mode=0o600, on_close=self.broker.release).start()
 
     # --- life cycle ------------------------------------------------------------------------------------
 

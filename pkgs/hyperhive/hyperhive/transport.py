@@ -36,6 +36,24 @@ Handler = Callable[[Identity, dict], dict]
 _current = threading.local()
 
 
+class Connection:
+    """One client connection, for ops that tie state to it (``recv`` leases belong to the connection that took
+    them, and are released when it closes without ``ack``)."""
+
+    __slots__ = ("identity", "sock", "leases", "closed", "__weakref__")
+
+    def __init__(self, identity: Identity, sock=None):
+        self.identity = identity
+        self.sock = sock
+        self.leases: set[int] = set()  # message ids this connection leased and has not acknowledged
+        self.closed = False
+
+
+def current_connection() -> Connection | None:
+    """The connection of the request this thread is handling (None outside a socket request)."""
+    return getattr(_current, "conn", None)
+
+
 def peer_connected() -> bool:
     """Whether the client of the request this thread is handling is still there.
 
@@ -60,6 +78,19 @@ class _Connection(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         _current.sock = self.request
+        conn = _current.conn = Connection(self.server.identity, self.request)
+        try:
+            self._serve()
+        finally:
+            conn.closed = True
+            _current.sock = _current.conn = None
+            if self.server.on_close is not None:
+                try:
+                    self.server.on_close(conn)
+                except Exception:
+                    log.exception("cleaning up a closed connection of %s failed", self.server.identity.name)
+
+    def _serve(self) -> None:
         limit = self.server.max_line()
         while not self.server.closing.is_set():
             try:
@@ -95,10 +126,12 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, path: str, identity: Identity, handler: Handler, max_line: Callable[[], int]):
+    def __init__(self, path: str, identity: Identity, handler: Handler, max_line: Callable[[], int],
+                 on_close: Callable[[Connection], None] | None = None):
         self.identity = identity
         self.handler = handler
         self.max_line = max_line
+        self.on_close = on_close
         self.closing = threading.Event()
         super().__init__(path, _Connection)
 
@@ -149,7 +182,7 @@ class SocketServer:
     """One listening socket bound to one identity, served by a thread per connection."""
 
     def __init__(self, path: Path, identity: Identity, handler: Handler, max_line: Callable[[], int],
-                 mode: int = 0o660):
+                 mode: int = 0o660, on_close: Callable[[Connection], None] | None = None):
         self.path = Path(path)
         self.identity = identity
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +190,7 @@ class SocketServer:
             self.path.unlink()
         old_umask = os.umask(0o177)  # never exist with wider permissions than asked, even briefly
         try:
-            self._server = _Server(str(self.path), identity, handler, max_line)
+            self._server = _Server(str(self.path), identity, handler, max_line, on_close)
         finally:
             os.umask(old_umask)
         os.chmod(self.path, mode)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import write_config
+from conftest import wait_for, write_config
 from hyperhive.errors import HiveError
 from hyperhive.transport import Client
 
@@ -337,3 +337,113 @@ def test_a_half_closed_client_still_gets_its_parked_answer(start_broker):
         hp.client("alice").call("send", to="bob", body="still there")
         response = json.loads(s.makefile("rb").readline())
     assert [m["body"] for m in response["result"]["messages"]] == ["still there"]
+
+
+# --- leases die with their connection (issue 9) ------------------------------------------------------------
+
+
+def test_a_lease_is_released_when_its_connection_closes_without_ack(start_broker):
+    hp = start_broker()
+    sent = hp.client("alice").call("send", to="bob", body="deployed")
+    first = Client(hp.config.agent_socket("bob"), timeout=10)
+    got = first.call("recv")["messages"]  # leased for the full leaseSeconds (600 s)
+    assert [m["id"] for m in got] == [sent["id"]]
+    second = hp.client("bob")
+    assert second.call("recv")["messages"] == []  # held while its connection lives
+    first.close()
+    # released at once: the next recv gets it without waiting for the lease to lapse
+    again = wait_for(lambda: second.call("recv")["messages"], timeout=5, message="the released message")
+    assert [m["id"] for m in again] == [sent["id"]]
+    second.call("ack", ids=[sent["id"]])
+    assert second.call("status") == {"unread": 0, "leased": 0}
+
+
+def test_a_closing_connection_wakes_a_parked_recv(start_broker):
+    hp = start_broker()
+    sent = hp.client("alice").call("send", to="bob", body="killed")
+    holder = Client(hp.config.agent_socket("bob"), timeout=10)
+    assert holder.call("recv")["messages"][0]["id"] == sent["id"]
+    result = {}
+
+    def park():
+        with Client(hp.config.agent_socket("bob"), timeout=60) as c:
+            started = time.monotonic()
+            result["messages"] = c.call("recv", wait_seconds=30)["messages"]
+            result["waited"] = time.monotonic() - started
+
+    waiter = threading.Thread(target=park)
+    waiter.start()
+    time.sleep(0.3)
+    assert waiter.is_alive()
+    holder.close()
+    waiter.join(20)
+    assert [m["id"] for m in result["messages"]] == [sent["id"]]
+    assert result["waited"] < 10  # woken by the close, not by the 600 s lease or the 30 s wait
+
+
+def test_an_acknowledged_message_stays_acknowledged_when_its_connection_closes(start_broker):
+    hp = start_broker()
+    ids = [hp.client("alice").call("send", to="bob", body=f"m{i}")["id"] for i in range(3)]
+    with Client(hp.config.agent_socket("bob"), timeout=10) as c:
+        got = [m["id"] for m in c.call("recv", max=3)["messages"]]
+        assert got == ids
+        c.call("ack", ids=ids[:2])
+    # only the one not acknowledged comes again
+    again = wait_for(lambda: hp.client("bob").call("recv", max=10)["messages"], timeout=5,
+                     message="the unacknowledged message")
+    assert [m["id"] for m in again] == ids[2:]
+
+
+def test_a_lapsed_lease_taken_by_another_connection_is_not_released_by_the_first(start_broker):
+    hp = start_broker()
+    sent = hp.client("alice").call("send", to="bob", body="once")
+    first = Client(hp.config.agent_socket("bob"), timeout=10)
+    assert first.call("recv", lease_seconds=0.2)["messages"][0]["id"] == sent["id"]
+    second = hp.client("bob")
+    # the lease lapses by time (a hung but connected harness) and the message comes again to another connection
+    got = second.call("recv", wait_seconds=10)["messages"]
+    assert [m["id"] for m in got] == [sent["id"]]
+    first.close()  # the first holder's close must not take the second's lease away
+    time.sleep(0.5)
+    assert hp.client("bob").call("status") == {"unread": 0, "leased": 1}
+    assert hp.client("bob").call("recv")["messages"] == []
+
+
+def test_a_killed_harness_process_releases_its_lease(start_broker):
+    import subprocess
+    import sys
+
+    hp = start_broker()
+    sent = hp.client("alice").call("send", to="bob", body="work")
+    script = (
+        "import sys, time\n"
+        "from hyperhive.transport import Client\n"
+        "c = Client(sys.argv[1], timeout=10)\n"
+        "print(c.call('recv')['messages'][0]['id'], flush=True)\n"
+        "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(hp.config.agent_socket("bob"))],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert int(proc.stdout.readline()) == sent["id"]
+        bob = hp.client("bob")
+        assert bob.call("status") == {"unread": 0, "leased": 1}
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+    again = bob.call("recv", wait_seconds=10)["messages"]
+    assert [m["id"] for m in again] == [sent["id"]]
+
+
+def test_kill_9_of_the_service_requeues_what_a_live_connection_held(start_broker):
+    hp = start_broker()
+    sent = hp.client("alice").call("send", to="bob", body="survive")
+    holder = Client(hp.config.agent_socket("bob"), timeout=10)
+    assert holder.call("recv")["messages"][0]["id"] == sent["id"]
+    hp.kill9()
+    holder.close()
+    hp.start()
+    got = hp.client("bob").call("recv")["messages"]
+    assert [m["id"] for m in got] == [sent["id"]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..broker import ROLES_ALL, ROLES_OPERATOR, Op, arg, no_extra_args
 from ..errors import bad_request
 from ..hookspecs import hookimpl
-from ..transport import peer_connected
+from ..transport import current_connection, peer_connected
 
 
 def whoami(hive, who, args):
@@ -32,7 +32,7 @@ def recv(hive, who, args):
     if lease is not None and lease <= 0:
         raise bad_request('"lease_seconds" must be positive')
     return hive.broker.recv(who.name, wait_seconds=wait, max_messages=limit, lease_seconds=lease,
-                            peer_connected=peer_connected)
+                            peer_connected=peer_connected, owner=current_connection())
 
 
 def ack(hive, who, args):
