@@ -48,3 +48,41 @@ def test_the_card_and_the_page_show_the_commit_the_reason_and_the_outcome(hive, 
     assert when.get_attribute("datetime").endswith("Z") and "UTC" in when.get_attribute("title")
     screenshot(page, "console-approval-deployed")
     assert console_errors(page) == []
+
+
+def test_a_real_claude_code_turn_is_rendered_line_by_line(claude_hive, model_api, browser_page):
+    # alice may run only `git *`; her turn calls a hive tool, is refused a Bash command, then says she is done.
+    hive = claude_hive({"alice": {"bashAllow": ["git *"]}})
+    model_api.script("alice", [
+        {"text": "Checking who is around.",
+         "tools": [{"name": "mcp__hyperhive__list_agents", "input": {}},
+                   {"name": "Bash", "input": {"command": "rm -rf /tmp/precious"}}]},
+        {"text": "Done: the list is in, and I may not delete files."},
+    ])
+    page = browser_page
+    page.goto(f"{hive.dashboard_url}/agents/alice")
+    page.wait_for_selector('#live[data-state="live"]')
+    hive.cli("send", "alice", "Who is around?")
+    turns = page.locator("#turn-list")
+    turns.locator('[data-kind="turn_end"]').wait_for(timeout=60_000)
+
+    def lines(kind):
+        return [t.strip() for t in turns.locator(f'[data-kind="{kind}"] .line').all_inner_texts()]
+
+    assert any(t.endswith("turn 1 started · 1 message from operator") for t in lines("turn_start")), lines("turn_start")
+    assert any("#" in t and "operator: Who is around?" in t for t in lines("wake"))
+    assert "Checking who is around." in " ".join(lines("text"))
+    assert "Done: the list is in, and I may not delete files." in " ".join(lines("text"))
+    calls = lines("tool_use")
+    assert any("⚙ list_agents (hyperhive)" in t for t in calls), calls
+    assert any("⚙ Bash command=rm -rf /tmp/precious" in t for t in calls), calls
+    results = lines("tool_result")
+    assert any(t.startswith("↳ list_agents (hyperhive):") and "alice" in t for t in results), results
+    denied = turns.locator('[data-kind="denied"]')
+    assert denied.count() >= 1 and "Bash" in denied.first.inner_text()
+    assert "rgb(255, 95, 109)" == denied.first.evaluate("e => getComputedStyle(e).color")  # red
+    end = lines("turn_end")[-1]
+    assert end.startswith("■ turn 1 ended · ok ·") and " s · 2 tool calls" in end, end
+    assert "{" not in " ".join(lines("turn_end") + lines("turn_start") + lines("text"))  # no raw JSON
+    screenshot(page, "console-live-turn")
+    assert console_errors(page) == []

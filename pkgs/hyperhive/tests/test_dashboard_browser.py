@@ -273,14 +273,18 @@ def test_agent_page_shows_telemetry_notes_turns_and_the_repo(start_broker, brows
 
     # The live turn stream: events sent by the harness show as they happen.
     page.wait_for_selector('#live[data-state="live"]')
-    alice.call("turn_event", event={"type": "turn_start", "data": {"from": "bob", "pending": 1}})
-    alice.call("turn_event", event={"type": "event", "data": {"type": "assistant", "message": {"content": [
+    # (the shapes the harness publishes: a stream-json event of Claude Code sits in data.event)
+    alice.call("turn_event", event={"type": "turn_start", "data": {"turn": 1, "pending": 1, "messages": [
+        {"id": 7, "from": "bob", "kind": "message", "body": "the docs?"}]}})
+    alice.call("turn_event", event={"type": "event", "data": {"event": {"type": "assistant", "message": {"content": [
         {"type": "text", "text": "Reading docs/index.md first."},
-        {"type": "tool_use", "name": "mcp__hyperhive__send", "input": {"to": "bob", "body": "done"}}]}}})
-    alice.call("turn_event", event={"type": "turn_end", "data": {"exit_status": 0, "duration_s": 4.2}})
+        {"type": "tool_use", "id": "toolu_1", "name": "mcp__hyperhive__send", "input": {"to": "bob", "body": "done"}}
+    ]}}}})
+    alice.call("turn_event", event={"type": "turn_end", "data": {"turn": 1, "ok": True, "exit_status": 0,
+                                                                  "duration_s": 4.2, "tool_calls": 1}})
     page.locator("#turn-list", has_text="Reading docs/index.md first.").wait_for()
-    page.locator("#turn-list", has_text="mcp__hyperhive__send").wait_for()
-    page.locator("#turn-list", has_text="turn ended").wait_for()
+    page.locator("#turn-list", has_text="⚙ send (hyperhive) to=bob body=done").wait_for()
+    page.locator("#turn-list", has_text="■ turn 1 ended · ok · 4.20 s · 1 tool call").wait_for()
 
     # The repo browser: a commit's diff, and a raw file.
     page.locator("#repo ol.log a").first.click()

@@ -365,7 +365,7 @@
     svg.append(svgEl('polygon', { class: 'area', points: `${first},${H} ${pts.join(' ')} ${lastX},${H}` }));
     svg.append(svgEl('polyline', { class: 'line', points: pts.join(' ') }));
     const foot = el('div', 'chart-foot');
-    const sinceText = utc(new Date(t0 * 1000));
+    const sinceText = `${utc(new Date(t0 * 1000)).slice(11, 16)} UTC`;
     foot.append(el('span', null, `since ${sinceText}`),
       el('span', null, `${fmt(Math.min(...vals))} … ${fmt(Math.max(...vals))}`));
     box.title = `${key}: ${points.length} samples since ${utc(new Date(t0 * 1000))}`;
@@ -407,28 +407,133 @@
     return s && s.length > n ? `${s.slice(0, n)}…` : (s || '');
   }
 
-  function turnLines(item) {
-    // Claude Code's stream-json events, summarised to one line each.
+  // --- the live turn view: Claude Code's stream-json, one readable line per thing that happened ------------
+  // The harness publishes {type: turn_start|event|turn_end|error, data, ts}; an "event" carries one stream-json
+  // event of the CLI in data.event (system init, assistant text and tool_use, user tool_result, result).
+
+  const TURN_SHORT = 160;
+
+  function toolArgs(input) {
+    if (!input || typeof input !== 'object') return short(input, TURN_SHORT);
+    return Object.entries(input).map(([k, v]) => `${k}=${short(typeof v === 'string' ? v : JSON.stringify(v), 80)}`)
+      .join(' ');
+  }
+
+  function resultText(content) {
+    if (typeof content === 'string') return content;
+    if (Array.isArray(content)) {
+      return content.map((c) => (c && c.type === 'text' ? c.text : c && c.type === 'image' ? '[image]' : short(c)))
+        .join('\n');
+    }
+    return content === undefined || content === null ? '' : JSON.stringify(content);
+  }
+
+  const DENIAL = /permission|denied|not allowed|haven't granted|requires approval/i;
+
+  function toolName(name) {
+    const m = /^mcp__([^_]+(?:_[^_]+)*)__(.+)$/.exec(name || '');
+    return m ? `${m[2]} (${m[1]})` : (name || '?');
+  }
+
+  // One line: {kind, text, full?, bad?}. `full` makes it expandable (the text is its shortened summary).
+  function turnLines(item, tools) {
     const d = item.data || {};
     if (item.type === 'turn_start') {
-      const parts = ['▶ turn', d.turn, d.from && `from ${d.from}`, d.pending && `(${d.pending} more pending)`];
-      return [['', parts.filter(Boolean).join(' ')]];
+      const msgs = Array.isArray(d.messages) ? d.messages : [];
+      const from = [...new Set(msgs.map((m) => m.from))].join(', ');
+      const first = msgs[0];
+      const lines = [{ kind: 'turn_start', text: `▶ turn${d.turn !== undefined ? ` ${d.turn}` : ''} started${from ? ` · ${msgs.length} message${msgs.length === 1 ? '' : 's'} from ${from}` : ''}${d.pending ? ` · ${d.pending} more pending` : ''}${d.standin ? ' · stand-in model' : ''}` }];
+      if (first) lines.push({ kind: 'wake', text: `✉ #${first.id} ${first.from}: ${short(first.body, TURN_SHORT)}`, full: first.body.length > TURN_SHORT ? first.body : null });
+      return lines;
     }
-    if (item.type === 'turn_end') return [['', `■ turn ended${d.exit_status !== undefined ? ` · exit ${d.exit_status}` : ''}${d.duration_s !== undefined ? ` · ${fmt(d.duration_s)}s` : ''}${d.tool_calls !== undefined ? ` · ${d.tool_calls} tool calls` : ''}`]];
-    if (item.type === 'error') return [['', `✗ ${d.message || short(d)}`]];
-    const msg = d.message && Array.isArray(d.message.content) ? d.message.content : null;
-    if (msg) {
-      return msg.map((c) => {
-        if (c.type === 'text') return ['', c.text];
-        if (c.type === 'tool_use') return ['tool', `⚙ ${c.name}(${short(c.input, 200)})`];
-        if (c.type === 'tool_result') return ['', `↳ ${short(Array.isArray(c.content) ? c.content.map((x) => x.text || '').join(' ') : c.content, 240)}`];
-        if (c.type === 'thinking') return ['', `… ${short(c.thinking, 200)}`];
-        return ['', short(c)];
-      });
+    if (item.type === 'turn_end') {
+      const ok = d.ok !== false && (d.exit_status === undefined || d.exit_status === 0);
+      const parts = [`■ turn${d.turn !== undefined ? ` ${d.turn}` : ''} ended`, ok ? 'ok' : `failed (exit ${d.exit_status})`];
+      if (d.duration_s !== undefined) parts.push(`${fmt(d.duration_s)} s`);
+      if (d.tool_calls !== undefined) parts.push(`${d.tool_calls} tool call${d.tool_calls === 1 ? '' : 's'}`);
+      if (d.retried) parts.push('retried after compaction');
+      return [{ kind: 'turn_end', text: parts.join(' · '), bad: !ok }];
     }
-    if (d.type === 'result') return [['', `result: ${short(d.result, 240)}`]];
-    if (d.type === 'system') return [['', `system ${d.subtype || ''}`]];
-    return [['', short(d)]];
+    if (item.type === 'error') {
+      const why = d.reason || d.message || short(d, TURN_SHORT);
+      const retry = d.retry_in_seconds !== undefined ? ` · its messages come again in ${fmt(d.retry_in_seconds)} s` : '';
+      return [{ kind: 'error', text: `✗ turn failed: ${why}${retry}`, full: d.stderr || null, bad: true }];
+    }
+    const e = d.event && typeof d.event === 'object' ? d.event : d;
+    if (e.truncated) return [{ kind: 'event', text: `(a ${e.type || ''} event too large to show whole)`, full: e.preview }];
+    if (e.type === 'system') {
+      if (e.subtype === 'init') {
+        const n = Array.isArray(e.tools) ? e.tools.length : 0;
+        return [{ kind: 'system', text: `session ${e.subtype}${e.model ? ` · model ${e.model}` : ''}${n ? ` · ${n} tools` : ''}${e.permissionMode ? ` · permissions ${e.permissionMode}` : ''}` }];
+      }
+      const rest = { ...e };
+      for (const k of ['type', 'subtype', 'session_id', 'uuid']) delete rest[k];
+      const denied = /denied/.test(e.subtype || '');
+      if (denied && e.tool_name) {
+        return [{ kind: 'denied', text: `✗ permission denied: ${toolName(e.tool_name)}${e.decision_reason_type ? ` (${e.decision_reason_type})` : ''}`, full: e.message || null, bad: true }];
+      }
+      return [{ kind: denied ? 'denied' : 'system', text: `${denied ? '✗ ' : ''}system: ${(e.subtype || '').replace(/_/g, ' ')} ${short(toolArgs(rest), TURN_SHORT)}`.trim(), bad: denied }];
+    }
+    if (e.type === 'hyperhive') {
+      const rest = { ...e };
+      delete rest.type; delete rest.subtype;
+      return [{ kind: 'system', text: `hyperhive: ${(e.subtype || '').replace(/_/g, ' ')} ${toolArgs(rest)}` }];
+    }
+    const content = e.message && Array.isArray(e.message.content) ? e.message.content : null;
+    if ((e.type === 'assistant' || e.type === 'user') && content) {
+      const out = [];
+      for (const c of content) {
+        if (!c || typeof c !== 'object') continue;
+        if (c.type === 'text' && e.type === 'assistant') {
+          out.push({ kind: 'text', text: c.text, full: null });
+        } else if (c.type === 'thinking') {
+          out.push({ kind: 'thinking', text: `… ${short(c.thinking, TURN_SHORT)}`, full: c.thinking });
+        } else if (c.type === 'tool_use') {
+          tools.set(c.id, c);
+          const args = toolArgs(c.input);
+          const whole = JSON.stringify(c.input, null, 2);
+          out.push({ kind: 'tool_use', text: `⚙ ${toolName(c.name)} ${short(args, TURN_SHORT)}`, full: args.length > TURN_SHORT ? whole : null });
+        } else if (c.type === 'tool_result') {
+          const call = tools.get(c.tool_use_id);
+          const name = call ? toolName(call.name) : 'tool';
+          const text = resultText(c.content);
+          const denied = c.is_error && DENIAL.test(text);
+          const mark = denied ? '✗ DENIED' : c.is_error ? '✗ error' : '↳';
+          const oneLine = text.replace(/\s+/g, ' ').trim();
+          out.push({ kind: denied ? 'denied' : 'tool_result', text: `${mark} ${name}: ${short(oneLine, TURN_SHORT)}`,
+            full: oneLine.length > TURN_SHORT || text.includes('\n') ? text : null, bad: !!c.is_error });
+        }
+      }
+      return out;
+    }
+    if (e.type === 'result') {
+      const parts = [`result: ${e.subtype || (e.is_error ? 'error' : 'done')}`];
+      if (e.num_turns !== undefined) parts.push(`${e.num_turns} model turn${e.num_turns === 1 ? '' : 's'}`);
+      if (e.duration_ms !== undefined) parts.push(`${fmt(e.duration_ms / 1000)} s`);
+      if (e.total_cost_usd !== undefined) parts.push(`$${Number(e.total_cost_usd).toFixed(4)}`);
+      const out = [{ kind: 'result', text: parts.join(' · '), full: typeof e.result === 'string' && e.result ? e.result : null, bad: !!e.is_error }];
+      for (const p of Array.isArray(e.permission_denials) ? e.permission_denials : []) {
+        out.push({ kind: 'denied', text: `✗ permission denied: ${toolName(p.tool_name)} ${short(toolArgs(p.tool_input), TURN_SHORT)}`, bad: true });
+      }
+      return out;
+    }
+    return [{ kind: 'event', text: `${e.type || 'event'}${e.subtype ? ` ${e.subtype}` : ''}`, full: JSON.stringify(e, null, 2) }];
+  }
+
+  function turnItem(item, line) {
+    const li = el('li', `turn-item ${line.kind}${line.bad ? ' bad' : ''}`);
+    li.dataset.kind = line.kind;
+    const when = item.ts ? new Date(typeof item.ts === 'number' ? item.ts * 1000 : item.ts) : null;
+    const ts = el('time', 'ts', when ? when.toISOString().slice(11, 19) : '');
+    if (when) { ts.setAttribute('datetime', when.toISOString()); ts.title = utc(when); }
+    if (line.full) {
+      const det = el('details', 'more');
+      det.append(el('summary', 'line', line.text), el('pre', 'full', line.full));
+      li.append(ts, det);
+    } else {
+      li.append(ts, el('pre', 'line', line.text));
+    }
+    return li;
   }
 
   function connectTurns() {
@@ -438,20 +543,16 @@
     const es = new EventSource(`/api/agents/${encodeURIComponent(agent)}/turns/stream`);
     es.onopen = () => setLive('live', 'live');
     es.onerror = () => setLive('connecting', 'reconnecting');
+    const tools = new Map();
     let redraw = null;
     es.onmessage = (e) => {
       let item;
       try { item = JSON.parse(e.data); } catch (_) { return; }
       $('#turns-empty').hidden = true;
-      for (const [cls, text] of turnLines(item)) {
-        const li = el('li', `turn-item ${item.type || 'event'}`);
-        const ts = el('span', 'ts', item.ts ? new Date(typeof item.ts === 'number' ? item.ts * 1000 : item.ts).toLocaleTimeString() : '');
-        const body = el('pre', cls, text);
-        li.append(ts, body);
-        list.append(li);
-      }
+      const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+      for (const line of turnLines(item, tools)) list.append(turnItem(item, line));
       while (list.children.length > 600) list.firstElementChild.remove();
-      list.scrollTop = list.scrollHeight;
+      if (atBottom) list.scrollTop = list.scrollHeight;
       if (item.type === 'turn_end') { clearTimeout(redraw); redraw = setTimeout(loadCharts, 500); }
     };
   }
