@@ -80,10 +80,10 @@
             {
               nativeBuildInputs = [
                 pkgs.nix
-                ((packageFor pkgs).pythonModule.withPackages (ps: [
-                  ps.pytest
-                  (ps.toPythonModule (packageFor pkgs))
-                ]))
+                pkgs.git
+                # The package is an application, not a module (python-packages-base.nix: `toPythonModule = x: x`
+                # for buildPythonApplication): the package set's toPythonModule makes withPackages import it.
+                (pkgs.python3.withPackages (ps: [ ps.pytest (ps.toPythonModule (packageFor pkgs)) ]))
               ];
             } ''
             export HOME=$TMPDIR NIX_STATE_DIR=$TMPDIR/nix NIX_REMOTE=dummy://

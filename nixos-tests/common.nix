@@ -3,7 +3,9 @@
 { config, lib, pkgs, ... }:
 let
   package = self.packages.${pkgs.stdenv.hostPlatform.system}.hyperhive;
-  python = package.pythonModule.withPackages (ps: [ (ps.toPythonModule package) ]);
+  # The package is an application, not a module (python-packages-base.nix: `toPythonModule = x: x` for
+  # buildPythonApplication, so it has no `pythonModule`): the package set's toPythonModule makes it importable.
+  python = pkgs.python3.withPackages (ps: [ (ps.toPythonModule package) ]);
   # The fake Claude Code of the Python tests: same command line, starts the MCP server, scripted tool calls.
   fakeClaude = pkgs.writeShellScript "claude" ''
     exec ${python}/bin/python3 ${../pkgs/hyperhive/tests/fake_claude.py} "$@"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,66 @@ PACKAGE_DIR = TESTS_DIR.parent
 REPO_ROOT = PACKAGE_DIR.parent.parent
 # Where `make claude` installs the pinned Claude Code CLI (the Makefile holds the version); $HYPERHIVE_CLAUDE wins.
 PROJECT_CLAUDE = REPO_ROOT / ".tools" / "npm" / "bin" / "claude"
+
+# ------------------------------------------------------------------------------------ the build sandbox convention
+#
+# nix/package.nix runs these tests from a lone copy of pkgs/hyperhive, with HYPERHIVE_BUILD_SANDBOX=1, no network and
+# only the Nix check inputs on PATH (python with the dependencies, pytest, hypothesis, git). A test that needs
+# something the sandbox lacks says so with a marker; it is skipped ONLY when HYPERHIVE_BUILD_SANDBOX=1 and fails
+# loudly anywhere else, so that CI never skips silently:
+#
+#   @pytest.mark.repo        the repository around the package (flake.nix, examples/, modules/)
+#   @pytest.mark.nix         nix-instantiate (Debian's nix-bin)
+#   @pytest.mark.browser     headless Chromium driven by playwright
+#   @pytest.mark.claude_cli  the real Claude Code CLI
+#
+# Tests call ``require(what, present, how)`` for anything else of the kind.
+
+BUILD_SANDBOX = os.environ.get("HYPERHIVE_BUILD_SANDBOX") == "1"
+
+
+def require(what: str, present: bool, how: str) -> None:
+    """Skip (inside the Nix build sandbox only) or fail loudly when ``what`` is not present."""
+    if present:
+        return
+    if BUILD_SANDBOX:
+        pytest.skip(f"{what} is not available in the Nix build sandbox (HYPERHIVE_BUILD_SANDBOX=1)")
+    pytest.fail(f"{what} is missing: {how} (only the Nix build sandbox, HYPERHIVE_BUILD_SANDBOX=1, may skip this)",
+                pytrace=False)
+
+
+def has_repository() -> bool:
+    return (REPO_ROOT / "flake.nix").is_file() and (REPO_ROOT / "modules").is_dir()
+
+
+NEEDS = {
+    "repo": ("the repository around pkgs/hyperhive", has_repository,
+             "run the tests from a checkout of the whole repository"),
+    "nix": ("nix-instantiate", lambda: shutil.which("nix-instantiate") is not None,
+            "apt-get install nix-bin (make test does)"),
+    # Never in the sandbox; elsewhere the fixtures that start them fail loudly when they are missing.
+    "browser": ("headless Chromium", lambda: not BUILD_SANDBOX, "apt-get install chromium (make test does)"),
+    "claude_cli": ("the Claude Code CLI", lambda: not BUILD_SANDBOX, "make test installs it"),
+}
+
+
+def pytest_configure(config):
+    for marker, (what, _present, _how) in NEEDS.items():
+        config.addinivalue_line("markers", f"{marker}: needs {what} (skipped only in the Nix build sandbox)")
+
+
+def pytest_runtest_setup(item):
+    for marker, (what, present, how) in NEEDS.items():
+        if item.get_closest_marker(marker) is not None:
+            require(what, present(), how)
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    """The repository around the package (skipped only in the build sandbox)."""
+    require(*[NEEDS["repo"][0], has_repository(), NEEDS["repo"][2]])
+    return REPO_ROOT
+
 
 
 def write_config(directory: Path, agents: dict | None = None, **top) -> Path:

@@ -173,9 +173,8 @@ def test_an_added_agent_gets_its_socket(start_broker, hive_dir):
     assert hp.client("carol").call("recv")["messages"][0]["body"] == "welcome"
 
 
-def test_the_bundled_example_hive_checks():
-    from conftest import REPO_ROOT
-
+def test_the_bundled_example_hive_checks(repo_root):
+    REPO_ROOT = repo_root
     config = load_config(REPO_ROOT / "examples" / "hive.toml")
     assert config.backend == "local" and set(config.agents) == {"alice", "bob"}
     assert config.state_dir == (REPO_ROOT / "examples" / "state").resolve()

@@ -1,10 +1,13 @@
 """The Nix side without NixOS: every .nix file parses, the modules' options are well formed, the pure renderer turns
 example hives into a hive.json the Python loader accepts, and broken inputs are refused naming the option path.
 
-Needs ``nix-instantiate`` (Debian's ``nix-bin`` is enough; ``make test`` installs it). Without it these tests fail
-with a message saying so, unless HYPERHIVE_SKIP_NIX=1 (then they are skipped). When HYPERHIVE_NIXPKGS_LIB points at
-nixpkgs' ``lib`` directory (e.g. a checkout of nix-community/nixpkgs.lib), the host and agent modules are also
-evaluated with ``lib.evalModules`` against stand-ins for the NixOS options they set (nix/eval-modules.nix).
+Needs ``nix-instantiate`` (Debian's ``nix-bin`` is enough; ``make test`` installs it) and the repository around the
+package: without them these tests fail saying so, and are skipped only in the Nix build sandbox
+(HYPERHIVE_BUILD_SANDBOX=1, tests/conftest.py). When HYPERHIVE_NIXPKGS_LIB points at nixpkgs' ``lib`` directory
+(e.g. a checkout of nix-community/nixpkgs.lib), the host and agent modules are also evaluated with
+``lib.evalModules`` against stand-ins for the NixOS options they set (nix/eval-modules.nix), and the flake's outputs
+against a stand-in nixpkgs built on that lib (nix/flake-outputs.nix); without it, a documented minimal lib
+(nix/minimal-lib.nix) stands in for the flake check.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import BUILD_SANDBOX, REPO_ROOT, has_repository, require
 from hyperhive.config import NAME_RE, ConfigError, load_config
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+pytestmark = [pytest.mark.repo, pytest.mark.nix]
 MODULES = REPO_ROOT / "modules"
 EXAMPLES = REPO_ROOT / "nix" / "examples"
 RENDER = MODULES / "render-hive-json.nix"
@@ -41,12 +45,8 @@ BROKEN_EXAMPLES = {
 def nix_instantiate() -> str:
     """The nix-instantiate executable, or skip/fail the test with a message saying how to get one."""
     found = shutil.which("nix-instantiate")
-    if found:
-        return found
-    if os.environ.get("HYPERHIVE_SKIP_NIX") == "1":
-        pytest.skip("nix-instantiate not installed and HYPERHIVE_SKIP_NIX=1")
-    pytest.fail("nix-instantiate is not installed: `apt-get install nix-bin` (make test does), "
-                "or set HYPERHIVE_SKIP_NIX=1 to skip the Nix checks", pytrace=False)
+    require("nix-instantiate", found is not None, "apt-get install nix-bin (make test does)")
+    return found
 
 
 def run_nix(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -107,11 +107,16 @@ def nix_files() -> list[Path]:
     """Every .nix file of the repository, new ones included without listing them.
 
     In a git checkout, what git tracks or would track: a hive's state under a git-ignored directory (the agents'
-    config repos that `make up` creates) is not the project's. Elsewhere (a copy in the Nix store) a walk.
+    config repos that `make up` creates) is not the project's. Elsewhere (a copy in the Nix store) a walk. Nothing
+    without the repository (a lone copy of the package, as the build sandbox has it): collecting must neither walk
+    whatever directory happens to be above the copy nor need git.
     """
-    listed = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "--cached", "--others", "--exclude-standard",
-                             "-z", "--", "*.nix"], capture_output=True)
-    if listed.returncode == 0 and (REPO_ROOT / ".git").exists():
+    if not has_repository():
+        return []
+    git = shutil.which("git")
+    listed = subprocess.run([git, "-C", str(REPO_ROOT), "ls-files", "--cached", "--others", "--exclude-standard",
+                             "-z", "--", "*.nix"], capture_output=True) if git and (REPO_ROOT / ".git").exists() else None
+    if listed is not None and listed.returncode == 0:
         return sorted(REPO_ROOT / p for p in listed.stdout.decode().split("\0") if p and (REPO_ROOT / p).exists())
     found = []
     for root, dirs, files in os.walk(REPO_ROOT):
