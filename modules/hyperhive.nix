@@ -41,21 +41,30 @@ let
         example = 1879048192;
         description = ''
           First host uid of the agent's user namespace when {option}`privateUsers` is set. null derives a stable
-          one from the name: {option}`hyperhive.privateUsersBase` plus 65536 times a slot (0 to 4095) hashed from
-          the name. Two agents cannot share a range (an assertion says which to change).
+          one from the name: {option}`hyperhive.privateUsersBase` plus 65536 times a slot hashed from the name.
+          Two agents cannot share a range, and no range may lie in systemd-nspawn's `--private-users=pick` region
+          (0x00080000-0x6FFFFFFF) or the foreign range (an assertion says which to change).
         '';
       };
-      config = mkOption {
-        type = types.deferredModule;
-        default = { };
-        example = literalExpression "{ pkgs, ... }: { services.postgresql.enable = true; }";
-        description = ''
-          Extra NixOS configuration for the agent's container, merged with the agent module. Set the agent's
-          policy (prompt, Bash allow-list, recipients) with the options above, not here: hive.json is rendered
-          from those.
-        '';
-      };
+      config = configFilesOption "h-<name>";
     };
+  };
+
+  # A container's extra NixOS configuration. Approved deploys rebuild the container from the service's meta flake,
+  # a separate, pure evaluation that cannot see the host's configuration: what reaches it must be files. So this
+  # takes NixOS modules as files (paths, copied to the store), which both the host's declaration and every deploy
+  # import; an inline module would be lost on the first deploy.
+  configFilesOption = container: mkOption {
+    type = types.coercedTo types.path (p: [ p ]) (types.listOf types.path);
+    default = [ ];
+    example = literalExpression "./alice-container.nix";
+    description = ''
+      Extra NixOS configuration for the container `${container}`: NixOS module files (a path or a list of
+      paths; a directory with a `default.nix` brings its neighbours along), imported by the container's
+      declaration here and by every approved deploy (the meta flake imports the same store copies). Set the agent's
+      policy (prompt, Bash allow-list, recipients) with the options above, not here: hive.json is rendered from
+      those.
+    '';
   };
 
   managerSubmodule = {
@@ -66,12 +75,7 @@ let
         example = "boss";
         description = "The manager's name: what agents send to. Its container is always `hm1nd`.";
       };
-      config = mkOption {
-        type = types.deferredModule;
-        default = { };
-        example = literalExpression "{ pkgs, ... }: { environment.systemPackages = [ pkgs.jq ]; }";
-        description = "Extra NixOS configuration for the manager's container `hm1nd`.";
-      };
+      config = configFilesOption "hm1nd";
     };
   };
 in
@@ -126,12 +130,14 @@ in
     };
 
     privateUsersBase = mkOption {
-      type = types.addCheck types.ints.u32 (n: lib.mod n 65536 == 0 && n + 4096 * 65536 <= 4294967295);
+      type = types.ints.u32;
       default = d.privateUsersBase;
-      example = 1073741824;
+      example = 1946157056;
       description = ''
-        First host uid of the ranges given to user-namespaced agents (see `hyperhive.agents.<name>.uidBase`):
-        a multiple of 65536 leaving room for 4096 ranges of 65536 uids.
+        First host uid of the ranges given to user-namespaced agents (see `hyperhive.agents.<name>.uidBase`): a
+        multiple of 65536 from 0x70000000 up, so that no range lies in systemd-nspawn's `--private-users=pick`
+        region (0x00080000-0x6FFFFFFF, where other containers take theirs); the ranges end below systemd's foreign
+        range 0x7FFE0000. The default gives 4094 ranges.
       '';
     };
 
@@ -288,6 +294,36 @@ in
       rootUid = name: a: if a.privateUsers then hlib.uidBase cfg name else 0;
 
       profileOf = container: "/nix/var/nix/profiles/per-container/${container}";
+      containerSystemPath = "/nix/var/nix/profiles/system";
+
+      # The host's settings of a container as plain data (modules/container-host.nix turns them into a module):
+      # the declaration below and every approved deploy (through /etc/hyperhive/containers.json and the meta
+      # flake) import the same thing. Store paths are interpolated, so containers.json refers to them; the `config`
+      # files stay paths here (imported by the declaration) and become store paths in containers.json (toJSON
+      # copies a path to the store), which the service copies into the meta repo.
+      hostData = container: a: {
+        inherit container;
+        package = "${cfg.package}";
+        packages = map (p: "${p}") (a.packages or [ ]);
+        claudePackage = if cfg.harness.claudePackage == null then null else "${cfg.harness.claudePackage}";
+        claudeCommand = cfg.harness.claudeCommand;
+        managerName = manager;
+        inherit (cfg) operatorPronouns;
+        imports = a.config or [ ];
+      };
+
+      # What the service needs to create containers at run time exactly like the declared ones, and to build deploys
+      # against this host's own nixpkgs (offline, the same nixpkgs as the host): /etc/hyperhive/containers.json.
+      containersJson = (pkgs.formats.json { }).generate "hyperhive-containers.json" {
+        # nixos-containers.nix evaluates declared containers with `containers.<name>.nixpkgs`, default pkgs.path.
+        nixpkgs = toString pkgs.path;
+        inherit (cfg) privateUsersBase;
+        uidRanges = hlib.uidRanges;
+        # Declared containers (their host data) and the template of a spawned agent's (name and container filled in
+        # by the service; a spawned agent's packages and extra configuration come from its own agent.nix).
+        containers = builtins.mapAttrs (_: u: u.host) units;
+        spawned = hostData "" { };
+      };
 
       # Everything one container needs: its mounts, its root uid, and its NixOS configuration.
       units = mapAttrs' (name: a: nameValuePair (hlib.containerName name) {
@@ -300,12 +336,13 @@ in
           "/state" = { hostPath = "${cfg.stateDir}/agents/${name}/state"; isReadOnly = false; };
           "/root/.claude" = { hostPath = "${cfg.stateDir}/claude/${name}"; isReadOnly = false; };
         };
+        host = hostData (hlib.containerName name) a;
         module = {
-          imports = [ ./agent.nix a.config ];
+          imports = [ ./agent.nix ];
           hyperhive = {
             inherit name;
             role = "agent";
-            inherit (a) allowedRecipients privateUsers bash model prompt notesCompactBytes turnTimeoutSeconds extraMcpServers packages;
+            inherit (a) allowedRecipients privateUsers bash model prompt notesCompactBytes turnTimeoutSeconds extraMcpServers;
           };
         };
       }) cfg.agents
@@ -323,12 +360,13 @@ in
             "/applied" = { hostPath = "${cfg.stateDir}/applied"; isReadOnly = true; };
             "/meta" = { hostPath = "${cfg.stateDir}/meta"; isReadOnly = true; };
           };
+          host = hostData hlib.managerContainer cfg.manager;
           module = {
-            imports = [ ./agent.nix cfg.manager.config ];
+            imports = [ ./agent.nix ];
             hyperhive = {
               name = manager;
               role = "manager";
-              inherit (cfg.manager) bash model prompt notesCompactBytes turnTimeoutSeconds extraMcpServers packages;
+              inherit (cfg.manager) bash model prompt notesCompactBytes turnTimeoutSeconds extraMcpServers;
             };
           };
         };
@@ -397,6 +435,8 @@ in
 
       # A copy (mode set), not a symlink into /etc/static: the service watches this file and sees it replaced.
       environment.etc."hyperhive/hive.json" = { source = hiveJson; mode = "0440"; };
+      # Read by the service at each deploy and spawn (hyperhive/backends/nixos_container.py).
+      environment.etc."hyperhive/containers.json" = mkIf containers { source = containersJson; };
 
       environment.systemPackages = [ cfg.package ];
 
@@ -425,6 +465,8 @@ in
           environment = {
             HYPERHIVE_CONFIG = "/etc/hyperhive/hive.json";
             HYPERHIVE_AGENT_TEMPLATE = "${cfg.agentTemplate}";
+          } // optionalAttrs containers {
+            HYPERHIVE_CONTAINERS = "/etc/hyperhive/containers.json";
           } // optionalAttrs (cfg.flake != null) {
             HYPERHIVE_FLAKE = cfg.flake;
           } // {
@@ -441,6 +483,12 @@ in
             Type = "simple";
             ExecStart = "${cfg.package}/bin/hyperhive serve --config /etc/hyperhive/hive.json";
             ExecReload = "${cfg.package}/bin/hyperhive config check /etc/hyperhive/hive.json";
+            # nixos-container.pl's buildFlake runs `nix build -o "$systemPath.tmp"` with a path relative to the
+            # working directory (pkgs/tools/virtualization/nixos-container/nixos-container.pl): without one the
+            # unit's is `/`, read-only under ProtectSystem=strict, and every deploy and spawn would fail there.
+            # The state directory is writable (ReadWritePaths, StateDirectory); the backend also runs its commands
+            # in <stateDir>/build.
+            WorkingDirectory = cfg.stateDir;
             Restart = "on-failure";
             RestartSec = "5s";
           }
@@ -482,17 +530,15 @@ in
         # Own the container's root tree to its uid range on first boot (bind mounts are chowned above).
         extraFlags = optional (u.uid != 0) "--private-users-ownership=auto";
         inherit (u) bindMounts;
-        # Boot the profile the prepare unit seeds and approved deploys update (see prepareScript).
-        path = mkForce "${profileOf container}/system";
+        # Boot the profile the prepare unit seeds and approved deploys update (see prepareScript). nixos-containers.nix
+        # writes this as SYSTEM_PATH into /etc/nixos-containers/<c>.conf and starts
+        # `systemd-nspawn ... "$SYSTEM_PATH/init"`: nspawn resolves that path INSIDE the container, where
+        # /nix/var/nix/profiles is the bind mount of the host's /nix/var/nix/profiles/per-container/<c>. So the
+        # container's own `/nix/var/nix/profiles/system` is the seeded profile; the host's per-container path does not
+        # exist in there. ExecReload (`switch-to-configuration` after `nixos-container update`) resolves it there too.
+        path = mkForce containerSystemPath;
         config = {
-          imports = [ u.module ];
-          hyperhive = {
-            package = mkDefault cfg.package;
-            managerName = manager;
-            inherit (cfg) operatorPronouns;
-            claudeCommand = mkDefault cfg.harness.claudeCommand;
-            claudePackage = mkDefault cfg.harness.claudePackage;
-          };
+          imports = [ u.module (import ./container-host.nix u.host) ];
         };
       }) units);
 

@@ -44,8 +44,8 @@ let
     notesCompactBytes = 65536;
     turnTimeoutSeconds = 1800;
     # Host uid ranges for user-namespaced agents: base + slot * 65536, the slot taken from a hash of the name
-    # (stable when agents are added or removed). 4096 slots from 0x20000000 stay below 2^31.
-    privateUsersBase = 536870912;
+    # (stable when agents are added or removed). See `uidRanges` below for why they start at 0x70000000.
+    privateUsersBase = 1879048192;
     socket = "/run/hive/mcp.sock";
   };
 
@@ -67,14 +67,49 @@ let
   };
   hexToInt = s: foldl' (acc: i: acc * 16 + getAttr (substring i 1 s) hexDigits) 0 (builtins.genList (i: i) (stringLength s));
 
-  # The first host uid of an agent's user namespace (container root is this uid on the host).
+  # Where the uid ranges of user-namespaced agents may lie. systemd's UID allocation (docs/UIDS-GIDS.md, and
+  # src/basic/uid-classification.h: CONTAINER_UID_BASE_MIN/MAX) gives 0x00080000-0x6FFFFFFF to container ranges:
+  # `systemd-nspawn --private-users=pick` (nixos-containers.nix's `privateUsers = "pick"`) hashes the machine name
+  # into that region and takes any range there that looks free, so a fixed range we chose inside it could be picked
+  # by another container before ours starts (or ours could take one it picked). 0x70000000-0x7FFFFFFF is unused by
+  # systemd except the foreign UID range 0x7FFE0000-0x7FFEFFFF (systemd 257+), and uids from 2^31 on are "HIC SVNT
+  # LEONES" (signed 32-bit trouble). So hashed ranges lie in [0x70000000, 0x7FFE0000): 4094 ranges of 65536, none
+  # of which pick can choose, none foreign, all below 2^31.
+  uidRanges = {
+    pickMin = 524288;          # 0x00080000, first uid nspawn's pick may use
+    pickEnd = 1879048192;      # 0x70000000, first uid after the last range pick may use (0x6FFF0000 + 65536)
+    foreignMin = 2147352576;   # 0x7FFE0000
+    foreignEnd = 2147418112;   # 0x7FFF0000
+    hashedEnd = 2147352576;    # hashed ranges end below the foreign range
+    limit = 2147483648;        # 2^31
+  };
+
+  # Whether the range [base, base + 65536) is one hyperhive may use: a multiple of 65536, above the 16-bit uids,
+  # outside nspawn's pick region and the foreign range, below 2^31.
+  uidRangeProblem = base:
+    let r = uidRanges; end = base + 65536; in
+    if !(isInt base) || base - 65536 * (base / 65536) != 0 then "must be a multiple of 65536"
+    else if base < 65536 then "must be at least 65536 (container root must not be a host user)"
+    else if end > r.pickMin && base < r.pickEnd then
+      "lies in systemd-nspawn's --private-users=pick region 0x00080000-0x6FFFFFFF, where another container may take it"
+    else if end > r.foreignMin && base < r.foreignEnd then "lies in systemd's foreign UID range 0x7FFE0000-0x7FFEFFFF"
+    else if end > r.limit then "must end below 2^31"
+    else null;
+
+  # How many hashed ranges fit from `base` to the foreign range.
+  uidSlots = base: (uidRanges.hashedEnd - base) / 65536;
+
+  # The first host uid of an agent's user namespace (container root is this uid on the host). The Python side
+  # (hyperhive/backends/nixos_container.py: uid_base) computes the same for agents spawned at run time.
   uidBase = cfg: name:
     let
       explicit = attrPath [ "agents" name "uidBase" ] null cfg;
       base = attrPath [ "privateUsersBase" ] defaults.privateUsersBase cfg;
+      slots = uidSlots base;
+      hash = hexToInt (substring 0 4 (hashString "sha256" name));
     in
     if explicit != null then explicit
-    else base + 65536 * hexToInt (substring 0 3 (hashString "sha256" name));
+    else base + 65536 * (hash - slots * (hash / slots));
 
   managerName = cfg: attrPath [ "manager" "name" ] defaults.manager cfg;
   agentNames = cfg: attrNames (attrPath [ "agents" ] { } cfg);
@@ -174,7 +209,17 @@ let
 
       # Two user-namespaced agents must not share a host uid range.
       namespaced = filter (n: isName n && attrPath [ "privateUsers" ] defaults.privateUsers (agent n) == true) names;
-      uidProblems = concatLists (map
+      base = attrPath [ "privateUsersBase" ] defaults.privateUsersBase cfg;
+      baseProblems =
+        if !(isInt base) || base < uidRanges.pickEnd || base >= uidRanges.hashedEnd || uidRangeProblem base != null then
+          [ "hyperhive.privateUsersBase: must be a multiple of 65536 from 0x70000000 (1879048192) up to below 0x7FFE0000, above systemd-nspawn's --private-users=pick region, got ${toJSON base}" ]
+        else [ ];
+      explicitProblems = concatLists (map
+        (n:
+          let explicit = attrPath [ "uidBase" ] null (agent n); problem = if explicit == null then null else uidRangeProblem explicit; in
+          if problem == null then [ ] else [ "${agentPath n}.uidBase: ${toJSON explicit} ${problem}" ])
+        namespaced);
+      uidProblems = baseProblems ++ explicitProblems ++ concatLists (map
         (n:
           let clash = filter (m: m < n && uidBase cfg m == uidBase cfg n) namespaced; in
           if clash == [ ] then [ ]
@@ -259,6 +304,7 @@ let
     // (let model = attrPath [ "model" ] null a; in if model == null then { } else { inherit model; });
 in
 {
-  inherit version namePattern reservedNames managerContainer containerName defaults isName uidBase problems
+  inherit version namePattern reservedNames managerContainer containerName defaults isName uidBase uidRanges
+    uidRangeProblem uidSlots problems
     renderHive renderPolicy renderClaudeSettings listen;
 }

@@ -5,10 +5,12 @@
 #   nix-instantiate --eval --strict --json nix/eval-modules.nix \
 #     --arg lib 'import /path/to/nixpkgs.lib/lib' --arg hive 'import nix/examples/policies.nix'
 #
-# Only the parts the test compares are forced (the fake packages cannot be built).
+# Each stand-in mirrors the nixpkgs option it replaces (type, default, and what nixpkgs does with the value that our
+# tests rely on), citing the nixpkgs file. Only the parts the tests compare are forced (the fake packages cannot be
+# built).
 { lib, hive, template ? ../templates/agent/agent.nix }:
 let
-  inherit (lib) mkOption types;
+  inherit (lib) mkOption mkDefault types;
 
   fakePackage = name: {
     type = "derivation";
@@ -22,6 +24,9 @@ let
     bash = fakePackage "bash";
     coreutils = fakePackage "coreutils";
     ripgrep = fakePackage "ripgrep";
+    claude-code = fakePackage "claude-code";
+    # pkgs/top-level/all-packages.nix: `path = ./..;` (the nixpkgs source tree the host was evaluated from)
+    path = "/nix/store/11111111111111111111111111111111-source";
     formats.json = { }: {
       type = types.anything;
       generate = name: value: fakePackage name // { inherit value; };
@@ -30,28 +35,33 @@ let
 
   anyAttrs = types.attrsOf types.anything;
 
-  # Stand-ins for the NixOS options both modules set, with types close to NixOS's own.
+  # Stand-ins for the NixOS options both the host and a container set.
   common = {
     options = {
-      assertions = mkOption { type = types.listOf anyAttrs; default = [ ]; };
+      # nixos/modules/misc/assertions.nix
+      assertions = mkOption { type = types.listOf types.unspecified; default = [ ]; };
+      # nixos/modules/system/etc/etc.nix: `source`, `text` and `mode` (default "symlink")
       environment.etc = mkOption {
         type = types.attrsOf (types.submodule {
           options = {
             source = mkOption { type = types.anything; };
+            text = mkOption { type = types.nullOr types.lines; default = null; };
             mode = mkOption { type = types.str; default = "symlink"; };
           };
         });
         default = { };
       };
+      # nixos/modules/config/system-path.nix
       environment.systemPackages = mkOption { type = types.listOf types.package; default = [ ]; };
+      # nixos/lib/systemd-unit-options.nix (the options used here)
       systemd.services = mkOption {
         type = types.attrsOf (types.submodule {
           freeformType = anyAttrs;
           options = {
-            restartTriggers = mkOption { type = types.listOf types.anything; default = [ ]; };
-            reloadTriggers = mkOption { type = types.listOf types.anything; default = [ ]; };
-            path = mkOption { type = types.listOf (types.either types.package types.str); default = [ ]; };
-            environment = mkOption { type = types.attrsOf types.str; default = { }; };
+            restartTriggers = mkOption { type = types.listOf types.unspecified; default = [ ]; };
+            reloadTriggers = mkOption { type = types.listOf types.unspecified; default = [ ]; };
+            path = mkOption { type = types.listOf (types.oneOf [ types.package types.str ]); default = [ ]; };
+            environment = mkOption { type = types.attrsOf (types.nullOr (types.oneOf [ types.str types.path types.package ])); default = { }; };
             serviceConfig = mkOption { type = anyAttrs; default = { }; };
             unitConfig = mkOption { type = anyAttrs; default = { }; };
           };
@@ -61,15 +71,43 @@ let
     };
   };
 
+  # A NixOS system inside a container.
   containerSystem = {
     imports = [ common ];
     options = {
+      # nixos/modules/virtualisation/nixos-containers.nix
       boot.isNspawnContainer = mkOption { type = types.bool; default = false; };
+      # nixos/modules/misc/version.nix
       system.stateVersion = mkOption { type = types.str; };
+      # nixos/modules/tasks/network-interfaces.nix: hostName is a `strMatching` of a host name label; useDHCP
+      networking.hostName = mkOption {
+        type = types.strMatching "^$|^[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?$";
+        default = "nixos";
+      };
+      networking.useDHCP = mkOption { type = types.bool; default = true; };
+      # nixos/modules/services/networking/firewall.nix
       networking.firewall.enable = mkOption { type = types.bool; default = true; };
+      # nixos/modules/programs/git.nix: `config` is `either gitini (listOf gitini)` whose merge returns a LIST,
+      # `[ (merged attrset definitions) ] ++ (list definitions)`, default [ ].
       programs.git = {
         enable = mkOption { type = types.bool; default = false; };
-        config = mkOption { type = anyAttrs; default = { }; };
+        config = mkOption {
+          type =
+            let gitini = types.attrsOf (types.attrsOf types.anything); in
+            types.either gitini (types.listOf gitini) // {
+              merge = loc: defs:
+                let
+                  split = builtins.foldl'
+                    (acc: { value, ... }@x: acc // (if builtins.isList value
+                    then { ordered = acc.ordered ++ value; }
+                    else { unordered = acc.unordered ++ [ x ]; }))
+                    { ordered = [ ]; unordered = [ ]; }
+                    defs;
+                in
+                [ (gitini.merge loc split.unordered) ] ++ split.ordered;
+            };
+          default = [ ];
+        };
       };
       # A stand-in for the built system: a name that changes with the agent's policy.
       system.build.toplevel = mkOption { type = types.str; };
@@ -80,12 +118,82 @@ let
     modules = [
       containerSystem
       ({ config, ... }: {
-        system.build.toplevel = "/nix/store/${builtins.hashString "sha256" (builtins.toJSON config.hyperhive.policy)}-nixos-system";
-        boot.isNspawnContainer = true;
+        system.build.toplevel = "/nix/store/${builtins.substring 0 32 (builtins.hashString "sha256" (builtins.toJSON config.hyperhive.policy))}-nixos-system";
       })
     ] ++ modules;
     specialArgs = { inherit pkgs; };
   }).config;
+
+  # nixos/modules/virtualisation/nixos-containers.nix, the parts a hyperhive container depends on.
+  containerOptions = { name, config, options, ... }: {
+    options = {
+      autoStart = mkOption { type = types.bool; default = false; };
+      privateNetwork = mkOption { type = types.bool; default = false; };
+      privateUsers = mkOption {
+        type = types.either types.ints.u32 (types.enum [ "no" "identity" "pick" ]);
+        default = "no";
+      };
+      extraFlags = mkOption { type = types.listOf types.str; default = [ ]; };
+      path = mkOption { type = types.path; };
+      nixpkgs = mkOption { type = types.path; default = pkgs.path; };
+      bindMounts = mkOption {
+        type = types.attrsOf (types.submodule ({ name, ... }: {
+          options = {
+            mountPoint = mkOption { type = types.str; };
+            hostPath = mkOption { type = types.nullOr types.str; default = null; };
+            isReadOnly = mkOption { type = types.bool; default = true; };
+          };
+          config.mountPoint = mkDefault name;
+        }));
+        default = { };
+      };
+      # The definitions are a NixOS configuration, evaluated (here against the stand-ins) after nixos-containers'
+      # own `extraConfig`: boot.isNspawnContainer, networking.hostName = mkDefault <name>, useDHCP = false.
+      config = mkOption {
+        type = lib.mkOptionType {
+          name = "Toplevel NixOS config (stand-in)";
+          merge = _loc: defs: evalContainer ([{
+            boot.isNspawnContainer = true;
+            networking.hostName = mkDefault name;
+            networking.useDHCP = false;
+          }] ++ map (def: def.value) defs);
+        };
+      };
+    };
+    # nixos-containers.nix: `path` defaults to the evaluated config's toplevel when `config` is defined.
+    config.path = lib.mkIf options.config.isDefined config.config.system.build.toplevel;
+  };
+
+  # nixos-containers.nix renders /etc/nixos-containers/<name>.conf from these options (the EnvironmentFile of
+  # container@<name>.service); the service renders the same keys for containers it creates at run time.
+  containerConf = name: cfg: {
+    SYSTEM_PATH = toString cfg.path;
+    PRIVATE_USERS = toString cfg.privateUsers;
+    EXTRA_NSPAWN_FLAGS = builtins.concatStringsSep " " (
+      map (d: (if d.isReadOnly then "--bind-ro=" else "--bind=") + (if d.hostPath != null then "${d.hostPath}:${d.mountPoint}" else d.mountPoint))
+        (builtins.attrValues cfg.bindMounts)
+      ++ cfg.extraFlags);
+  } // lib.optionalAttrs cfg.privateNetwork { PRIVATE_NETWORK = "1"; };
+
+  # nixos-containers.nix's startScript: what systemd-nspawn gets from a conf. The store and the profiles are bound
+  # with `:idmap` when PRIVATE_USERS is `pick` or a positive number; `init` is resolved inside the container.
+  nspawn = conf:
+    let
+      privateUsers = conf.PRIVATE_USERS or "";
+      idmap = privateUsers == "pick" || (builtins.match "[0-9]+" privateUsers != null && privateUsers != "0");
+      opt = if idmap then ":idmap" else "";
+    in
+    {
+      inherit idmap;
+      binds = [
+        { host = "/nix/store"; inside = "/nix/store"; options = opt; }
+        { host = "/nix/var/nix/db"; inside = "/nix/var/nix/db"; options = opt; }
+        { host = "/nix/var/nix/daemon-socket"; inside = "/nix/var/nix/daemon-socket"; options = opt; }
+        { host = "/nix/var/nix/profiles/per-container/$INSTANCE"; inside = "/nix/var/nix/profiles"; options = opt; }
+        { host = "/nix/var/nix/gcroots/per-container/$INSTANCE"; inside = "/nix/var/nix/gcroots"; options = opt; }
+      ];
+      init = "${if (conf.SYSTEM_PATH or "") != "" then conf.SYSTEM_PATH else "/nix/var/nix/profiles/system"}/init";
+    };
 
   host = {
     imports = [ common ];
@@ -94,38 +202,7 @@ let
       nix.settings = mkOption { type = types.attrsOf types.anything; default = { }; };
       systemd.tmpfiles.rules = mkOption { type = types.listOf types.str; default = [ ]; };
       networking.firewall.allowedTCPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
-      containers = mkOption {
-        type = types.attrsOf (types.submodule {
-          options = {
-            autoStart = mkOption { type = types.bool; default = false; };
-            privateNetwork = mkOption { type = types.bool; default = false; };
-            privateUsers = mkOption {
-              type = types.either types.ints.u32 (types.enum [ "no" "identity" "pick" ]);
-              default = "no";
-            };
-            extraFlags = mkOption { type = types.listOf types.str; default = [ ]; };
-            path = mkOption { type = types.path; };
-            bindMounts = mkOption {
-              type = types.attrsOf (types.submodule ({ name, ... }: {
-                options = {
-                  mountPoint = mkOption { type = types.str; default = name; };
-                  hostPath = mkOption { type = types.nullOr types.str; default = null; };
-                  isReadOnly = mkOption { type = types.bool; default = true; };
-                };
-              }));
-              default = { };
-            };
-            # Like NixOS's: the definitions are a NixOS configuration, evaluated here against the stand-ins.
-            config = mkOption {
-              type = lib.mkOptionType {
-                name = "Toplevel NixOS config (stand-in)";
-                merge = _loc: defs: evalContainer (map (def: def.value) defs);
-              };
-            };
-          };
-        });
-        default = { };
-      };
+      containers = mkOption { type = types.attrsOf (types.submodule containerOptions); default = { }; };
     };
   };
 
@@ -140,7 +217,51 @@ let
     specialArgs = { inherit pkgs; };
   }).config;
 
+  declaredImports = builtins.mapAttrs (_: u: u) (
+    (if hive ? manager && hive.manager ? config then { hm1nd = lib.toList hive.manager.config; } else { hm1nd = [ ]; })
+    // lib.mapAttrs' (n: a: lib.nameValuePair "h-${n}" (lib.toList (a.config or [ ]))) (hive.agents or { }));
+
   failed = conf: map (a: a.message) (builtins.filter (a: !a.assertion) conf.assertions);
+
+  containersJson = hostConfig.environment.etc."hyperhive/containers.json".source.value or null;
+
+  # A container as an approved deploy builds it: what the service's meta flake evaluates (hyperhive/meta_flake.py):
+  # the agent module, the agent's own config flake module, the host data read back from JSON (as the meta flake reads
+  # meta/host/<container>.json), and the per-agent policy JSON the service writes (name, role and, for declared
+  # agents, hive.json's policy).
+  deployed = container: agentModule: policy:
+    let
+      # containers.json names the config files by their store copies (toJSON of a path); the service copies them
+      # into the meta repo and the meta flake imports those copies: here, the same files.
+      original = hostConfig.containers.${container}.config.hyperhive;
+      data = builtins.fromJSON (builtins.unsafeDiscardStringContext (builtins.toJSON containersJson.containers.${container})) // {
+        imports = declaredImports.${container};
+      };
+    in
+    evalContainer [
+      ../modules/agent.nix
+      agentModule
+      (import ../modules/container-host.nix data)
+      policy
+    ];
+
+  summary = c: {
+    failedAssertions = failed c;
+    policy = c.hyperhive.policy;
+    agentJson = c.environment.etc."hyperhive/agent.json".source.value;
+    claudeSettings = c.environment.etc."claude-code/managed-settings.json".source.value;
+    inherit (c.systemd.services.hive-agent) environment;
+    servicePath = map (p: p.name or p) c.systemd.services.hive-agent.path;
+    etc = builtins.attrNames c.environment.etc;
+    execStart = c.systemd.services.hive-agent.serviceConfig.ExecStart;
+    inherit (c.hyperhive) managerName operatorPronouns claudeCommand;
+    claudePackage = if c.hyperhive.claudePackage == null then null else c.hyperhive.claudePackage.name;
+    packages = map (p: p.name) c.hyperhive.packages;
+    systemPackages = map (p: p.name) c.environment.systemPackages;
+    git = c.programs.git.config;
+    isNspawnContainer = c.boot.isNspawnContainer;
+    inherit (c.networking) hostName useDHCP;
+  };
 
   # The agent template evaluated on its own, as the meta flake would for a spawned agent.
   templateConfig = evalContainer [
@@ -153,6 +274,7 @@ in
   failedAssertions = failed hostConfig;
   rendered = hostConfig.environment.etc."hyperhive/hive.json".source.value;
   hiveJsonMode = hostConfig.environment.etc."hyperhive/hive.json".mode;
+  inherit containersJson;
   pure = import ../modules/render-hive-json.nix hive;
   service = {
     inherit (hostConfig.systemd.services.hyperhive) environment serviceConfig;
@@ -163,18 +285,20 @@ in
   firewall = hostConfig.networking.firewall.allowedTCPPorts;
   prepare = builtins.mapAttrs (_: s: s.script or null) hostConfig.systemd.services;
   containers = builtins.mapAttrs
-    (_: c: {
-      inherit (c) autoStart privateNetwork privateUsers extraFlags bindMounts path;
-      failedAssertions = failed c.config;
-      policy = c.config.hyperhive.policy;
-      agentJson = c.config.environment.etc."hyperhive/agent.json".source.value;
-      claudeSettings = c.config.environment.etc."claude-code/managed-settings.json".source.value;
-      inherit (c.config.systemd.services.hive-agent) environment;
-      execStart = c.config.systemd.services.hive-agent.serviceConfig.ExecStart;
-      inherit (c.config.hyperhive) managerName operatorPronouns;
-      git = c.config.programs.git.config;
-      isNspawnContainer = c.config.boot.isNspawnContainer;
-    })
+    (name: c: {
+      inherit (c) autoStart privateNetwork privateUsers extraFlags bindMounts;
+      path = toString c.path;
+      conf = containerConf name c;
+      nspawn = nspawn (containerConf name c);
+    } // summary c.config)
+    hostConfig.containers;
+  # Each declared container rebuilt as a deploy would, from its seeded agent.nix equivalent (the declared policy).
+  deployedContainers = builtins.mapAttrs
+    (container: c: summary (deployed container { } {
+      hyperhive = builtins.removeAttrs c.config.hyperhive.policy [ "bashAllow" ] // {
+        bash.allow = c.config.hyperhive.policy.bashAllow;
+      };
+    }))
     hostConfig.containers;
   template = {
     failedAssertions = failed templateConfig;

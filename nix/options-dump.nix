@@ -32,6 +32,7 @@ let
     nonEmptyListOf = wrap "nonEmptyListOf";
     attrsOf = wrap "attrsOf";
     addCheck = elemType: _check: wrap "addCheck" elemType;
+    coercedTo = from: _f: to: type "coercedTo" { inherit from; elemType = to; };
     submodule = m: type "submodule" {
       options = (if isFunction m then m { name = "<name>"; } else m).options;
     };

@@ -295,7 +295,7 @@ def test_broken_hives_are_refused_naming_the_option(example):
     ('{ backend = "docker"; }', "hyperhive.backend"),
     ('{ stateDir = "relative"; }', "hyperhive.stateDir"),
     ('{ harness.claudeCommand = [ ]; }', "hyperhive.harness.claudeCommand"),
-    ('{ agents.a.uidBase = 655360; agents.b.uidBase = 655360; }', 'hyperhive.agents."b".uidBase'),
+    ('{ agents.a.uidBase = 1879113728; agents.b.uidBase = 1879113728; }', 'hyperhive.agents."b".uidBase'),
 ])
 def test_the_renderer_names_each_problem(expr, path):
     proc = nix_eval_json(f"import {nix_string(RENDER)} ({expr})", check=False)
@@ -315,10 +315,32 @@ def test_user_namespace_ranges_are_stable_and_distinct():
     lib = nix_string(MODULES / "lib.nix")
     bases = nix_eval_json(f"let l = import {lib}; in map (l.uidBase {{ }}) [ \"alice\" \"bob\" \"carol\" ]")
     assert len(set(bases)) == 3
-    for base in bases:
-        assert base % 65536 == 0 and 524288 <= base < 2**31
     again = nix_eval_json(f"let l = import {lib}; in map (l.uidBase {{ agents.zed = {{ }}; }}) [ \"alice\" \"bob\" \"carol\" ]")
     assert again == bases  # adding an agent moves nobody
+
+
+def test_hashed_uid_ranges_never_meet_nspawns_pick_region():
+    """systemd-nspawn --private-users=pick takes ranges in 0x00080000-0x6FFFFFFF (systemd docs/UIDS-GIDS.md,
+    src/basic/uid-classification.h); the foreign range is 0x7FFE0000-0x7FFEFFFF; 2^31 and up is avoided. Every
+    hashed range lies in [0x70000000, 0x7FFE0000), and an explicit uidBase in the pick region is refused."""
+    lib = nix_string(MODULES / "lib.nix")
+    names = [f"a{i}" for i in range(600)] + ["alice", "bob", "carol", "manager-x"]
+    bases = nix_eval_json(f"let l = import {lib}; in map (l.uidBase {{ }}) {json.dumps(names).replace(',', ' ')}")
+    for base in bases:
+        assert base % 65536 == 0
+        assert 0x70000000 <= base and base + 65536 <= 0x7FFE0000, hex(base)
+    assert len(set(bases)) > 500  # spread over the 4094 slots
+    # The Python side (agents spawned at run time) hashes the same way.
+    from hyperhive.backends.nixos_container import uid_base
+    assert [uid_base(n, 0x70000000) for n in names] == bases
+    for explicit, why in [(0x00080000, "pick"), (0x20000000, "pick"), (0x6FFF0000, "pick"),
+                          (0x7FFE0000, "foreign"), (0x80000000, "2^31"), (0, "65536")]:
+        proc = nix_eval_json(f"import {nix_string(RENDER)} {{ agents.a.uidBase = {explicit}; }}", check=False)
+        assert isinstance(proc, subprocess.CompletedProcess), hex(explicit)
+        assert 'hyperhive.agents."a".uidBase' in proc.stderr and why in proc.stderr, proc.stderr
+    proc = nix_eval_json(f"import {nix_string(RENDER)} {{ privateUsersBase = 536870912; }}", check=False)
+    assert isinstance(proc, subprocess.CompletedProcess) and "hyperhive.privateUsersBase" in proc.stderr
+    assert nix_eval_json(f"(import {nix_string(RENDER)} {{ agents.a.uidBase = {0x70010000}; }}).agents.a.privateUsers")
 
 
 # ---------------------------------------------------------------------------------------------------- evalModules
@@ -337,12 +359,13 @@ def nixpkgs_lib() -> Path:
     return path
 
 
-def eval_modules(example: str, attr: str | None = None, check: bool = True):
-    """nix/eval-modules.nix on an example (only ``attr`` of its result, when given, is forced)."""
+def eval_modules(example: str, attr: str | None = None, check: bool = True, hive: str | None = None):
+    """nix/eval-modules.nix on an example, or on the Nix expression ``hive`` (only ``attr`` of its result, when
+    given, is forced)."""
     lib = nixpkgs_lib()
     driver = REPO_ROOT / "nix" / "eval-modules.nix"
-    expr = (f"(import {nix_string(driver)} {{ lib = import {nix_string(lib)}; "
-            f"hive = import {nix_string(EXAMPLES / (example + '.nix'))}; }})")
+    hive = hive if hive is not None else f"import {nix_string(EXAMPLES / (example + '.nix'))}"
+    expr = f"(import {nix_string(driver)} {{ lib = import {nix_string(lib)}; hive = {hive}; }})"
     return nix_eval_json(expr + (f".{attr}" if attr else ""), check=check)
 
 
@@ -383,7 +406,6 @@ def test_modules_declare_the_containers_and_mounts():
         assert container["failedAssertions"] == [], name
         assert container["autoStart"] and not container["privateNetwork"]
         assert container["isNspawnContainer"]
-        assert container["path"] == f"/nix/var/nix/profiles/per-container/{name}/system"
         assert container["environment"]["HYPERHIVE_SOCKET"] == "/run/hive/mcp.sock"
         assert container["execStart"].endswith(
             f"/bin/hyperhive agent --name {container['policy']['name']} --socket /run/hive/mcp.sock "
@@ -392,16 +414,123 @@ def test_modules_declare_the_containers_and_mounts():
         assert container["agentJson"] == {**container["policy"], "manager": hive["manager"],
                                           "claudeCommand": hive["harness"]["claudeCommand"],
                                           "operatorPronouns": hive["operatorPronouns"], "stateDir": "/state"}
-        assert container["git"]["user"]["email"] == f"{container['policy']['name']}@hyperhive.invalid"
+        # programs.git.config merges to a list (nixos/modules/programs/git.nix), written to /etc/gitconfig in order.
+        assert container["git"][0]["user"]["email"] == f"{container['policy']['name']}@hyperhive.invalid"
     # User namespaces: alice's root is an unprivileged host uid, bob (privateUsers = false) and the manager share.
     assert isinstance(containers["h-alice"]["privateUsers"], int)
-    assert containers["h-alice"]["privateUsers"] >= 524288
+    assert containers["h-alice"]["privateUsers"] >= 0x70000000  # above nspawn's pick region
     assert containers["h-alice"]["extraFlags"] == ["--private-users-ownership=auto"]
     assert containers["h-bob"]["privateUsers"] == "no"
     assert containers["hm1nd"]["privateUsers"] == "no"
     uid = containers["h-alice"]["privateUsers"]
     prepare = result["prepare"]["hyperhive-prepare-h-alice"]
     assert f"chown -R {uid}:{uid}" in prepare and f"{state}/agents/alice/state" in prepare
+
+
+def resolve_inside(container: str, path: str, binds: list[dict]) -> str | None:
+    """The host path that ``path``, seen inside ``container``, is (through nspawn's bind mounts), or None when it is
+    on the container's own root (where nothing of the host's /nix/var/nix exists)."""
+    best = None
+    for b in binds:
+        inside = b["inside"].rstrip("/")
+        if path == inside or path.startswith(inside + "/"):
+            if best is None or len(inside) > len(best["inside"]):
+                best = b
+    if best is None:
+        return None
+    return best["host"].replace("$INSTANCE", container) + path[len(best["inside"].rstrip("/")):]
+
+
+def test_the_container_init_resolves_inside_the_container():
+    """nixos-containers.nix starts `systemd-nspawn ... "$SYSTEM_PATH/init"`: a path nspawn resolves inside the
+    container, whose /nix/var/nix/profiles is the host's per-container/<c>. It must land on the profile the prepare
+    unit seeds (and `nixos-container update` sets), not on a host path absent in there (issue 10, defect 4)."""
+    result = eval_modules("policies")
+    for name, c in result["containers"].items():
+        init = c["nspawn"]["init"]
+        host_path = resolve_inside(name, init, c["nspawn"]["binds"])
+        assert host_path == f"/nix/var/nix/profiles/per-container/{name}/system/init", (name, init, host_path)
+        prepare = result["prepare"][f"hyperhive-prepare-{name}"]
+        assert f"profile=/nix/var/nix/profiles/per-container/{name}" in prepare
+        assert 'nix-env --profile "$profile/system" --set' in prepare
+        # ExecReload's switch-to-configuration takes the same SYSTEM_PATH, also inside the container.
+        assert resolve_inside(name, c["conf"]["SYSTEM_PATH"] + "/bin/switch-to-configuration",
+                              c["nspawn"]["binds"]).startswith(f"/nix/var/nix/profiles/per-container/{name}/system/")
+
+
+def test_user_namespaced_containers_bind_the_store_idmapped():
+    """With privateUsers a uid, nixos-containers.nix binds /nix/store and the profiles with `:idmap` (a VM test
+    therefore needs a store that can be id-mapped, see nixos-tests/common.nix)."""
+    containers = eval_modules("policies")["containers"]
+    assert containers["h-alice"]["nspawn"]["idmap"] is True
+    assert all(b["options"] == ":idmap" for b in containers["h-alice"]["nspawn"]["binds"])
+    assert containers["h-bob"]["nspawn"]["idmap"] is False and containers["hm1nd"]["nspawn"]["idmap"] is False
+    assert containers["h-alice"]["conf"]["PRIVATE_USERS"] == str(containers["h-alice"]["privateUsers"])
+    assert "PRIVATE_NETWORK" not in containers["h-alice"]["conf"]  # the host's network: the Claude API is reachable
+
+
+def test_the_deploy_working_directory_is_writable():
+    """nixos-container.pl's buildFlake runs `nix build -o "$systemPath.tmp"` relative to the working directory, and
+    create/update write /etc/nixos-containers, the per-container profiles and gcroots and /run/lock: under
+    ProtectSystem=strict only ReadWritePaths, StateDirectory and RuntimeDirectory are writable (defect 5)."""
+    for example in ("minimal", "policies"):
+        result = eval_modules(example)
+        service = result["service"]["serviceConfig"]
+        assert service["ProtectSystem"] == "strict"
+        writable = [p.lstrip("-") for p in service["ReadWritePaths"]]
+        if "StateDirectory" in service:
+            writable.append("/var/lib/" + service["StateDirectory"])
+        if "RuntimeDirectory" in service:
+            writable.append("/run/" + service["RuntimeDirectory"])
+        cwd = service.get("WorkingDirectory")
+        assert cwd, "no WorkingDirectory: systemd's default is /, read-only under ProtectSystem=strict"
+        assert any(cwd == w or cwd.startswith(w.rstrip("/") + "/") for w in writable), (cwd, writable)
+        for needed in ("/etc/nixos-containers", "/var/lib/nixos-containers", "/nix/var/nix/profiles/per-container",
+                       "/nix/var/nix/gcroots/per-container", "/run/lock"):
+            assert needed in writable, needed
+        assert result["service"]["environment"]["HYPERHIVE_CONTAINERS"] == "/etc/hyperhive/containers.json"
+
+
+HOST_ONLY_HIVE = """
+  let pkg = name: { type = "derivation"; inherit name; outPath = "/nix/store/00000000000000000000000000000000-${name}"; };
+  in {
+    harness.claudePackage = pkg "claude-code";
+    manager.config = MANAGER_EXTRA;
+    agents.alice = {
+      allowedRecipients = [ "manager" ];
+      packages = [ (pkg "jq") ];
+      config = ALICE_EXTRA;
+    };
+    agents.bob.privateUsers = false;
+  }"""
+
+
+def host_only_hive(tmp_path: Path) -> str:
+    (tmp_path / "manager-extra.nix").write_text('{ environment.etc."manager-extra".text = "m"; }\n')
+    (tmp_path / "alice-extra.nix").write_text('{ environment.etc."alice-extra".text = "a"; }\n')
+    return (HOST_ONLY_HIVE.replace("MANAGER_EXTRA", nix_string(tmp_path / "manager-extra.nix"))
+            .replace("ALICE_EXTRA", nix_string(tmp_path / "alice-extra.nix")))
+
+
+def test_a_deploy_keeps_every_host_only_setting(tmp_path):
+    """The meta flake's configuration of a container (agent module, its config flake, the host's data read back
+    from JSON) equals the host's declaration: packages, harness.claudePackage, agents.<n>.config, and what
+    nixos-containers.nix sets for every container (networking.useDHCP = false, the host name) (defect 8)."""
+    result = eval_modules("", hive=host_only_hive(tmp_path))
+    assert result["failedAssertions"] == []
+    for name, declared in result["containers"].items():
+        deployed = result["deployedContainers"][name]
+        for key in ("packages", "claudePackage", "systemPackages", "servicePath", "hostName", "useDHCP",
+                    "isNspawnContainer", "managerName", "operatorPronouns", "policy", "agentJson", "claudeSettings",
+                    "etc", "git", "environment", "execStart"):
+            assert deployed[key] == declared[key], (name, key, deployed[key], declared[key])
+        assert declared["useDHCP"] is False and declared["hostName"] == name
+        assert "claude-code" in declared["servicePath"] and declared["claudePackage"] == "claude-code"
+    assert "jq" in result["containers"]["h-alice"]["systemPackages"]
+    assert "alice-extra" in result["deployedContainers"]["h-alice"]["etc"]
+    assert "manager-extra" in result["deployedContainers"]["hm1nd"]["etc"]
+    # containers.json pins deploys to the host's own nixpkgs (pkgs.path), never hyperhive's input.
+    assert result["containersJson"]["nixpkgs"] == "/nix/store/11111111111111111111111111111111-source"
 
 
 def test_in_container_policy_matches_hive_json():
@@ -478,3 +607,32 @@ def test_flake_outputs_follow_the_design():
         assert "hyperhive" in outputs["packages"][system]
         assert {"vm-hive", "vm-deploy", "package", "nix-eval"} <= set(outputs["checks"][system])
         assert "default" in outputs["apps"][system] and "default" in outputs["devShells"][system]
+
+
+def test_a_spawned_container_gets_a_declared_ones_settings(tmp_path):
+    """The conf the service writes for a container it creates at run time (hyperhive/backends/nixos_container.py)
+    has the values nixos-containers.nix renders for a declared one: the host's network (no PRIVATE_NETWORK, which
+    `nixos-container create` sets with no NAT), the same user namespace (uid from the same hash), the same mounts,
+    SYSTEM_PATH resolved inside the container (defect 10)."""
+    from types import SimpleNamespace
+
+    from hyperhive.backends.nixos_container import container_conf, uid_base
+
+    result = eval_modules("policies")
+    hive = SimpleNamespace(config=load(result["rendered"], tmp_path))
+    base = result["containersJson"]["privateUsersBase"]
+
+    def normal(conf):
+        return {**conf, "EXTRA_NSPAWN_FLAGS": sorted(conf["EXTRA_NSPAWN_FLAGS"].split())}
+
+    for name in ("alice", "bob"):
+        declared = result["containers"][f"h-{name}"]
+        uid = 0 if declared["privateUsers"] == "no" else declared["privateUsers"]
+        if hive.config.agents[name].private_users:
+            assert uid == uid_base(name, base)
+        assert normal(container_conf(hive, name, f"h-{name}", uid)) == normal(declared["conf"]), name
+    # The host data a spawned agent's deploy imports is the declared ones' minus what is per agent.
+    spawned = result["containersJson"]["spawned"]
+    alice = result["containersJson"]["containers"]["h-alice"]
+    for key in ("package", "claudePackage", "claudeCommand", "managerName", "operatorPronouns"):
+        assert spawned[key] == alice[key], key

@@ -7,6 +7,8 @@ and starts it. Every command has a timeout and its output is kept for the ``fail
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shlex
@@ -21,6 +23,45 @@ log = logging.getLogger(__name__)
 
 NIX_FLAGS = ("--extra-experimental-features", "nix-command flakes")
 MAX_OUTPUT = 20000
+
+# Where the uid ranges of user-namespaced agents lie: modules/lib.nix's `uidRanges` (above systemd-nspawn's
+# --private-users=pick region 0x00080000-0x6FFFFFFF, below the foreign range 0x7FFE0000).
+HASHED_END = 0x7FFE0000
+
+
+def uid_base(name: str, base: int) -> int:
+    """The first host uid of agent ``name``'s user namespace: modules/lib.nix's ``uidBase`` for an agent without an
+    explicit one (the host module's declared agents and agents spawned at run time share the hash)."""
+    slots = (HASHED_END - base) // 65536
+    return base + 65536 * (int(hashlib.sha256(name.encode()).hexdigest()[:4], 16) % slots)
+
+
+def container_settings(path: Path | None = None) -> dict | None:
+    """/etc/hyperhive/containers.json (``HYPERHIVE_CONTAINERS``), written by the host module: the host's nixpkgs,
+    the uid base, and the host data of every container (modules/container-host.nix). None when absent."""
+    path = path or (Path(os.environ["HYPERHIVE_CONTAINERS"]) if os.environ.get("HYPERHIVE_CONTAINERS") else None)
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        log.error("cannot read %s: %s", path, e)
+        return None
+
+
+def container_conf(hive, name: str, container: str, uid: int) -> dict[str, str]:
+    """The /etc/nixos-containers/<container>.conf of a container the service creates at run time, with the keys and
+    values nixos-containers.nix writes for a declared one (modules/hyperhive.nix's `containers.<c>`): the host's
+    network (no PRIVATE_NETWORK: `nixos-container create` would give a private network with no NAT), the user
+    namespace, the mounts, and SYSTEM_PATH resolved inside the container."""
+    cfg = hive.config
+    binds = [f"--bind={cfg.agent_socket(name).parent}:/run/hive",
+             f"--bind={cfg.state_dir / 'agents' / name / 'state'}:/state",
+             f"--bind={cfg.state_dir / 'claude' / name}:/root/.claude"]
+    if uid:
+        binds.append("--private-users-ownership=auto")
+    return {"SYSTEM_PATH": "/nix/var/nix/profiles/system", "PRIVATE_USERS": str(uid) if uid else "no",
+            "EXTRA_NSPAWN_FLAGS": " ".join(binds)}
 
 
 def _timeout(var: str, default: float) -> float:
@@ -46,9 +87,16 @@ class NixosContainerBackend(Backend):
     def container(self, name: str) -> str:
         return "hm1nd" if name == self.hive.config.manager else f"h-{name}"
 
+    def build_dir(self) -> Path:
+        """A writable working directory: nixos-container.pl builds with `nix build -o "$systemPath.tmp"`, a path
+        relative to it (pkgs/tools/virtualization/nixos-container/nixos-container.pl, buildFlake)."""
+        path = self.hive.config.state_dir / "build"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def _run(self, cmd: list[str], timeout: float, cwd: Path | None = None) -> str:
         try:
-            result = subprocess.run(cmd, cwd=str(cwd) if cwd else None, stdin=subprocess.DEVNULL,
+            result = subprocess.run(cmd, cwd=str(cwd or self.build_dir()), stdin=subprocess.DEVNULL,
                                     capture_output=True, text=True, timeout=timeout)
         except FileNotFoundError:
             raise BuildError(f"`{cmd[0]}` is not installed (needed by the nixos-container backend)") from None
@@ -85,20 +133,38 @@ class NixosContainerBackend(Backend):
             self._crashes.pop(name, None)
 
     def _add_bind_mounts(self, name: str) -> None:
-        """An imperative container (a spawned agent) gets the mounts a declared one has: its socket dir and its
-        state."""
+        """A container created at run time (a spawned agent) gets what a declared one has: `nixos-container create`
+        wrote a private network with no NAT and no user namespace; its conf is replaced by the declared settings
+        (container_conf), its state directories are owned by its root uid."""
         conf_dir = Path(os.environ.get("HYPERHIVE_NIXOS_CONTAINERS_DIR", "/etc/nixos-containers"))
         conf = conf_dir / f"{self.container(name)}.conf"
-        if not conf.exists():
+        if not conf.exists() or conf.is_symlink():
             return
         cfg = self.hive.config
-        binds = [f"--bind={cfg.agent_socket(name).parent}:/run/hive",
-                 f"--bind={repos.ensure_state_dir(self.hive, name)}:/state",
-                 f"--bind={cfg.state_dir / 'claude' / name}:/root/.claude"]
-        (cfg.state_dir / "claude" / name).mkdir(parents=True, exist_ok=True)
-        text = conf.read_text(encoding="utf-8")
-        if "EXTRA_NSPAWN_FLAGS=" not in text:
-            conf.write_text(text.rstrip("\n") + f'\nEXTRA_NSPAWN_FLAGS="{" ".join(binds)}"\n', encoding="utf-8")
+        settings = container_settings() or {}
+        from .. import spawn
+        from .. import store as db
+
+        row = spawn.agent_row(self.hive, name)
+        policy = db.loads_json(row.policy, {}) if row is not None and row.policy else {}
+        private = policy.get("privateUsers", True) if name not in cfg.agents else cfg.agents[name].private_users
+        uid = uid_base(name, int(settings.get("privateUsersBase", 0x70000000))) if private else 0
+        state = repos.ensure_state_dir(self.hive, name)
+        claude = cfg.state_dir / "claude" / name
+        claude.mkdir(parents=True, exist_ok=True)
+        for path in (state, claude):
+            if uid and not path.is_symlink():
+                os.chown(path, uid, uid, follow_symlinks=False)
+        values = container_conf(self.hive, name, self.container(name), uid)
+        keep = [line for line in conf.read_text(encoding="utf-8").splitlines()
+                if line.split("=", 1)[0] in ("AUTO_START", "FLAKE")]
+        text = "\n".join(keep + [f'{k}="{v}"' if k == "EXTRA_NSPAWN_FLAGS" else f"{k}={v}"
+                                 for k, v in values.items()]) + "\n"
+        tmp = conf.with_name(conf.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, conf)
 
     # --- life cycle ----------------------------------------------------------------------------------------
 
