@@ -128,9 +128,23 @@ def _changed(hive, approval_id: int, status: str) -> None:
     hive.bus.publish("state", {"what": "approval", "id": approval_id, "status": status})
 
 
+def _check_quota(hive, conn, requested_by: str) -> None:
+    """``limits.maxPendingApprovals`` per requester (the operator is not limited), counted in the insert's
+    transaction."""
+    if requested_by == "operator":
+        return
+    limit = hive.config.limits.max_pending_approvals
+    waiting = conn.execute(select(func.count()).select_from(db.approvals).where(
+        db.approvals.c.status == "pending", db.approvals.c.requested_by == requested_by)).scalar()
+    if waiting >= limit:
+        raise conflict(f"{requested_by} already has {waiting} approvals pending; the limit is {limit} "
+                       "(limits.maxPendingApprovals): wait until the operator approves or denies some")
+
+
 def _insert(hive, kind: str, agent: str, requested_by: str, ref=None, sha=None, base_sha=None, reason=None,
             commit=None) -> int:
     with hive.store.write() as conn:
+        _check_quota(hive, conn, requested_by)
         return conn.execute(insert(db.approvals).values(
             kind=kind, agent=agent, requested_by=requested_by, ref=ref, sha=sha, base_sha=base_sha,
             status="pending", created_at=time.time(), reason=reason,
@@ -181,6 +195,8 @@ def _propose(hive, kind: str, name: str, ref: str, requested_by: str, reason: st
     """Resolve ``ref`` in the proposed repo, fetch its commit into the applied repo, record the approval (with the
     commit's subject, body, author and date, read from the fetched copy), tag ``proposal/<id>``."""
     reason = check_reason(hive, reason)
+    with hive.store.read() as conn:  # refuse before fetching anything (``_insert`` checks again, atomically)
+        _check_quota(hive, conn, requested_by)
     sha = _resolve_proposed(hive, name, ref)
     applied = repos.ensure_applied_repo(hive, name)
     with repos.repo_lock(repos.applied_path(hive, name)):

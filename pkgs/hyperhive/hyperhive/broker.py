@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from sqlalchemy import select
 
 from . import store as db
-from .errors import HiveError, bad_request, forbidden, not_found
+from .errors import HiveError, bad_request, conflict, forbidden, not_found
 from .transport import Connection, Identity
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ ROLES_MANAGER = frozenset({"manager"})
 ROLES_OPERATOR = frozenset({"operator"})
 SYSTEM = "system"
 OPERATOR = "operator"
+UNLIMITED_SENDERS = frozenset({SYSTEM, OPERATOR})  # trusted: no quota on what they send
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,8 @@ class Broker:
         msg_id = hive.store.insert_raw(
             "INSERT INTO messages (sender, recipient, kind, body, data, sent_at, deliveries) "
             "VALUES (?, ?, ?, ?, ?, ?, 0)",
-            (sender, recipient, kind, body, None if data is None else json.dumps(data), ts))
+            (sender, recipient, kind, body, None if data is None else json.dumps(data), ts),
+            check=None if sender in UNLIMITED_SENDERS else lambda raw: self._check_quota(raw, sender, recipient))
         self.wake(recipient)
         message = {"id": msg_id, "from": sender, "to": recipient, "kind": kind, "body": body,
                    "sent_at": db.iso(ts)}
@@ -150,6 +152,33 @@ class Broker:
         except Exception:  # an observer must never turn a stored message into a failed send
             log.exception("a message_stored hook failed for message %s", msg_id)
         return msg_id
+
+    def _check_quota(self, raw, sender: str, recipient: str) -> None:
+        """``limits.maxUnackedPerSender``: counted per (sender, recipient) inside the insert's transaction, so
+        concurrent sends cannot pass it together, and one flooder never blocks another sender's messages."""
+        limit = self.hive.config.limits.max_unacked_per_sender
+        waiting = raw.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM messages WHERE recipient = ? AND acked_at IS NULL "
+            "AND sender = ? LIMIT ?)", (recipient, sender, limit)).fetchone()[0]
+        if waiting >= limit:
+            later = ("the operator marks them read (dashboard inbox, or `hyperhive inbox --mark-read`)"
+                     if recipient == OPERATOR else f"{recipient} acknowledges some")
+            raise conflict(f"{sender} already has {waiting} unacknowledged messages waiting for {recipient}; the "
+                           f"limit is {limit} (limits.maxUnackedPerSender): send again once {later}")
+
+    def mark_read(self, recipient: str, up_to: int | None = None) -> int:
+        """Acknowledge every message to ``recipient`` (the operator, who has no harness to ack) up to id
+        ``up_to`` (everything when None); what a sender has waiting stops counting against its quota."""
+        with self.hive.store.write() as conn:
+            if up_to is None:
+                result = conn.exec_driver_sql(
+                    "UPDATE messages SET acked_at = ? WHERE recipient = ? AND acked_at IS NULL",
+                    (time.time(), recipient))
+            else:
+                result = conn.exec_driver_sql(
+                    "UPDATE messages SET acked_at = ? WHERE recipient = ? AND acked_at IS NULL AND id <= ?",
+                    (time.time(), recipient, up_to))
+        return result.rowcount
 
     def event(self, recipient: str, body: str, **data: Any) -> int | None:
         """Store an event from ``system`` (no policy); None when the recipient is gone."""

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,8}$")
-RESERVED_NAMES = frozenset({"manager", "operator", "system"})
+# Names the service speaks as or records under itself: "system" sends events, "operator" is the human, "hive"
+# holds host-wide telemetry (approvals.queue): an agent named so would forge them or overwrite their series.
+RESERVED_NAMES = frozenset({"manager", "operator", "system", "hive"})
 SCHEMA_VERSION = 1
 DEFAULT_STATE_DIR = "/var/lib/hyperhive"
 DEFAULT_RUN_DIR = "/run/hyperhive"
@@ -92,6 +94,21 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Quotas that keep one agent (or the manager) from flooding the others and the operator.
+
+    ``max_unacked_per_sender``: messages one sender may have waiting, unacknowledged, in one recipient's inbox
+    (per pair, so a flooder fills only its own share and never blocks another sender; the operator's inbox counts
+    what the operator has not marked read). ``max_pending_questions``: pending questions per asker.
+    ``max_pending_approvals``: pending approvals per requester. The operator and ``system`` are not limited.
+    """
+
+    max_unacked_per_sender: int = 100
+    max_pending_questions: int = 20
+    max_pending_approvals: int = 20
+
+
+@dataclass(frozen=True)
 class RetentionConfig:
     failed_max_age_days: float = 14
     denied_max_age_days: float = 14
@@ -110,6 +127,7 @@ class Config:
     retention: RetentionConfig
     agents: dict[str, AgentConfig]
     manager_settings: AgentConfig
+    limits: LimitsConfig = LimitsConfig()
     operator_pronouns: str = "they/them"
     claude_command: tuple[str, ...] | None = None
     version: int = SCHEMA_VERSION
@@ -149,6 +167,11 @@ class Config:
                 "maxMessageBytes": self.broker.max_message_bytes,
                 "recvMaxWaitSeconds": self.broker.recv_max_wait_seconds,
                 "leaseSeconds": self.broker.lease_seconds,
+            },
+            "limits": {
+                "maxUnackedPerSender": self.limits.max_unacked_per_sender,
+                "maxPendingQuestions": self.limits.max_pending_questions,
+                "maxPendingApprovals": self.limits.max_pending_approvals,
             },
             "retention": {
                 "failedMaxAgeDays": self.retention.failed_max_age_days,
@@ -269,7 +292,7 @@ AGENT_KEYS = {"allowedRecipients", "bashAllow", "privateUsers", "model", "prompt
               "turnTimeoutSeconds", "extraMcpServers"}
 MANAGER_KEYS = AGENT_KEYS - {"allowedRecipients", "privateUsers"}
 TOP_KEYS = {"version", "stateDir", "runDir", "manager", "backend", "dashboard", "broker", "retention", "agents",
-            "managerSettings", "operatorPronouns", "harness"}
+            "managerSettings", "operatorPronouns", "harness", "limits"}
 BACKENDS = ("nixos-container", "local")
 
 
@@ -347,6 +370,13 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
         recv_max_wait_seconds=r.get(b, "broker", "recvMaxWaitSeconds", (int, float), 180, check=_positive),
         lease_seconds=r.get(b, "broker", "leaseSeconds", (int, float), 600, check=_positive),
     )
+    lim = r.table(r.get(raw, "", "limits", dict, {}), "limits",
+                  {"maxUnackedPerSender", "maxPendingQuestions", "maxPendingApprovals"})
+    limits = LimitsConfig(
+        max_unacked_per_sender=r.get(lim, "limits", "maxUnackedPerSender", int, 100, check=_positive),
+        max_pending_questions=r.get(lim, "limits", "maxPendingQuestions", int, 20, check=_positive),
+        max_pending_approvals=r.get(lim, "limits", "maxPendingApprovals", int, 20, check=_positive),
+    )
     t = r.table(r.get(raw, "", "retention", dict, {}), "retention",
                 {"failedMaxAgeDays", "deniedMaxAgeDays", "dropIntermediateTags"})
     retention = RetentionConfig(
@@ -364,6 +394,8 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
     raw_agents = r.get(raw, "", "agents", dict, {})
     for name, spec in raw_agents.items():
         problem = check_name(name)
+        if problem is None and name == manager:
+            problem = f'"{name}" is the manager\'s name and cannot name an agent too'
         if problem:
             r.error(f"agents.{name}", problem)
             continue
@@ -381,7 +413,7 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
     return Config(
         source=source, state_dir=state_dir, run_dir=run_dir, manager=manager, backend=backend,
         dashboard=dashboard, broker=broker, retention=retention, agents=agents,
-        manager_settings=manager_settings,
+        manager_settings=manager_settings, limits=limits,
         operator_pronouns=r.get(raw, "", "operatorPronouns", str, "they/them"),
         claude_command=claude_command, version=version,
     )
@@ -390,6 +422,8 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
 def _manager_name(value: str) -> str | None:
     if not NAME_RE.match(value):
         return f'invalid manager name "{value}"'
+    if value in RESERVED_NAMES - {"manager"}:
+        return f'"{value}" is reserved (the service uses it for itself) and cannot name the manager'
     return None
 
 

@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -151,6 +152,7 @@ def ask(hive, asker: str, question: str, options: list[str] | None = None, multi
     created = time.time()
     expires = created + ttl_seconds if ttl_seconds is not None else None
     with hive.store.write() as conn:
+        _check_quota(hive, conn, asker)
         qid = conn.execute(db.questions.insert().values(
             asker=asker, question=question, options=json.dumps(options or []), multi=int(multi),
             created_at=created, expires_at=expires, status="pending")).inserted_primary_key[0]
@@ -161,6 +163,19 @@ def ask(hive, asker: str, question: str, options: list[str] | None = None, multi
         if expiry is not None:
             expiry.wake()
     return qid
+
+
+def _check_quota(hive, conn, asker: str) -> None:
+    """``limits.maxPendingQuestions`` per asker, counted in the insert's transaction."""
+    if asker == "operator":
+        return
+    limit = hive.config.limits.max_pending_questions
+    q = db.questions
+    waiting = conn.execute(select(func.count()).select_from(q).where(q.c.status == "pending",
+                                                                     q.c.asker == asker)).scalar()
+    if waiting >= limit:
+        raise conflict(f"{asker} already has {waiting} questions pending; the limit is {limit} "
+                       "(limits.maxPendingQuestions): wait for the operator's answers (they come as events)")
 
 
 # --- ending --------------------------------------------------------------------------------------------------
@@ -184,6 +199,30 @@ def answer(hive, question_id: int, text: str | list[str]) -> dict:
 def cancel(hive, question_id: int) -> dict:
     """Withdraw a pending question; the asker hears ``[cancelled]``."""
     return _finish(hive, question_id, "cancelled", CANCELLED)
+
+
+def cancel_all(hive, asker: str | None = None) -> list[int]:
+    """Withdraw every pending question (only ``asker``'s when given) in one transaction; each asker hears
+    ``[cancelled]`` for each of its questions. Returns the ids cancelled."""
+    if asker is not None and (not isinstance(asker, str) or not asker):
+        raise bad_request('"asker" must be an agent name')
+    q = db.questions
+    now = time.time()
+    cond = [q.c.status == "pending"] + ([q.c.asker == asker] if asker is not None else [])
+    with hive.store.write() as conn:
+        rows = conn.execute(select(q).where(*cond).order_by(q.c.id)).all()
+        ids = [r.id for r in rows]
+        for start in range(0, len(ids), 500):  # (SQLite bounds the parameters of one statement)
+            conn.execute(update(q).where(q.c.id.in_(ids[start:start + 500]))
+                         .values(status="cancelled", answer=CANCELLED, answered_at=now))
+    ended = [question_dict(SimpleNamespace(_mapping={**r._mapping, "status": "cancelled", "answer": CANCELLED,
+                                                      "answered_at": now})) for r in rows]
+    for question in ended:
+        _tell_asker(hive, question)
+    if ids:
+        log.info("cancelled %d pending question(s)%s", len(ids), f" of {asker}" if asker else "")
+        hive.bus.publish(STATE_CHANNEL, {"section": "questions", "what": "cancelled", "ids": len(ids)})
+    return ids
 
 
 def expire_due(hive, now: float | None = None) -> int:

@@ -185,13 +185,16 @@ class Store:
             self._writer = self.engine.connect().execution_options(immediate=True)
         return self._writer
 
-    def insert_raw(self, sql: str, params: tuple) -> int:
+    def insert_raw(self, sql: str, params: tuple, check: Callable[[Any], None] | None = None) -> int:
         """One INSERT as its own serialized write transaction; returns the new rowid. For the hottest path
-        (every send), where SQLAlchemy's per-statement machinery costs more than SQLite's commit."""
+        (every send), where SQLAlchemy's per-statement machinery costs more than SQLite's commit. ``check(raw)``
+        runs first in the same transaction (e.g. a quota count) and may raise to insert nothing."""
         with self._write_lock:
             raw = self._writer_connection().connection.dbapi_connection
             try:
                 raw.execute("BEGIN IMMEDIATE")
+                if check is not None:
+                    check(raw)
                 rowid = raw.execute(sql, params).lastrowid
                 raw.commit()
             except BaseException:

@@ -13,6 +13,10 @@ from .errors import bad_request
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,100}$")
 MAX_SAMPLES = 1000
+# A sample may be stamped at most this far ahead of the service's clock (the containers share the host's clock;
+# this allows for rounding and a slow request). A turn stamped in the future would make "last turn" look recent
+# for ever and hide a stuck agent.
+MAX_FUTURE_SKEW_SECONDS = 60
 
 
 def validate_samples(samples) -> list[dict]:
@@ -31,6 +35,9 @@ def validate_samples(samples) -> list[dict]:
         for field, v in (("value", value), ("ts", ts)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise bad_request(f"samples[{i}].{field} must be a finite number")
+        if ts > now + MAX_FUTURE_SKEW_SECONDS:
+            raise bad_request(f"samples[{i}].ts is {ts - now:.0f} s in the future; a sample may be at most "
+                              f"{MAX_FUTURE_SKEW_SECONDS} s ahead of the service's clock (leave ts out for now)")
         rows.append({"key": key, "value": float(value), "ts": float(ts)})
     return rows
 

@@ -163,7 +163,7 @@ def test_acks_only_touch_the_callers_own_messages(start_broker):
 
 
 def test_kill_9_after_a_burst_of_acknowledged_sends_loses_nothing(start_broker):
-    hp = start_broker()
+    hp = start_broker(limits={"maxUnackedPerSender": 1000})
     alice = hp.client("alice")
     ids = [alice.call("send", to="bob", body=f"burst {i}")["id"] for i in range(300)]
     leased = hp.client("bob").call("recv", max=10)["messages"]

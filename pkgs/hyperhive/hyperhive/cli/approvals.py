@@ -6,17 +6,19 @@ import time
 
 import click
 
-from .common import echo_json, host_call, host_options, when
+from .common import echo, echo_json, host_call, host_options, one_line, safe, when
 
 TERMINAL = ("deployed", "failed", "denied")
 
 
 def _line(a: dict) -> str:
+    """One approval on one line; every field the manager chose (a ref, ...) is escaped (cli.common.one_line)."""
     what = f"spawn {a['agent']}" if a["kind"] == "spawn" else f"apply {a['agent']}"
     ref = f" {a['ref']}" if a.get("ref") and a["ref"] != a.get("sha") else ""
     sha = f" {a['sha'][:12]}" if a.get("sha") else ""
     tag = f" [{a['tag']}]" if a.get("tag") else ""
-    return f"#{a['id']:<4} {a['status']:<9} {what}{ref}{sha} by {a['requested_by']} at {when(a['created_at'])}{tag}"
+    return one_line(f"#{a['id']:<4} {a['status']:<9} {what}{ref}{sha} by {a['requested_by']} at "
+                    f"{when(a['created_at'])}{tag}")
 
 
 def _said(a: dict) -> list[str]:
@@ -24,14 +26,14 @@ def _said(a: dict) -> list[str]:
     out = []
     commit = a.get("commit") or {}
     if commit:
-        out.append(f"      commit: {commit.get('subject') or '(no subject)'}")
-        for line in (commit.get("body") or "").splitlines():
-            out.append(f"        {line}")
-        out.append(f"      author: {commit.get('author') or '?'}, {when(commit.get('date'))}")
+        out.append(f"      commit: {one_line(commit.get('subject') or '(no subject)')}")
+        for line in (commit.get("body") or "").split("\n"):
+            out.append(safe(f"        {line}"))
+        out.append(f"      author: {one_line(commit.get('author') or '?')}, {one_line(when(commit.get('date')))}")
     if a.get("reason"):
-        lines = a["reason"].splitlines() or [""]
-        out.append(f"      reason: {lines[0]}")
-        out.extend(f"        {line}" for line in lines[1:])
+        lines = a["reason"].split("\n")
+        out.append(f"      reason: {one_line(lines[0])}")
+        out.extend(safe(f"        {line}") for line in lines[1:])
     elif a.get("status") == "pending":
         out.append(f"      reason: (none given by {a['requested_by']})")
     return out
@@ -58,11 +60,11 @@ def pending(show_all, status, show_diff, config_path, as_json):
         for line in _said(a):
             click.echo(line)
         if a.get("note"):
-            click.echo(f"      note: {a['note']}")
+            click.echo(f"      note: {one_line(a['note'])}")
         if a.get("error"):
-            click.echo("      error: " + a["error"].strip().splitlines()[0] if a["error"].strip() else "")
+            click.echo("      error: " + one_line(a["error"].strip().splitlines()[0]) if a["error"].strip() else "")
         if show_diff:
-            click.echo(a.get("diff", ""))
+            echo(a.get("diff", ""))
 
 
 wait_option = click.option("--wait/--no-wait", default=True, show_default=True,
@@ -83,7 +85,7 @@ def _finish(config_path, result: dict, wait: bool, timeout: float, as_json: bool
     else:
         click.echo(_line(result))
     if result["status"] == "failed":
-        click.echo(result.get("error") or "", err=True)
+        echo(result.get("error") or "", err=True)
         raise SystemExit(1)
     if wait and result["status"] not in TERMINAL:
         raise click.ClickException(f"approval #{result['id']} is still {result['status']} after {timeout:g}s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +54,46 @@ def socket_call(socket_path, op: str, **args: Any) -> Any:
         raise click.ClickException(f"{e.code}: {e.message}") from None
 
 
+# What agent text must not bring to the operator's terminal: C0 controls but newline and tab (ESC starts the
+# sequences that move the cursor, recolour or rewrite lines; CR overwrites one), DEL, C1 controls (0x9b is CSI
+# for 8-bit terminals), and the bidi controls that reorder what is shown (U+202A-202E, U+2066-2069, marks).
+_UNSAFE = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_UNSAFE_TEXT = re.compile(f"[{_UNSAFE}]")
+_UNSAFE_LINE = re.compile(f"[\\n\\t{_UNSAFE}]")
+_UNSAFE_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def _visible(match: re.Match) -> str:
+    c = ord(match.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def safe(text: Any) -> str:
+    """Agent text made harmless for a terminal: every control character but newline and tab is shown escaped
+    (``\\x1b``, ``\\u202e``), so it cannot forge or hide a line."""
+    return _UNSAFE_TEXT.sub(_visible, "" if text is None else str(text))
+
+
+def one_line(text: Any) -> str:
+    """Like ``safe``, and newlines and tabs escaped too: for a field printed inside one line."""
+    return _UNSAFE_LINE.sub(_visible, "" if text is None else str(text))
+
+
+def echo(text: Any = "", **kwargs: Any) -> None:
+    click.echo(safe(text), **kwargs)
+
+
 def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    # json.dumps escapes C0; C1 and bidi controls it leaves raw with ensure_ascii=False
+    click.echo(_UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}",
+                                json.dumps(value, indent=2, ensure_ascii=False)))
 
 
 def echo_messages(messages: list[dict]) -> None:
     if not messages:
         click.echo("(no messages)")
     for m in messages:
-        click.echo(f"#{m['id']} {when(m['sent_at'])} {m['from']} -> {m['to']} [{m['kind']}]")
-        for line in m["body"].splitlines() or [""]:
-            click.echo(f"    {line}")
+        click.echo(f"#{m['id']} {one_line(when(m['sent_at']))} {one_line(m['from'])} -> {one_line(m['to'])} "
+                   f"[{one_line(m['kind'])}]")
+        for line in m["body"].split("\n"):
+            echo(f"    {line}")

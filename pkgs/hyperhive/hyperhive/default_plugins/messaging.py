@@ -61,6 +61,12 @@ def inbox(hive, who, args):
     return {"messages": hive.broker.inbox("operator", limit)}
 
 
+def mark_read(hive, who, args):
+    no_extra_args(args, ("up_to",))
+    up_to = arg(args, "up_to", int, None, nullable=True)
+    return {"marked": hive.broker.mark_read("operator", up_to)}
+
+
 @hookimpl
 def broker_ops(hive):
     return {
@@ -71,4 +77,7 @@ def broker_ops(hive):
         "status": Op(status, ROLES_ALL, "count unread and leased messages"),
         "list_agents": Op(list_agents, ROLES_ALL, "the agents and their state"),
         "inbox": Op(inbox, ROLES_OPERATOR, "the last messages to the operator"),
+        "mark_read": Op(mark_read, ROLES_OPERATOR,
+                        "mark the operator's messages read (up to id up_to, else all): they stop counting "
+                        "against their senders' limits.maxUnackedPerSender"),
     }

@@ -40,6 +40,12 @@ def cancel(hive, who, args):
     return questions.cancel(hive, arg(args, "id", int))
 
 
+def cancel_questions(hive, who, args):
+    no_extra_args(args, ("asker",))
+    ids = questions.cancel_all(hive, arg(args, "asker", str, None, nullable=True))
+    return {"cancelled": len(ids), "ids": ids}
+
+
 @hookimpl
 def broker_ops(hive):
     return {
@@ -47,6 +53,8 @@ def broker_ops(hive):
         "questions": Op(list_questions, ROLES_OPERATOR, "operator questions (pending by default)"),
         "answer": Op(answer, ROLES_OPERATOR, "answer an operator question"),
         "cancel": Op(cancel, ROLES_OPERATOR, "cancel an operator question"),
+        "cancel_questions": Op(cancel_questions, ROLES_OPERATOR,
+                               "cancel every pending question (only one asker's with asker)"),
     }
 
 
