@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = "/run/hive/mcp.sock"
 DEFAULT_AGENT_CONFIG = "/etc/hyperhive/agent.json"
-HARNESS_KEYS = {"name", "role", "manager", "claudeCommand", "operatorPronouns", "stateDir"}
+HARNESS_KEYS = {"name", "role", "manager", "claudeCommand", "operatorPronouns", "stateDir", "agentsDir"}
+DEFAULT_AGENTS_DIR = "/agents"  # where the manager's container mounts <stateDir>/agents on NixOS
 RECV_WAIT_SECONDS = 180
 BATCH_MAX = 10
 RETRY_BASE_SECONDS = 1.0
@@ -75,6 +76,7 @@ class AgentSettings:
     notes_compact_bytes: int
     turn_timeout_seconds: float
     extra_mcp_servers: dict[str, dict]
+    agents_dir: Path = Path(DEFAULT_AGENTS_DIR)
 
     @property
     def notes_path(self) -> Path:
@@ -125,6 +127,9 @@ def load_agent_settings(path: str | Path, name: str, state_dir: str | Path | Non
         manager = None
     if problems:
         raise HarnessError("\n".join(f"{path}: {p.lstrip(':. ')}" for p in problems))
+    agents_dir = raw.get("agentsDir") or DEFAULT_AGENTS_DIR
+    if not isinstance(agents_dir, str) or not os.path.isabs(agents_dir):
+        raise HarnessError(f"{path}: agentsDir: must be an absolute path")
     state = Path(state_dir or raw.get("stateDir") or "/state").resolve()
     return AgentSettings(
         name=name, role=role, manager=manager or (name if role == "manager" else None),
@@ -133,6 +138,7 @@ def load_agent_settings(path: str | Path, name: str, state_dir: str | Path | Non
         state_dir=state, bash_allow=agent.bash_allow, model=agent.model, prompt=agent.prompt,
         notes_compact_bytes=agent.notes_compact_bytes, turn_timeout_seconds=agent.turn_timeout_seconds,
         extra_mcp_servers={n: s.to_claude() for n, s in agent.extra_mcp_servers},
+        agents_dir=Path(os.path.normpath(agents_dir)),
     )
 
 
@@ -169,12 +175,26 @@ NO_SETTING_SOURCES = ("--setting-sources", "")
 
 
 def permission_rules(settings: AgentSettings) -> list[str]:
-    """Claude Code permission rules from the agent's policy; with ``dontAsk`` anything else is refused."""
+    """Claude Code permission rules from the agent's policy; with ``dontAsk`` anything else is refused.
+
+    In a path rule ``//`` anchors at the filesystem root (``/x`` would be relative to the settings file). Claude
+    Code reads its working directory (the agent's /state) without a rule, and nothing outside it: in ``dontAsk``
+    mode a Read or Edit elsewhere is refused unless a rule names it. So an agent gets its own /state and nothing
+    else; the manager also gets the proposed config repos and the state directories under the agents directory
+    (``/agents`` in its container, ``<stateDir>/agents`` under ``hyperhive up``) -- its container mounts that whole
+    directory read-write, so a narrower rule would not be a boundary -- and ``git -C <agents>/...`` to commit there.
+    The same list is what modules/agent.nix must write into the manager's managed settings on NixOS.
+    """
     rules = [f"Bash({rule})" for rule in settings.bash_allow]
     rules.append(f"mcp__{SERVER_NAME}__*")
     rules += [f"mcp__{name}__*" for name in settings.extra_mcp_servers]
-    # Its own /state is the agent's to write (its notes live there). "//" anchors at the filesystem root.
+    # Its own /state is the agent's to write (its notes live there).
     rules.append(f"Edit(/{settings.state_dir.as_posix()}/**)")
+    if settings.is_manager:
+        agents = settings.agents_dir.as_posix().rstrip("/")
+        for tool in ("Read", "Edit"):
+            rules += [f"{tool}(/{agents}/*/config/**)", f"{tool}(/{agents}/*/state/**)"]
+        rules.append(f"Bash(git -C {agents}/* *)")
     return rules
 
 
@@ -208,6 +228,7 @@ def system_prompt(settings: AgentSettings) -> str:
         name=settings.name, manager=settings.manager or "the manager", pronouns=settings.operator_pronouns,
         notes_path=str(settings.notes_path), state_dir=str(settings.state_dir), bash_allow=allow,
         recv_cap=str(RECV_CAP_SECONDS), prompt=settings.prompt.strip() or "(no standing instructions)",
+        agents_dir=settings.agents_dir.as_posix(),
     )
 
 

@@ -311,7 +311,9 @@ def claude_env(api: MessagesAPI, directory: Path) -> dict:
     """The environment a hive's harnesses hand Claude Code: the stand-in API and a config dir of the test's own."""
     config_dir = directory / "claude-config"
     config_dir.mkdir(parents=True, exist_ok=True)
-    return api.claude_env(str(config_dir))
+    # a git identity for the commits the manager makes (a NixOS container sets one for its user)
+    return {**api.claude_env(str(config_dir)), "GIT_AUTHOR_NAME": "hive", "GIT_AUTHOR_EMAIL": "hive@localhost",
+            "GIT_COMMITTER_NAME": "hive", "GIT_COMMITTER_EMAIL": "hive@localhost"}
 
 
 @pytest.fixture

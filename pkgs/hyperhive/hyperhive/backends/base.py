@@ -80,6 +80,8 @@ def agent_json(hive, name: str) -> dict:
         "operatorPronouns": hive.config.operator_pronouns,
         "stateDir": str(repos.state_path(hive, name)),
     })
+    if out["role"] == "manager":  # where it finds the proposed config repos (/agents in its NixOS container)
+        out["agentsDir"] = str(hive.config.state_dir / "agents")
     return out
 
 

@@ -27,6 +27,9 @@ advances a script. When an agent's script is exhausted, its requests get the tex
 - ``{"hang": SECONDS}``: accept the request and answer nothing for that long (``None``: until the stand-in stops);
 - ``"usage": {...}`` on any answer: the usage figures reported (``input_tokens``, ``output_tokens``,
   ``cache_read_input_tokens``, ``cache_creation_input_tokens``);
+- a callable instead of a dict: called with the request's log entry when a request takes it, it returns the step
+  (a script that acts on what came back, e.g. a commit sha from :func:`last_tool_result`);
+- ``"delay": SECONDS`` on any answer: wait that long before answering;
 - ``"expect": "..."``: the step is taken only by a request whose system prompt or messages contain that text;
   another request gets :data:`EXHAUSTED`-style ``unexpected`` text and is logged with ``unexpected: True``.
 
@@ -61,14 +64,24 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def tool_use(name: str, **arguments: Any) -> dict:
-    """A script step that calls one tool, e.g. ``tool_use("mcp__hyperhive__send", to="bob", body="hi")``."""
-    return {"tool": name, "input": arguments}
+def tool_use(_tool: str, /, **arguments: Any) -> dict:
+    """A script step that calls one tool, e.g. ``tool_use("Bash", command="git status")``."""
+    return {"tool": _tool, "input": arguments}
 
 
-def hive(tool: str, **arguments: Any) -> dict:
-    """A script step that calls one of the hive's own MCP tools by its short name."""
-    return tool_use(f"mcp__hyperhive__{tool}", **arguments)
+def hive(_tool: str, /, **arguments: Any) -> dict:
+    """A script step that calls one of the hive's own MCP tools by its short name: ``hive("send", to=..., body=...)``."""
+    return tool_use(f"mcp__hyperhive__{_tool}", **arguments)
+
+
+def last_tool_result(request: dict) -> str:
+    """The text of the last ``tool_result`` in a logged request: what the model's latest tool call returned."""
+    for message in reversed(request.get("messages") or []):
+        content = message.get("content") if isinstance(message, dict) else None
+        for block in reversed(content if isinstance(content, list) else []):
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                return text_of(block.get("content"))
+    return ""
 
 
 def text_of(value: Any) -> str:
@@ -152,9 +165,10 @@ class MessagesAPI:
     def script(self, agent: str | None, steps: list[dict]) -> None:
         """Queue ``steps`` for ``agent``'s next scripted requests (after any still queued)."""
         for step in steps:
-            _check_step(step)
+            if not callable(step):
+                _check_step(step)
         with self._lock:
-            self._scripts[agent].extend(dict(s) for s in steps)
+            self._scripts[agent].extend(s if callable(s) else dict(s) for s in steps)
 
     def reset(self) -> None:
         """Forget every script and the log (a module-wide stand-in between tests)."""
@@ -166,11 +180,14 @@ class MessagesAPI:
         with self._lock:
             return len(self._scripts[agent])
 
-    def _take(self, agent: str | None, request_text: str) -> tuple[dict | None, str]:
+    def _take(self, agent: str | None, request_text: str, entry: dict) -> tuple[dict | None, str]:
         with self._lock:
             queue = self._scripts[agent]
             if not queue:
                 return None, "exhausted"
+            if callable(queue[0]):
+                queue[0] = queue[0](entry)
+                _check_step(queue[0])
             step = queue[0]
             expect = step.get("expect")
             if expect is not None and expect not in request_text:
@@ -313,7 +330,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not tools:
             step, how = {"text": SIDE_ANSWER}, "side"
         else:
-            step, how = api._take(agent, system + "\n" + text_of(messages))
+            step, how = api._take(agent, system + "\n" + text_of(messages), entry)
             if step is None:
                 entry[how] = True
                 step = {"text": EXHAUSTED if how == "exhausted" else
@@ -321,6 +338,8 @@ class _Handler(BaseHTTPRequestHandler):
         entry["step"] = step
         api._record(entry)
         try:
+            if step.get("delay"):
+                api._stopping.wait(float(step["delay"]))
             if "hang" in step:
                 api._stopping.wait(step["hang"])
                 self.close_connection = True
