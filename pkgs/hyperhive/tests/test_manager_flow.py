@@ -7,8 +7,6 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
-
 from conftest import wait_for
 from harness_support import TurnStream, db_rows
 from standins.support import commit_change, git, needs_nix, tags
@@ -106,11 +104,6 @@ def harness_up(hp, name: str, count: int = 1) -> None:
              >= count, timeout=30, message=f"{name}'s harness up")
 
 
-LEASES = ("needs connection-owned leases (the broker's part of issue 9): the old harness's dying recv leases the "
-          "event until its lease lapses")
-
-
-@pytest.mark.xfail(strict=True, reason=LEASES)
 def test_after_an_approve_the_restarted_agent_has_its_deployed_event_within_2_seconds(claude_hive, model_api):
     hp = claude_hive({"alice": {}})
     harness_up(hp, "alice")
@@ -129,7 +122,6 @@ def test_after_an_approve_the_restarted_agent_has_its_deployed_event_within_2_se
     assert f"deployed/{approval_id}" in str(model_api.wait_requests("alice", 1)[0]["messages"])
 
 
-@pytest.mark.xfail(strict=True, reason=LEASES)
 def test_a_killed_agent_gets_its_killed_event_at_its_next_start_at_once(claude_hive, model_api):
     hp = claude_hive({"alice": {}})
     harness_up(hp, "alice")
