@@ -10,7 +10,7 @@ import ipaddress
 import json
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ class AgentConfig:
 class DashboardConfig:
     listen: str = "127.0.0.1:8080"
     token_file: str | None = None
+    session_max_age_seconds: int = 43200  # a login lasts 12 hours
 
     @property
     def host(self) -> str:
@@ -162,7 +163,8 @@ class Config:
             "manager": self.manager,
             "backend": self.backend,
             "operatorPronouns": self.operator_pronouns,
-            "dashboard": {"listen": self.dashboard.listen, "tokenFile": self.dashboard.token_file},
+            "dashboard": {"listen": self.dashboard.listen, "tokenFile": self.dashboard.token_file,
+                          "sessionMaxAgeSeconds": self.dashboard.session_max_age_seconds},
             "broker": {
                 "maxMessageBytes": self.broker.max_message_bytes,
                 "recvMaxWaitSeconds": self.broker.recv_max_wait_seconds,
@@ -352,13 +354,14 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
     state_dir = directory("stateDir", DEFAULT_STATE_DIR)
     run_dir = directory("runDir", DEFAULT_RUN_DIR if "stateDir" not in raw else str(state_dir / "run"))
 
-    d = r.table(r.get(raw, "", "dashboard", dict, {}), "dashboard", {"listen", "tokenFile"})
+    d = r.table(r.get(raw, "", "dashboard", dict, {}), "dashboard", {"listen", "tokenFile", "sessionMaxAgeSeconds"})
     dashboard = DashboardConfig(
         listen=r.get(d, "dashboard", "listen", str, "127.0.0.1:8080", check=_listen),
         token_file=r.get(d, "dashboard", "tokenFile", str, None, nullable=True),
+        session_max_age_seconds=r.get(d, "dashboard", "sessionMaxAgeSeconds", int, 43200, check=_positive),
     )
     if dashboard.token_file and not Path(dashboard.token_file).is_absolute():
-        dashboard = DashboardConfig(dashboard.listen, str((base_dir or Path.cwd()) / dashboard.token_file))
+        dashboard = replace(dashboard, token_file=str((base_dir or Path.cwd()) / dashboard.token_file))
     if not dashboard.token_file and not is_loopback_host(dashboard.host):
         r.error("dashboard.listen", f'"{dashboard.listen}" is not a loopback address and dashboard.tokenFile is '
                 "not set: the dashboard would be open to the network without a token (set "

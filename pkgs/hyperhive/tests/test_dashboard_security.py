@@ -226,3 +226,56 @@ def test_a_public_dashboard_with_a_token_starts(hive_dir):
         assert http(url, "GET", "/api/state", token=TOKEN, headers={"Host": "hive.lan:8080"}).status == 200
     finally:
         hive.stop()
+
+
+def _login(url, token):
+    page = http(url, "GET", "/login")
+    sid = cookies_of(page)["hh_sid"]
+    reply = http(url, "POST", "/login", data={"csrf_token": csrf_of(page.text), "token": token, "next": "/"},
+                 headers={"Cookie": cookie_header(sid)})
+    return reply, sid
+
+
+def test_guessing_the_token_is_rate_limited_per_client(start_broker, hive_dir):
+    from hyperhive.dashboard.security import LOGIN_MAX_FAILURES, LOGIN_WINDOW_SECONDS
+
+    token_file = hive_dir / "dashboard.token"
+    token_file.write_text(TOKEN)
+    hive = start_broker(dashboard={"tokenFile": str(token_file)})
+    url = hive.dashboard_url
+    for i in range(LOGIN_MAX_FAILURES):
+        reply = (_login(url, f"guess-{i}")[0] if i % 2 else http(url, "GET", "/api/state", token=f"guess-{i}"))
+        assert reply.status == 401, (i, reply.status)
+    # now every way of trying is refused, even the right token, with a Retry-After within the window
+    for reply in (_login(url, TOKEN)[0], http(url, "GET", "/api/state", token=TOKEN),
+                  http(url, "GET", "/api/state", token="guess-again")):
+        assert reply.status == 429, reply.status
+        retry = int(reply.headers["Retry-After"])
+        assert 1 <= retry <= LOGIN_WINDOW_SECONDS
+    assert "too many failed attempts" in http(url, "GET", "/api/state", token=TOKEN).error["message"]
+    # a request that does not try to authenticate is not refused for it (the login page still shows)
+    assert http(url, "GET", "/login").status == 200
+
+
+def test_a_login_expires_after_session_max_age(start_broker, hive_dir):
+    token_file = hive_dir / "dashboard.token"
+    token_file.write_text(TOKEN)
+    hive = start_broker(dashboard={"tokenFile": str(token_file), "sessionMaxAgeSeconds": 2})
+    url = hive.dashboard_url
+    ok, sid = _login(url, TOKEN)
+    auth = cookies_of(ok)["hh_auth"]
+    assert "Max-Age=2" in auth
+    cookies = cookie_header(sid, auth)
+    assert http(url, "GET", "/api/state", headers={"Cookie": cookies}).status == 200
+    # the server ends it, whatever the browser keeps
+    from conftest import wait_for
+    wait_for(lambda: http(url, "GET", "/api/state", headers={"Cookie": cookies}).status == 401, timeout=20,
+             interval=0.5, message="the login to expire")
+    # a cookie claiming a later issue time is not the server's
+    value = auth.split(";", 1)[0].split("=", 1)[1]
+    later = str(int(value.split(".")[0]) + 3600) + "." + value.split(".")[1]
+    assert http(url, "GET", "/api/state", headers={"Cookie": f"hh_auth={later}"}).status == 401
+    # an expired login is not a guess: an open page retrying with it does not lock the operator out
+    for _ in range(12):
+        assert http(url, "GET", "/api/state", headers={"Cookie": cookies}).status == 401
+    assert _login(url, TOKEN)[0].status == 303

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import HiveError
 from ..transport import ENVELOPE_BYTES
-from .security import CSP, CSRF_FIELD, SAFE_METHODS, SID_COOKIE, Guard, TokenError, new_sid
+from .security import CSP, CSRF_FIELD, SAFE_METHODS, SID_COOKIE, Guard, TokenError, TooManyAttempts, new_sid
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ def create_app(hive, guard: Guard | None = None) -> Flask:
         except TokenError as e:
             log.error("dashboard: %s", e)
             return fail("internal", f"the dashboard token is unavailable: {e}", 503)
+        except TooManyAttempts as e:
+            return too_many(e)
         if g.auth is None and not request.path.startswith(OPEN_PATHS):
             if wants_json() or request.method not in SAFE_METHODS:
                 return fail("forbidden", "this dashboard needs its token: send \"Authorization: Bearer <token>\" "
@@ -109,6 +111,18 @@ def create_app(hive, guard: Guard | None = None) -> Flask:
             response.set_cookie(SID_COOKIE, g.new_sid, httponly=True, samesite="Strict", path="/",
                                 secure=request.is_secure)
         return response
+
+    def too_many(e: TooManyAttempts):
+        log.warning("dashboard: %s refused: %s", request.remote_addr, e)
+        return fail("too_many_requests", f"{e} (at most {the_limiter().max_failures} failed attempts in "
+                    f"{the_limiter().window:g} s)", 429, {"Retry-After": str(e.retry_after)})
+
+    def the_limiter():
+        return app.extensions["guard"].login_limiter
+
+    @app.errorhandler(TooManyAttempts)
+    def too_many_attempts(e: TooManyAttempts):
+        return too_many(e)
 
     @app.errorhandler(HiveError)
     def hive_error(e: HiveError):

@@ -16,7 +16,7 @@ from .. import approvals, repos, spawn, times
 from ..broker import OPERATOR
 from ..errors import HiveError
 from . import api
-from .security import AUTH_COOKIE, CSRF_FIELD, local_target
+from .security import AUTH_COOKIE, CSRF_FIELD, TooManyAttempts, local_target
 from .state import agents as agent_rows
 from .state import collect_state, with_activity
 
@@ -198,12 +198,16 @@ def login():
     token = guard.token()
     if token is None:
         return redirect("/", 303)
+    wait = guard.login_limiter.retry_after(request.remote_addr)
+    if wait:
+        raise TooManyAttempts(wait)
     if not guard.check_token((request.form.get("token") or "").strip()):
         log.warning("dashboard: failed login from %s", request.remote_addr)
+        guard.login_limiter.failed(request.remote_addr)
         return render_template("login.html", next=_next_target(), error="wrong token"), 401
     response = make_response(redirect(_next_target(), 303))
     response.set_cookie(AUTH_COOKIE, guard.login_cookie_value(token), httponly=True, samesite="Strict",
-                        path="/", secure=request.is_secure, max_age=30 * 86400)
+                        path="/", secure=request.is_secure, max_age=guard.session_max_age)
     return response
 
 

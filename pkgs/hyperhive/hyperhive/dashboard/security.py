@@ -1,8 +1,14 @@
 """Who may use the dashboard, and protection against cross-site requests.
 
 - Token: when ``dashboard.tokenFile`` is set, every request needs it, as ``Authorization: Bearer <token>`` or the
-  login cookie (an HMAC of the token, HttpOnly, SameSite=Strict) that ``/login`` sets. The file is read again when
-  it changes, so a rotated token takes effect without a restart (and ends every login made with the old one).
+  login cookie (HttpOnly, SameSite=Strict) that ``/login`` sets: the time it was issued and an HMAC of that time
+  keyed by the token, so it ends after ``dashboard.sessionMaxAgeSeconds`` (the server checks the time; the
+  browser's Max-Age is only a courtesy). The file is read again when it changes, so a rotated token takes effect
+  without a restart (and ends every login made with the old one). Tokens are compared in constant time (digests
+  of equal length, ``hmac.compare_digest``).
+- Guessing: a client (by address) that fails ``LOGIN_MAX_FAILURES`` times within ``LOGIN_WINDOW_SECONDS`` (a wrong
+  token at ``/login``, a wrong bearer token or a forged login cookie) gets 429 with ``Retry-After`` for every
+  authentication attempt until the oldest failure leaves the window.
 - Without a token the dashboard only listens on loopback (config.py refuses anything else), and the Host header
   must name a loopback host, so a web page cannot reach it through DNS rebinding.
 - Cross-site requests: every state-changing request is refused when ``Sec-Fetch-Site`` says cross-site or
@@ -17,8 +23,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import os
 import secrets
+import threading
+import time
+from collections import deque
 from pathlib import Path
 
 from ..config import is_loopback_host
@@ -33,6 +43,11 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+LOGIN_MAX_FAILURES = 10
+LOGIN_WINDOW_SECONDS = 60.0
+LOGIN_TRACKED_CLIENTS = 4096  # the table of failing clients is bounded; the oldest entries go first
+SESSION_CLOCK_SKEW_SECONDS = 60  # a login cookie issued later than now plus this is refused
+
 # Raw repo files are served as text; a sandbox keeps even a mislabelled one from running anything.
 RAW_CSP = "default-src 'none'; sandbox"
 
@@ -71,9 +86,52 @@ def _load_secret(state_dir: Path) -> bytes:
     return data
 
 
+class TooManyAttempts(Exception):
+    """This client failed to authenticate too often; it may try again after ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"too many failed attempts; try again in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class LoginLimiter:
+    """Failed authentication attempts per client address, in a sliding window."""
+
+    def __init__(self, max_failures: int = LOGIN_MAX_FAILURES, window: float = LOGIN_WINDOW_SECONDS):
+        self.max_failures = max_failures
+        self.window = window
+        self._lock = threading.Lock()
+        self._failures: dict[str, deque] = {}
+
+    def failed(self, client: str | None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            times = self._failures.pop(client or "?", None) or deque()
+            times.append(now)
+            while len(times) > self.max_failures:
+                times.popleft()
+            self._failures[client or "?"] = times  # (re)inserted last: dicts keep order, oldest first
+            while len(self._failures) > LOGIN_TRACKED_CLIENTS:
+                self._failures.pop(next(iter(self._failures)))
+
+    def retry_after(self, client: str | None) -> int:
+        """Seconds until this client may try again; 0 when it may now."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._failures.get(client or "?")
+            if not times:
+                return 0
+            while times and times[0] <= now - self.window:
+                times.popleft()
+            if len(times) < self.max_failures:
+                return 0
+            return max(1, math.ceil(times[0] + self.window - now))
+
+
 class Guard:
     def __init__(self, hive):
         self.hive = hive
+        self.login_limiter = LoginLimiter()
         self._secret = _load_secret(hive.config.state_dir)
         self._token_cache: tuple[str | None, tuple | None, str | None] = (None, None, None)
         if self.token_file:
@@ -124,12 +182,36 @@ class Guard:
         self._token_cache = (path, version, token)
         return token
 
-    def login_cookie_value(self, token: str) -> str:
-        return hmac.new(token.encode(), b"hyperhive dashboard login v1", hashlib.sha256).hexdigest()
+    @property
+    def session_max_age(self) -> int:
+        return self.hive.config.dashboard.session_max_age_seconds
+
+    def login_cookie_value(self, token: str, issued: int | None = None) -> str:
+        """``<issued>.<hmac>``: when the login was made, signed with the token (a new token ends every login)."""
+        issued = int(time.time()) if issued is None else issued
+        mac = hmac.new(token.encode(), f"hyperhive dashboard login v2:{issued}".encode(), hashlib.sha256)
+        return f"{issued}.{mac.hexdigest()}"
+
+    def check_login_cookie(self, token: str, cookie: str) -> str:
+        """"ok"; "expired" (signed by this token, but too old: not a guess, a page left open); "bad"."""
+        issued_text, _, _ = cookie.partition(".")
+        if not issued_text.isdigit() or len(issued_text) > 12:
+            return "bad"
+        issued = int(issued_text)
+        if not hmac.compare_digest(cookie.encode(), self.login_cookie_value(token, issued).encode()):
+            return "bad"
+        now = time.time()
+        if issued > now + SESSION_CLOCK_SKEW_SECONDS:
+            return "bad"
+        return "ok" if issued >= now - self.session_max_age else "expired"
 
     def check_token(self, candidate: str | None) -> bool:
         token = self.token()
-        return bool(token and candidate and hmac.compare_digest(candidate.encode(), token.encode()))
+        if not token or not candidate:
+            return False
+        # digests, so that neither the length nor a prefix of the token shows in the time taken
+        return hmac.compare_digest(hashlib.sha256(candidate.encode()).digest(),
+                                   hashlib.sha256(token.encode()).digest())
 
     def authenticate(self, request) -> str | None:
         """How the request proved itself: "open" (no token set), "bearer", "cookie"; None when it did not."""
@@ -137,11 +219,20 @@ class Guard:
         if token is None:
             return "open"
         header = request.headers.get("Authorization", "")
-        if header[:7].lower() == "bearer " and self.check_token(header[7:].strip()):
-            return "bearer"
         cookie = request.cookies.get(AUTH_COOKIE)
-        if cookie and hmac.compare_digest(cookie.encode(), self.login_cookie_value(token).encode()):
-            return "cookie"
+        bearer = header[:7].lower() == "bearer "
+        if (bearer or cookie) and self.login_limiter.retry_after(request.remote_addr):
+            raise TooManyAttempts(self.login_limiter.retry_after(request.remote_addr))
+        if bearer:
+            if self.check_token(header[7:].strip()):
+                return "bearer"
+            self.login_limiter.failed(request.remote_addr)
+        if cookie:
+            verdict = self.check_login_cookie(token, cookie)
+            if verdict == "ok":
+                return "cookie"
+            if verdict == "bad":  # (an expired login is no guess: an open page's event stream retries with it)
+                self.login_limiter.failed(request.remote_addr)
         return None
 
     # --- loopback Host -------------------------------------------------------------------------------------
