@@ -68,3 +68,15 @@ def test_an_operator_spawn_means_the_same_in_the_page_and_the_cli(hive):
     done = wait_status(hive.host(), approval["id"])
     assert done["status"] == "deployed"
     assert not [a for a in hive.host().call("pending")["approvals"] if a["agent"] in ("carol", "dave")]
+
+
+def test_the_header_names_a_crashed_agent(hive):
+    import os
+    import signal
+
+    assert http(hive.dashboard_url, "GET", "/api/attention").json()["crashed"] == []
+    os.kill(standin_info(hive, "bob")["pid"], signal.SIGKILL)
+    wait_for(lambda: http(hive.dashboard_url, "GET", "/api/attention").json()["crashed"] == ["bob"], timeout=15,
+             message="bob reported as crashed")
+    page = http(hive.dashboard_url, "GET", "/meta").text  # every page's header
+    assert 'data-att="crashed"' in page and 'href="/agents/bob">bob</a>' in page

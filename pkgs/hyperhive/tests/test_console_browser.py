@@ -86,3 +86,73 @@ def test_a_real_claude_code_turn_is_rendered_line_by_line(claude_hive, model_api
     assert "{" not in " ".join(lines("turn_end") + lines("turn_start") + lines("text"))  # no raw JSON
     screenshot(page, "console-live-turn")
     assert console_errors(page) == []
+
+
+def test_the_header_and_the_tab_title_count_what_waits_live(start_broker, browser_page):
+    hive = start_broker()
+    url = hive.dashboard_url
+    alice = hive.client("alice")
+    page = browser_page
+    page.goto(f"{url}/agents/bob")  # any page, not only /
+    header = page.locator("#attention")
+    assert header.locator('[data-att="questions"]').inner_text() == "0 questions"
+    assert page.title() == "bob · hyperhive"
+    assert page.locator("#notify-toggle").get_attribute("aria-pressed") == "false"  # off until turned on
+
+    first = alice.call("ask_operator", question="Ship it?")["id"]
+    header.locator('[data-att="questions"]', has_text="1 question").wait_for()
+    page.wait_for_function("document.title === '(1) bob · hyperhive'")
+    hive.client("manager").call("request_spawn", name="carol")
+    header.locator('[data-att="approvals"]', has_text="1 approval").wait_for()
+    page.wait_for_function("document.title === '(2) bob · hyperhive'")
+
+    hive.cli("answer", str(first), "yes")
+    header.locator('[data-att="questions"]', has_text="0 questions").wait_for()
+    page.wait_for_function("document.title === '(1) bob · hyperhive'")
+
+    # / puts what needs the operator first, under plain headings
+    page.goto(f"{url}/")
+    headings = [h.strip() for h in page.locator("main h2 .title").all_inner_texts()]
+    assert headings[:3] == ["Questions for you", "Approvals waiting", "Your inbox"], headings
+    # a screen reader hears the plain name (the leet one and the [01] index are aria-hidden)
+    assert page.get_by_role("heading", name="Questions for you").count() == 1
+    assert page.get_by_role("heading", name="M1ND H4S QU3STI0NS").count() == 0
+    assert page.get_by_role("heading", name="Agents (3)").count() == 1  # manager, alice, bob
+    assert page.title() == "(1) hyperhive"
+    assert console_errors(page) == []
+
+
+def test_buttons_follow_the_agents_state_and_say_what_they_do(hive, browser_page):
+    url = hive.dashboard_url
+    hive.cli("spawn", "carol")
+    wait_for(lambda: standin_info(hive, "carol"), timeout=30, message="carol running")
+    page = browser_page
+    asked = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    page.goto(f"{url}/")
+
+    def buttons(name):
+        row = page.locator(f'#containers [data-key="a-{name}"]')
+        row.wait_for()
+        return sorted(row.locator("button").all_inner_texts())
+
+    assert buttons("alice") == ["kill", "rebuild", "restart"]  # running, declared: no start, no destroy
+    assert buttons("manager") == ["kill", "rebuild", "restart"]
+    assert buttons("carol") == ["destroy", "kill", "rebuild", "restart"]  # spawned: destroy is offered
+
+    page.locator('#containers [data-key="a-alice"] button:has-text("kill")').click()
+    page.locator('#containers [data-key="a-alice"] form[data-state="stopped"]').wait_for()
+    assert "Kill alice?" in asked[-1] and "messages to it wait" in asked[-1]
+    assert buttons("alice") == ["rebuild", "start"]  # stopped: no kill
+
+    page.locator('#containers [data-key="a-carol"] button:has-text("destroy")').click()
+    page.locator('#kept [data-key="t-carol"]').wait_for()
+    assert "Destroy carol?" in asked[-1] and "kept" in asked[-1]
+    page.locator('#kept [data-key="t-carol"] button:has-text("revive")').click()
+    queued = page.locator('#kept [data-key="t-carol"] a:has-text("revive queued")')
+    queued.wait_for()
+    assert page.locator('#kept [data-key="t-carol"] button:has-text("revive")').count() == 0  # not offered twice
+    page.goto(f"{url}/agents/carol")
+    assert page.locator("#agent a:has-text('revive queued')").count() == 1
+    assert page.locator("#agent button:has-text('revive')").count() == 0
+    assert console_errors(page) == []

@@ -394,8 +394,9 @@ def test_an_unreadable_repo_fails_its_panels_and_the_agent_page_still_renders(hi
 
 # --- pages and the HTTP edges -----------------------------------------------------------------------------
 
-SECTIONS = ["C0NTAINERS", "DR4FTS", "K3PT ST4T3", "M1ND H4S QU3STI0NS", "0PER4T0R 1NB0X", "P3NDING APPR0VALS",
-            "L1VE MESS4GE FL0W"]
+# What needs the operator first; each heading's plain name is its text (the leet name is decoration).
+SECTIONS = ["Questions for you", "Approvals waiting", "Your inbox", "Agents", "Drafts", "Destroyed agents, kept",
+            "Live message flow"]
 
 
 def test_pages_render_with_sections_in_order(hive, url):

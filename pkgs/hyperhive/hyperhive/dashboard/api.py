@@ -137,6 +137,14 @@ def state():
     return jsonify(collect_state(hive()))
 
 
+@bp.get("/attention")
+def attention():
+    """What needs the operator: the counts and names the header of every page shows."""
+    from .state import attention as load
+
+    return jsonify(load(hive()))
+
+
 @bp.get("/questions")
 def list_questions():
     status = request.args.get("status", "pending")

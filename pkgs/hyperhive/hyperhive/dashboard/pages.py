@@ -18,7 +18,7 @@ from ..errors import HiveError
 from . import api
 from .security import AUTH_COOKIE, CSRF_FIELD, TooManyAttempts, local_target
 from .state import agents as agent_rows
-from .state import collect_state, with_activity
+from .state import attention, collect_state, with_activity
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,17 @@ def install_template_helpers(app) -> None:
             "auth_mode": g.get("auth"),
             "standin": bool(app.extensions["hive"].extensions.get("standin_model")),
             "manager_name": app.extensions["hive"].config.manager,
+            "attention": _attention,
         }
+
+    def _attention():
+        """For the header (only for a request that proved itself: a login page shows nothing of the hive)."""
+        if g.get("auth") is None:
+            return None
+        cached = g.get("attention")
+        if cached is None:
+            cached = g.attention = attention_or_error(app.extensions["hive"])
+        return cached
 
     app.jinja_env.filters["short"] = lambda sha: (sha or "")[:12]
     app.jinja_env.filters["when"] = when
@@ -54,6 +64,15 @@ def when(iso: str | None) -> str:
     """A stored time as every page and the CLI show it: ``2026-11-29 07:12:03 UTC`` (the script adds "5m ago" and
     keeps this in the tooltip)."""
     return times.when(iso) if iso else ""
+
+
+def attention_or_error(h) -> dict:
+    try:
+        return attention(h)
+    except Exception as e:
+        log.warning("dashboard: the header's counts failed to load: %s", e, exc_info=True)
+        return {"questions": 0, "approvals": 0, "inbox_unread": 0, "stuck": [], "crashed": [], "count": 0,
+                "errors": [{"section": "attention", "error": f"{type(e).__name__}: {e}"}]}
 
 
 def diff_lines(text: str | None, limit: int | None = None) -> list[tuple[str, str]]:
@@ -113,6 +132,11 @@ def home():
                            last_id=recent[-1]["id"] if recent else 0)
 
 
+@bp.get("/fragments/attention")
+def attention_fragment():
+    return render_template("_attention.html")
+
+
 @bp.get("/fragments/home")
 def home_fragment():
     return render_template("_home.html", state=collect_state(hive()), recipients=recipients())
@@ -154,8 +178,12 @@ def agent_page(name):
     tags, tags_error = attempt(lambda: repos.repo_tags(hive(), name))
     log_rows, log_error = attempt(lambda: repos.repo_log(hive(), name, rev="main", limit=50))
     diff, diff_error = attempt(lambda: repos.repo_diff(hive(), name, rev)) if rev else (None, None)
+    revive_queued = None
+    if overview and overview.get("state") == "tombstone":
+        queued = [a for a in approvals.list_approvals(hive(), "pending") if a["agent"] == name and a["kind"] == "spawn"]
+        revive_queued = queued[0]["id"] if queued else None
     return render_template(
-        "agent.html", name=name, agent=overview, overview_error=overview_error, notes=notes,
+        "agent.html", name=name, revive_queued=revive_queued, agent=overview, overview_error=overview_error, notes=notes,
         notes_error=notes_error, notes_size=notes_size, notes_truncated=bool(notes_size and
                                                                             notes_size > NOTES_SHOW_BYTES),
         notes_path=str(notes_path), tags=tags, tags_error=tags_error,

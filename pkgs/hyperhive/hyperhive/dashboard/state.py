@@ -170,6 +170,25 @@ def with_activity(hive, rows: list[dict]) -> None:
                    standin=a["standin"])
 
 
+def attention(hive) -> dict:
+    """What needs the operator, for the header of every page: questions and approvals waiting, unread messages to
+    the operator, and the agents that are stuck or crashed. Each part that fails to load is named in ``errors``."""
+    errors: list[dict] = []
+    with hive.store.read() as conn:
+        waiting = dict(conn.exec_driver_sql(
+            "SELECT 'questions', count(*) FROM questions WHERE status = 'pending' UNION ALL "
+            "SELECT 'approvals', count(*) FROM approvals WHERE status = 'pending' UNION ALL "
+            "SELECT 'inbox', count(*) FROM messages WHERE recipient = 'operator' AND acked_at IS NULL").all())
+    rows = _load(errors, "agents", lambda: agents(hive), [])
+    if rows:
+        _load(errors, "agents.activity", lambda: with_activity(hive, rows), None)
+    stuck = [{"name": r["name"], "why": r.get("stuck_reason")} for r in rows if r.get("stuck")]
+    crashed = [r["name"] for r in rows if r.get("state") == "crashed"]
+    return {"questions": waiting.get("questions", 0), "approvals": waiting.get("approvals", 0),
+            "inbox_unread": waiting.get("inbox", 0), "stuck": stuck, "crashed": crashed,
+            "count": waiting.get("questions", 0) + waiting.get("approvals", 0), "errors": errors}
+
+
 def collect_state(hive) -> dict:
     errors: list[dict] = []
     rows = _load(errors, "agents", lambda: agents(hive), [])

@@ -260,6 +260,85 @@
     loadDiffs(root);
   }
 
+  // --- what needs the operator: the header of every page, the tab title, opt-in notifications ---------------
+
+  const baseTitle = document.title.replace(/^\(\d+\) /, '');
+  let attentionTimer = null;
+  let lastCount = null;
+
+  function attentionCount() {
+    const box = $('#attention');
+    return box ? Number(box.dataset.count || 0) : 0;
+  }
+
+  function showCount() {
+    const n = attentionCount();
+    document.title = n > 0 ? `(${n}) ${baseTitle}` : baseTitle;
+    if (lastCount !== null && n > lastCount) notifyOperator();
+    lastCount = n;
+  }
+
+  function scheduleAttention(delay = 150) {
+    if (!$('#attention')) return;
+    clearTimeout(attentionTimer);
+    attentionTimer = setTimeout(refreshAttention, delay);
+  }
+
+  async function refreshAttention() {
+    try {
+      const r = await fetch('/fragments/attention', { credentials: 'same-origin', headers: { Accept: 'text/html' } });
+      if (!r.ok) return;
+      const doc = new DOMParser().parseFromString(await r.text(), 'text/html');
+      const fresh = doc.getElementById('attention');
+      const old = $('#attention');
+      if (fresh && old && fresh.outerHTML !== old.outerHTML) old.replaceWith(document.importNode(fresh, true));
+      showCount();
+    } catch (_) { /* the next event tries again */ }
+  }
+
+  const NOTIFY_KEY = 'hyperhive.notify';
+
+  function notifyOn() {
+    return window.Notification && Notification.permission === 'granted' && localStorage.getItem(NOTIFY_KEY) === 'on';
+  }
+
+  function notifyOperator() {
+    if (!notifyOn()) return;
+    const box = $('#attention');
+    const text = box ? box.innerText.replace(/\s+/g, ' ').replace(/^needs you: /, '').trim() : '';
+    try { new Notification('hyperhive needs you', { body: text, tag: 'hyperhive-attention' }); } catch (_) { /* ignore */ }
+  }
+
+  function initNotifyToggle() {
+    const b = $('#notify-toggle');
+    if (!b || !window.Notification) return;
+    b.hidden = false;
+    const show = () => {
+      const on = notifyOn();
+      b.setAttribute('aria-pressed', on ? 'true' : 'false');
+      b.textContent = `notifications: ${on ? 'on' : 'off'}`;
+    };
+    b.addEventListener('click', async () => {
+      if (notifyOn()) {
+        localStorage.setItem(NOTIFY_KEY, 'off');
+      } else {
+        const answer = Notification.permission === 'granted' ? 'granted' : await Notification.requestPermission();
+        if (answer === 'granted') localStorage.setItem(NOTIFY_KEY, 'on');
+        else toast('the browser refused notifications for this page', 'bad');
+      }
+      show();
+    });
+    show();
+  }
+
+  function connectAttention() {
+    // Pages other than / have no message stream of their own: this one only keeps the header current.
+    const es = new EventSource('/api/messages/stream?state=1');
+    es.onmessage = () => scheduleAttention();
+    es.addEventListener('state', () => scheduleAttention());
+    es.onopen = () => scheduleAttention(0);
+  }
+
   // --- live message flow -----------------------------------------------------------------------------------
 
   function setLive(state, text) {
@@ -315,8 +394,9 @@
     es.onmessage = (e) => {
       try { addToFlow(JSON.parse(e.data)); } catch (_) { /* keep going */ }
       scheduleRefresh();
+      scheduleAttention();
     };
-    es.addEventListener('state', () => scheduleRefresh());
+    es.addEventListener('state', () => { scheduleRefresh(); scheduleAttention(); });
   }
 
   // --- the agent page: telemetry charts and the live turn stream -------------------------------------------
@@ -538,7 +618,7 @@
 
   function connectTurns() {
     const list = $('#turn-list');
-    if (!list) return;
+    if (!list || list.dataset.off) return;
     const agent = list.dataset.agent;
     const es = new EventSource(`/api/agents/${encodeURIComponent(agent)}/turns/stream`);
     es.onopen = () => setLive('live', 'live');
@@ -589,6 +669,10 @@
     if (root) mark(root); // before anything rewrites the server's HTML (relative times)
     updateTimes();
     setInterval(() => updateTimes(), 15000);
+    showCount();
+    initNotifyToggle();
+    if ($('#attention') && page !== 'home') connectAttention();
+    if ($('#attention')) setInterval(() => scheduleAttention(), 30000); // stuck is a matter of time too
     if (page === 'home') {
       for (const li of $$('#flow-list > li')) seenMessages.add(Number(li.dataset.key.slice(1)));
       afterRender(root);
