@@ -19,7 +19,7 @@ import time
 
 from sqlalchemy import func, insert, select, update
 
-from . import repos
+from . import policy_eval, repos
 from . import store as db
 from . import telemetry
 from .errors import HiveError, bad_request, conflict, not_found
@@ -373,10 +373,11 @@ def _deploy(hive, name: str, sha: str) -> None:
     from . import spawn
 
     backend = hive.extensions["backend"]
-    if spawn.is_spawned(hive, name):
-        spawn.store_policy(hive, name, spawn.read_policy(repos.applied_path(hive, name)))
     repos.sync_meta(hive)
     backend.lock(name)
+    if spawn.is_spawned(hive, name):
+        # From the configuration being deployed (meta is locked to it), by the backend's rule (policy_eval.py).
+        spawn.store_policy(hive, name, policy_eval.read_policy(hive, name))
     backend.deploy(name, sha)
 
 

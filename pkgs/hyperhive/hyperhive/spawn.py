@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,77 +23,6 @@ from .errors import HiveError, bad_request, conflict, forbidden, not_found
 log = logging.getLogger(__name__)
 
 ACTIONS = ("start", "kill", "restart", "rebuild", "destroy", "purge", "revive")
-
-# Reads the hyperhive.* options an agent.nix sets, without nixpkgs: the module is called with stub arguments and
-# each option is forced on its own, so one that needs pkgs (packages) cannot spoil the others.
-POLICY_EXPR = r"""
-path:
-let
-  id = x: x;
-  lib = {
-    mkDefault = id; mkForce = id; mkOverride = _: id; mkBefore = id; mkAfter = id; mkOrder = _: id;
-    mkIf = c: v: if c then v else { }; mkMerge = builtins.foldl' (a: b: a // b) { };
-    optional = c: v: if c then [ v ] else [ ]; optionals = c: v: if c then v else [ ];
-  };
-  pkgs = throw "pkgs is not available while reading the policy";
-  raw = import path;
-  m = if builtins.isFunction raw
-      then raw { inherit lib pkgs; config = { }; options = { }; modulesPath = ""; name = ""; }
-      else raw;
-  h = (m.config or m).hyperhive or { };
-  get = p: builtins.foldl' (acc: k: if acc != null && builtins.isAttrs acc && acc ? ${k} then acc.${k} else null) h p;
-  try = p: let v = get p; r = builtins.tryEval (builtins.deepSeq v v); in if r.success then r.value else null;
-in {
-  allowedRecipients = try [ "allowedRecipients" ];
-  bashAllow = try [ "bash" "allow" ];
-  model = try [ "model" ];
-  prompt = try [ "prompt" ];
-  notesCompactBytes = try [ "notesCompactBytes" ];
-  turnTimeoutSeconds = try [ "turnTimeoutSeconds" ];
-  extraMcpServers = try [ "extraMcpServers" ];
-  privateUsers = try [ "privateUsers" ];
-}
-"""
-
-
-class PolicyError(Exception):
-    pass
-
-
-# --- reading an agent.nix ----------------------------------------------------------------------------------
-
-def read_policy(repo_dir: Path) -> dict:
-    """The hive.json-style policy of the agent whose config (agent.nix) is in ``repo_dir``.
-
-    Raises ``BuildError`` when agent.nix does not evaluate; without ``nix-instantiate`` the defaults are used,
-    with a warning."""
-    from .backends import BuildError
-
-    agent_nix = Path(repo_dir) / "agent.nix"
-    if not agent_nix.is_file():
-        raise BuildError(f"{agent_nix.name} is missing from the config repo")
-    nix = shutil.which("nix-instantiate")
-    if nix is None:
-        log.warning("nix-instantiate is not installed: %s runs with the default policy", repo_dir)
-        return {}
-    expr = f"({POLICY_EXPR}) {json.dumps(str(agent_nix.resolve()))}"
-    try:
-        result = subprocess.run([nix, "--eval", "--strict", "--json", "--expr", expr], capture_output=True,
-                                text=True, timeout=60, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise BuildError("evaluating agent.nix took longer than 60 seconds") from None
-    if result.returncode != 0:
-        raise BuildError(f"agent.nix does not evaluate:\n{result.stderr.strip()[-5000:]}")
-    policy = {key: value for key, value in json.loads(result.stdout).items() if value is not None}
-    # Check it the way hive.json is checked, so a bad value fails the build instead of the broker.
-    from .config import _agent, _Reader
-
-    reader = _Reader()
-    _agent(reader, dict(policy), "agent.nix: hyperhive", "x", "agent")
-    if reader.errors:
-        raise BuildError("agent.nix sets an invalid policy:\n" + "\n".join(reader.errors))
-    return policy
-
 
 # --- the agents table --------------------------------------------------------------------------------------
 

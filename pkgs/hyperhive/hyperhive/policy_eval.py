@@ -1,0 +1,239 @@
+"""The policy of an agent spawned at run time, read from its own ``agent.nix`` at deploy time.
+
+The policy the broker enforces must be the one the agent runs with; it is read from the configuration being
+deployed (the applied repo's ``main``, already at the approved commit), never from anything else:
+
+- ``nixos-container``: the real module system. ``nix eval --json <meta>#nixosConfigurations."<n>".config.hyperhive.policy``
+  evaluates the very configuration the deploy builds (the meta flake pins the agent's input to the approved commit).
+  Flake evaluation is pure: it reads only the flake's locked inputs (the proposal's own tree, hyperhive, nixpkgs,
+  the meta repo), no environment, no host file. Imports, ``mkMerge``, ``mkIf``, ``config.*`` references all mean
+  exactly what they mean in the container.
+- ``local`` (``hyperhive up``, tests; no NixOS): a documented subset, evaluated by ``nix-instantiate`` in restricted
+  mode over a copy of the proposal's tree (nothing else is readable). ``agent.nix`` is an attribute set, or a
+  function of ``{ pkgs, lib, ... }`` returning one, that sets ``hyperhive.<option>`` to plain values (strings,
+  numbers, booleans, null, lists, attribute sets), directly or under ``config``. Anything the subset cannot give the
+  module system's meaning for -- ``imports``, ``lib.mkIf``, ``lib.mkMerge``, ``lib.mkDefault``/``mkForce``/
+  ``mkOverride``/``mkBefore``/``mkAfter``/``mkOrder``, a ``config.*`` reference, ``pkgs`` in a policy value, an
+  unknown ``hyperhive.*`` option -- fails the deploy closed, naming what it met. Never "unrestricted by accident".
+
+Either way, before evaluating: the proposal's tree may hold no symbolic link (an ``agent.nix`` linked to a host file
+is refused) and no submodule, and what goes back to the manager (the ``failed/<id>`` note) names the problem without
+quoting anything from outside the proposal: paths are shown relative to it, and output is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+EVAL_TIMEOUT = 120
+MAX_ERROR = 4000
+
+# The options of modules/agent.nix an agent.nix may set (the policy and the rest); anything else under hyperhive.*
+# is an error there too ("The option `hyperhive.x' does not exist").
+POLICY_KEYS = ("allowedRecipients", "bashAllow", "model", "prompt", "notesCompactBytes", "turnTimeoutSeconds",
+               "extraMcpServers", "privateUsers")
+KNOWN_OPTIONS = ("allowedRecipients", "bash", "model", "prompt", "notesCompactBytes", "turnTimeoutSeconds",
+                 "extraMcpServers", "privateUsers", "packages", "git", "enable", "claudePackage")
+
+# The local subset (see the module docstring). `path` is the proposal's agent.nix inside the restricted copy.
+SUBSET_EXPR = r"""
+path:
+let
+  outside = what: throw "hyperhive-subset: ${what} is outside the subset of agent.nix that the local backend evaluates (literal hyperhive.* values); the nixos-container backend evaluates it with the module system";
+  lib = {
+    mkIf = _: _: outside "lib.mkIf";
+    mkMerge = _: outside "lib.mkMerge";
+    mkDefault = _: outside "lib.mkDefault";
+    mkForce = _: outside "lib.mkForce";
+    mkOverride = _: _: outside "lib.mkOverride";
+    mkBefore = _: outside "lib.mkBefore";
+    mkAfter = _: outside "lib.mkAfter";
+    mkOrder = _: _: outside "lib.mkOrder";
+    optional = c: v: if c then [ v ] else [ ];
+    optionals = c: v: if c then v else [ ];
+  };
+  pkgs = outside "pkgs (a package in a policy value)";
+  config = outside "a config.* reference";
+  options = outside "an options.* reference";
+  raw = import path;
+  m = if builtins.isFunction raw
+      then raw { inherit lib pkgs config options; modulesPath = outside "modulesPath"; name = "agent"; }
+      else raw;
+  check = cond: what: if cond then true else outside what;
+  ok = check (builtins.isAttrs m) "agent.nix that is not a module (an attribute set or a function returning one)"
+    && check (!(m ? imports) || m.imports == [ ]) "imports"
+    && check (!(m ? options)) "declaring options"
+    && check (!(m ? _type)) "a lib.mk* module";
+  h0 = (m.config or m).hyperhive or { };
+  h = if builtins.isAttrs h0 && !(h0 ? _type) then h0 else outside "hyperhive set through lib.mk*";
+  known = [ KNOWN ];
+  unknown = builtins.filter (k: !(builtins.elem k known)) (builtins.attrNames h);
+  okKeys = check (unknown == [ ]) "hyperhive.${builtins.head unknown} (not an option of hyperhive's agent module)";
+  # A value is plain when it is data all the way down: no lib.mk* wrapper anywhere.
+  plain = v: if builtins.isAttrs v then (if v ? _type then outside "lib.mk* (in a hyperhive value)" else builtins.all plain (builtins.attrValues v))
+    else if builtins.isList v then builtins.all plain v
+    else if builtins.isFunction v then outside "a function as a hyperhive value"
+    else true;
+  get = p: builtins.foldl' (acc: k: if acc != null && builtins.isAttrs acc && acc ? ${k} then acc.${k} else null) h p;
+  read = p: let v = get p; in builtins.seq (plain v) v;
+  policy = {
+    allowedRecipients = read [ "allowedRecipients" ];
+    bashAllow = read [ "bash" "allow" ];
+    model = read [ "model" ];
+    prompt = read [ "prompt" ];
+    notesCompactBytes = read [ "notesCompactBytes" ];
+    turnTimeoutSeconds = read [ "turnTimeoutSeconds" ];
+    extraMcpServers = read [ "extraMcpServers" ];
+    privateUsers = read [ "privateUsers" ];
+  };
+in builtins.seq ok (builtins.seq okKeys (builtins.deepSeq policy policy))
+""".replace("KNOWN", " ".join(f'"{k}"' for k in KNOWN_OPTIONS))
+
+
+class PolicyError(Exception):
+    """The policy cannot be read; the message is safe to show the manager."""
+
+
+# --- the proposal's tree ---------------------------------------------------------------------------------------
+
+def check_tree(repo_dir: Path, rev: str = "main") -> list[tuple[str, bytes]]:
+    """The regular files of the commit ``rev`` of the applied repo ``repo_dir``, as (path, content); a symbolic
+    link or a submodule anywhere is refused (evaluation never follows a link out of the proposal)."""
+    from . import repos
+
+    repo = repos.open_repo(repo_dir)
+    try:
+        tree = repo.commit(rev).tree
+    except Exception:
+        raise PolicyError(f"the config repo has no commit at {rev}") from None
+    files: list[tuple[str, bytes]] = []
+    for item in tree.traverse():
+        mode = item.mode
+        if item.type == "submodule" or mode == 0o160000:
+            raise PolicyError(f"{item.path} is a submodule; a config repo must hold its files itself")
+        if item.type != "blob":
+            continue
+        if mode == 0o120000:
+            raise PolicyError(f"{item.path} is a symbolic link; a config repo may hold no links "
+                              "(evaluation never follows one out of the proposal)")
+        files.append((item.path, item.data_stream.read()))
+    if "agent.nix" not in {p for p, _ in files}:
+        raise PolicyError("agent.nix is missing from the config repo")
+    return files
+
+
+def _sanitize(text: str, *roots: Path) -> str:
+    """Nix's error, with the temporary and state paths replaced by the proposal's relative names, bounded."""
+    for root in roots:
+        text = text.replace(str(root) + "/", "").replace(str(root), ".")
+    text = re.sub(r"/nix/store/[0-9a-z]{32}-source/", "", text)
+    text = re.sub(r"/nix/store/[0-9a-z]{32}-", "<store>/", text)
+    text = text.strip()
+    if len(text) > MAX_ERROR:
+        text = "...\n" + text[-MAX_ERROR:]
+    return text
+
+
+def _validate(policy: dict) -> dict:
+    policy = {key: value for key, value in policy.items() if value is not None}
+    # Checked the way hive.json is, so a bad value fails the deploy instead of the broker.
+    from .config import _agent, _Reader
+
+    reader = _Reader()
+    _agent(reader, dict(policy), "agent.nix: hyperhive", "x", "agent")
+    if reader.errors:
+        raise PolicyError("agent.nix sets an invalid policy:\n" + "\n".join(reader.errors))
+    return policy
+
+
+# --- local: the subset -----------------------------------------------------------------------------------------
+
+def read_subset(repo_dir: Path, rev: str = "main") -> dict:
+    """The policy of the agent.nix at ``rev`` of ``repo_dir`` through the documented subset (local backend)."""
+    files = check_tree(repo_dir, rev)
+    nix = shutil.which("nix-instantiate")
+    if nix is None:
+        raise PolicyError("evaluating a spawned agent's agent.nix needs nix-instantiate (Debian's nix-bin): without "
+                          "it the policy cannot be read, and the deploy fails rather than run the agent unrestricted")
+    with tempfile.TemporaryDirectory(prefix="hyperhive-policy-") as tmp:
+        root = Path(tmp) / "proposal"
+        for path, data in files:
+            target = root / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": tmp, "NIX_PATH": "", "NIX_STATE_DIR": str(Path(tmp) / "nix"),
+               "NIX_REMOTE": "dummy://", "LANG": "C.UTF-8"}
+        cmd = [nix, "--eval", "--strict", "--json",
+               # Restricted evaluation: only the search path below (the copy) is readable, no URI is fetched, no
+               # environment variable is seen.
+               "--option", "restrict-eval", "true", "--option", "allowed-uris", "",
+               "--option", "allow-import-from-derivation", "false",
+               "-I", f"proposal={root}",
+               "--expr", f"({SUBSET_EXPR}) <proposal/agent.nix>"]
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=EVAL_TIMEOUT,
+                                    stdin=subprocess.DEVNULL, env=env, cwd=tmp)
+        except subprocess.TimeoutExpired:
+            raise PolicyError(f"evaluating agent.nix took longer than {EVAL_TIMEOUT} seconds") from None
+        if result.returncode != 0:
+            raise PolicyError("agent.nix does not evaluate:\n" + _sanitize(result.stderr, root, Path(tmp)))
+    try:
+        policy = json.loads(result.stdout)
+    except ValueError:
+        raise PolicyError("agent.nix evaluated to something that is not a policy") from None
+    return _validate(policy)
+
+
+# --- nixos-container: the real module system ---------------------------------------------------------------------
+
+def read_deployed(meta_dir: Path, name: str, repo_dir: Path, cwd: Path, timeout: float = 600) -> dict:
+    """The policy of agent ``name`` from the meta flake's configuration (already locked to the deployed commit):
+    the module system's own ``config.hyperhive.policy``."""
+    check_tree(repo_dir)
+    nix = shutil.which("nix")
+    if nix is None:
+        raise PolicyError("`nix` is not installed (needed by the nixos-container backend)")
+    attr = f'{meta_dir}#nixosConfigurations."{name}".config.hyperhive.policy'
+    cmd = [nix, "--extra-experimental-features", "nix-command flakes", "eval", "--json", "--no-write-lock-file", attr]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                                cwd=str(cwd))
+    except subprocess.TimeoutExpired:
+        raise PolicyError(f"evaluating {name}'s configuration took longer than {timeout:g} seconds") from None
+    if result.returncode != 0:
+        raise PolicyError(f"{name}'s configuration does not evaluate:\n"
+                          + _sanitize(result.stderr, meta_dir, repo_dir))
+    try:
+        policy = json.loads(result.stdout)
+    except ValueError:
+        raise PolicyError(f"{name}'s hyperhive.policy is not JSON") from None
+    if not isinstance(policy, dict):
+        raise PolicyError(f"{name}'s hyperhive.policy is not an attribute set")
+    return _validate({k: policy.get(k) for k in POLICY_KEYS})
+
+
+def read_policy(hive, name: str) -> dict:
+    """The policy to enforce for spawned agent ``name``, from the configuration being deployed, by the running
+    backend's rule. Raises ``BuildError`` naming the problem (the deploy fails closed)."""
+    from . import repos
+    from .backends import BuildError
+
+    backend = hive.extensions.get("backend")
+    repo_dir = repos.applied_path(hive, name)
+    try:
+        if backend is not None and backend.name == "nixos-container":
+            return read_deployed(repos.meta_path(hive), name, repo_dir, cwd=backend.build_dir())
+        return read_subset(repo_dir)
+    except PolicyError as e:
+        raise BuildError(str(e)) from None
