@@ -188,6 +188,33 @@ in
         default = false;
         description = "Open the dashboard's port in the firewall.";
       };
+      sessionMaxAgeSeconds = mkOption {
+        type = types.ints.positive;
+        default = d.sessionMaxAgeSeconds;
+        example = 3600;
+        description = "How long a dashboard login lasts before the token is asked for again.";
+      };
+    };
+
+    limits = {
+      maxUnackedPerSender = mkOption {
+        type = types.ints.positive;
+        default = d.maxUnackedPerSender;
+        example = 500;
+        description = "Unacknowledged messages one sender may have waiting for one recipient (more is `too_large`).";
+      };
+      maxPendingQuestions = mkOption {
+        type = types.ints.positive;
+        default = d.maxPendingQuestions;
+        example = 50;
+        description = "Pending operator questions one agent may have open.";
+      };
+      maxPendingApprovals = mkOption {
+        type = types.ints.positive;
+        default = d.maxPendingApprovals;
+        example = 50;
+        description = "Pending approvals one requester may have queued.";
+      };
     };
 
     broker = {

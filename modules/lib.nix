@@ -35,6 +35,10 @@ let
     failedMaxAgeDays = 14;
     deniedMaxAgeDays = 14;
     dropIntermediateTags = true;
+    sessionMaxAgeSeconds = 43200;
+    maxUnackedPerSender = 100;
+    maxPendingQuestions = 20;
+    maxPendingApprovals = 20;
     claudeCommand = null;
     allowedRecipients = null;
     bashAllow = [ ];
@@ -266,6 +270,12 @@ let
       dashboard = {
         listen = listen cfg;
         tokenFile = attrPath [ "dashboard" "tokenFile" ] defaults.tokenFile cfg;
+        sessionMaxAgeSeconds = attrPath [ "dashboard" "sessionMaxAgeSeconds" ] defaults.sessionMaxAgeSeconds cfg;
+      };
+      limits = {
+        maxUnackedPerSender = attrPath [ "limits" "maxUnackedPerSender" ] defaults.maxUnackedPerSender cfg;
+        maxPendingQuestions = attrPath [ "limits" "maxPendingQuestions" ] defaults.maxPendingQuestions cfg;
+        maxPendingApprovals = attrPath [ "limits" "maxPendingApprovals" ] defaults.maxPendingApprovals cfg;
       };
       broker = {
         maxMessageBytes = attrPath [ "broker" "maxMessageBytes" ] defaults.maxMessageBytes cfg;
@@ -291,13 +301,28 @@ let
       inherit role;
     };
 
-  # Claude Code's managed settings (/etc/claude-code/managed-settings.json) for one agent: its Bash allow-list as
-  # permission rules, the hive's tools and those of its extra MCP servers allowed, anything else refused unasked.
+  # Claude Code's managed settings (/etc/claude-code/managed-settings.json) for one agent: the same rules as the
+  # harness gives Claude Code through --settings (hyperhive/harness.py: permission_rules), with the container's
+  # paths (`/state`, and the manager's `/agents`): its Bash allow-list, the hive's tools and those of its extra MCP
+  # servers, Edit of its own /state; the manager also Read/Edit on the proposed config repos and state directories
+  # under /agents and `git -C /agents/* *`. `//` anchors a path rule at the filesystem root. Anything else is
+  # refused unasked (dontAsk).
   renderClaudeSettings = a:
+    let
+      role = attrPath [ "role" ] "agent" a;
+      agents = "/agents";
+    in
     {
       permissions = {
         allow = map (rule: "Bash(${rule})") (attrPath [ "bash" "allow" ] [ ] a)
-          ++ map (server: "mcp__${server}") ([ "hyperhive" ] ++ attrNames (attrPath [ "extraMcpServers" ] { } a));
+          ++ [ "mcp__hyperhive__*" ]
+          ++ map (server: "mcp__${server}__*") (attrNames (attrPath [ "extraMcpServers" ] { } a))
+          ++ [ "Edit(//state/**)" ]
+          ++ (if role == "manager" then [
+            "Read(/${agents}/*/config/**)" "Read(/${agents}/*/state/**)"
+            "Edit(/${agents}/*/config/**)" "Edit(/${agents}/*/state/**)"
+            "Bash(git -C ${agents}/* *)"
+          ] else [ ]);
         defaultMode = "dontAsk";
       };
     }

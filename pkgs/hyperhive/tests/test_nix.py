@@ -212,8 +212,9 @@ def test_option_defaults_are_what_the_renderer_writes():
     assert hive["operatorPronouns"] == default("operatorPronouns")
     assert hive["manager"] == default("manager.name")
     assert hive["dashboard"] == {"listen": f"{default('dashboard.listen.address')}:{default('dashboard.listen.port')}",
-                                 "tokenFile": default("dashboard.tokenFile")}
-    for section in ("broker", "retention"):
+                                 "tokenFile": default("dashboard.tokenFile"),
+                                 "sessionMaxAgeSeconds": default("dashboard.sessionMaxAgeSeconds")}
+    for section in ("broker", "retention", "limits"):
         assert hive[section] == {k: default(f"{section}.{k}") for k in hive[section]}
     assert hive["harness"]["claudeCommand"] == default("harness.claudeCommand")
     alice = hive["agents"]["alice"]
@@ -544,10 +545,25 @@ def test_in_container_policy_matches_hive_json():
     assert manager.pop("name") == hive["manager"] and manager.pop("role") == "manager"
     assert manager == hive["managerSettings"]
     settings = result["containers"]["h-alice"]["claudeSettings"]
-    assert settings["permissions"] == {
-        "allow": ["Bash(git *)", "Bash(nix build .*)", "mcp__hyperhive", "mcp__search"],
-        "defaultMode": "dontAsk",
-    }
+    assert settings["permissions"]["defaultMode"] == "dontAsk"
+    assert settings["permissions"]["allow"][:3] == ["Bash(git *)", "Bash(nix build .*)", "mcp__hyperhive__*"]
+
+
+def test_managed_settings_carry_the_harness_rules(tmp_path):
+    """modules/agent.nix's managed settings list exactly the rules the harness gives Claude Code
+    (harness.permission_rules) for the agent.json the container holds: the manager's Read/Edit on /agents/*/config
+    and state and `git -C /agents/*`, which its container mounts (bindMounts /agents), an agent's own /state only."""
+    from hyperhive.harness import load_agent_settings, permission_rules
+
+    result = eval_modules("policies")
+    for name, c in result["containers"].items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(c["agentJson"]))
+        settings = load_agent_settings(path, c["policy"]["name"], "/state")
+        assert c["claudeSettings"]["permissions"]["allow"] == permission_rules(settings), name
+    assert "Edit(//agents/*/config/**)" in result["containers"]["hm1nd"]["claudeSettings"]["permissions"]["allow"]
+    assert result["containers"]["hm1nd"]["bindMounts"]["/agents"]["isReadOnly"] is False
+    assert not any("agents" in r for r in result["containers"]["h-alice"]["claudeSettings"]["permissions"]["allow"])
 
 
 def test_service_unit_is_hardened_and_reloads_on_change():
