@@ -35,6 +35,8 @@ class Hive:
         self.run_agents = run_agents
         self.config_path = Path(config_path) if config_path else None
         self.config_errors: list[str] = []  # the last refused reload, for the dashboard
+        self._reload_lock = threading.Lock()
+        self._refused_digest: str | None = None
         self.started_at = time.time()
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(config.db_path)
@@ -183,27 +185,40 @@ class Hive:
         """Load the config file again; a valid one takes effect, an invalid one is refused and logged."""
         if not self.config_path:
             return False
-        digest = _digest(self.config_path)
-        if digest == self._config_digest:
-            return False
-        try:
-            new = load_config(self.config_path)
-        except ConfigError as e:
-            self.config_errors = e.errors
-            log.error("refused the new config, the old one stays in force:\n%s", e)
-            return False
-        fixed = [k for k in ("state_dir", "run_dir") if getattr(new, k) != getattr(self.config, k)]
-        if fixed:
-            self.config_errors = [f"{k} changed; restart the service to move it" for k in fixed]
-            log.error("refused the new config: %s", "; ".join(self.config_errors))
-            return False
-        old, self.config = self.config, new
-        self._config_digest = digest
-        self.config_errors = []
-        self.sync_sockets()
-        self.pm.hook.config_changed(hive=self, old=old, new=new)
-        log.info("config reloaded from %s", self.config_path)
-        return True
+        # One reload at a time, and one log line per new content of the file: an editor's save fires several
+        # file events, and a refused file is not refused again until it changes.
+        with self._reload_lock:
+            digest = _digest(self.config_path)
+            if digest == self._config_digest or digest == self._refused_digest:
+                return False
+            try:
+                new = load_config(self.config_path)
+            except ConfigError as e:
+                # A file caught half-written (an editor truncates, then writes) is not a refusal: when the file
+                # changes within a moment, the next file event reads it whole.
+                time.sleep(SETTLE_SECONDS)
+                if _digest(self.config_path) != digest:
+                    return False
+                self._refused_digest = digest
+                self.config_errors = e.errors
+                log.error("refused the new config %s, the old one stays in force:\n%s", self.config_path, e)
+                return False
+            fixed = [k for k in ("state_dir", "run_dir") if getattr(new, k) != getattr(self.config, k)]
+            if fixed:
+                self._refused_digest = digest
+                self.config_errors = [f"{k} changed; restart the service to move it" for k in fixed]
+                log.error("refused the new config %s, the old one stays in force: %s", self.config_path,
+                          "; ".join(self.config_errors))
+                return False
+            old, self.config = self.config, new
+            self._config_digest = digest
+            self._refused_digest = None
+            self.config_errors = []
+            self.sync_sockets()
+            self.pm.hook.config_changed(hive=self, old=old, new=new)
+            # at warning level, as a refusal is logged at error: the default log level shows both
+            log.warning("config reloaded from %s", self.config_path)
+            return True
 
     def _watch_config(self) -> None:
         from watchdog.events import FileSystemEventHandler
@@ -224,6 +239,9 @@ class Hive:
         self._observer.schedule(OnChange(), str(target.parent), recursive=False)
         self._observer.daemon = True
         self._observer.start()
+
+
+SETTLE_SECONDS = 0.3  # how long a config file that fails to load must stay unchanged to be refused
 
 
 def _digest(path: Path | None) -> str | None:

@@ -80,3 +80,155 @@ def test_the_header_names_a_crashed_agent(hive):
              message="bob reported as crashed")
     page = http(hive.dashboard_url, "GET", "/meta").text  # every page's header
     assert 'data-att="crashed"' in page and 'href="/agents/bob">bob</a>' in page
+
+
+# --- the CLI a new user meets ---------------------------------------------------------------------------------
+
+def _cli(*args, cwd, env_extra=None, timeout=60):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HYPERHIVE_CONFIG"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "hyperhive", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _as_toml(hive, directory):
+    import json
+
+    import tomli_w
+
+    from hyperhive.cli.service import _drop_nulls
+
+    raw = json.loads(hive.config_path.read_text())
+    raw["stateDir"] = str(hive.config.state_dir)
+    raw["runDir"] = str(hive.config.run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "hive.toml").write_text(tomli_w.dumps(_drop_nulls(raw)))
+    return directory / "hive.toml"
+
+
+def test_operator_verbs_find_hive_toml_and_list_shows_what_the_dashboard_shows(hive, tmp_path):
+    here = tmp_path / "myhive"
+    _as_toml(hive, here)
+    commit_change(hive, "alice", agent_nix("Stale on purpose."), message="alice: not proposed yet")
+    hive.cli("kill", "bob")
+    hive.cli("send", "bob", "are you there?")
+    hive.cli("send", "bob", "hello?")
+
+    out = _cli("list", cwd=here)  # no --config, no $HYPERHIVE_CONFIG: ./hive.toml, as `up` uses
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["AGENT", "ROLE", "STATE", "DEPLOYED", "UNREAD", "LEASED", "LAST", "TURN", "FLAGS"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == {"manager", "alice", "bob"}
+    bob = rows["bob"].split()
+    waiting = hive.client("bob").call("status")  # the two messages and the event of the kill
+    assert waiting["unread"] >= 2
+    assert bob[1:4] == ["agent", "stopped", "deployed/0"] and bob[5:7] == [str(waiting["unread"]), "0"], rows["bob"]
+    assert "no turn yet" in rows["bob"]
+    assert "STALE" in rows["alice"] and "STALE" not in rows["bob"]
+
+    # a failure names the file used and how it was found
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    none = _cli("list", cwd=empty)
+    assert none.returncode != 0 and "/etc/hyperhive/hive.json" in none.stderr and "default" in none.stderr
+    down = tmp_path / "down"
+    toml = _as_toml(hive, down)
+    toml.write_text(toml.read_text().replace(str(hive.config.run_dir), str(tmp_path / "no-run")))
+    refused_ = _cli("pending", cwd=down)
+    assert refused_.returncode != 0 and "./hive.toml in the current directory" in refused_.stderr, refused_.stderr
+
+
+def test_client_help_lists_every_op_with_its_arguments(start_broker, tmp_path):
+    hive = start_broker()
+    help_text = _cli("client", "--help", cwd=tmp_path).stdout
+    known = set()
+    for who in ("alice", "manager"):
+        message = refused(lambda: hive.client(who).call("no_such_op"), "bad_request")
+        known |= {op.strip() for op in message.split("known: ", 1)[1].rstrip(")").split(",")}
+    assert {"send", "recv", "request_apply_commit"} <= known
+    for op in known:
+        assert f"  {op}(" in help_text, f"{op} missing from `hyperhive client --help`"
+    assert "send(to, body" in help_text and "request_apply_commit(agent, commit, reason?)" in help_text
+    assert "recv(wait_seconds?" in help_text and "ask_operator(question, options?" in help_text
+
+
+def test_up_prints_a_command_that_works_as_printed(tmp_path):
+    import os
+    import shlex
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = tmp_path / "hive"
+    here.mkdir()
+    (here / "hive.toml").write_text('version = 1\nbackend = "local"\nstateDir = "state"\nmanager = "manager"\n'
+                                    '[dashboard]\nlisten = "127.0.0.1:0"\n')
+    hyperhive = Path(sys.executable).parent / "hyperhive"
+    env = {k: v for k, v in os.environ.items() if k != "HYPERHIVE_CONFIG"}
+    env.update(AGENT_ENV)
+    proc = subprocess.Popen([str(hyperhive), "up"], cwd=here, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        banner = []
+        for line in proc.stdout:
+            banner.append(line)
+            if line.startswith("Ctrl-C"):
+                break
+        tries = [line for line in banner if line.strip().startswith("try:")]
+        assert tries, "".join(banner)
+        command = tries[0].split("try:", 1)[1].strip()
+        assert command.startswith(str(hyperhive.resolve())), command  # the venv's, not a bare `hyperhive`
+        ran = subprocess.run(shlex.split(command), cwd="/", capture_output=True, text=True, timeout=60,
+                             env={k: v for k, v in env.items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"})
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.splitlines()[0].startswith("AGENT") and "manager" in ran.stdout
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(30)
+
+
+def test_a_busy_dashboard_port_names_dashboard_listen(tmp_path):
+    import socket
+
+    from conftest import HiveProcess, write_config
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        config = write_config(tmp_path, dashboard={"listen": f"127.0.0.1:{port}"})
+        process = HiveProcess(config, args=("--no-agents",))
+        with pytest.raises(RuntimeError) as failed:
+            process.start(timeout=20)
+        assert f"dashboard.listen = 127.0.0.1:{port}" in str(failed.value)
+        assert str(config) in str(failed.value)
+    finally:
+        busy.close()
+
+
+def test_one_log_line_per_refused_and_per_accepted_reload(start_broker):
+    import json
+    import os
+    import signal
+
+    hive = start_broker()
+    path = hive.config_path
+    good = json.loads(path.read_text())
+    path.write_text('{"version": 1, "agents": {"Bad Name": {}}}')
+    wait_for(lambda: "refused the new config" in hive.log(), timeout=15, message="the refusal logged")
+    os.kill(hive.proc.pid, signal.SIGHUP)  # asked again: the same refused file is not refused again
+    good["agents"]["carol"] = {}
+    path.write_text(json.dumps(good))
+    wait_for(lambda: "config reloaded" in hive.log(), timeout=15, message="the reload logged")
+    os.kill(hive.proc.pid, signal.SIGHUP)
+    hive.client("carol").call("whoami")  # the reload took effect
+    log = hive.log()
+    assert log.count("refused the new config") == 1, log
+    assert log.count("config reloaded") == 1, log

@@ -19,7 +19,8 @@ def main(verbose: int) -> None:
     """hyperhive: a contained, reviewable swarm of Claude Code agents.
 
     Operator verbs (list, send, inbox, ...) talk to the running service over its host socket, found from
-    --config FILE, $HYPERHIVE_CONFIG, or /etc/hyperhive/hive.json.
+    --config FILE, else ./hive.toml (as `hyperhive up` uses), else $HYPERHIVE_CONFIG, else
+    /etc/hyperhive/hive.json.
     """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     if os.environ.get("HYPERHIVE_LOG"):

@@ -11,7 +11,59 @@ from .common import echo_json, socket_call
 DEFAULT_SOCKET = "/run/hive/mcp.sock"
 
 
-@click.group("client")
+# The arguments of each op an agent's socket answers (docs/protocol.md has the whole contract); "?" marks an
+# optional one. The list of ops itself comes from the plugins, so an op a plugin adds is listed too.
+OP_ARGS = {
+    "whoami": "",
+    "send": "to, body",
+    "recv": "wait_seconds?, max? (1-1000), lease_seconds?",
+    "ack": "ids (list of message ids)",
+    "status": "",
+    "ask_operator": "question, options? (list), multi? (bool), ttl_seconds?",
+    "list_agents": "",
+    "stats": "samples (list of {key, value, ts?})",
+    "turn_event": "event ({type: turn_start|event|turn_end|error, data})",
+    "lease": "ids, seconds",
+    "request_spawn": "name",
+    "request_spawn_draft": "name",
+    "request_spawn_commit": "name, commit, reason?",
+    "request_apply_commit": "agent, commit, reason?",
+    "start": "name",
+    "kill": "name",
+    "restart": "name",
+    "update": "name",
+}
+
+
+def agent_ops() -> list[tuple[str, str, str, str]]:
+    """(op, arguments, who may call it, what it does) for every op an agent's or the manager's socket answers."""
+    from ..broker import ROLES_AGENTS
+    from ..plugins import make_plugin_manager
+
+    ops = {}
+    for provided in make_plugin_manager().hook.broker_ops(hive=None):
+        ops.update(provided or {})
+    out = []
+    for name in sorted(ops):
+        op = ops[name]
+        if not set(op.roles) & ROLES_AGENTS:
+            continue
+        who = "manager" if set(op.roles) & ROLES_AGENTS == {"manager"} else "all"
+        out.append((name, OP_ARGS.get(name, "(see docs/protocol.md)"), who, op.help))
+    return out
+
+
+class ClientGroup(click.Group):
+    def format_epilog(self, ctx, formatter):
+        rows = [(f"{name}({args})" if args else f"{name}()", f"[{who}] {what}") for name, args, who, what in agent_ops()]
+        with formatter.section("Ops (for `call OP JSON_ARGS`; arguments marked ? are optional)"):
+            formatter.write_dl(rows)
+        formatter.write_paragraph()
+        formatter.write_text("Example: hyperhive client --socket /run/hive/mcp.sock call send "
+                             "'{\"to\": \"bob\", \"body\": \"hi\"}'")
+
+
+@click.group("client", cls=ClientGroup)
 @click.option("--socket", "socket_path", type=click.Path(dir_okay=False), default=None,
               help="The agent socket. Default: $HYPERHIVE_SOCKET, else /run/hive/mcp.sock.")
 @click.pass_context

@@ -17,9 +17,12 @@ from ..transport import Client
 
 DEFAULT_CONFIG = "/etc/hyperhive/hive.json"
 
+LOCAL_CONFIG = "hive.toml"
+
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), default=None,
-    help="The hive's config (hive.json or hive.toml). Default: $HYPERHIVE_CONFIG, else /etc/hyperhive/hive.json.")
+    help="The hive's config (hive.json or hive.toml). Default: ./hive.toml when there is one (as `hyperhive up` "
+         "uses), else $HYPERHIVE_CONFIG, else /etc/hyperhive/hive.json.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON result.")
 
 
@@ -28,18 +31,40 @@ def host_options(command):
     return config_option(json_option(command))
 
 
-def resolve_config_path(config_path: str | None) -> Path:
-    return Path(config_path or os.environ.get("HYPERHIVE_CONFIG") or DEFAULT_CONFIG)
+def resolve_config_path(config_path: str | None) -> tuple[Path, str]:
+    """The config file an operator verb uses, and how it was found: ``--config``, then ``./hive.toml`` (what
+    ``hyperhive up`` runs by default), then ``$HYPERHIVE_CONFIG``, then ``/etc/hyperhive/hive.json``."""
+    if config_path:
+        return Path(config_path), "--config"
+    if Path(LOCAL_CONFIG).is_file():
+        return Path(LOCAL_CONFIG), f"./{LOCAL_CONFIG} in the current directory"
+    if os.environ.get("HYPERHIVE_CONFIG"):
+        return Path(os.environ["HYPERHIVE_CONFIG"]), "$HYPERHIVE_CONFIG"
+    return Path(DEFAULT_CONFIG), "the default (no --config, no ./hive.toml, no $HYPERHIVE_CONFIG)"
 
 
 def host_call(config_path: str | None, op: str, **args: Any) -> Any:
-    """Call ``op`` on the service's host socket, turning every failure into a clean CLI error."""
-    path = resolve_config_path(config_path)
+    """Call ``op`` on the service's host socket, turning every failure into a clean CLI error that names the
+    config file used (and how it was found)."""
+    path, how = resolve_config_path(config_path)
+    used = f"(config: {path}, from {how})"
+    if not path.exists():
+        raise click.ClickException(f"no config at {path} {used}: give --config FILE, run from the directory of "
+                                   "your hive.toml, or set $HYPERHIVE_CONFIG")
     try:
         config = load_config(path)
     except ConfigError as e:
-        raise click.ClickException(str(e)) from None
-    return socket_call(config.host_socket, op, **args)
+        raise click.ClickException(f"{e}\n{used}") from None
+    try:
+        return socket_call(config.host_socket, op, **args)
+    except click.ClickException as e:
+        if isinstance(e, HostRefusal):
+            raise
+        raise click.ClickException(f"{e.message}\n{used}") from None
+
+
+class HostRefusal(click.ClickException):
+    """The service answered, and said no: the config was the right one, so it is not named again."""
 
 
 def socket_call(socket_path, op: str, **args: Any) -> Any:
@@ -51,7 +76,7 @@ def socket_call(socket_path, op: str, **args: Any) -> Any:
     except ConnectionError as e:
         raise click.ClickException(str(e)) from None
     except HiveError as e:
-        raise click.ClickException(f"{e.code}: {e.message}") from None
+        raise HostRefusal(f"{e.code}: {e.message}") from None
 
 
 # What agent text must not bring to the operator's terminal: C0 controls but newline and tab (ESC starts the

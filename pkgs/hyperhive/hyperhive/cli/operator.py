@@ -5,17 +5,40 @@ from __future__ import annotations
 import click
 
 from .common import echo_json, echo_messages, host_call, host_options, one_line
+from ..times import when
 
 
 @click.command("list")
 @host_options
 def list_agents(config_path, as_json):
-    """List the manager and every agent with its state."""
-    result = host_call(config_path, "list_agents")
+    """List every agent as the dashboard shows it: state, deployed tag, inbox (unread / leased), last turn and
+    flags (STALE: the proposed repo's main is not what is deployed; STUCK: messages wait and no turn ends;
+    STAND-IN: a scripted stand-in model, not Claude), then drafts and destroyed agents kept."""
+    result = host_call(config_path, "agents_overview")
     if as_json:
         return echo_json(result)
-    for agent in result["agents"]:
-        click.echo(f"{one_line(agent['name']):<10} {one_line(agent.get('role', '')):<8} {one_line(agent['state'])}")
+    header = f"{'AGENT':<10} {'ROLE':<8} {'STATE':<9} {'DEPLOYED':<24} {'UNREAD':>6} {'LEASED':>6}  {'LAST TURN':<36} FLAGS"
+    click.echo(header)
+    for a in result["agents"]:
+        deployed = f"{a['deployed_tag']} {(a.get('deployed_sha') or '')[:7]}" if a.get("deployed_tag") else "-"
+        flags = []
+        if a.get("stale"):
+            flags.append("STALE")
+        if a.get("stuck"):
+            flags.append(f"STUCK ({a.get('stuck_reason')})")
+        if a.get("standin"):
+            flags.append("STAND-IN")
+        if a.get("origin") == "spawned":
+            flags.append("spawned")
+        last = when(a.get("last_turn_at"), relative=True) if a.get("last_turn_at") else "no turn yet"
+        click.echo(one_line(f"{a['name']:<10} {a.get('role', ''):<8} {a['state']:<9} {deployed:<24} "
+                            f"{a.get('unread', 0):>6} {a.get('leased', 0):>6}  {last:<36} {' '.join(flags) or '-'}"))
+    for d in result.get("drafts") or []:
+        click.echo(one_line(f"{d['name']:<10} {'draft':<8} {'draft':<9} head {(d.get('head') or '-')[:7]} "
+                            "(the manager spawns it with request_spawn_commit)"))
+    for t in result.get("tombstones") or []:
+        click.echo(one_line(f"{t['name']:<10} {'agent':<8} {'destroyed':<9} config and state kept since "
+                            f"{when(t.get('destroyed_at'))} (hyperhive revive {t['name']} | destroy --purge)"))
 
 
 @click.command("send")

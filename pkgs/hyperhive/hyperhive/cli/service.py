@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -26,6 +27,15 @@ INIT_HEADER = """\
 #   scripted stand-in model when `claude` is not installed.
 
 """
+
+
+def hyperhive_command() -> str:
+    """How to run this very hyperhive from another shell, as printed: the script that is running (e.g. the
+    virtualenv's .venv/bin/hyperhive, which is not on PATH unless the venv is activated), else this Python."""
+    script = Path(sys.argv[0])
+    if script.name == "hyperhive" and script.is_file():
+        return shlex.quote(str(script.resolve()))
+    return f"{shlex.quote(sys.executable)} -m hyperhive"
 
 
 def _drop_nulls(value):
@@ -71,7 +81,8 @@ def up(config_path):
     def banner(hive):
         click.echo(f"hyperhive is up ({path})")
         click.echo(f"  state:        {config.state_dir}")
-        click.echo(f"  host socket:  {config.host_socket}   (try: hyperhive --help, hyperhive list --config {path})")
+        click.echo(f"  host socket:  {config.host_socket}")
+        click.echo(f"  try:          {hyperhive_command()} list --config {shlex.quote(str(path.resolve()))}")
         for name in [config.manager, *sorted(hive.agent_configs())]:
             click.echo(f"  {name + ':':<13} {config.agent_socket(name)}")
         click.echo(f"  dashboard:    {hive.extensions.get('dashboard_url') or 'not running (see the log above)'}")

@@ -22,11 +22,18 @@ class DashboardServer:
         guard = Guard(hive)  # refuses an unsafe setup before anything listens
         self.app = create_app(hive, guard)
         dashboard = hive.config.dashboard
+        where = f" (in {hive.config_path})" if getattr(hive, "config_path", None) else ""
         try:
             self.server = make_server(dashboard.host, dashboard.port, self.app, threaded=True)
         except OSError as e:
-            raise DashboardStartError(f"cannot serve the dashboard on {dashboard.listen}: "
-                                      f"{e.strerror or e}") from None
+            raise DashboardStartError(
+                f"cannot serve the dashboard on dashboard.listen = {dashboard.listen}{where}: {e.strerror or e}; "
+                "set dashboard.listen to a free address and port") from None
+        except SystemExit:
+            # werkzeug prints "Address already in use" and exits instead of raising when the port is taken
+            raise DashboardStartError(
+                f"cannot serve the dashboard on dashboard.listen = {dashboard.listen}{where}: the address is in "
+                "use (another program, or another hive); set dashboard.listen to a free port") from None
         self.server.daemon_threads = True
         self.listen = dashboard.listen
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},

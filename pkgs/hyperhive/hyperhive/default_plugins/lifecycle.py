@@ -87,9 +87,14 @@ def run_retention(hive, who, args):
 
 
 def agents_overview(hive, who, args):
+    """What the dashboard's agent table shows: state, deployed tag, stale, and the inbox (unread, leased), the last
+    turn and whether the agent looks stuck."""
+    from ..dashboard.state import with_activity
+
     no_extra_args(args, ())
-    return {"agents": spawn.agent_overview(hive), "drafts": spawn.list_drafts(hive),
-            "tombstones": spawn.list_tombstones(hive)}
+    rows = spawn.agent_overview(hive)
+    with_activity(hive, rows)
+    return {"agents": rows, "drafts": spawn.list_drafts(hive), "tombstones": spawn.list_tombstones(hive)}
 
 
 def repo_tags(hive, who, args):
