@@ -47,11 +47,14 @@ in
   networking.hostName = lib.mkDefault data.container;
   networking.useDHCP = false;
 
+  # Above mkDefault (the flake's nixosModules.agent sets the package with mkDefault; the meta flake's policy file
+  # sets claudeCommand with mkDefault, and two list definitions of one priority would be concatenated), below an
+  # agent.nix's own plain definitions.
   hyperhive = {
-    package = lib.mkDefault (package data.package);
+    package = lib.mkOverride 900 (package data.package);
     packages = map package (data.packages or [ ]);
-    claudePackage = lib.mkDefault (optionalPackage (data.claudePackage or null));
-    claudeCommand = lib.mkDefault (data.claudeCommand or null);
+    claudePackage = lib.mkOverride 900 (optionalPackage (data.claudePackage or null));
+    claudeCommand = lib.mkOverride 900 (data.claudeCommand or null);
     managerName = data.managerName;
     operatorPronouns = data.operatorPronouns;
   };

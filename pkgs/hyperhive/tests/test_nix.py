@@ -652,3 +652,125 @@ def test_a_spawned_container_gets_a_declared_ones_settings(tmp_path):
     alice = result["containersJson"]["containers"]["h-alice"]
     for key in ("package", "claudePackage", "claudeCommand", "managerName", "operatorPronouns"):
         assert spawned[key] == alice[key], key
+
+
+# ---------------------------------------------------------------------------------------------------- the meta flake
+
+
+def nix_flakes_env(store: Path) -> dict:
+    """`nix` on flakes, offline, on a store of its own under ``store`` (a chroot store: nothing of the machine's)."""
+    require("nix (the flakes CLI)", shutil.which("nix") is not None, "apt-get install nix-bin (make test does)")
+    return {**os.environ, "NIX_CONFIG": f"store = local?root={store}\nexperimental-features = nix-command flakes\n"
+            "substituters =\nflake-registry =\n", "HOME": str(store.parent)}
+
+
+def standin_nixpkgs(tmp_path: Path) -> Path:
+    """A stand-in nixpkgs flake: nixpkgs' real lib, and `lib.nixosSystem` evaluating the modules against the
+    NixOS stand-ins of nix/standin-nixos.nix."""
+    root = tmp_path / "nixpkgs"
+    root.mkdir()
+    shutil.copytree(nixpkgs_lib(), root / "lib")
+    shutil.copy(REPO_ROOT / "nix" / "standin-nixos.nix", root / "standin-nixos.nix")
+    (root / "flake.nix").write_text(
+        '{ outputs = { self }: let lib = import ./lib; standin = import ./standin-nixos.nix { inherit lib; };\n'
+        '  in { lib = lib // { inherit (standin) nixosSystem; }; }; }\n')
+    return root
+
+
+def hyperhive_flake_copy(tmp_path: Path) -> Path:
+    """The repository's flake without the Python package's tests and tools (what a `path:` input would copy)."""
+    root = tmp_path / "hyperhive"
+    for part in ("modules", "nix", "templates", "nixos-tests", "examples"):
+        shutil.copytree(REPO_ROOT / part, root / part)
+    shutil.copy(REPO_ROOT / "flake.nix", root / "flake.nix")
+    (root / "pkgs" / "hyperhive").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "pkgs" / "hyperhive" / "pyproject.toml", root / "pkgs" / "hyperhive" / "pyproject.toml")
+    return root
+
+
+def git_repo(path: Path, files: dict[str, str]) -> str:
+    path.mkdir(parents=True)
+    for name, text in files.items():
+        (path / name).write_text(text)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "config"]):
+        subprocess.run(["git", "-C", str(path), *cmd], check=True, env=env, capture_output=True)
+    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+AGENT_POLICY_FILES = {
+    "flake.nix": (REPO_ROOT / "templates" / "agent" / "flake.nix").read_text() if has_repository() else "",
+    "agent.nix": ('{ config, lib, pkgs, ... }:\n{\n  imports = [ ./policy.nix ];\n'
+                  '  hyperhive = lib.mkMerge [\n    { bash.allow = [ "git *" ]; }\n'
+                  '    (lib.mkIf (config.hyperhive.name == "ada") { allowedRecipients = [ "alice" ]; })\n  ];\n}\n'),
+    "policy.nix": '{ lib, ... }: { hyperhive.allowedRecipients = [ "manager" ]; hyperhive.prompt = lib.mkDefault "p"; }\n',
+}
+
+
+def test_the_meta_flake_gives_the_module_systems_policy_and_the_hosts_nixpkgs(tmp_path):
+    """On the nixos-container backend the policy is `config.hyperhive.policy` of the very configuration deployed
+    (hyperhive/policy_eval.py: nix eval of the locked meta flake): imports, mkMerge, mkIf and config references mean
+    what they mean in the container, and the harness's agent.json in that container carries the same
+    allowedRecipients. The meta flake's nixpkgs is the host's (containers.json), hyperhive's follows it, and the
+    host data reaches the configuration (defects 7, 8, 9)."""
+    from types import SimpleNamespace
+
+    from hyperhive import meta_flake, policy_eval
+
+    store = tmp_path / "store"
+    env = nix_flakes_env(store)
+    nixpkgs = standin_nixpkgs(tmp_path)
+    hyperhive = hyperhive_flake_copy(tmp_path)
+    state = tmp_path / "state"
+    git_repo(state / "applied" / "ada", AGENT_POLICY_FILES)
+    meta = state / "meta"
+    meta.mkdir(parents=True)
+    extra = tmp_path / "extra.nix"
+    extra.write_text('{ environment.etc."from-host".text = "h"; }\n')
+    settings = {"nixpkgs": str(nixpkgs), "privateUsersBase": 0x70000000,
+                "containers": {"h-ada": {"container": "h-ada", "package": "/nix/store/" + "0" * 32 + "-hyperhive",
+                                         "packages": [], "claudePackage": None, "claudeCommand": None,
+                                         "managerName": "boss", "operatorPronouns": "she/her",
+                                         "imports": [str(extra)]}}}
+    hive = SimpleNamespace(config=SimpleNamespace(state_dir=state))
+    agents = [("ada", "agent")]
+    (meta / "flake.nix").write_text(meta_flake.flake_text(hive, agents, f"path:{hyperhive}", "x86_64-linux", settings))
+    (meta / "policy").mkdir()
+    (meta / "policy" / "ada.json").write_text(json.dumps({"name": "ada", "role": "agent", "managerName": "boss"}))
+    meta_flake.write_host_files(hive, meta, agents, settings)
+    assert (meta / "host" / "ada.json").exists() and len(list((meta / "host" / "ada").iterdir())) == 1
+    git_repo_meta = ["git", "-C", str(meta)]
+    subprocess.run(git_repo_meta + ["init", "-q", "-b", "main"], check=True)
+    subprocess.run(git_repo_meta + ["add", "-A"], check=True)
+    lock = subprocess.run(["nix", "flake", "lock"], cwd=meta, env=env, capture_output=True, text=True, timeout=300)
+    assert lock.returncode == 0, lock.stderr
+    locked = json.loads((meta / "flake.lock").read_text())
+    # The host's nixpkgs, and hyperhive's own nixpkgs input follows it (nothing fetched from hyperhive's pin).
+    assert locked["nodes"]["nixpkgs"]["original"] == {"path": str(nixpkgs), "type": "path"}
+    assert locked["nodes"]["hyperhive"]["inputs"]["nixpkgs"] == ["nixpkgs"]
+
+    old = os.environ.get("NIX_CONFIG")
+    os.environ["NIX_CONFIG"] = env["NIX_CONFIG"]
+    try:
+        policy = policy_eval.read_deployed(meta, "ada", state / "applied" / "ada", cwd=tmp_path)
+    finally:
+        if old is None:
+            os.environ.pop("NIX_CONFIG", None)
+        else:
+            os.environ["NIX_CONFIG"] = old
+    # listOf merges the import's, mkMerge's and mkIf's definitions, in module order.
+    assert sorted(policy["allowedRecipients"]) == ["alice", "manager"]
+    assert policy["bashAllow"] == ["git *"] and policy["prompt"] == "p"
+
+    def evaluate(attr, *apply):
+        proc = subprocess.run(["nix", "eval", "--json", f'{meta}#nixosConfigurations."ada".config.{attr}', *apply],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    agent_json = evaluate('environment.etc."hyperhive/agent.json".source.value')
+    assert agent_json["allowedRecipients"] == policy["allowedRecipients"]  # what the running harness reads
+    assert agent_json["manager"] == "boss" and agent_json["operatorPronouns"] == "she/her"
+    assert evaluate("networking.useDHCP") is False and evaluate("networking.hostName") == "h-ada"
+    assert "from-host" in evaluate("environment.etc", "--apply", "builtins.attrNames")  # agents.<n>.config reached the deploy
