@@ -50,13 +50,15 @@ def _row(hive, approval_id):
     return row
 
 
-def list_approvals(hive, status: str | None = "pending") -> list[dict]:
-    """Approvals with ``status`` (None or "all": every one), oldest first."""
+def list_approvals(hive, status: str | None = "pending", limit: int | None = None, offset: int = 0) -> list[dict]:
+    """Approvals with ``status`` (None or "all": every one), oldest first; a page of them with ``limit``."""
     q = select(db.approvals).order_by(db.approvals.c.id)
     if status not in (None, "all"):
         if status not in STATUSES:
             raise bad_request(f'unknown status "{status}" (known: {", ".join(STATUSES)}, all)')
         q = q.where(db.approvals.c.status == status)
+    if limit is not None:
+        q = q.limit(limit).offset(offset)
     with hive.store.read() as conn:
         return [_dict(r) for r in conn.execute(q).all()]
 

@@ -94,7 +94,7 @@ def question_dict(row) -> dict:
     return out
 
 
-def list_questions(hive, status: str | None = "pending", limit: int = 1000) -> list[dict]:
+def list_questions(hive, status: str | None = "pending", limit: int = 1000, offset: int = 0) -> list[dict]:
     """Questions with ``status`` (None or "all" for every one), oldest first for pending, newest first else."""
     q = db.questions
     query = select(q)
@@ -102,7 +102,7 @@ def list_questions(hive, status: str | None = "pending", limit: int = 1000) -> l
         if status not in STATUSES:
             raise bad_request(f'unknown question status "{status}" (known: {", ".join(STATUSES)}, all)')
         query = query.where(q.c.status == status)
-    query = query.order_by(q.c.id if status == "pending" else q.c.id.desc()).limit(limit)
+    query = query.order_by(q.c.id if status == "pending" else q.c.id.desc()).limit(limit).offset(offset)
     with hive.store.read() as conn:
         rows = conn.execute(query).all()
     return [question_dict(r) for r in rows]

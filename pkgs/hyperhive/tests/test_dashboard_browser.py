@@ -137,6 +137,9 @@ def test_questions_stored_by_older_versions_and_odd_ones_are_listed_and_rendered
         listed = {q["id"]: q for q in state["questions"]}
         assert sorted(listed) == list(range(1, len(ODD_QUESTIONS) + 1))
         for qid, (asker, question, options, _) in enumerate(ODD_QUESTIONS, start=1):
+            if len(question) > 4000:  # a long one comes cut, with its whole length (and whole at its own URL)
+                assert question.startswith(listed[qid]["question"]) and listed[qid]["question_chars"] == len(question)
+                question = listed[qid]["question"]
             assert listed[qid]["question"] == question and listed[qid]["asker"] == asker
             assert listed[qid]["multi"] is False and listed[qid]["expires_at"] is None
         assert listed[1]["options"] == [] and listed[2]["options"] == []
@@ -152,7 +155,7 @@ def test_questions_stored_by_older_versions_and_odd_ones_are_listed_and_rendered
             card = page.locator(f'[data-question-id="{qid}"]')
             assert card.count() == 1, qid
             text = card.locator(".qtext").inner_text()
-            assert text == question, (qid, text[:80])
+            assert text == question[:4000], (qid, text[:80])
         assert "yes|no" in page.locator('[data-question-id="3"]').inner_text()
         unicode_card = page.locator('[data-question-id="6"]')
         assert unicode_card.get_by_role("button", name="✓ oui").is_visible()
@@ -339,3 +342,14 @@ def test_the_stand_in_model_is_labelled(start_hive, browser_page):
     page.goto(f"{hive.dashboard_url}/")
     banner = page.locator("#standin-banner")
     assert banner.is_visible() and "STAND-IN MODEL" in banner.inner_text()
+
+
+def test_bidi_controls_arriving_live_are_shown_as_marks(start_broker, browser_page):
+    hive = start_broker()
+    page = browser_page
+    open_home(page, hive.dashboard_url)
+    hive.client("alice").call("send", to="bob", body="report\u202efdp.exe")
+    item = page.locator("#flow-list .msg", has_text="report")
+    item.wait_for(timeout=10000)
+    assert "report[U+202E]fdp.exe" in item.inner_text()
+    assert "\u202e" not in page.locator("#flow-list").inner_text()

@@ -25,7 +25,7 @@ from ..broker import OPERATOR, message_dict
 from ..config import check_name
 from ..errors import HiveError, bad_request, not_found
 from .security import RAW_CSP, local_target
-from .state import collect_state
+from .state import collect_state, page_offsets, preview
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -134,7 +134,9 @@ def known_agent(name: str) -> str:
 
 @bp.get("/state")
 def state():
-    return jsonify(collect_state(hive()))
+    """Every section of ``/``; long lists come a page at a time (``questions_offset``, ``approvals_offset``,
+    ``inbox_offset``), with ``counts`` and ``pages`` saying what is not shown."""
+    return jsonify(collect_state(hive(), page_offsets(request.args)))
 
 
 @bp.get("/attention")
@@ -177,6 +179,38 @@ def cancel_question(qid):
     return done(questions.cancel(hive(), qid))
 
 
+@bp.post("/questions/cancel")
+def cancel_questions():
+    """Every pending question (``asker``: only that agent's) cancelled at once: the end of a flood."""
+    asker = text_arg(body(), "asker", required=False)
+    ids = questions.cancel_all(hive(), asker)
+    return done({"cancelled": len(ids), "ids": ids})
+
+
+@bp.post("/inbox/read")
+def mark_inbox_read():
+    """The operator's messages (up to ``up_to``) marked read: they stop counting against limits.maxUnackedPerSender."""
+    raw = body().get("up_to")
+    up_to = None
+    if raw not in (None, ""):
+        try:
+            up_to = int(raw)
+        except (TypeError, ValueError):
+            raise bad_request(f'"up_to" must be a message id, not "{raw}"') from None
+    return done({"marked": hive().broker.mark_read(OPERATOR, up_to)})
+
+
+@bp.get("/messages/<int:mid>")
+def get_message(mid):
+    """One message whole (the pages show long ones cut)."""
+    m = db.messages
+    with hive().store.read() as conn:
+        row = conn.execute(select(m).where(m.c.id == mid)).first()
+    if row is None:
+        raise not_found(f"no message #{mid}")
+    return jsonify(message_dict(row))
+
+
 @bp.post("/messages")
 def send_message():
     args = body()
@@ -199,7 +233,7 @@ def recent_messages(limit: int = 40) -> list[dict]:
     m = db.messages
     with hive().store.read() as conn:
         rows = conn.execute(select(m).order_by(m.c.id.desc()).limit(limit)).all()
-    return [message_dict(r) for r in reversed(rows)]
+    return [preview(message_dict(r), "body") for r in reversed(rows)]
 
 
 def _sse(event: str | None, data: Any, event_id: Any = None) -> str:
@@ -263,11 +297,11 @@ def message_stream():
         if item["channel"] == "messages":
             m = item["data"]
             if m["id"] > replayed_up_to:  # ids commit in order, so the replay held every id up to here
-                yield _sse(None, m, m["id"])
+                yield _sse(None, preview(dict(m), "body"), m["id"])  # (the whole: GET /api/messages/<id>)
         else:
             yield _sse("state", item["data"])
 
-    return _live(sub, (_sse(None, m, m["id"]) for m in replay), render)
+    return _live(sub, (_sse(None, preview(m, "body"), m["id"]) for m in replay), render)
 
 
 # --- approvals and spawning ----------------------------------------------------------------------------------
@@ -288,9 +322,39 @@ def list_approvals():
     return jsonify({"approvals": approvals.list_approvals(hive(), status)})
 
 
+DIFF_SHOW_CHARS = 200_000
+STREAM_CHUNK_CHARS = 64 * 1024
+
+
+def clip_diff(approval: dict) -> dict:
+    """A diff longer than DIFF_SHOW_CHARS is cut at a line end for the card and the page (a 60 MB commit made a
+    77 MB page); ``diff_truncated``, ``diff_chars`` and ``diff_url`` (the whole, as text) say so."""
+    diff = approval.get("diff")
+    if isinstance(diff, str) and len(diff) > DIFF_SHOW_CHARS:
+        cut = diff.rfind("\n", 0, DIFF_SHOW_CHARS) + 1 or DIFF_SHOW_CHARS
+        approval["diff"] = diff[:cut]
+        approval["diff_truncated"] = True
+        approval["diff_chars"] = len(diff)
+        approval["diff_url"] = f"/api/approvals/{approval['id']}/diff"
+    return approval
+
+
 @bp.get("/approvals/<aid>")
 def get_approval(aid):
-    return jsonify(approvals.get_approval(hive(), _approval_id(aid)))
+    return jsonify(clip_diff(approvals.get_approval(hive(), _approval_id(aid))))
+
+
+@bp.get("/approvals/<aid>/diff")
+def get_approval_diff(aid):
+    """The whole diff as plain text, sent in chunks (never one page-sized string in the browser's DOM)."""
+    diff = approvals.get_approval(hive(), _approval_id(aid)).get("diff") or ""
+
+    def chunks():
+        for start in range(0, len(diff), STREAM_CHUNK_CHARS):
+            yield diff[start:start + STREAM_CHUNK_CHARS]
+
+    return Response(chunks(), mimetype="text/plain", headers={"Content-Security-Policy": RAW_CSP,
+                                                              "Content-Disposition": f"inline; filename=\"approval-{int(aid)}.diff\""})
 
 
 @bp.post("/approvals/<aid>/approve")

@@ -8,9 +8,11 @@ replacing only the rows that differ, so a half-typed answer survives a refresh.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Callable
 
 from flask import Blueprint, abort, current_app, g, make_response, redirect, render_template, request
+from markupsafe import Markup
 
 from .. import approvals, repos, spawn, times
 from ..broker import OPERATOR
@@ -18,7 +20,7 @@ from ..errors import HiveError
 from . import api
 from .security import AUTH_COOKIE, CSRF_FIELD, TooManyAttempts, local_target
 from .state import agents as agent_rows
-from .state import attention, collect_state, with_activity
+from .state import attention, collect_state, page_offsets, with_activity
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,9 @@ def install_template_helpers(app) -> None:
             cached = g.attention = attention_or_error(app.extensions["hive"])
         return cached
 
+    # Every value a template prints passes here: bidi controls in agent text (U+202E made "exe.png" of
+    # "gnp.exe") are shown as visible marks instead of reordering what the operator reads.
+    app.jinja_env.finalize = neutralise_bidi
     app.jinja_env.filters["short"] = lambda sha: (sha or "")[:12]
     app.jinja_env.filters["when"] = when
     app.jinja_env.filters["difflines"] = diff_lines
@@ -73,6 +78,17 @@ def attention_or_error(h) -> dict:
         log.warning("dashboard: the header's counts failed to load: %s", e, exc_info=True)
         return {"questions": 0, "approvals": 0, "inbox_unread": 0, "stuck": [], "crashed": [], "count": 0,
                 "errors": [{"section": "attention", "error": f"{type(e).__name__}: {e}"}]}
+
+
+BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def neutralise_bidi(value: Any) -> Any:
+    """A printed value with each bidi control replaced by a visible ``[U+202E]`` (markup the templates built
+    themselves is left as it is: what it holds was printed through here already)."""
+    if isinstance(value, str) and not isinstance(value, Markup) and BIDI_CONTROLS.search(value):
+        return BIDI_CONTROLS.sub(lambda m: f"[U+{ord(m.group()):04X}]", value)
+    return value
 
 
 def diff_lines(text: str | None, limit: int | None = None) -> list[tuple[str, str]]:
@@ -128,7 +144,8 @@ def recipients() -> list[str]:
 @bp.get("/")
 def home():
     recent = api.recent_messages(40)
-    return render_template("index.html", state=collect_state(hive()), recipients=recipients(), recent=recent,
+    return render_template("index.html", state=collect_state(hive(), page_offsets(request.args)),
+                           recipients=recipients(), recent=recent,
                            last_id=recent[-1]["id"] if recent else 0)
 
 
@@ -139,7 +156,8 @@ def attention_fragment():
 
 @bp.get("/fragments/home")
 def home_fragment():
-    return render_template("_home.html", state=collect_state(hive()), recipients=recipients())
+    return render_template("_home.html", state=collect_state(hive(), page_offsets(request.args)),
+                           recipients=recipients())
 
 
 # --- one agent -----------------------------------------------------------------------------------------------
@@ -195,7 +213,7 @@ def agent_page(name):
 
 @bp.get("/approvals/<aid>")
 def approval_page(aid):
-    approval = approvals.get_approval(hive(), api._approval_id(aid))
+    approval = api.clip_diff(approvals.get_approval(hive(), api._approval_id(aid)))
     return render_template("approval.html", a=approval)
 
 

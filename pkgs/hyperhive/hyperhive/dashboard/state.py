@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 STUCK_IDLE_SECONDS = 600
 NOT_RUNNING = frozenset({"stopped", "killed", "destroyed", "tombstone", "draft", "absent", "missing"})
 INBOX_LIMIT = 50
+# The page and /api/state stay small whatever the hive holds: a page of each list (with the counts of what is not
+# shown), and each agent's text cut to a preview (the whole is one request away).
+PAGE_SIZES = {"questions": 20, "approvals": 10, "inbox": INBOX_LIMIT}
+TEXT_PREVIEW_CHARS = 4000
 
 
 def _load(errors: list[dict], section: str, loader: Callable[[], Any], default: Any) -> Any:
@@ -189,19 +193,74 @@ def attention(hive) -> dict:
             "count": waiting.get("questions", 0) + waiting.get("approvals", 0), "errors": errors}
 
 
-def collect_state(hive) -> dict:
+def preview(item: dict, field: str, limit: int = TEXT_PREVIEW_CHARS) -> dict:
+    """Cut ``item[field]`` to ``limit`` characters; ``<field>_chars`` then holds the whole length."""
+    text = item.get(field)
+    if isinstance(text, str) and len(text) > limit:
+        item[field] = text[:limit]
+        item[f"{field}_chars"] = len(text)
+    return item
+
+
+def _count(hive, sql: str) -> tuple:
+    with hive.store.read() as conn:
+        return conn.exec_driver_sql(sql).one()
+
+
+def page_offsets(args) -> dict[str, int]:
+    """``questions_offset``, ``approvals_offset``, ``inbox_offset`` from a request's query (0 when absent or odd)."""
+    out = {}
+    for section in PAGE_SIZES:
+        raw = args.get(f"{section}_offset", "")
+        out[section] = min(int(raw), 10**9) if raw.isdigit() else 0
+    return out
+
+
+def _page(section: str, offset: int, total: int | None, shown: int) -> dict:
+    size = PAGE_SIZES[section]
+    total = shown + offset if total is None else total
+    return {"offset": offset, "limit": size, "shown": shown, "total": total,
+            "not_shown": max(0, total - shown), "next": offset + size if offset + shown < total else None,
+            "prev": max(0, offset - size) if offset else None}
+
+
+def _inbox_page(hive, offset: int) -> list[dict]:
+    """The operator's messages, newest first from ``offset`` (the list is shown newest first)."""
+    newest = hive.broker.inbox("operator", INBOX_LIMIT + offset)
+    return newest[:len(newest) - offset] if offset else newest
+
+
+def collect_state(hive, offsets: dict[str, int] | None = None) -> dict:
     errors: list[dict] = []
+    offsets = {s: 0 for s in PAGE_SIZES} | (offsets or {})
     rows = _load(errors, "agents", lambda: agents(hive), [])
     if rows:
         _load(errors, "agents.activity", lambda: with_activity(hive, rows), None)
+    # each section loads its page and its count together: one that fails takes only itself down
+    pending, (n_questions,) = _load(errors, "questions", lambda: (
+        [preview(q, "question") for q in questions.list_questions(
+            hive, "pending", PAGE_SIZES["questions"], offsets["questions"])],
+        _count(hive, "SELECT count(*) FROM questions WHERE status = 'pending'")), ([], (0,)))
+    inbox, (n_inbox, unread) = _load(errors, "inbox", lambda: (
+        [preview(m, "body") for m in _inbox_page(hive, offsets["inbox"])],
+        _count(hive, "SELECT count(*), count(CASE WHEN acked_at IS NULL THEN 1 END) FROM messages "
+                     "WHERE recipient = 'operator'")), ([], (0, 0)))
+    queue, (n_approvals,) = _load(errors, "approvals", lambda: (
+        approvals.list_approvals(hive, "pending", PAGE_SIZES["approvals"], offsets["approvals"]),
+        _count(hive, "SELECT count(*) FROM approvals WHERE status = 'pending'")), ([], (0,)))
+    total = {"questions": n_questions, "approvals": n_approvals, "inbox": n_inbox, "inbox_unread": unread}
     return {
         "agents": rows,
         "tombstones": _load(errors, "tombstones", lambda: spawn.list_tombstones(hive), []),
         "drafts": _load(errors, "drafts", lambda: spawn.list_drafts(hive), []),
-        "questions": _load(errors, "questions", lambda: questions.list_questions(hive, "pending"), []),
-        "inbox": _load(errors, "inbox", lambda: hive.broker.inbox("operator", INBOX_LIMIT), []),
-        "approvals": _load(errors, "approvals", lambda: approvals.list_approvals(hive, "pending"), []),
+        "questions": pending,
+        "inbox": inbox,
+        "approvals": queue,
         "errors": errors,
+        "counts": total,
+        "pages": {"questions": _page("questions", offsets["questions"], total.get("questions"), len(pending)),
+                  "approvals": _page("approvals", offsets["approvals"], total.get("approvals"), len(queue)),
+                  "inbox": _page("inbox", offsets["inbox"], total.get("inbox"), len(inbox))},
         "standin_model": bool(hive.extensions.get("standin_model")),
         "config_errors": list(getattr(hive, "config_errors", []) or []),
         "manager": hive.config.manager,

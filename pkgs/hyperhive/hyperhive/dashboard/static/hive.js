@@ -6,10 +6,14 @@
   const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
   const csrf = () => ($('meta[name="csrf-token"]') || {}).content || '';
 
+  // Bidi controls in agent text would reorder what the operator reads: show them as visible marks.
+  const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+  const visible = (text) => String(text).replace(BIDI, (c) => `[U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}]`);
+
   function el(tag, cls, text) {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = text;
+    if (text !== undefined && text !== null) e.textContent = visible(text);
     return e;
   }
 
@@ -196,7 +200,7 @@
     refreshing = true;
     lastRefresh = Date.now();
     try {
-      const r = await fetch('/fragments/home', { credentials: 'same-origin', headers: { Accept: 'text/html' } });
+      const r = await fetch('/fragments/home' + location.search, { credentials: 'same-origin', headers: { Accept: 'text/html' } });
       if (r.status === 401) { location.href = '/login?next=/'; return; }
       if (!r.ok) throw new Error(`refresh failed: ${r.status}`);
       const html = await r.text();
@@ -226,6 +230,11 @@
           diffCache.set(src, approval);
         }
         renderDiff(holder, approval.diff || '', 400, src.replace('/api', ''));
+        if (approval.diff_truncated) {
+          const cut = el('a', 'more warn', `the diff is cut (${approval.diff_chars} characters in all): read the whole diff`);
+          cut.href = approval.diff_url;
+          holder.append(cut);
+        }
       } catch (e) {
         holder.replaceChildren(el('span', 'note bad', `diff unavailable: ${e.message}`));
       }

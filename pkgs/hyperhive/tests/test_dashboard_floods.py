@@ -1,0 +1,100 @@
+"""Floods against the operator's pages (issue 11), through the real service and dashboard: a thousand questions, a
+full inbox and a huge commit leave `/`, `/api/state` and the approval page small (measured in bytes, not time), with
+counts of what is not shown, the whole one request away, and controls to end the flood."""
+
+from __future__ import annotations
+
+import re
+
+from browser import http
+from standins.support import commit_change
+
+QUESTION = "Should I go on? " + "x" * 16_000  # each question near 16 KB: 1,000 of them were 16 MB on one page
+MAX_HOME_BYTES = 600_000
+MAX_STATE_BYTES = 400_000
+
+
+def test_a_thousand_questions_and_a_full_inbox_keep_the_home_page_small(start_broker):
+    hive = start_broker(limits={"maxPendingQuestions": 5000})
+    url = hive.dashboard_url
+    alice = hive.client("alice")
+    ids = [alice.call("ask_operator", question=f"#{i} {QUESTION}")["id"] for i in range(1000)]
+    for i in range(100):
+        alice.call("send", to="operator", body=f"note {i} " + "y" * 16_000)
+
+    home = http(url, "GET", "/")
+    assert home.status == 200
+    assert len(home.body) < MAX_HOME_BYTES, f"/ is {len(home.body)} bytes"
+    assert "980 not shown" in home.text and "cancel all pending questions" in home.text
+    assert "mark all read" in home.text and "100 unread" in home.text
+    assert len(http(url, "GET", "/fragments/home").body) < MAX_HOME_BYTES
+
+    reply = http(url, "GET", "/api/state")
+    assert len(reply.body) < MAX_STATE_BYTES, f"/api/state is {len(reply.body)} bytes"
+    state = reply.json()
+    assert state["counts"]["questions"] == 1000 and state["pages"]["questions"]["not_shown"] == 980
+    assert [q["id"] for q in state["questions"]] == ids[:20]
+    first = state["questions"][0]
+    assert first["question_chars"] == len(f"#0 {QUESTION}") and len(first["question"]) < 5000
+    whole = http(url, "GET", f"/api/questions/{first['id']}").json()
+    assert whole["question"] == f"#0 {QUESTION}"
+    assert state["counts"]["inbox"] == 100 and len(state["inbox"]) == 50
+    assert all(m["body_chars"] > 16_000 and len(m["body"]) < 5000 for m in state["inbox"])
+    page2 = http(url, "GET", "/api/state?questions_offset=20&inbox_offset=50").json()
+    assert [q["id"] for q in page2["questions"]] == ids[20:40]
+    assert [m["body"].split()[1] for m in page2["inbox"]] == [str(i) for i in range(50)]
+    assert page2["pages"]["questions"]["prev"] == 0 and page2["pages"]["questions"]["next"] == 40
+
+    # the page's controls end the flood: one form post cancels every question, another marks the inbox read
+    sid = re.search(r"hh_sid=([^;]+)", home.headers["Set-Cookie"]).group(1)
+    csrf = re.search(r'name="csrf_token" value="([0-9a-f]+)"', home.text).group(1)
+    form = {"headers": {"Cookie": f"hh_sid={sid}"}}
+    cancelled = http(url, "POST", "/api/questions/cancel", data={"csrf_token": csrf, "next": "/"}, **form)
+    assert cancelled.status == 303
+    # the asker hears [cancelled] for each; its quota is free again
+    assert alice.call("ask_operator", question="after the flood?")["id"] > ids[-1]
+    read = http(url, "POST", "/api/inbox/read", data={"csrf_token": csrf, "next": "/"}, **form)
+    assert read.status == 303
+    alice.call("send", to="operator", body="room again")
+    state = http(url, "GET", "/api/state").json()
+    assert state["counts"]["questions"] == 1 and state["counts"]["inbox_unread"] == 1
+
+
+def test_a_huge_commit_gives_a_small_approval_page_and_the_whole_diff_as_text(start_broker):
+    hive = start_broker()
+    url = hive.dashboard_url
+    manager = hive.client("manager")
+    manager.call("request_spawn_draft", name="dora")
+    lines = "".join(f"# line {i:07d} of a very large proposal, padded out to make it long\n" for i in range(60_000))
+    sha = commit_change(hive, "dora", lines + "# THE LAST LINE\n", filename="big.nix")
+    approval_id = manager.call("request_spawn_commit", name="dora", commit=sha)["approval_id"]
+
+    card = http(url, "GET", f"/api/approvals/{approval_id}")
+    assert len(card.body) < MAX_STATE_BYTES, f"/api/approvals/{approval_id} is {len(card.body)} bytes"
+    data = card.json()
+    assert data["diff_truncated"] is True and data["diff_chars"] > len(lines)
+    assert "THE LAST LINE" not in data["diff"] and data["diff"].endswith("\n")
+    page = http(url, "GET", f"/approvals/{approval_id}")
+    assert page.status == 200 and len(page.body) < 2 * MAX_HOME_BYTES, f"approval page is {len(page.body)} bytes"
+    assert "the diff is cut" in page.text and data["diff_url"] in page.text
+
+    whole = http(url, "GET", data["diff_url"], timeout=60)
+    assert whole.status == 200 and whole.headers["Content-Type"].startswith("text/plain")
+    assert "+# THE LAST LINE" in whole.text and len(whole.text) == data["diff_chars"]
+    assert whole.headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
+BIDI = "invoice\u202egnp.exe and \u2066isolated\u2069"
+
+
+def test_bidi_controls_in_agent_text_are_shown_not_obeyed_on_the_pages(start_broker):
+    hive = start_broker()
+    url = hive.dashboard_url
+    alice = hive.client("alice")
+    alice.call("send", to="operator", body=BIDI)
+    alice.call("ask_operator", question="open " + BIDI + "?", options=["yes\u202e", "no"])
+    home = http(url, "GET", "/").text
+    for c in ("\u202e", "\u2066", "\u2069"):
+        assert c not in home, f"{c!r} reached the page"
+    assert "invoice[U+202E]gnp.exe and [U+2066]isolated[U+2069]" in home
+    assert "open invoice[U+202E]gnp.exe" in home and "yes[U+202E]" in home
