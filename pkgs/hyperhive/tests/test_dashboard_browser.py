@@ -353,3 +353,26 @@ def test_bidi_controls_arriving_live_are_shown_as_marks(start_broker, browser_pa
     item.wait_for(timeout=10000)
     assert "report[U+202E]fdp.exe" in item.inner_text()
     assert "\u202e" not in page.locator("#flow-list").inner_text()
+
+
+def test_a_flood_of_questions_is_paged_and_cancelled_with_one_click(start_broker, browser_page):
+    hive = start_broker(limits={"maxPendingQuestions": 100})
+    page = browser_page
+    asked = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    alice = hive.client("alice")
+    ids = [alice.call("ask_operator", question=f"flood {i}?")["id"] for i in range(45)]
+    open_home(page, hive.dashboard_url)
+    assert page.locator("#questions .card.question").count() == 20
+    assert "25 not shown" in page.locator("#questions .pager").inner_text()
+    page.locator("#questions .pager a", has_text="more").click()
+    page.wait_for_url("**questions_offset=20**")
+    page.locator(f'[data-question-id="{ids[20]}"]').wait_for()
+    assert page.locator(f'[data-question-id="{ids[0]}"]').count() == 0
+
+    page.get_by_role("button", name="cancel all pending questions").click()
+    page.locator("#questions .card.question").first.wait_for(state="detached", timeout=10000)
+    assert asked and "Cancel all 45 pending questions" in asked[-1]
+    assert hive.host().call("questions")["questions"] == []
+    statuses = {q["status"] for q in hive.host().call("questions", status="all")["questions"]}
+    assert statuses == {"cancelled"}
