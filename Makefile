@@ -6,6 +6,9 @@ PKG := pkgs/hyperhive
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/hive.toml
 PYTEST_ARGS ?=
+# nixpkgs' lib/ directory (e.g. an extract of nix-community/nixpkgs.lib): when set, test_nix.py also evaluates the
+# modules with lib.evalModules, the flake's outputs with the real lib, and a real meta flake.
+NIXPKGS_LIB ?=
 # The Claude Code CLI the tests run, pinned here and nowhere else; npm installs it (and its platform binary, an
 # optionalDependency) into a project-local prefix.
 CLAUDE_CODE_VERSION := 2.1.328

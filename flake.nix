@@ -46,7 +46,8 @@
         hyperhive = { pkgs, ... }: {
           imports = [ ./modules/hyperhive.nix ];
           hyperhive.package = lib.mkDefault (packageFor pkgs);
-          # The service's meta flake takes the agent module (and nixpkgs) from this very flake, offline.
+          # The service's meta flake takes the agent module from this very flake, offline (and nixpkgs from the
+          # host system: /etc/hyperhive/containers.json).
           hyperhive.flake = lib.mkDefault "path:${self.outPath}";
           nix.registry.hyperhive.flake = lib.mkDefault self;
         };
@@ -75,7 +76,8 @@
           package = packageFor pkgs;
 
           # test_nix.py: every .nix file parses, the options are well formed, the pure renderer's output loads in
-          # the Python loader, and the modules evaluate with nixpkgs' lib.evalModules against stand-in options.
+          # the Python loader, the modules evaluate with nixpkgs' lib.evalModules against stand-ins of nixpkgs'
+          # options, and these very outputs evaluate against a stand-in nixpkgs (nix/flake-outputs.nix).
           nix-eval = pkgs.runCommand "hyperhive-nix-eval"
             {
               nativeBuildInputs = [
@@ -87,6 +89,9 @@
               ];
             } ''
             export HOME=$TMPDIR NIX_STATE_DIR=$TMPDIR/nix NIX_REMOTE=dummy://
+            # A build sandbox: the test that needs a writable Nix store of its own (a real flake evaluation of the
+            # meta flake) skips here; make test runs it.
+            export HYPERHIVE_BUILD_SANDBOX=1
             export HYPERHIVE_NIXPKGS_LIB=${nixpkgs}/lib
             cp -r ${self} repo && chmod -R u+w repo && cd repo
             python -m pytest -p no:cacheprovider -q pkgs/hyperhive/tests/test_nix.py

@@ -18,12 +18,21 @@ in
     memorySize = 4096;
     diskSize = 8192;
     cores = 2;
+    # alice is user-namespaced (privateUsers), so nixos-containers.nix binds /nix/store into her container with
+    # `:idmap`. qemu-vm.nix's default store is the host's over 9p, with an overlayfs on top when writable
+    # (`/nix/.ro-store` + `/nix/.rw-store`): neither 9p nor an overlayfs mount can be id-mapped (overlayfs only
+    # accepts id-mapped *layers*), so her container would not start. `useNixStoreImage` with `writableStore = false`
+    # would give an id-mappable erofs store, but deploys write the store (flake inputs, builds). `useBootLoader`
+    # builds a full disk image whose ext4 root holds the store itself ("If you want a full disk image with a
+    # partition table and a root filesystem instead of only a store image, enable virtualisation.useBootLoader"):
+    # writable, and ext4 supports id-mapped mounts (Linux 5.12+); mountHostNixStore defaults to false with it.
+    useBootLoader = true;
   };
 
-  # Deploys build the meta flake inside the VM, offline: nixpkgs comes from the store through the registry.
+  # Deploys build the meta flake inside the VM, offline: nixpkgs is the host's own (pkgs.path, through
+  # /etc/hyperhive/containers.json), in the image with hyperhive's flake source.
   nix.settings.substituters = lib.mkForce [ ];
-  nix.registry.nixpkgs.flake = nixpkgs;
-  system.extraDependencies = [ nixpkgs.outPath self.outPath ];
+  system.extraDependencies = [ nixpkgs.outPath self.outPath pkgs.path ];
 
   environment.systemPackages = [ pkgs.curl pkgs.git pkgs.jq ];
 
@@ -44,6 +53,8 @@ in
         allowedRecipients = [ "manager" "operator" ];
         bash.allow = [ "git *" ];
         prompt = "You maintain the docs.";
+        # A host-only setting: it must survive an approved deploy (vm-deploy).
+        packages = [ pkgs.jq ];
       };
       # Unrestricted, sharing host uids.
       bob = {

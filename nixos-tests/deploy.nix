@@ -21,6 +21,8 @@ pkgs.testers.runNixOSTest {
       STATE = ${builtins.toJSON cfg.stateDir}
       PORT = ${toString cfg.dashboard.listen.port}
       NEW_PROMPT = "You maintain the docs and the changelog."
+      CLAUDE_COMMAND = ${builtins.toJSON cfg.harness.claudeCommand}
+      PICK_END = ${toString (import ../modules/lib.nix).uidRanges.pickEnd}
 
       ${builtins.readFile ./helpers.py}
 
@@ -57,5 +59,35 @@ pkgs.testers.runNixOSTest {
           host.succeed(inside("h-alice", f"grep -q '{NEW_PROMPT}' /etc/hyperhive/agent.json"))
           # bob was not touched.
           host.fail(inside("h-bob", f"grep -q '{NEW_PROMPT}' /etc/hyperhive/agent.json"))
+
+      with subtest("the deploy kept every host-only setting"):
+          # alice's `packages` and the harness command come from the host, not from her config repo.
+          host.succeed(inside("h-alice", "command -v jq"))
+          host.fail(inside("h-bob", "command -v jq"))
+          host.succeed(inside("h-alice", f"grep -qF {shlex.quote(json.dumps(CLAUDE_COMMAND[0]))} /etc/hyperhive/agent.json"))
+          assert host.succeed(inside("h-alice", "hostname")).strip() == "h-alice"
+          host.succeed(inside("h-alice", "systemctl is-active hive-agent.service"))
+
+      with subtest("a spawned agent gets a declared one's network, user namespace and mounts"):
+          host.succeed("hyperhive spawn zed --timeout 1800")
+          conf = host.succeed("cat /etc/nixos-containers/h-zed.conf")
+          assert "PRIVATE_NETWORK" not in conf, conf  # nixos-container create's private network, without NAT
+          assert "SYSTEM_PATH=/nix/var/nix/profiles/system" in conf, conf
+          host.wait_until_succeeds(inside("h-zed", "systemctl is-active hive-agent.service"), timeout=300)
+          leader = host.succeed("machinectl show h-zed -p Leader --value").strip()
+          zed_uid = int(host.succeed(f"stat -c %u /proc/{leader}").strip())
+          assert zed_uid >= PICK_END, zed_uid
+          host.fail(inside("h-zed", "test $(stat -c %u /nix/store/.) = 65534"))
+          # The host's network: the same interfaces as the host (no veth of its own).
+          assert (host.succeed(inside("h-zed", "ls /sys/class/net")).split()
+                  == host.succeed("ls /sys/class/net").split())
+          # Its socket and state are mounted; nobody else's.
+          assert call("h-zed", "whoami")["name"] == "zed"
+          host.succeed(inside("h-zed", "touch /state/probe"))
+          host.fail(inside("h-zed", "test -e /agents"))
+          # Its policy is the template's, read from its agent.nix by the module system: the broker enforces it.
+          out = failing(client("h-zed", "send bob 'not allowed'"))
+          assert "forbidden" in out, out
+          host.succeed(client("h-zed", "send operator 'hello'"))
     '';
 }

@@ -19,6 +19,9 @@ pkgs.testers.runNixOSTest {
       ALICE_UID = ${toString nodes.host.containers."h-alice".privateUsers}
       BOB_PRIVATE = ${builtins.toJSON nodes.host.containers."h-bob".privateUsers}
       HOST_IP = ${builtins.toJSON nodes.host.networking.primaryIPAddress}
+      ALICE_SYSTEM_PATH = ${builtins.toJSON nodes.host.containers."h-alice".path}
+      PICK_END = ${toString (import ../modules/lib.nix).uidRanges.pickEnd}
+      WORKDIR = ${builtins.toJSON nodes.host.systemd.services.hyperhive.serviceConfig.WorkingDirectory}
 
       ${builtins.readFile ./helpers.py}
 
@@ -69,7 +72,8 @@ pkgs.testers.runNixOSTest {
       with subtest("with privateUsers, container root is an unprivileged uid on the host"):
           leader = host.succeed("machinectl show h-alice -p Leader --value").strip()
           assert host.succeed(f"stat -c %u /proc/{leader}").strip() == str(ALICE_UID)
-          assert ALICE_UID >= 65536
+          # Above systemd-nspawn's --private-users=pick region, so no picking container can take her range.
+          assert ALICE_UID >= PICK_END
           assert host.succeed(inside("h-alice", "id -u")).strip() == "0"
           # Her state and credentials belong to that uid on the host, to root inside.
           host.succeed(f"test $(stat -c %u {STATE}/agents/alice/state) = {ALICE_UID}")
@@ -81,6 +85,26 @@ pkgs.testers.runNixOSTest {
           assert host.succeed(f"stat -c %u /proc/{bob_leader}").strip() == "0"
           # Alice's root cannot write what host root owns (the manager's mounts are not hers either).
           host.fail(inside("h-alice", "test -e /agents"))
+
+      with subtest("a user-namespaced container sees the store id-mapped, and boots from its own profile"):
+          # nixos-containers.nix binds /nix/store with :idmap for a numeric privateUsers: root's files are root's
+          # inside (not nobody's, as without an id-mapped store).
+          host.succeed(inside("h-alice", "test $(stat -c %u /nix/store/.) = 0"))
+          host.fail(inside("h-alice", "test $(stat -c %u /nix/store/.) = 65534"))
+          # SYSTEM_PATH is resolved inside the container: its own profile, not the host's per-container path.
+          host.succeed(f"grep -qx 'SYSTEM_PATH={ALICE_SYSTEM_PATH}' /etc/nixos-containers/h-alice.conf")
+          host.succeed(inside("h-alice", f"test -x {ALICE_SYSTEM_PATH}/init"))
+          host.fail(inside("h-alice", "test -e /nix/var/nix/profiles/per-container"))
+          assert (host.succeed(inside("h-alice", "readlink -f /run/current-system")).strip()
+                  == host.succeed("readlink -f /nix/var/nix/profiles/per-container/h-alice/system").strip())
+
+      with subtest("the service builds in a writable working directory"):
+          assert WORKDIR == STATE
+          host.succeed(f"test $(systemctl show hyperhive.service -p WorkingDirectory --value) = {WORKDIR}")
+          pid = host.succeed("systemctl show hyperhive.service -p MainPID --value").strip()
+          host.succeed(f"nsenter -t {pid} -m -- touch {WORKDIR}/.probe && rm {WORKDIR}/.probe")
+          # ProtectSystem=strict: / is read-only for the service (the working directory it used to get).
+          host.fail(f"nsenter -t {pid} -m -- touch /.probe")
 
       with subtest("git identity is set for the user Claude runs as"):
           assert host.succeed(inside("h-alice", "git config user.email")).strip() == "alice@hyperhive.invalid"
