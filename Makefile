@@ -67,7 +67,8 @@ up: $(STAMP)
 
 test: deps $(STAMP) $(CLAUDE_STAMP)
 	@echo "Claude Code CLI: $$($(CLAUDE) --version) ($(CLAUDE))"
-	cd $(PKG) && HYPERHIVE_CLAUDE="$(abspath $(CLAUDE))" ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	cd $(PKG) && HYPERHIVE_CLAUDE="$(abspath $(CLAUDE))" $(if $(NIXPKGS_LIB),HYPERHIVE_NIXPKGS_LIB="$(abspath $(NIXPKGS_LIB))") \
+	  ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider \
 	  $(PYTEST_ARGS)
 
 bench: $(STAMP)
