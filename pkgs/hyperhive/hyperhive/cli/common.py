@@ -76,7 +76,7 @@ def socket_call(socket_path, op: str, **args: Any) -> Any:
     except ConnectionError as e:
         raise click.ClickException(str(e)) from None
     except HiveError as e:
-        raise HostRefusal(f"{e.code}: {e.message}") from None
+        raise HostRefusal(safe(f"{e.code}: {e.message}")) from None  # (a refusal may quote agent text)
 
 
 # What agent text must not bring to the operator's terminal: C0 controls but newline and tab (ESC starts the
