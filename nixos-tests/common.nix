@@ -1,4 +1,4 @@
-# The host both VM tests boot: the hyperhive service, the manager and two agents in containers, the fake `claude`.
+# The host both VM tests boot: the hyperhive service, the manager and two agents in containers, the stand-in model.
 { self, nixpkgs }:
 { config, lib, pkgs, ... }:
 let
@@ -6,9 +6,10 @@ let
   # The package is an application, not a module (python-packages-base.nix: `toPythonModule = x: x` for
   # buildPythonApplication, so it has no `pythonModule`): the package set's toPythonModule makes it importable.
   python = pkgs.python3.withPackages (ps: [ (ps.toPythonModule package) ]);
-  # The fake Claude Code of the Python tests: same command line, starts the MCP server, scripted tool calls.
-  fakeClaude = pkgs.writeShellScript "claude" ''
-    exec ${python}/bin/python3 ${../pkgs/hyperhive/tests/fake_claude.py} "$@"
+  # No model is reachable from the VM: the harness runs hyperhive's own scripted stand-in model (hyperhive.standin,
+  # what a hive without `claude` uses), which takes Claude Code's command line and acts through the MCP tools.
+  standinClaude = pkgs.writeShellScript "claude" ''
+    exec ${python}/bin/python3 -m hyperhive.standin "$@"
   '';
 in
 {
@@ -42,7 +43,7 @@ in
   hyperhive = {
     enable = true;
     dashboard.tokenFile = "/etc/hyperhive/dashboard-token";
-    harness.claudeCommand = [ "${fakeClaude}" ];
+    harness.claudeCommand = [ "${standinClaude}" ];
     manager = {
       prompt = "You run the test hive.";
       bash.allow = [ "git *" ];

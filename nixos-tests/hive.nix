@@ -1,5 +1,5 @@
-# A host with the hyperhive service, the manager (hm1nd) and two agents (h-alice, h-bob) in containers, the fake
-# `claude` as their model: messages across containers, a policy denial, a denied and a failed proposal, user
+# A host with the hyperhive service, the manager (hm1nd) and two agents (h-alice, h-bob) in containers, the stand-in
+# model (hyperhive.standin) as `claude`: messages across containers, a policy denial, a denied and a failed proposal, user
 # namespaces, and the dashboard's token. Expected values are read from the node's configuration.
 { pkgs, self, nixpkgs }:
 pkgs.testers.runNixOSTest {
@@ -61,7 +61,7 @@ pkgs.testers.runNixOSTest {
           # bob is unrestricted.
           host.succeed(client("h-bob", "send operator 'bob here'"))
 
-      with subtest("the harness runs a turn with the fake claude and acknowledges"):
+      with subtest("the harness runs a turn with the stand-in model and acknowledges"):
           host.succeed("hyperhive send alice 'please write a note'")
           assert call("h-alice", "status")["unread"] >= 1
           host.succeed(inside("h-alice", "systemctl start hive-agent.service"))

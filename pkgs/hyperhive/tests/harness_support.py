@@ -1,5 +1,6 @@
-"""Helpers for the harness, MCP and telemetry tests: a hive whose agents run the fake ``claude``, its logs, the
-live turn stream and the MCP server as a raw JSON-RPC peer."""
+"""Helpers for the harness, MCP and telemetry tests: the processes under a harness, the database, the live turn
+stream and the MCP server as a raw JSON-RPC peer. (A hive running the real Claude Code CLI is conftest's
+``claude_hive`` with the ``model_api`` stand-in.)"""
 
 from __future__ import annotations
 
@@ -17,11 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import TESTS_DIR, HiveProcess, wait_for, write_config
-
-FAKE_CLAUDE = TESTS_DIR / "fake_claude.py"
-FAKE_COMMAND = [sys.executable, str(FAKE_CLAUDE)]
-
+from conftest import HiveProcess, wait_for, write_config
 
 @contextlib.contextmanager
 def broker_only():
@@ -35,36 +32,13 @@ def broker_only():
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def fake_hive(start_hive, hive_dir: Path, script, agents: dict | None = None, *, env: dict | None = None,
-              **top):
-    """A real service whose local backend runs every agent's harness with the fake claude and ``script``."""
-    script_path = hive_dir / "fake-script.json"
-    script_path.write_text(json.dumps(script))
-    env = {"FAKE_CLAUDE_SCRIPT": str(script_path), "FAKE_CLAUDE_LOG": str(hive_dir / "fake" / "{agent}"),
-           **(env or {})}
-    top.setdefault("harness", {"claudeCommand": FAKE_COMMAND})
-    return start_hive(agents, env=env, **top)
-
-
-def runs(hive_dir: Path, agent: str) -> list[dict]:
-    """What the fake claude recorded for each of its runs as ``agent``, oldest first."""
-    out = []
-    for path in sorted((hive_dir / "fake" / agent).glob("run-*.json")):
-        try:
-            out.append(json.loads(path.read_text()))
-        except ValueError:
-            continue  # being rewritten right now
-    return out
-
-
-def wait_runs(hive_dir: Path, agent: str, count: int, timeout: float = 20, finished: bool = True) -> list[dict]:
-    def enough():
-        got = runs(hive_dir, agent)
-        # runs are one after another, so the count-th finished means those before it did (or were killed)
-        if len(got) >= count and (not finished or "exit" in got[count - 1]):
-            return got
-        return None
-    return wait_for(enough, timeout, message=f"{count} finished run(s) of the fake claude as {agent}")
+def claude_children(pid: int) -> list[int]:
+    """The pids of the processes ``pid`` started (the harness's running ``claude``)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
 
 
 def process_gone(pid: int) -> bool:

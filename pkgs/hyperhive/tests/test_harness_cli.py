@@ -1,5 +1,6 @@
-"""``hyperhive agent`` run by hand (``serve --no-agents``): its command line, clear refusals, and what happens to
-the messages of a turn when the harness is stopped, killed, or the service goes away."""
+"""``hyperhive agent`` run by hand (``serve --no-agents``), with the real Claude Code CLI against the stand-in
+Messages API: its command line, clear refusals, and what happens to the messages of a turn when the harness is
+stopped, killed, or the service goes away."""
 
 from __future__ import annotations
 
@@ -13,23 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
-from harness_support import FAKE_COMMAND, db_rows, process_gone, runs, wait_runs
+from conftest import claude_env, wait_for
+from harness_support import claude_children, db_rows, process_gone
 
 
 class OwnHarness:
-    """``hyperhive agent`` as a child process of the test, with the fake claude and a script."""
+    """``hyperhive agent`` as a child process of the test, running the real CLI against ``api``."""
 
-    def __init__(self, hp, hive_dir: Path, name: str, script, *args: str, agent: dict | None = None):
+    def __init__(self, hp, hive_dir: Path, api, claude: str, name: str, *args: str, agent: dict | None = None):
         self.dir = hive_dir / f"harness-{name}"
         self.dir.mkdir(exist_ok=True)
         self.state = self.dir / "state"
-        (self.dir / "script.json").write_text(json.dumps(script))
         config = {"name": name, "role": "manager" if name == "manager" else "agent", "manager": "manager",
-                  "claudeCommand": FAKE_COMMAND, "turnTimeoutSeconds": 20, **(agent or {})}
+                  "claudeCommand": [claude], "turnTimeoutSeconds": 20, **(agent or {})}
         (self.dir / "agent.json").write_text(json.dumps(config))
-        env = {**os.environ, "FAKE_CLAUDE_SCRIPT": str(self.dir / "script.json"),
-               "FAKE_CLAUDE_LOG": str(hive_dir / "fake" / "{agent}"), "HYPERHIVE_LOG": "info"}
+        env = {**os.environ, **claude_env(api, hive_dir), "HYPERHIVE_LOG": "info"}
         self.log = open(self.dir / "agent.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hyperhive", "agent", "--name", name, "--socket",
@@ -48,11 +47,11 @@ class OwnHarness:
 
 
 @pytest.fixture
-def harnesses():
+def harnesses(model_api, claude_cli, hive_dir):
     started: list[OwnHarness] = []
 
-    def start(*args, **kw) -> OwnHarness:
-        h = OwnHarness(*args, **kw)
+    def start(hp, name: str, *args, **kw) -> OwnHarness:
+        h = OwnHarness(hp, hive_dir, model_api, claude_cli, name, *args, **kw)
         started.append(h)
         return h
 
@@ -89,82 +88,88 @@ def test_the_agent_config_comes_from_the_environment_when_not_given(tmp_path):
     assert result.returncode == 2 and "from-env.json: agent config not found" in result.stderr
 
 
-def test_a_socket_of_another_agent_is_refused(start_broker, hive_dir):
+def test_a_socket_of_another_agent_is_refused(start_broker, hive_dir, claude_cli):
     hp = start_broker()
     config = hive_dir / "alice.json"
-    config.write_text(json.dumps({"name": "alice", "claudeCommand": FAKE_COMMAND}))
+    config.write_text(json.dumps({"name": "alice", "claudeCommand": [claude_cli]}))
     wrong = agent_cli("--name", "alice", "--agent-config", str(config), "--state-dir", str(hive_dir / "st"),
                       "--socket", str(hp.config.agent_socket("bob")))
     assert wrong.returncode == 2 and "speaks for 'bob', not for 'alice'" in wrong.stderr
 
 
 def test_stopping_the_harness_mid_turn_kills_claude_and_gives_the_message_back_at_once(
-        start_broker, hive_dir, harnesses):
+        start_broker, harnesses, model_api):
     hp = start_broker()
-    h = harnesses(hp, hive_dir, "alice", [{"hang": True}])
+    model_api.script("alice", [{"hang": None}])
+    h = harnesses(hp, "alice")
     hp.host().call("send", to="alice", body="a long job")
-    run = wait_for(lambda: [r for r in runs(hive_dir, "alice") if r.get("hung")], message="claude running")[0]
+    model_api.wait_requests("alice", 1, timeout=60, answered=False)  # the model is thinking, for ever
+    claude = claude_children(h.proc.pid)
+    assert claude, "no claude process under the harness"
     alice = hp.client("alice")
     assert alice.call("status") == {"unread": 0, "leased": 1}
     h.proc.send_signal(signal.SIGTERM)
     assert h.proc.wait(15) == 0
-    assert process_gone(run["pid"])
+    assert all(process_gone(pid) for pid in claude)
     assert alice.call("status") == {"unread": 1, "leased": 0}
 
 
-def test_the_heartbeat_keeps_a_long_turn_leased_and_a_killed_harness_lets_go_within_a_lease(
-        start_broker, hive_dir, harnesses):
+def test_the_heartbeat_keeps_a_long_turn_leased_and_a_killed_harness_lets_go_at_once(
+        start_broker, harnesses, model_api):
     hp = start_broker()
-    script = {"rules": [{"when": {"run": 1}, "steps": [{"sleep": 3.5}, {"say": "slow but fine"}]},
-                        {"when": {"run": 2}, "steps": [{"hang": True}]}], "default": [{"say": "ok"}]}
-    h = harnesses(hp, hive_dir, "alice", script, "--lease-seconds", "1.5")
+    model_api.script("alice", [{"text": "slow but fine", "delay": 3.5}, {"hang": None}, {"text": "ok"}])
+    h = harnesses(hp, "alice", "--lease-seconds", "1.5")
     alice = hp.client("alice")
     host = hp.host()
     host.call("send", to="alice", body="slow")
-    wait_runs(hive_dir, "alice", 1, finished=False)
+    model_api.wait_requests("alice", 1, timeout=60, answered=False)
     time.sleep(2.5)  # past the lease: without the heartbeat it would have lapsed
     assert alice.call("status") == {"unread": 0, "leased": 1}
-    wait_runs(hive_dir, "alice", 1)
-    wait_for(lambda: alice.call("status") == {"unread": 0, "leased": 0}, message="acknowledged")
+    model_api.wait_requests("alice", 1)
+    wait_for(lambda: alice.call("status") == {"unread": 0, "leased": 0}, timeout=30, message="acknowledged")
 
     sent = host.call("send", to="alice", body="this one outlives its harness")["id"]
-    hung = wait_for(lambda: [r for r in runs(hive_dir, "alice") if r.get("hung")], message="hanging")[0]
+    model_api.wait_requests("alice", 2, timeout=60, answered=False)
+    claude = claude_children(h.proc.pid)
     os.kill(h.proc.pid, signal.SIGKILL)
     h.proc.wait(5)
-    os.killpg(hung["pid"], signal.SIGKILL)  # what a dying container would take with it
+    for pid in claude:  # what a dying container would take with it
+        os.killpg(pid, signal.SIGKILL)
     killed_at = time.monotonic()
-    wait_for(lambda: alice.call("status")["unread"] == 1, timeout=5, message="the lease lapsing")
+    wait_for(lambda: alice.call("status")["unread"] == 1, timeout=5, message="the message given back")
     assert time.monotonic() - killed_at < 4
-    harnesses(hp, hive_dir, "alice", script, "--lease-seconds", "1.5")
-    third = wait_runs(hive_dir, "alice", 3)[2]
-    assert f"#{sent} from operator" in third["prompt"]
+    harnesses(hp, "alice", "--lease-seconds", "1.5")
+    third = model_api.wait_requests("alice", 3, timeout=60)[2]
+    assert f"#{sent} from operator" in str(third["messages"])
 
 
-def test_the_harness_rides_out_a_restart_of_the_service(start_broker, hive_dir, harnesses):
+def test_the_harness_rides_out_a_restart_of_the_service(start_broker, harnesses, model_api):
     hp = start_broker()
-    harnesses(hp, hive_dir, "alice", [{"say": "ok"}])
+    model_api.script("alice", [{"text": "ok"}, {"text": "ok again"}])
+    harnesses(hp, "alice")
     hp.host().call("send", to="alice", body="before")
-    wait_runs(hive_dir, "alice", 1)
+    model_api.wait_requests("alice", 1, timeout=60)
     hp.stop()
     hp.start()
     hp.host().call("send", to="alice", body="after the restart")
-    second = wait_runs(hive_dir, "alice", 2, timeout=30)[1]
-    assert "after the restart" in second["prompt"]
+    second = model_api.wait_requests("alice", 2, timeout=60)[1]
+    assert "after the restart" in str(second["messages"])
 
 
-def test_once_handles_one_batch_and_exits(start_broker, hive_dir, harnesses):
+def test_once_handles_one_batch_and_exits(start_broker, harnesses, model_api):
     hp = start_broker()
+    model_api.script("alice", [{"text": "ok"}])
     hp.host().call("send", to="alice", body="just this")
-    h = harnesses(hp, hive_dir, "alice", [{"say": "ok"}], "--once")
-    assert h.proc.wait(30) == 0
-    assert len(runs(hive_dir, "alice")) == 1
+    h = harnesses(hp, "alice", "--once")
+    assert h.proc.wait(60) == 0
+    assert len(model_api.requests("alice")) == 1
     assert hp.client("alice").call("status") == {"unread": 0, "leased": 0}
 
 
-def test_a_claude_command_that_does_not_exist_fails_the_turn_with_a_clear_reason(start_broker, hive_dir, harnesses):
+def test_a_claude_command_that_does_not_exist_fails_the_turn_with_a_clear_reason(start_broker, harnesses):
     hp = start_broker()
     sent = hp.host().call("send", to="alice", body="anyone there?")["id"]
-    h = harnesses(hp, hive_dir, "alice", [], "--once", agent={"claudeCommand": ["/no/such/claude"]})
+    h = harnesses(hp, "alice", "--once", agent={"claudeCommand": ["/no/such/claude"]})
     assert h.proc.wait(30) == 0
     log = (h.dir / "agent.log").read_text()
     assert "cannot run /no/such/claude" in log
@@ -176,10 +181,10 @@ def test_a_claude_command_that_does_not_exist_fails_the_turn_with_a_clear_reason
     assert [m["id"] for m in alice.call("recv")["messages"]] == [sent]
 
 
-def test_a_harness_whose_parent_dies_stops_instead_of_lingering(start_broker, hive_dir):
+def test_a_harness_whose_parent_dies_stops_instead_of_lingering(start_broker, hive_dir, claude_cli):
     hp = start_broker()
     config = hive_dir / "alice.json"
-    config.write_text(json.dumps({"name": "alice", "claudeCommand": FAKE_COMMAND}))
+    config.write_text(json.dumps({"name": "alice", "claudeCommand": [claude_cli]}))
     # A parent shell that starts the harness in the background, says its pid, and soon exits without stopping it.
     shell = subprocess.run(
         ["sh", "-c", f'"{sys.executable}" -m hyperhive agent --name alice --agent-config "{config}" '

@@ -30,6 +30,9 @@ advances a script. When an agent's script is exhausted, its requests get the tex
 - a callable instead of a dict: called with the request's log entry when a request takes it, it returns the step
   (a script that acts on what came back, e.g. a commit sha from :func:`last_tool_result`);
 - ``"delay": SECONDS`` on any answer: wait that long before answering;
+- ``"until": "..."``: the step answers every request (not only one) until a request containing that text comes,
+  which takes the next step instead (Claude Code makes attempts of its own, e.g. its own compaction when a prompt is
+  too long, whose number a test cannot know);
 - ``"expect": "..."``: the step is taken only by a request whose system prompt or messages contain that text;
   another request gets :data:`EXHAUSTED`-style ``unexpected`` text and is logged with ``unexpected: True``.
 
@@ -189,6 +192,12 @@ class MessagesAPI:
                 queue[0] = queue[0](entry)
                 _check_step(queue[0])
             step = queue[0]
+            until = step.get("until")
+            if until is not None:
+                if until not in request_text:
+                    return step, "scripted"  # it answers every request until one says ``until``
+                queue.popleft()
+                return self._take(agent, request_text, entry) if queue else (None, "exhausted")
             expect = step.get("expect")
             if expect is not None and expect not in request_text:
                 return None, "unexpected"
@@ -202,6 +211,7 @@ class MessagesAPI:
     # --- the log ----------------------------------------------------------------------------------------
 
     def _record(self, entry: dict) -> None:
+        entry["at"] = time.time()
         with self._lock:
             entry["seq"] = len(self._log)
             self._log.append(entry)
