@@ -9,15 +9,20 @@ PYTEST_ARGS ?=
 # nixpkgs' lib/ directory (e.g. an extract of nix-community/nixpkgs.lib): when set, test_nix.py also evaluates the
 # modules with lib.evalModules, the flake's outputs with the real lib, and a real meta flake.
 NIXPKGS_LIB ?=
-# The Claude Code CLI the tests run, pinned here and nowhere else; npm installs it (and its platform binary, an
-# optionalDependency) into a project-local prefix.
-CLAUDE_CODE_VERSION := 2.1.328
+# The npm packages the tests need, each pinned here and nowhere else, go into one project-local prefix:
+# the Claude Code CLI the tests run (npm installs it and its platform binary, an optionalDependency), and axe-core
+# (the accessibility checks of the browser tests).
 TOOLS := .tools
-CLAUDE_PREFIX := $(TOOLS)/npm
+NPM_PREFIX := $(TOOLS)/npm
+CLAUDE_CODE_VERSION := 2.1.328
+CLAUDE_PREFIX := $(NPM_PREFIX)
 CLAUDE := $(CLAUDE_PREFIX)/bin/claude
 CLAUDE_STAMP := $(CLAUDE_PREFIX)/.claude-code-$(CLAUDE_CODE_VERSION)
+AXE_CORE_VERSION := 4.14.1
+AXE := $(NPM_PREFIX)/lib/node_modules/axe-core/axe.min.js
+AXE_STAMP := $(NPM_PREFIX)/.axe-core-$(AXE_CORE_VERSION)
 
-.PHONY: up test deps venv claude bench bench-quick clean help
+.PHONY: up test deps venv claude axe bench bench-quick clean help
 
 help:
 	@echo "make up          set up a virtualenv and run the example hive ($(CONFIG)); Ctrl-C stops it"
@@ -34,7 +39,7 @@ $(STAMP): $(PKG)/pyproject.toml
 venv: $(STAMP)
 
 # System packages the tests need: Debian's chromium (browser tests), nix-bin (Nix parse/eval checks), and nodejs
-# with npm (to install the Claude Code CLI).
+# with npm (to install the pinned npm packages).
 deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
@@ -62,12 +67,23 @@ $(CLAUDE_STAMP):
 
 claude: deps $(CLAUDE_STAMP)
 
+# The pinned axe-core, beside the CLI in the same prefix; the stamp is named after the version, too.
+$(AXE_STAMP):
+	@rm -f $(NPM_PREFIX)/.axe-core-*
+	npm install --global --prefix $(NPM_PREFIX) --no-audit --no-fund --loglevel=error axe-core@$(AXE_CORE_VERSION)
+	@version="$$(node -p 'require("./$(NPM_PREFIX)/lib/node_modules/axe-core/package.json").version')"; \
+	  if [ "$$version" = "$(AXE_CORE_VERSION)" ]; then touch $@; else \
+	  echo "$(NPM_PREFIX) has axe-core $$version, not $(AXE_CORE_VERSION)" >&2; exit 1; fi
+
+axe: deps $(AXE_STAMP)
+
 up: $(STAMP)
 	$(VENV)/bin/hyperhive up --config $(CONFIG)
 
-test: deps $(STAMP) $(CLAUDE_STAMP)
+test: deps $(STAMP) $(CLAUDE_STAMP) $(AXE_STAMP)
 	@echo "Claude Code CLI: $$($(CLAUDE) --version) ($(CLAUDE))"
-	cd $(PKG) && HYPERHIVE_CLAUDE="$(abspath $(CLAUDE))" $(if $(NIXPKGS_LIB),HYPERHIVE_NIXPKGS_LIB="$(abspath $(NIXPKGS_LIB))") \
+	cd $(PKG) && HYPERHIVE_CLAUDE="$(abspath $(CLAUDE))" HYPERHIVE_AXE="$(abspath $(AXE))" \
+	  $(if $(NIXPKGS_LIB),HYPERHIVE_NIXPKGS_LIB="$(abspath $(NIXPKGS_LIB))") \
 	  ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider \
 	  $(PYTEST_ARGS)
 

@@ -110,24 +110,138 @@
     ev.preventDefault();
     const submitter = ev.submitter;
     const url = submitter && submitter.hasAttribute('formaction') ? submitter.formAction : form.action;
+    if (form.dataset.busy) return; // one request per form at a time
     const question = (submitter && submitter.dataset.confirm) || form.dataset.confirm;
     if (question && !window.confirm(question)) return;
     let payload;
     try { payload = payloadOf(form, submitter); } catch (e) { toast(e.message, 'bad'); return; }
+    // Busy, not disabled: Chromium drops focus from a disabled button, and the next Tab would start at the top.
     const buttons = $$('button', form);
-    buttons.forEach((b) => { b.disabled = true; });
+    form.dataset.busy = '1';
+    buttons.forEach((b) => b.setAttribute('aria-disabled', 'true'));
     try {
       const result = await api('POST', url, payload);
       toast(describe(url.replace(location.origin, ''), result || {}));
-      if (form.dataset.reset) form.reset();
+      if (form.dataset.reset) {
+        form.reset();
+        // ready for the next one: back to the first text field (the message, the spawn name)
+        const field = $('textarea, input[type="text"]', form);
+        if (field && form.contains(document.activeElement)) field.focus();
+      }
       const card = form.closest('.card.question');
       if (card) card.classList.add('leaving');
       scheduleRefresh(0);
     } catch (e) {
       toast(e.message, 'bad');
     } finally {
-      buttons.forEach((b) => { b.disabled = false; });
+      delete form.dataset.busy;
+      buttons.forEach((b) => b.removeAttribute('aria-disabled'));
     }
+  });
+
+  // --- keyboard focus ----------------------------------------------------------------------------------------
+  // When a refresh replaces or removes the element that has focus (a restarted agent's row, an answered card),
+  // focus goes on purpose: to the same control in its new row, else to the like control of the next card (the
+  // previous one when it was the last), else to the section's heading; never back to <body>.
+
+  const FOCUSABLE = 'a[href], button, input:not([type="hidden"]), select, textarea, [tabindex]:not([tabindex="-1"])';
+
+  function tabbable(root) {
+    return $$(FOCUSABLE, root).filter((e) => !e.disabled && e.getClientRects().length
+      && !e.closest('[hidden], .leaving'));
+  }
+
+  function sameControl(e, sig) {
+    return e.tagName === sig.tag && e.id === sig.id && e.getAttribute('name') === sig.name
+      && e.getAttribute('value') === sig.value && actionOf(e) === sig.action && e.getAttribute('href') === sig.href
+      && (e.getAttribute('aria-label') || '') === sig.label;
+  }
+
+  function likeControl(e, sig) {
+    return e.tagName === sig.tag && e.className === sig.cls && e.getAttribute('name') === sig.name
+      && (e.getAttribute('type') || '') === sig.type;
+  }
+
+  function actionOf(e) {
+    const form = e.form || e.closest('form');
+    return e.getAttribute('formaction') || (form && form.getAttribute('action')) || '';
+  }
+
+  function focusContext(root) {
+    const active = document.activeElement;
+    if (!active || active === document.body || !root.contains(active)) return null;
+    const section = active.closest('section[data-key]');
+    const item = active.closest('[data-key]');
+    const ctx = {
+      sig: { tag: active.tagName, id: active.id, name: active.getAttribute('name'), value: active.getAttribute('value'),
+        action: actionOf(active), href: active.getAttribute('href'), label: active.getAttribute('aria-label') || '',
+        cls: active.className, type: active.getAttribute('type') || '' },
+      section: section && section.dataset.key,
+      item: item && item !== section ? item.dataset.key : null,
+      after: [], before: [],
+    };
+    if (ctx.item) {
+      for (let n = item.nextElementSibling; n; n = n.nextElementSibling) if (n.dataset.key) ctx.after.push(n.dataset.key);
+      for (let n = item.previousElementSibling; n; n = n.previousElementSibling) if (n.dataset.key) ctx.before.push(n.dataset.key);
+    }
+    return ctx;
+  }
+
+  function byKey(root, key) {
+    return key ? $$('[data-key]', root).find((e) => e.dataset.key === key) : null;
+  }
+
+  function restoreFocus(root, ctx) {
+    if (!ctx) return;
+    const active = document.activeElement;
+    if (active && active !== document.body && document.contains(active)) return; // still where it was
+    const section = byKey(root, ctx.section);
+    const scope = (ctx.item && byKey(section || root, ctx.item)) || (!ctx.item && section) || null;
+    let target = scope && tabbable(scope).concat($$('[tabindex="-1"]', scope)).find((e) => sameControl(e, ctx.sig));
+    if (!target && ctx.item && scope) {
+      // the row is still there with other buttons (a started agent offers restart, not start): stay in it
+      const controls = tabbable(scope);
+      target = controls.find((e) => likeControl(e, ctx.sig)) || controls.find((e) => e.tagName === ctx.sig.tag);
+    }
+    for (const key of ctx.after.concat(ctx.before)) {
+      if (target) break;
+      const next = byKey(section || root, key);
+      if (!next || next.classList.contains('leaving')) continue;
+      const controls = tabbable(next);
+      target = controls.find((e) => likeControl(e, ctx.sig)) || controls[0];
+    }
+    if (!target && section) target = $('h2[tabindex="-1"], h1[tabindex="-1"]', section);
+    if (!target) target = $('#main');
+    if (target) target.focus();
+  }
+
+  // A region that scrolls can be scrolled from the keyboard: it takes focus and has a name (only while it scrolls,
+  // so short messages add no Tab stop).
+  function fitScroll(root = document) {
+    for (const e of $$('[data-scroll-name]', root)) {
+      const over = e.scrollHeight > e.clientHeight + 1 || e.scrollWidth > e.clientWidth + 1;
+      if (over && !e.hasAttribute('tabindex')) {
+        e.tabIndex = 0;
+        e.setAttribute('role', 'region');
+        e.setAttribute('aria-label', e.dataset.scrollName);
+      } else if (!over && e.hasAttribute('tabindex') && document.activeElement !== e) {
+        e.removeAttribute('tabindex');
+        e.removeAttribute('role');
+        e.removeAttribute('aria-label');
+      }
+    }
+  }
+
+  // Skip links focus their target (a heading with tabindex -1), so the next Tab continues from there.
+  document.addEventListener('click', (ev) => {
+    const a = ev.target instanceof Element && ev.target.closest('.skips a[href^="#"]');
+    if (!a) return;
+    const target = document.getElementById(a.getAttribute('href').slice(1));
+    if (!target) return;
+    ev.preventDefault();
+    if (!target.hasAttribute('tabindex')) target.tabIndex = -1;
+    target.focus();
+    target.scrollIntoView({ block: 'start' });
   });
 
   // --- the main page: live sections ------------------------------------------------------------------------
@@ -205,8 +319,10 @@
       if (!r.ok) throw new Error(`refresh failed: ${r.status}`);
       const html = await r.text();
       const doc = new DOMParser().parseFromString(`<div id="home">${html}</div>`, 'text/html');
+      const focus = focusContext(root);
       sync(root, doc.getElementById('home'));
       afterRender(root);
+      restoreFocus(root, focus);
     } catch (e) {
       setLive('offline', 'refresh failed');
     } finally {
@@ -267,6 +383,7 @@
   function afterRender(root) {
     updateTimes(root);
     loadDiffs(root);
+    fitScroll(root);
   }
 
   // --- what needs the operator: the header of every page, the tab title, opt-in notifications ---------------
@@ -369,7 +486,9 @@
     t.textContent = ago(new Date(m.sent_at));
     head.append(t, ' ', el('span', 'from', m.from), el('span', 'arrow', '→'), el('span', 'to', m.to));
     if (m.kind !== 'message') head.append(' ', el('span', 'tag', m.kind));
-    li.append(head, el('pre', 'body', m.body));
+    const body = el('pre', 'body', m.body);
+    body.dataset.scrollName = `message #${m.id}`;
+    li.append(head, body);
     return li;
   }
 
@@ -380,7 +499,9 @@
     if (!list || seenMessages.has(m.id)) return;
     seenMessages.add(m.id);
     if ($(`[data-key="m${m.id}"]`, list)) return;
-    list.prepend(messageItem(m));
+    const item = messageItem(m);
+    list.prepend(item);
+    fitScroll(item);
     const empty = $('#flow-empty');
     if (empty) empty.hidden = true;
     while (list.children.length > 300) list.lastElementChild.remove();
@@ -650,7 +771,10 @@
     for (const b of $$('[data-range]')) {
       b.addEventListener('click', () => {
         chartRange = Number(b.dataset.range);
-        $$('[data-range]').forEach((x) => x.classList.toggle('on', x === b));
+        $$('[data-range]').forEach((x) => {
+          x.classList.toggle('on', x === b);
+          x.setAttribute('aria-pressed', String(x === b));
+        });
         loadCharts();
       });
     }
@@ -677,11 +801,14 @@
     const root = $('#home');
     if (root) mark(root); // before anything rewrites the server's HTML (relative times)
     updateTimes();
+    fitScroll();
     setInterval(() => updateTimes(), 15000);
     showCount();
     initNotifyToggle();
     if ($('#attention') && page !== 'home') connectAttention();
     if ($('#attention')) setInterval(() => scheduleAttention(), 30000); // stuck is a matter of time too
+    let resized = null;
+    window.addEventListener('resize', () => { clearTimeout(resized); resized = setTimeout(() => fitScroll(), 200); });
     if (page === 'home') {
       for (const li of $$('#flow-list > li')) seenMessages.add(Number(li.dataset.key.slice(1)));
       afterRender(root);

@@ -1,0 +1,322 @@
+"""Accessibility of the operator's console: axe-core finds no WCAG 2.2 A/AA violation on any page, quiet or busy;
+every action works from the keyboard and focus never falls back to <body>; every control shows a focus ring; the
+palette keeps its contrast; headings and buttons have plain names."""
+
+from __future__ import annotations
+
+import pytest
+
+import re
+from pathlib import Path
+
+from axe import audit, readable
+from browser import browser_page, console_errors, http  # noqa: F401 (fixture)
+from conftest import wait_for
+from standins.support import AGENT_ENV, commit_change, standin_info
+
+
+def busy(hive) -> dict:
+    """A hive with something everywhere: 60 messages, a 60-line diff, several questions, turns, notes, charts."""
+    alice, bob, manager = hive.client("alice"), hive.client("bob"), hive.client("manager")
+    for i in range(60):
+        sender = (alice, bob, manager)[i % 3]
+        sender.call("send", to="operator" if i % 2 else "manager" if sender is not manager else "alice",
+                    body=f"message {i}: " + "the docs build is green again; " * (1 + i % 4))
+    alice.call("ask_operator", question="Deploy the docs now?", options=["yes", "not yet"])
+    bob.call("ask_operator", question="Which platforms should CI cover?", options=["linux", "macos", "windows"],
+             multi=True)
+    alice.call("ask_operator", question="Anything else today?\n" + "More context. " * 80)
+    sha = commit_change(hive, "alice", "".join(f"option{i} = {i};\n" for i in range(60)), filename="big.nix",
+                        message="alice: sixty options")
+    approval = manager.call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    for turn in range(3):
+        alice.call("turn_event", event={"type": "turn_start", "data": {"turn": turn, "from": "operator"}})
+        for j in range(15):
+            alice.call("turn_event", event={"type": "event", "data": {"event": {"type": "assistant", "message": {
+                "content": [{"type": "text", "text": f"step {j} of turn {turn}: reading the docs"}]}}}})
+        alice.call("turn_event", event={"type": "turn_end", "data": {"exit_status": 0, "duration_s": 3.5}})
+    alice.call("stats", samples=[{"key": "turn.duration", "value": 1.0 + i} for i in range(5)])
+    notes = hive.config.state_dir / "agents" / "alice" / "state" / "notes.md"
+    notes.write_text("".join(f"- note {i}: remember the docs\n" for i in range(200)))
+    return {"approval": approval, "sha": sha}
+
+
+def pages(hive, approval: int | None, sha: str | None) -> list[str]:
+    out = ["/", "/agents/alice", "/agents/manager", "/meta"]
+    if sha:
+        out.append(f"/agents/alice?rev={sha}#diff")
+    if approval:
+        out.append(f"/approvals/{approval}")
+    return out
+
+
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("state", ["quiet", "busy"])
+def test_every_page_meets_wcag_22_aa(start_broker, browser_page, state):
+    hive = start_broker()
+    seeded = busy(hive) if state == "busy" else {"approval": None, "sha": None}
+    page = browser_page
+    page.on("dialog", lambda dialog: dialog.dismiss())
+    url = hive.dashboard_url
+    if state == "busy":
+        page.goto(f"{url}/")
+        page.locator("#approvals pre.diff").first.wait_for()  # the card's diff, loaded beside the page
+        page.locator("#flow-list .msg").nth(39).wait_for(state="attached")
+    problems = []
+    for path in pages(hive, seeded["approval"], seeded["sha"]):
+        page.goto(f"{url}{path}")
+        if path == "/":
+            page.wait_for_selector('#live[data-state="live"]')
+            if state == "busy":
+                page.locator("#approvals pre.diff").first.wait_for()
+        if path.startswith("/agents/alice") and state == "busy":
+            page.locator("#turn-list li").nth(40).wait_for(state="attached")
+            page.locator("#charts .chart").first.wait_for()
+        violations = audit(page)
+        if violations:
+            problems.append(readable(violations, f"{path} ({state})"))
+    assert not problems, "\n\n".join(problems)
+    assert console_errors(page) == []
+
+
+@pytest.mark.browser
+def test_login_page_meets_wcag_22_aa(start_broker, hive_dir, browser_page):
+    token_file = hive_dir / "token"
+    token_file.write_text("correct horse battery staple")
+    hive = start_broker(dashboard={"tokenFile": str(token_file)})
+    page = browser_page
+    page.goto(f"{hive.dashboard_url}/login")
+    violations = audit(page)
+    assert not violations, readable(violations, "/login")
+    page.fill("#token", "wrong")
+    page.keyboard.press("Enter")
+    page.locator(".banner.bad", has_text="wrong token").wait_for()
+    violations = audit(page)
+    assert not violations, readable(violations, "/login after a wrong token")
+    assert console_errors(page, ignore=("401",)) == []
+
+
+# --- the keyboard alone -------------------------------------------------------------------------------------
+
+FOCUSED = r"""() => {
+  const e = document.activeElement;
+  if (!e || e === document.body) return null;
+  const item = e.closest('[data-key]');
+  return { tag: e.tagName.toLowerCase(), id: e.id, text: ('value' in e && e.tagName !== 'BUTTON' ? e.value : e.textContent).replace(/\s+/g, ' ').trim(),
+           label: e.getAttribute('aria-label') || '', key: item ? item.dataset.key : null,
+           section: (e.closest('section') || {}).id || null };
+}"""
+
+
+def focused(page) -> dict | None:
+    return page.evaluate(FOCUSED)
+
+
+def tab_until(page, predicate, key: str = "Tab", limit: int = 120) -> dict:
+    """Press Tab (or Shift+Tab) until the focused element satisfies ``predicate``; fail after ``limit`` presses."""
+    seen = []
+    for _ in range(limit):
+        page.keyboard.press(key)
+        now = focused(page)
+        assert now is not None, f"focus fell to <body> after {seen}"
+        seen.append((now["tag"], now["text"][:30] or now["label"]))
+        if predicate(now):
+            return now
+    raise AssertionError(f"no such control within {limit} presses of {key}: {seen}")
+
+
+def settled_focus(page, predicate, what: str, timeout: float = 10) -> dict:
+    """Focus moves on its own after an action (the page refreshes); wait until it rests where it should."""
+    got = []
+
+    def ok():
+        got.append(focused(page))
+        return got[-1] is not None and predicate(got[-1])
+
+    wait_for(ok, timeout=timeout, message=f"focus on {what} (last: {got[-1] if got else None})")
+    return got[-1]
+
+
+@pytest.mark.browser
+def test_the_console_works_from_the_keyboard_and_keeps_focus(start_hive, browser_page):
+    hive = start_hive(env=AGENT_ENV)  # agents run as stand-in processes that never receive: their events stay
+    wait_for(lambda: all(standin_info(hive, n) for n in ("alice", "bob", "manager")), timeout=30,
+             message="the agents to run")
+    alice, bob, manager = hive.client("alice"), hive.client("bob"), hive.client("manager")
+    q1 = alice.call("ask_operator", question="Deploy the docs now?", options=["yes", "not yet"])["id"]
+    q2 = bob.call("ask_operator", question="Which runner?", options=["linux", "macos"])["id"]
+    a1 = manager.call("request_spawn", name="carol")["approval_id"]
+    a2 = manager.call("request_spawn", name="dave")["approval_id"]
+    page = browser_page
+    page.on("dialog", lambda dialog: dialog.accept())  # "Approve #n? It is built and deployed now.", "Restart bob?"
+    page.goto(f"{hive.dashboard_url}/")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.locator(f'[data-key^="ap-{a2}-"] pre.diff').wait_for()
+    page.locator('[data-key="a-bob"] .badge', has_text="running").wait_for()
+
+    # A skip link takes the first Tab stops; Enter on it lands on the questions, the options come first.
+    tab_until(page, lambda f: f["text"] == "skip to questions", limit=3)
+    page.keyboard.press("Enter")
+    assert focused(page)["id"] == "questions-h"
+    now = tab_until(page, lambda f: True, limit=1)
+    assert (now["key"], now["text"]) == (f"q-{q1}", "yes"), now
+
+    # Answer: the card goes; focus moves to the like control of the next card.
+    page.keyboard.press("Enter")
+    assert event_answer(alice, q1) == "yes"
+    now = settled_focus(page, lambda f: f["key"] == f"q-{q2}", "the next question card")
+    assert now["text"] == "linux", now
+    page.locator(f'[data-key="q-{q1}"]').wait_for(state="detached")
+
+    # Approve: focus goes on to the next approval's approve button.
+    tab_until(page, lambda f: f["key"] == f"ap-{a1}-pending" and f["text"].startswith("approve"))
+    page.keyboard.press("Enter")
+    wait_for(lambda: http(hive.dashboard_url, "GET", f"/api/approvals/{a1}").json()["status"] != "pending",
+             message="the approval to be resolved")
+    now = settled_focus(page, lambda f: f["key"] == f"ap-{a2}-pending", "the next approval card")
+    assert now["text"].startswith("approve"), now
+
+    # Deny with a note: Tab to the note, type it, Enter; the last card goes, focus lands on the section heading.
+    tab_until(page, lambda f: f["tag"] == "input" and f["key"] == f"ap-{a2}-pending", limit=3)
+    page.keyboard.type("not dave, not today")
+    page.keyboard.press("Enter")
+    wait_for(lambda: http(hive.dashboard_url, "GET", f"/api/approvals/{a2}").json()["status"] == "denied",
+             message="the denial")
+    assert http(hive.dashboard_url, "GET", f"/api/approvals/{a2}").json()["note"] == "not dave, not today"
+    settled_focus(page, lambda f: f["id"] == "approvals-h", "the approvals heading")
+
+    # Restart an agent: its row is rendered again; focus stays on the same button in the new row.
+    tab_until(page, lambda f: f["text"] == "restart bob")
+    pid = standin_info(hive, "bob")["pid"]
+    page.keyboard.press("Enter")
+    wait_for(lambda: (standin_info(hive, "bob") or {}).get("pid") not in (None, pid), timeout=30,
+             message="bob to run again as a new process")
+    page.locator('[data-key="a-bob"] .badge', has_text="running").wait_for()
+    now = settled_focus(page, lambda f: f["key"] == "a-bob", "bob's row")
+    assert now["text"] == "restart bob", now
+
+    # Send a message: back up (Shift+Tab) to the message box above the agents; after sending, focus is back in it.
+    tab_until(page, lambda f: f["id"] == "compose-body", key="Shift+Tab")
+    page.keyboard.type("keyboard only, thanks")
+    tab_until(page, lambda f: f["text"].startswith("send"), limit=2)
+    page.keyboard.press("Enter")
+    settled_focus(page, lambda f: f["id"] == "compose-body", "the emptied message box")
+    assert page.locator("#compose-body").input_value() == ""
+    first = page.locator("#compose-to").input_value()
+    sent = [m["body"] for m in hive.client(first).call("recv", wait_seconds=10, max=100)["messages"]]
+    assert "keyboard only, thanks" in sent
+
+    assert console_errors(page) == []
+
+
+def event_answer(client, question_id: int) -> str:
+    from conftest import event_about
+
+    return event_about(client, question_id)["data"]["answer"]
+
+
+# --- names, focus rings and the palette ----------------------------------------------------------------------
+
+PLAIN_HEADINGS = ["Questions for you", "Approvals waiting", "Your inbox", "Agents", "Drafts", "Destroyed agents, kept",
+                  "Live message flow"]
+
+
+@pytest.mark.browser
+def test_headings_and_buttons_have_plain_names(start_hive, browser_page):
+    hive = start_hive(env=AGENT_ENV)  # agents run (stand-in processes), so they offer kill and restart
+    wait_for(lambda: all(standin_info(hive, n) for n in ("alice", "bob", "manager")), timeout=30,
+             message="the agents to run")
+    hive.client("alice").call("ask_operator", question="Ready?", options=["yes"])
+    page = browser_page
+    page.goto(f"{hive.dashboard_url}/")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.locator('[data-key="a-bob"] .badge', has_text="running").wait_for()
+    tree = page.locator("body").aria_snapshot()
+    headings = re.findall(r'heading "([^"]*)" \[level=(\d)\]', tree)
+    assert [h for h, level in headings if level == "1"] == ["hyperhive operator console"], headings
+    for plain in PLAIN_HEADINGS:
+        assert any(h.startswith(plain) for h, level in headings if level == "2"), (plain, headings)
+    leet = [h for h, _ in headings if re.search(r"[A-Z][0-9]|[0-9][A-Z]", h)]
+    assert leet == [], f"headings read digit by digit: {leet}"
+    for agent in ("alice", "bob", "manager"):
+        for verb in ("start", "kill", "restart", "rebuild"):
+            assert page.get_by_role("button", name=f"{verb} {agent}", exact=True).count() == 1, (verb, agent)
+    # kill asks first, like destroy; danger buttons are marked as such before any hover
+    assert page.locator('button[formaction$="/alice/kill"]').get_attribute("data-confirm")
+    kill = page.get_by_role("button", name="kill alice", exact=True)
+    restart = page.get_by_role("button", name="restart alice", exact=True)
+    assert kill.evaluate("e => getComputedStyle(e).color") != restart.evaluate("e => getComputedStyle(e).color")
+    for path in ("/agents/alice", "/meta", "/approvals/" + str(
+            hive.client("manager").call("request_spawn", name="carol")["approval_id"])):
+        page.goto(f"{hive.dashboard_url}{path}")
+        assert page.locator("h1").count() == 1, path
+    assert console_errors(page) == []
+
+
+RING = r"""() => {
+  const e = document.activeElement;
+  if (!e || e === document.body) return null;
+  const s = getComputedStyle(e);
+  return { at: Array.prototype.indexOf.call(document.querySelectorAll('*'), e), what: e.outerHTML.slice(0, 100),
+           style: s.outlineStyle, width: parseFloat(s.outlineWidth),
+           color: s.outlineColor };
+}"""
+
+
+@pytest.mark.browser
+def test_every_control_shows_a_focus_ring(start_broker, browser_page):
+    hive = start_broker()
+    hive.client("alice").call("ask_operator", question="Ready?", options=["yes", "no"])
+    hive.client("bob").call("ask_operator", question="Which?", options=["a", "b"], multi=True)
+    hive.client("manager").call("request_spawn", name="carol")
+    page = browser_page
+    page.goto(f"{hive.dashboard_url}/")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.locator("#approvals pre.diff").wait_for()
+    seen, missing = set(), []
+    for _ in range(150):
+        page.keyboard.press("Tab")
+        ring = page.evaluate(RING)
+        if ring is None or ring["at"] in seen:
+            break
+        seen.add(ring["at"])
+        if ring["style"] in ("none", "hidden") or ring["width"] < 2 or ring["color"] in (
+                "rgba(0, 0, 0, 0)", "transparent"):
+            missing.append(ring)
+    assert len(seen) > 20
+    assert missing == [], f"controls without a visible focus ring: {missing}"
+
+
+CSS = Path(__file__).resolve().parent.parent / "hyperhive" / "dashboard" / "static" / "hive.css"
+
+
+def luminance(color: str) -> float:
+    rgb = [int(color.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a: str, b: str) -> float:
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_the_palette_keeps_aa_contrast():
+    """Text 4.5:1 and control borders and the focus ring 3:1 against every background the console paints, including
+    the placeholders and the footer that axe-core does not check."""
+    css = CSS.read_text()
+    var = dict(re.findall(r"--([a-z0-9-]+):\s*(#[0-9a-fA-F]{6})", css))
+    backgrounds = [var[k] for k in ("bg", "bg-2", "panel", "panel-2")]
+    for name in ("text", "dim", "placeholder", "acc", "warn", "bad"):
+        worst = min(contrast(var[name], bg) for bg in backgrounds)
+        assert worst >= 4.5, f"--{name} {var[name]} is {worst:.2f}:1 on some panel"
+    for name in ("ctl-line", "bad-line", "acc-line", "acc"):
+        worst = min(contrast(var[name], bg) for bg in backgrounds)
+        assert worst >= 3, f"--{name} {var[name]} is {worst:.2f}:1 on some panel (non-text contrast needs 3:1)"
+    for selector in (".foot", "input::placeholder, textarea::placeholder"):
+        rule = re.search(re.escape(selector) + r"\s*\{([^}]*)\}", css).group(1)
+        color = re.search(r"(?<![-\w])color:\s*([^;]+);", rule).group(1).strip()
+        assert color.startswith("var(--"), f"{selector} paints a literal colour {color}, outside the checked palette"
+    assert re.search(r":focus-visible\s*\{\s*outline:\s*2px solid var\(--acc\)", css)
