@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, require
 
 AXE = Path(os.environ.get("HYPERHIVE_AXE")
            or REPO_ROOT / ".tools" / "npm" / "lib" / "node_modules" / "axe-core" / "axe.min.js")
@@ -24,11 +22,7 @@ EXTRA_RULES = ["region", "page-has-heading-one", "landmark-one-main", "landmark-
 
 
 def axe_source() -> str:
-    if not AXE.is_file():
-        message = f"axe-core is not installed at {AXE}: run `make axe` (or set HYPERHIVE_AXE to axe.min.js)"
-        if os.environ.get("HYPERHIVE_BUILD_SANDBOX"):
-            pytest.skip(message)
-        pytest.fail(message)
+    require(f"axe-core at {AXE}", AXE.is_file(), "run `make axe` (make test does), or set HYPERHIVE_AXE to axe.min.js")
     return AXE.read_text(encoding="utf-8")
 
 

@@ -32,7 +32,7 @@ def wants_json() -> bool:
 
 
 def create_app(hive, guard: Guard | None = None) -> Flask:
-    from . import api, pages
+    from . import api, assets, pages
 
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.json.sort_keys = False
@@ -46,6 +46,7 @@ def create_app(hive, guard: Guard | None = None) -> Flask:
         for blueprint in blueprints or ():
             app.register_blueprint(blueprint)
     pages.install_template_helpers(app)
+    assets.install(app)
 
     def fail(code: str, message: str, status: int, headers: dict | None = None):
         if wants_json():
@@ -107,6 +108,7 @@ def create_app(hive, guard: Guard | None = None) -> Flask:
         h["Cross-Origin-Resource-Policy"] = "same-origin"
         if not request.path.startswith("/static/"):
             h.setdefault("Cache-Control", "no-store")
+        assets.finish(app, response)
         if g.get("new_sid"):
             response.set_cookie(SID_COOKIE, g.new_sid, httponly=True, samesite="Strict", path="/",
                                 secure=request.is_secure)
