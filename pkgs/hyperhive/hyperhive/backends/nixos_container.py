@@ -152,9 +152,16 @@ class NixosContainerBackend(Backend):
         state = repos.ensure_state_dir(self.hive, name)
         claude = cfg.state_dir / "claude" / name
         claude.mkdir(parents=True, exist_ok=True)
-        for path in (state, claude):
-            if uid and not path.is_symlink():
+        sockets = cfg.agent_socket(name).parent
+        sockets.mkdir(parents=True, exist_ok=True)
+        # As the host module's prepare unit does for a declared container: its directories belong to its root uid,
+        # the socket directory 0700 (the container's root reaches its socket; other local users do not).
+        for path in (state, claude, sockets):
+            if path.is_symlink():
+                raise BuildError(f"{path.name} of {name} is a symbolic link; refusing to hand it to the container")
+            if uid:
                 os.chown(path, uid, uid, follow_symlinks=False)
+        os.chmod(sockets, 0o700)  # under runDir, which only the service writes
         values = container_conf(self.hive, name, self.container(name), uid)
         keep = [line for line in conf.read_text(encoding="utf-8").splitlines()
                 if line.split("=", 1)[0] in ("AUTO_START", "FLAKE")]
