@@ -272,3 +272,18 @@ def test_notes_compaction_shrinks_the_notes_and_a_failed_one_leaves_them_as_they
                  message="notes.bytes after the compaction")
     finally:
         stream.close()
+
+
+def test_recv_through_the_cli_peeks_at_once_and_parks_until_a_send(claude_hive, model_api):
+    model_api.script("alice", [hive("recv"), hive("recv", wait_seconds=40), {"text": "got it"}])
+    hp = claude_hive()
+    hp.host().call("send", to="alice", body="wake up")
+    peeked = model_api.wait_requests("alice", 2, timeout=60)[1]
+    assert '"messages":[]' in last_tool_result(peeked).replace(" ", "")  # nothing else waiting: empty, at once
+    time.sleep(1.5)
+    assert len(model_api.requests("alice")) == 2  # the second recv is parked
+    sent_at = time.time()
+    hp.client("bob").call("send", to="alice", body="here is bob")
+    woken = model_api.wait_requests("alice", 3, timeout=30)[2]
+    assert woken["at"] >= sent_at and "here is bob" in last_tool_result(woken)
+    wait_for(lambda: unsettled(hp, "alice") == 0, timeout=30, message="both acknowledged")
