@@ -54,13 +54,15 @@ def test_initialize_answers_the_clients_version_when_supported(peer):
     assert result["serverInfo"]["name"] == "hyperhive" and result["serverInfo"]["version"]
 
 
-@pytest.mark.parametrize("version", ["2025-11-25", "2025-06-18", "2024-11-05"])
+@pytest.mark.parametrize("version", ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"])
 def test_every_supported_version_is_answered_as_asked(peer, version):
     assert peer.initialize(version)["result"]["protocolVersion"] == version
 
 
-def test_initialize_answers_its_latest_version_when_the_clients_is_unknown(peer):
-    answer = peer.initialize("1999-01-01")
+@pytest.mark.parametrize("asked", ["1999-01-01", "2026-07-28"])
+def test_initialize_answers_its_latest_handshake_version_when_the_clients_is_not_one(peer, asked):
+    # 2026-07-28 is served per request (no handshake), so an initialize naming it gets the latest legacy version.
+    answer = peer.initialize(asked)
     assert answer["result"]["protocolVersion"] == "2025-11-25"
 
 
@@ -283,12 +285,7 @@ def harness_tools(role):
 
 
 def test_plugins_add_tools_through_the_harness_tools_hook(shared_hive, tmp_path):
-    (tmp_path / "hhplug.py").write_text(PLUGIN)
-    dist = tmp_path / "hhplug-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: hhplug\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[hyperhive]\nhhplug = hhplug\n")
-    peer = McpPeer(shared_hive.config.agent_socket("alice"), env={"PYTHONPATH": str(tmp_path)})
+    peer = McpPeer(shared_hive.config.agent_socket("alice"), env=install_plugin(tmp_path, PLUGIN))
     try:
         peer.initialize()
         tools = {t["name"]: t for t in peer.request("tools/list")["result"]["tools"]}
@@ -298,3 +295,274 @@ def test_plugins_add_tools_through_the_harness_tools_hook(shared_hive, tmp_path)
         assert result["structuredContent"] == {"text": "HELLO", "by": "alice"}
     finally:
         peer.close()
+
+
+# --- sturdiness ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe\n", b'{"jsonrpc": "2.0", "id": 5, "method": "p\xe9ng"}\n',
+                                 b"\xc3\x28 half a character\n"])
+def test_a_line_that_is_not_utf8_is_a_parse_error_and_the_server_goes_on(peer, raw):
+    peer.proc.stdin.write(raw)
+    peer.proc.stdin.flush()
+    answer = peer.read()
+    assert answer["id"] is None and answer["error"]["code"] == -32700 and "UTF-8" in answer["error"]["message"]
+    assert peer.proc.poll() is None
+    assert peer.initialize()["result"]["protocolVersion"] == "2025-06-18"
+    assert [t["name"] for t in peer.request("tools/list")["result"]["tools"]] == AGENT_TOOLS
+
+
+@pytest.mark.parametrize("raw", ['{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": NaN}}',
+                                 '{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": 1e999}}'])
+def test_numbers_json_does_not_have_are_a_parse_error(peer, raw):
+    peer.write(raw)
+    assert peer.read()["error"]["code"] == -32700
+    assert peer.request("ping")["result"] == {}
+
+
+def test_integer_arguments_follow_json_schema(hive, own_peer):
+    """JSON Schema 2020-12: an integer is a number with a zero fractional part (5.0 is one); a boolean is not."""
+    own_peer.initialize()
+    bob = hive.client("bob")
+    for i in range(3):
+        bob.call("send", to="alice", body=f"m{i}")
+    got = own_peer.call("recv", {"max": 2.0})["result"]
+    assert got["isError"] is False and len(got["structuredContent"]["messages"]) == 2
+    for bad, said in ((2.5, "the number 2.5"), (True, "a boolean"), ("2", "a string")):
+        result = own_peer.call("recv", {"max": bad})["result"]
+        assert result["isError"] is True
+        assert f'argument "max" must be integer, not {said}' in result["content"][0]["text"]
+    result = own_peer.call("recv", {"wait_seconds": False})["result"]
+    assert result["isError"] is True and "must be number, not a boolean" in result["content"][0]["text"]
+    # Nothing of the refused calls reached the broker: the third message is still there, unleased.
+    assert hive.client("alice").call("status") == {"unread": 1, "leased": 0}
+
+
+UNENCODABLE_PLUGIN = '''
+from hyperhive.hookspecs import hookimpl
+from hyperhive.mcp import Tool, schema
+
+
+@hookimpl
+def harness_tools(role):
+    return [
+        Tool("weird", "Returns what JSON cannot hold.", schema(), lambda ctx, args: {"ids": {1, 2}}),
+        Tool("nan", "Returns NaN.", schema(), lambda ctx, args: {"x": float("nan")}),
+        Tool("lone", "Returns a lone surrogate.", schema(), lambda ctx, args: {"text": "half \\ud800 a pair"}),
+    ]
+'''
+
+
+def install_plugin(tmp_path, source: str, name: str = "hhplug") -> dict:
+    (tmp_path / f"{name}.py").write_text(source)
+    dist = tmp_path / f"{name}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[hyperhive]\n{name} = {name}\n")
+    return {"PYTHONPATH": str(tmp_path)}
+
+
+def test_every_call_is_answered_even_when_its_result_cannot_be_encoded(shared_hive, tmp_path):
+    peer = McpPeer(shared_hive.config.agent_socket("alice"), env=install_plugin(tmp_path, UNENCODABLE_PLUGIN))
+    try:
+        peer.initialize()
+        for tool in ("weird", "nan"):
+            result = peer.call(tool)["result"]
+            assert result["isError"] is True and "could not be encoded" in result["content"][0]["text"]
+        # A lone surrogate is valid JSON text (an escape) though not UTF-8: written escaped, not dropped.
+        assert peer.call("lone")["result"]["structuredContent"] == {"text": "half \ud800 a pair"}
+        assert peer.request("ping")["result"] == {}
+    finally:
+        peer.close()
+
+
+def broker_sockets(pid: int) -> set[str]:
+    """The Unix sockets process ``pid`` holds open (its stdio are pipes)."""
+    import os
+
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            out.add(target)
+    return out
+
+
+def test_one_broker_connection_is_kept_for_the_calls_of_a_process(hive, own_peer):
+    own_peer.initialize()
+    own_peer.request("tools/list")
+    first = broker_sockets(own_peer.proc.pid)
+    assert len(first) == 1
+    for i in range(5):
+        assert own_peer.call("send", {"to": "bob", "body": f"n{i}"})["result"]["isError"] is False
+        own_peer.call("recv")
+        assert broker_sockets(own_peer.proc.pid) == first  # the same connection, not one per call
+    assert hive.client("bob").call("status")["unread"] == 5
+
+
+def test_a_parked_recv_does_not_hold_up_other_calls(hive, own_peer):
+    own_peer.initialize()
+    own_peer.write({"jsonrpc": "2.0", "id": "parked", "method": "tools/call",
+                    "params": {"name": "recv", "arguments": {"wait_seconds": 30}}})
+    started = time.monotonic()
+    assert own_peer.call("send", {"to": "bob", "body": "while waiting"})["result"]["isError"] is False
+    assert own_peer.call("list_agents")["result"]["isError"] is False
+    assert time.monotonic() - started < 10
+    hive.client("bob").call("send", to="alice", body="wake up")
+    answer = own_peer.response("parked", timeout=20)
+    assert [m["body"] for m in answer["result"]["structuredContent"]["messages"]] == ["wake up"]
+
+
+def test_without_a_broker_the_tools_say_so_and_the_server_keeps_running(hive_dir):
+    peer = McpPeer(hive_dir / "no-such.sock")
+    try:
+        answer = peer.initialize("2025-11-25")["result"]
+        assert answer["protocolVersion"] == "2025-11-25" and answer["instructions"]
+        listed = peer.request("tools/list")
+        assert listed["error"]["code"] == -32603 and "cannot reach the hive" in listed["error"]["message"]
+        assert str(hive_dir / "no-such.sock") in listed["error"]["message"]
+        result = peer.call("send", {"to": "bob", "body": "hi"})["result"]
+        assert result["isError"] is True and "not reachable" in result["content"][0]["text"]
+        assert peer.request("ping")["result"] == {} and peer.proc.poll() is None
+    finally:
+        peer.close()
+
+
+def test_the_server_survives_the_broker_restarting_under_it(hive, own_peer):
+    own_peer.initialize()
+    assert own_peer.call("send", {"to": "bob", "body": "before"})["result"]["isError"] is False
+    hive.stop()
+    result = own_peer.call("send", {"to": "bob", "body": "while down"})["result"]
+    assert result["isError"] is True and "not reachable" in result["content"][0]["text"]
+    hive.start()
+    after = own_peer.call("send", {"to": "bob", "body": "after"})["result"]
+    assert after["isError"] is False, after
+    assert [m["body"] for m in hive.client("bob").call("recv", max=10)["messages"]] == ["before", "after"]
+    assert own_peer.proc.poll() is None
+
+
+def test_a_broker_killed_between_calls_is_reconnected_to_without_a_failed_call(hive, own_peer):
+    own_peer.initialize()
+    assert own_peer.call("send", {"to": "bob", "body": "one"})["result"]["isError"] is False
+    hive.kill9()
+    hive.start()
+    # The kept connection died with the old broker; the next call notices before using it.
+    assert own_peer.call("send", {"to": "bob", "body": "two"})["result"]["isError"] is False
+    assert [m["body"] for m in hive.client("bob").call("recv", max=10)["messages"]] == ["one", "two"]
+
+
+# --- tools: annotations, output schemas, instructions, reason -----------------------------------------------
+
+def test_tools_carry_titles_annotations_and_output_schemas(shared_hive):
+    peer = McpPeer(shared_hive.config.agent_socket("manager"))
+    try:
+        peer.initialize("2025-11-25")
+        tools = {t["name"]: t for t in peer.request("tools/list")["result"]["tools"]}
+    finally:
+        peer.close()
+    for tool in tools.values():
+        assert tool["title"] and tool["annotations"]["title"] == tool["title"]
+        assert tool["outputSchema"]["type"] == "object"
+        assert set(tool["annotations"]) >= {"readOnlyHint", "destructiveHint", "idempotentHint"}
+    assert tools["list_agents"]["annotations"]["readOnlyHint"] is True
+    assert tools["send"]["annotations"]["readOnlyHint"] is False
+    assert tools["send"]["annotations"]["destructiveHint"] is False
+    assert tools["kill"]["annotations"]["destructiveHint"] is True
+    for name in ("request_apply_commit", "request_spawn_commit"):
+        assert tools[name]["inputSchema"]["properties"]["reason"]["type"] == "string"
+        assert "reason" not in tools[name]["inputSchema"]["required"]
+
+
+@pytest.mark.parametrize("version, fields", [
+    ("2024-11-05", {"name", "description", "inputSchema"}),
+    ("2025-03-26", {"name", "description", "inputSchema", "annotations"}),
+    ("2025-06-18", {"name", "title", "description", "inputSchema", "outputSchema", "annotations"}),
+])
+def test_each_version_gets_the_tool_fields_its_schema_has(peer, version, fields):
+    peer.initialize(version)
+    for tool in peer.request("tools/list")["result"]["tools"]:
+        assert set(tool) == fields
+
+
+def test_structured_content_and_progress_messages_only_where_the_version_has_them(hive, own_peer):
+    own_peer.initialize("2024-11-05")
+    result = own_peer.call("send", {"to": "bob", "body": "x"})["result"]
+    assert "structuredContent" not in result and json.loads(result["content"][0]["text"])["id"]
+    threading.Timer(0.3, lambda: hive.client("bob").call("send", to="alice", body="y")).start()
+    own_peer.call("recv", {"wait_seconds": 10}, _meta={"progressToken": 7})
+    progress = [n for n in own_peer.notes if n.get("method") == "notifications/progress"]
+    assert progress and all("message" not in p["params"] for p in progress)
+
+
+def test_instructions_are_written_for_the_role(shared_hive):
+    said = {}
+    for who in ("alice", "manager"):
+        peer = McpPeer(shared_hive.config.agent_socket(who))
+        try:
+            said[who] = peer.initialize()["result"]["instructions"]
+        finally:
+            peer.close()
+    assert "request_apply_commit" in said["manager"] and "operator approves" in said["manager"]
+    assert "request_apply_commit" not in said["alice"] and "recv" in said["alice"]
+
+
+# --- the stateless revision (2026-07-28) --------------------------------------------------------------------
+
+MODERN = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+          "io.modelcontextprotocol/clientCapabilities": {},
+          "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"}}
+
+
+def test_server_discover_answers_without_a_handshake(peer):
+    result = peer.request("server/discover", {"_meta": MODERN})["result"]
+    assert result["resultType"] == "complete"
+    assert result["supportedVersions"][0] == "2026-07-28" and "2025-11-25" in result["supportedVersions"]
+    assert result["capabilities"] == {"tools": {"listChanged": False}}
+    assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "hyperhive"
+    assert result["ttlMs"] >= 0 and result["cacheScope"] in ("public", "private")
+    assert "recv" in result["instructions"]
+
+
+def test_modern_requests_are_served_one_by_one_with_their_meta(hive, own_peer):
+    listed = own_peer.request("tools/list", {"_meta": MODERN})["result"]
+    assert listed["resultType"] == "complete" and listed["cacheScope"] == "private" and listed["ttlMs"] >= 0
+    assert [t["name"] for t in listed["tools"]] == AGENT_TOOLS
+    assert all("outputSchema" in t and "annotations" in t for t in listed["tools"])
+    sent = own_peer.request("tools/call", {"name": "send", "arguments": {"to": "bob", "body": "modern"},
+                                           "_meta": MODERN})["result"]
+    assert sent["resultType"] == "complete" and sent["isError"] is False
+    assert sent["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "hyperhive"
+    got = hive.client("bob").call("recv")["messages"]
+    assert [(m["id"], m["body"]) for m in got] == [(sent["structuredContent"]["id"], "modern")]
+    # A legacy request after them still needs the handshake: nothing was negotiated for the process.
+    assert own_peer.request("tools/list")["error"]["code"] == -32600
+
+
+def test_an_unsupported_modern_version_names_the_supported_ones(peer):
+    meta = {**MODERN, "io.modelcontextprotocol/protocolVersion": "2099-01-01"}
+    error = peer.request("server/discover", {"_meta": meta})["error"]
+    assert error["code"] == -32022
+    assert error["data"]["requested"] == "2099-01-01" and "2026-07-28" in error["data"]["supported"]
+
+
+def test_a_modern_request_without_client_capabilities_is_invalid_params(peer):
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}
+    error = peer.request("tools/list", {"_meta": meta})["error"]
+    assert error["code"] == -32602 and "clientCapabilities" in error["message"]
+    assert peer.request("server/discover", {})["error"]["code"] == -32602
+
+
+def test_ping_is_gone_in_the_modern_revision_and_kept_for_the_legacy_one(peer):
+    assert peer.request("ping", {"_meta": MODERN})["error"]["code"] == -32601
+    assert peer.request("ping")["result"] == {}
+
+
+def test_both_eras_on_one_process(hive, own_peer):
+    own_peer.initialize("2025-11-25")
+    legacy = own_peer.call("send", {"to": "bob", "body": "old"})["result"]
+    modern = own_peer.request("tools/call", {"name": "send", "arguments": {"to": "bob", "body": "new"},
+                                             "_meta": MODERN})["result"]
+    assert "resultType" not in legacy and modern["resultType"] == "complete"
+    assert [m["body"] for m in hive.client("bob").call("recv", max=5)["messages"]] == ["old", "new"]
