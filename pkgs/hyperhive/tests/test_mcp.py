@@ -566,3 +566,28 @@ def test_both_eras_on_one_process(hive, own_peer):
                                              "_meta": MODERN})["result"]
     assert "resultType" not in legacy and modern["resultType"] == "complete"
     assert [m["body"] for m in hive.client("bob").call("recv", max=5)["messages"]] == ["old", "new"]
+
+
+def test_the_managers_reason_reaches_the_operators_review(hive):
+    from standins.support import agent_nix, commit_change, git, state_dir
+
+    manager = McpPeer(hive.config.agent_socket("manager"))
+    try:
+        manager.initialize("2025-11-25")
+        sha = commit_change(hive, "alice", agent_nix("Tighter docs."), message="alice: tighter docs")
+        applied = manager.call("request_apply_commit", {"agent": "alice", "commit": sha,
+                                                        "reason": "alice wanders off"})["result"]
+        assert applied["isError"] is False, applied
+        draft = manager.call("request_spawn_draft", {"name": "carol"})["result"]["structuredContent"]
+        assert draft["name"] == "carol"
+        repo = state_dir(hive) / "agents" / "carol" / "config"
+        (repo / "agent.nix").write_text(agent_nix("Carol tests."))
+        git(repo, "commit", "-q", "-am", "carol: her prompt")
+        spawned = manager.call("request_spawn_commit", {"name": "carol", "commit": git(repo, "rev-parse", "HEAD"),
+                                                        "reason": "we need a tester"})["result"]
+        assert spawned["isError"] is False, spawned
+    finally:
+        manager.close()
+    host = hive.host()
+    assert host.call("approval", id=applied["structuredContent"]["approval_id"])["reason"] == "alice wanders off"
+    assert host.call("approval", id=spawned["structuredContent"]["approval_id"])["reason"] == "we need a tester"
