@@ -235,9 +235,12 @@ def test_a_negative_wait_is_a_tool_error(peer):
 def test_a_cancelled_recv_is_not_answered_and_gives_back_what_it_got(hive, own_peer):
     own_peer.initialize()
     own_peer.write({"jsonrpc": "2.0", "id": "c1", "method": "tools/call",
-                "params": {"name": "recv", "arguments": {"wait_seconds": 20}}})
-    time.sleep(0.3)
+                    "params": {"name": "recv", "arguments": {"wait_seconds": 40}, "_meta": {"progressToken": 1}}})
+    assert own_peer.read()["method"] == "notifications/progress"
+    parked_on = wait_for(lambda: broker_sockets(own_peer.proc.pid), message="the recv's broker connection")
     own_peer.notify("notifications/cancelled", {"requestId": "c1", "reason": "the user pressed Esc"})
+    # The broker wait ends at once: its connection is cut, long before the 40 s wait would be over.
+    wait_for(lambda: not parked_on & broker_sockets(own_peer.proc.pid), message="the parked recv's line cut")
     sent = hive.client("bob").call("send", to="alice", body="too late for that call")["id"]
     alice = hive.client("alice")
     wait_for(lambda: alice.call("status") == {"unread": 1, "leased": 0}, message="the message given back")
@@ -591,3 +594,46 @@ def test_the_managers_reason_reaches_the_operators_review(hive):
     host = hive.host()
     assert host.call("approval", id=applied["structuredContent"]["approval_id"])["reason"] == "alice wanders off"
     assert host.call("approval", id=spawned["structuredContent"]["approval_id"])["reason"] == "we need a tester"
+
+
+def test_a_recv_result_that_could_not_be_written_is_not_acknowledged(hive):
+    """The client went away mid-wait (its end of stdout closed, no cancellation sent): the message the parked recv
+    then got was never delivered, so it is given back, not acknowledged, and the next recv has it."""
+    import subprocess
+    import sys
+
+    from harness_support import db_rows
+
+    proc = subprocess.Popen([sys.executable, "-m", "hyperhive", "mcp", "--socket",
+                             str(hive.config.agent_socket("alice"))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        def write(message):
+            proc.stdin.write(json.dumps(message).encode() + b"\n")
+            proc.stdin.flush()
+
+        write({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+               "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                          "clientInfo": {"name": "t", "version": "1"}}})
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        write({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "recv", "arguments": {"wait_seconds": 30}, "_meta": {"progressToken": "p"}}})
+        assert json.loads(proc.stdout.readline())["method"] == "notifications/progress"  # it is waiting
+        proc.stdout.close()
+        sent = hive.client("bob").call("send", to="alice", body="not lost")["id"]
+        wait_for(lambda: db_rows(hive, "SELECT deliveries FROM messages WHERE id = ?", (sent,))[0][0] >= 1,
+                 message="the parked recv to take the message")
+        alice = hive.client("alice")
+        wait_for(lambda: alice.call("status")["leased"] == 0, message="the message given back")
+        assert db_rows(hive, "SELECT acked_at FROM messages WHERE id = ?", (sent,)) == [(None,)]
+        assert proc.poll() is None
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+    peer = McpPeer(hive.config.agent_socket("alice"))
+    try:
+        peer.initialize()
+        got = peer.call("recv")["result"]["structuredContent"]["messages"]
+        assert [m["id"] for m in got] == [sent]
+    finally:
+        peer.close()
