@@ -91,6 +91,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python $(PKG)/benchmarks/broker.py
 	$(VENV)/bin/python $(PKG)/benchmarks/dashboard.py
 	$(VENV)/bin/python $(PKG)/benchmarks/harness.py
+	$(VENV)/bin/python $(PKG)/benchmarks/mcp.py
 
 bench-quick: $(STAMP)
 	$(VENV)/bin/python $(PKG)/benchmarks/broker.py --quick

@@ -24,12 +24,15 @@ Tool calls run on their own threads, so a parked ``recv`` never blocks a ``ping`
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import select
 import socket
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
@@ -76,6 +79,7 @@ BROKER_TIMEOUT_SECONDS = RECV_CAP_SECONDS + 30
 # between the broker's answer and our ack (or give-back); should this process hang in between, they come again.
 RECV_LEASE_SECONDS = 30
 IDLE_CONNECTIONS = 4  # broker connections kept open for reuse (ordinarily one is enough)
+MAX_CALLS_IN_FLIGHT = 64  # tool calls served at once (parked recvs included); more wait for a free worker
 
 
 class ToolFailed(Exception):
@@ -306,6 +310,12 @@ class Tool:
     title: str | None = None
     annotations: dict | None = None
     output_schema: dict | None = None
+    # True (or a function of the arguments saying so) when a call never parks: it is then run on the thread that
+    # reads stdin, which spares a thread hand-off per call; anything that may wait runs on a worker.
+    quick: bool | Callable[[dict], bool] = False
+
+    def is_quick(self, arguments: dict) -> bool:
+        return self.quick(arguments) if callable(self.quick) else bool(self.quick)
 
     def to_mcp(self, version: str = LATEST_HANDSHAKE_VERSION) -> dict:
         """The Tool object of protocol ``version``: annotations since 2025-03-26, title and outputSchema since
@@ -467,7 +477,7 @@ BUILTIN_TOOLS: tuple[Tool, ...] = (
          schema({"to": {"type": "string", "description": 'Recipient: an agent name, the manager\'s name, or '
                                                          '"operator".'},
                  "body": {"type": "string", "description": "The message text."}}, ("to", "body")),
-         _send, title="Send a message", annotations=ADDS,
+         _send, title="Send a message", annotations=ADDS, quick=True,
          output_schema=_object({"id": {"type": "integer"}, "note": {"type": "string"}}, ("id",))),
     Tool("recv",
          "Read messages and events waiting for you, oldest first. Omit wait_seconds (or pass 0) to peek: it returns "
@@ -481,6 +491,7 @@ BUILTIN_TOOLS: tuple[Tool, ...] = (
                          "description": "At most this many messages (default 10)."}}),
          # Not read-only: what it returns is marked read.
          _recv, title="Read messages", annotations={**ADDS, "destructiveHint": True},
+         quick=lambda args: not args.get("wait_seconds"),
          output_schema=_object({"messages": {"type": "array", "items": MESSAGE}, "unread": {"type": "integer"}},
                                ("messages", "unread"))),
     Tool("ask_operator",
@@ -491,10 +502,10 @@ BUILTIN_TOOLS: tuple[Tool, ...] = (
                  "options": {"type": "array", "items": {"type": "string"}},
                  "multi": {"type": "boolean"},
                  "ttl_seconds": {"type": "number", "minimum": 1}}, ("question",)),
-         _ask, title="Ask the operator", annotations=ADDS,
+         _ask, title="Ask the operator", annotations=ADDS, quick=True,
          output_schema=_object({"id": {"type": "integer"}, "note": {"type": "string"}}, ("id",))),
     Tool("list_agents", "List the manager and every agent of the hive with its state (running, stopped, ...).",
-         schema(), _forward("list_agents"), title="List agents", annotations=READ_ONLY,
+         schema(), _forward("list_agents"), title="List agents", annotations=READ_ONLY, quick=True,
          output_schema=_object({"agents": {"type": "array", "items": _object(
              {"name": {"type": "string"}, "state": {"type": "string"}}, ("name", "state"))}}, ("agents",))),
     Tool("request_spawn",
@@ -588,6 +599,7 @@ class RpcError(Exception):
         self.data = data
 
 
+@functools.lru_cache(maxsize=1)
 def _package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -631,7 +643,10 @@ class McpServer:
         self._write_lock = threading.Lock()
         self._calls: dict[Any, ToolContext] = {}
         self._calls_lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        # Tool calls run on worker threads (kept, not one started per call), so that a parked recv never blocks
+        # the reading of the next request, a ping or a cancellation.
+        self._workers = ThreadPoolExecutor(max_workers=MAX_CALLS_IN_FLIGHT, thread_name_prefix="tool")
+        self._running: set = set()
         self.protocol_version: str | None = None  # negotiated by initialize (legacy era)
         self.initialized = False
         self.identity: dict | None = None
@@ -642,7 +657,9 @@ class McpServer:
     def _write(self, message: dict, ctx: ToolContext | None = None) -> bool:
         """Write one message; False when it was not written (cancelled call, or the client has gone). Encoding
         errors propagate to the caller, which answers something else."""
-        data = encode(message)
+        return self._send(encode(message), ctx)
+
+    def _send(self, data: bytes, ctx: ToolContext | None = None) -> bool:
         with self._write_lock:
             if ctx is not None and ctx.cancelled:
                 return False  # checked under the lock that cancel() is marked under: no answer after a cancel
@@ -653,17 +670,21 @@ class McpServer:
                 return False
         return True
 
-    def _result(self, request_id, result: dict, era: Era | None = None, ctx: ToolContext | None = None) -> bool:
+    def _response(self, request_id, result: dict, era: Era | None) -> dict:
         if era is not None and era.modern:
             # 2026-07-28 schema.ts: Result.resultType is required; ResultMetaObject carries serverInfo.
             result = {**result, "resultType": "complete",
                       "_meta": {**result.get("_meta", {}), META_SERVER_INFO: self._server_info()}}
+        return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+    def _result(self, request_id, result: dict, era: Era | None = None) -> bool:
         try:
-            return self._write({"jsonrpc": "2.0", "id": request_id, "result": result}, ctx)
+            data = encode(self._response(request_id, result, era))
         except (TypeError, ValueError) as e:
             log.error("the result of request %r cannot be encoded: %s", request_id, e)
             self._error(request_id, INTERNAL_ERROR, f"internal error: the result could not be encoded as JSON ({e})")
             return False
+        return self._send(data)
 
     def _error(self, request_id, code: int, message: str, data: Any = None) -> None:
         error: dict[str, Any] = {"code": code, "message": message}
@@ -712,8 +733,10 @@ class McpServer:
             if line.strip():
                 self.handle_line(line)
         # stdin closed: the client is gone. Give calls in flight a moment (a send may be storing), no more.
-        for t in list(self._threads):
-            t.join(timeout=2)
+        with self._calls_lock:
+            running = list(self._running)
+        futures_wait(running, timeout=2)
+        self._workers.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
 
     def handle_line(self, line: bytes | str) -> None:
@@ -879,10 +902,17 @@ class McpServer:
         ctx = ToolContext(self.socket_path, ident["name"], ident["role"], pool=self.pool)
         with self._calls_lock:
             self._calls[request_id] = ctx
-        thread = threading.Thread(target=self._run_tool, args=(request_id, tool, arguments, ctx, token, era),
-                                  name=f"tool-{name}", daemon=True)
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-        thread.start()
+        if tool.is_quick(arguments):
+            self._run_tool(request_id, tool, arguments, ctx, None, era)
+            return
+        future = self._workers.submit(self._run_tool, request_id, tool, arguments, ctx, token, era)
+        with self._calls_lock:
+            self._running.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future) -> None:
+        with self._calls_lock:
+            self._running.discard(future)
 
     def _run_tool(self, request_id, tool: Tool, arguments: dict, ctx: ToolContext, token, era: Era) -> None:
         done = threading.Event()
@@ -936,12 +966,13 @@ class McpServer:
             result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": is_error}
             if isinstance(value, dict) and not is_error and since(era.version, "2025-06-18"):
                 result["structuredContent"] = value
-            encode(result)
+            data = encode(self._response(request_id, result, era))
         except (TypeError, ValueError) as e:
             log.error("tool %r returned what JSON cannot hold: %s", request_id, e)
             result = {"content": [{"type": "text", "text": f"internal error: the tool's result could not be "
                                                             f"encoded as JSON ({e})"}], "isError": True}
-        return self._result(request_id, result, era, ctx)
+            data = encode(self._response(request_id, result, era))
+        return self._send(data, ctx)
 
 
 def run(socket_path: str) -> int:

@@ -208,8 +208,10 @@ def test_recv_peeks_without_wait_seconds_and_acknowledges_what_it_returns(hive, 
     ids = [bob.call("send", to="alice", body=f"m{i}")["id"] for i in range(3)]
     got = own_peer.call("recv", {"max": 2})["result"]["structuredContent"]
     assert [m["id"] for m in got["messages"]] == ids[:2] and got["unread"] == 1
-    # What the model has seen is acknowledged: it never comes again; the third is still waiting.
-    assert hive.client("alice").call("status") == {"unread": 1, "leased": 0}
+    # What the model has seen is acknowledged (just after the result is written): it never comes again; the
+    # third is still waiting.
+    alice = hive.client("alice")
+    wait_for(lambda: alice.call("status") == {"unread": 1, "leased": 0}, message="the two acknowledged")
 
 
 def test_recv_with_wait_seconds_parks_keeps_the_client_informed_and_wakes_on_a_send(hive, own_peer):
@@ -337,7 +339,9 @@ def test_integer_arguments_follow_json_schema(hive, own_peer):
     result = own_peer.call("recv", {"wait_seconds": False})["result"]
     assert result["isError"] is True and "must be number, not a boolean" in result["content"][0]["text"]
     # Nothing of the refused calls reached the broker: the third message is still there, unleased.
-    assert hive.client("alice").call("status") == {"unread": 1, "leased": 0}
+    alice = hive.client("alice")
+    wait_for(lambda: alice.call("status") == {"unread": 1, "leased": 0}, message="the two acknowledged")
+    assert own_peer.call("recv")["result"]["structuredContent"]["messages"][0]["body"] == "m2"
 
 
 UNENCODABLE_PLUGIN = '''
