@@ -28,6 +28,7 @@ except ImportError:
 
 from conftest import wait_for  # noqa: E402
 from harness_support import broker_only  # noqa: E402
+from test_mcp import broker_sockets  # noqa: E402
 
 VERSIONS = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"]
 AGENT_TOOLS = ["send", "recv", "ask_operator", "list_agents"]
@@ -76,6 +77,23 @@ async def connect(socket_path, version: str):
             session.adopt(answer)
             await session.send_notification(types.InitializedNotification())
             yield Session(session, version)
+
+
+def server_pid() -> int:
+    """The ``hyperhive mcp`` process the SDK started for this test (a child of this process)."""
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and b"hyperhive\0mcp" in cmdline:
+            return int(proc.name)
+    raise AssertionError("no hyperhive mcp child process")
 
 
 def run(coroutine_function, *args):
@@ -195,9 +213,20 @@ def test_a_recv_the_sdk_cancels_mid_wait_loses_nothing(start_broker, version):
 
     async def scenario():
         async with connect(hive.config.agent_socket("alice"), version) as s:
+            pid = server_pid()
+            parked_on: set = set()
+
+            async def parked(value, total, message):  # the recv is under way: note its broker connection
+                parked_on.update(broker_sockets(pid))
+
             with anyio.move_on_after(1.0) as scope:
-                await s.call("recv", {"wait_seconds": 40})
-            assert scope.cancelled_caught
+                await s.call("recv", {"wait_seconds": 40}, progress_callback=parked)
+            assert scope.cancelled_caught and parked_on
+            # The cancellation cuts the parked recv's broker connection at once. (A message that crosses the
+            # cancellation on the wire, answered before the server reads it, is the client's to drop: the spec
+            # asks clients to ignore answers to what they cancelled. So the test sends once the cut is seen.)
+            await anyio.to_thread.run_sync(lambda: wait_for(lambda: not parked_on & broker_sockets(pid),
+                                                            message="the parked recv's broker line cut"))
             sent = await anyio.to_thread.run_sync(lambda: hive.client("bob").call("send", to="alice", body="kept"))
             await anyio.to_thread.run_sync(lambda: wait_for(
                 lambda: alice.call("status") == {"unread": 1, "leased": 0}, timeout=15,
