@@ -43,6 +43,21 @@ class McpServer:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A daily limit (UTC day) in dollars and/or tokens; None is no limit."""
+
+    daily_usd: float | None = None
+    daily_tokens: int | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.daily_usd is not None or self.daily_tokens is not None
+
+    def to_json(self) -> dict:
+        return {"dailyUsd": self.daily_usd, "dailyTokens": self.daily_tokens}
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     name: str
     allowed_recipients: tuple[str, ...] | None = None
@@ -53,6 +68,7 @@ class AgentConfig:
     notes_compact_bytes: int = 65536
     turn_timeout_seconds: int = 1800
     extra_mcp_servers: tuple[tuple[str, McpServer], ...] = ()
+    budget: Budget = Budget()
     role: str = "agent"
 
     @property
@@ -69,6 +85,7 @@ class AgentConfig:
             "notesCompactBytes": self.notes_compact_bytes,
             "turnTimeoutSeconds": self.turn_timeout_seconds,
             "extraMcpServers": {n: s.to_claude() for n, s in self.extra_mcp_servers},
+            "budget": self.budget.to_json(),
         }
 
 
@@ -131,6 +148,8 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     operator_pronouns: str = "they/them"
     claude_command: tuple[str, ...] | None = None
+    budget: Budget = Budget()  # the whole hive's daily limit
+    max_pending_reminders: int = 50  # per agent
     version: int = SCHEMA_VERSION
 
     def agent(self, name: str) -> AgentConfig | None:
@@ -181,6 +200,8 @@ class Config:
                 "dropIntermediateTags": self.retention.drop_intermediate_tags,
             },
             "harness": {"claudeCommand": None if self.claude_command is None else list(self.claude_command)},
+            "budget": self.budget.to_json(),
+            "reminders": {"maxPendingPerAgent": self.max_pending_reminders},
             "managerSettings": manager,
             "agents": {name: a.to_json() for name, a in self.agents.items()},
         }
@@ -291,10 +312,10 @@ def _listen(value: str) -> str | None:
 
 
 AGENT_KEYS = {"allowedRecipients", "bashAllow", "privateUsers", "model", "prompt", "notesCompactBytes",
-              "turnTimeoutSeconds", "extraMcpServers"}
+              "turnTimeoutSeconds", "extraMcpServers", "budget"}
 MANAGER_KEYS = AGENT_KEYS - {"allowedRecipients", "privateUsers"}
 TOP_KEYS = {"version", "stateDir", "runDir", "manager", "backend", "dashboard", "broker", "retention", "agents",
-            "managerSettings", "operatorPronouns", "harness", "limits"}
+            "managerSettings", "operatorPronouns", "harness", "limits", "budget", "reminders"}
 BACKENDS = ("nixos-container", "local")
 
 
@@ -330,6 +351,21 @@ def _agent(r: _Reader, raw: dict, path: str, name: str, role: str) -> AgentConfi
         notes_compact_bytes=r.get(raw, path, "notesCompactBytes", int, 65536, check=_positive),
         turn_timeout_seconds=r.get(raw, path, "turnTimeoutSeconds", int, 1800, check=_positive),
         extra_mcp_servers=tuple(servers),
+        budget=_budget(r, raw, path),
+    )
+
+
+def _non_negative(value) -> str | None:
+    return None if value >= 0 else f"must be 0 or more, got {value}"
+
+
+def _budget(r: "_Reader", raw: dict, path: str) -> Budget:
+    """``budget = {dailyUsd, dailyTokens}`` under ``path`` (each null or absent for no limit)."""
+    full = _join(path, "budget")
+    b = r.table(r.get(raw, path, "budget", dict, {}, nullable=True) or {}, full, {"dailyUsd", "dailyTokens"})
+    return Budget(
+        daily_usd=r.get(b, full, "dailyUsd", (int, float), None, nullable=True, check=_non_negative),
+        daily_tokens=r.get(b, full, "dailyTokens", int, None, nullable=True, check=_non_negative),
     )
 
 
@@ -418,7 +454,10 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
         dashboard=dashboard, broker=broker, retention=retention, agents=agents,
         manager_settings=manager_settings, limits=limits,
         operator_pronouns=r.get(raw, "", "operatorPronouns", str, "they/them"),
-        claude_command=claude_command, version=version,
+        claude_command=claude_command, version=version, budget=_budget(r, raw, ""),
+        max_pending_reminders=r.get(r.table(r.get(raw, "", "reminders", dict, {}), "reminders",
+                                            {"maxPendingPerAgent"}),
+                                    "reminders", "maxPendingPerAgent", int, 50, check=_positive),
     )
 
 

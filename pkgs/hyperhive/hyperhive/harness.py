@@ -269,6 +269,14 @@ class ClaudeRun:
     duration: float = 0.0
     events: int = 0
     start_error: str | None = None
+    # What the CLI's `system`/`init` and `result` events say the session used (stream-json).
+    model: str | None = None
+    tokens: dict = field(default_factory=dict)
+    cost_usd: float = 0.0
+    model_usage: dict = field(default_factory=dict)
+    num_turns: int | None = None
+    duration_api_ms: float | None = None
+    started_at: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -287,6 +295,27 @@ class ClaudeRun:
             detail = f": {tail[0][:300]}" if tail[0] else ""
             return f"claude exited with status {self.exit_status}{detail}"
         return "ok"
+
+    @property
+    def status(self) -> str:
+        """How the session ended, as the turns table says it: ok | timeout | too_long | failed."""
+        if self.ok:
+            return "ok"
+        return "timeout" if self.timed_out else "too_long" if self.too_long else "failed"
+
+    def add_usage(self, other: "ClaudeRun") -> None:
+        for key, n in other.tokens.items():
+            self.tokens[key] = self.tokens.get(key, 0) + n
+        self.cost_usd += other.cost_usd
+
+    def record(self, kind: str, wake: dict | None = None) -> dict:
+        """The ``turn_record`` op's ``turn`` for this session."""
+        tools = {name: n for name, n in self.tool_calls.items()}
+        return {"kind": kind, "started_at": self.started_at, "ended_at": self.started_at + self.duration,
+                "status": self.status, "exit_status": self.status_for_stats, "model": self.model,
+                "wake": wake or {}, "tokens": dict(self.tokens), "cost_usd": self.cost_usd,
+                "num_turns": self.num_turns, "duration_api_ms": self.duration_api_ms,
+                "model_usage": self.model_usage, "tools": tools}
 
     @property
     def status_for_stats(self) -> int:
@@ -318,7 +347,7 @@ def run_claude(argv: list[str], prompt: str, *, cwd: Path, env: dict, timeout: f
                on_event: Callable[[dict], None] = lambda e: None, manager: str | None = None,
                on_start: Callable[[subprocess.Popen], None] = lambda p: None) -> ClaudeRun:
     """Run one Claude Code session to completion or timeout, feeding each stream-json event to ``on_event``."""
-    run = ClaudeRun()
+    run = ClaudeRun(started_at=time.time())
     started = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -441,12 +470,58 @@ def _account(run: ClaudeRun, event: dict, tools_by_id: dict, manager: str | None
             if name == f"mcp__{SERVER_NAME}__send" and not block.get("is_error"):
                 to = args.get("to") if isinstance(args, dict) else None
                 run.sent["operator" if to == "operator" else "manager" if to == manager else "agent"] += 1
+    elif kind == "system" and event.get("subtype") == "init" and isinstance(event.get("model"), str):
+        run.model = event["model"][:200]
     elif kind == "result":
+        _usage(run, event)
         result = event.get("result")
         run.result_text = result if isinstance(result, str) else run.result_text
         run.result_is_error = bool(event.get("is_error"))
         if run.result_is_error and TOO_LONG in (run.result_text or ""):
             run.too_long = True
+
+
+USAGE_FIELDS = {"input": "input_tokens", "output": "output_tokens", "cache_read": "cache_read_input_tokens",
+                "cache_write": "cache_creation_input_tokens"}
+
+
+def _count(value) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _usage(run: ClaudeRun, event: dict) -> None:
+    """Tokens and cost from the CLI's ``result`` event (``usage``, ``total_cost_usd``, ``modelUsage``, ...)."""
+    usage = event.get("usage") if isinstance(event.get("usage"), dict) else {}
+    run.tokens = {key: _count(usage.get(field)) for key, field in USAGE_FIELDS.items()}
+    cost = event.get("total_cost_usd")
+    run.cost_usd = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0 else 0.0
+    model_usage = event.get("modelUsage")
+    if isinstance(model_usage, dict):
+        run.model_usage = {str(k)[:200]: v for k, v in list(model_usage.items())[:20] if isinstance(v, dict)}
+        if run.model is None and run.model_usage:
+            run.model = next(iter(run.model_usage))
+    num_turns = event.get("num_turns")
+    run.num_turns = _count(num_turns) if num_turns is not None else None
+    api_ms = event.get("duration_api_ms")
+    run.duration_api_ms = float(api_ms) if isinstance(api_ms, (int, float)) and not isinstance(api_ms, bool) \
+        and api_ms >= 0 else None
+
+
+def wake_of(messages: list[dict], retry: bool) -> dict:
+    """What woke a turn: the first message's kind and sender (an operator message, a reminder, an event, another
+    agent's message), or a retry of a failed turn."""
+    first = messages[0] if messages else {}
+    data = first.get("data") if isinstance(first.get("data"), dict) else {}
+    if retry:
+        kind = "retry"
+    elif first.get("kind") == "event":
+        kind = "reminder" if data.get("what") == "reminder" else "event"
+    elif first.get("from") == "operator":
+        kind = "operator"
+    else:
+        kind = "message"
+    return {"kind": kind, "from": str(first.get("from") or "")[:100] or None,
+            "message_ids": [m["id"] for m in messages if isinstance(m.get("id"), int)][:1000]}
 
 
 def tool_stat_key(name: str) -> str:
@@ -493,6 +568,8 @@ class Harness:
         self.stopping = threading.Event()
         self.turns = 0
         self.parent = os.getppid()
+        self.model = settings.model  # what the next turn runs with; the operator may change it (turn_ready)
+        self.over_budget = False
 
     # --- the broker -------------------------------------------------------------------------------------
 
@@ -568,8 +645,8 @@ class Harness:
 
     def claude_argv(self, files: dict[str, Path], *, continue_session: bool) -> list[str]:
         argv = [*self.command, "--print", "--verbose", "--output-format", "stream-json"]
-        if self.settings.model:
-            argv += ["--model", self.settings.model]
+        if self.model:
+            argv += ["--model", self.model]
         if continue_session:
             argv.append("--continue")
         argv += ["--settings", str(files["settings"]), "--system-prompt-file", str(files["system_prompt"]),
@@ -616,12 +693,36 @@ class Harness:
         _write_text(files["system_prompt"], compaction.SYSTEM_PROMPT)
         _write_json(files["mcp_config"], {"mcpServers": {}})
         argv = [*self.command, "--print", "--verbose", "--output-format", "stream-json"]
-        if self.settings.model:
-            argv += ["--model", self.settings.model]
+        if self.model:
+            argv += ["--model", self.model]
         argv += ["--settings", str(files["settings"]), "--system-prompt-file", str(files["system_prompt"]),
                  "--mcp-config", str(files["mcp_config"]), "--strict-mcp-config", *NO_SETTING_SOURCES]
-        return run_claude(argv, prompt, cwd=cwd, env=self.claude_env(), timeout=self.compact_timeout,
-                          on_start=self._started)
+        run = run_claude(argv, prompt, cwd=cwd, env=self.claude_env(), timeout=self.compact_timeout,
+                         on_start=self._started)
+        self.record(run, "compaction")
+        return run
+
+    def record(self, run: ClaudeRun, kind: str, wake: dict | None = None) -> None:
+        """Tell the service what a session cost (it adds the deployed tag and the telemetry samples)."""
+        if run.start_error is None:
+            self.quietly("turn_record", turn=run.record(kind, wake))
+
+    def ready(self, wait: float) -> bool:
+        """Whether a turn may start (the budget), waiting up to ``wait`` seconds; takes the model to use."""
+        try:
+            answer = self.call("turn_ready", timeout=wait + 60, wait_seconds=wait)
+        except HiveError as e:
+            if e.code == "bad_request" and "unknown op" in e.message:
+                return True  # a service without budgets
+            raise
+        self.model = answer.get("model") or self.settings.model
+        if not answer.get("ready", True):
+            if not self.over_budget:
+                log.warning("not starting a turn: %s", answer.get("reason"))
+            self.over_budget = True
+            return False
+        self.over_budget = False
+        return True
 
     def compact_notes(self, *, force: bool = False) -> compaction.CompactionResult:
         s = self.settings
@@ -668,6 +769,7 @@ class Harness:
 
     def _turn(self, messages: list[dict], pending: int) -> bool:
         started = time.time()
+        wake = wake_of(messages, retry=self.failures > 0)
         ids = [m["id"] for m in messages]
         self.leased = ids
         self.turns += 1
@@ -683,11 +785,13 @@ class Harness:
                                          "action": "compacting notes and retrying once in a new conversation"})
             self.compact_notes(force=True)
             first = run
+            self.record(first, "turn", wake)
             run = self._run(prompt, continue_session=False)
             run.tool_calls += first.tool_calls
             run.sent += first.sent
             retried = True
         self.proc = None
+        self.record(run, "turn", wake)
         if run.ok:
             self.failures = 0
             _write_text(self.session_marker, f"{time.time()}\n")
@@ -704,7 +808,8 @@ class Harness:
             self.leased = []
         self.publish("turn_end", turn=self.turns, ok=run.ok, exit_status=run.status_for_stats,
                      duration_s=round(run.duration, 3), tool_calls=sum(run.tool_calls.values()),
-                     result=(run.result_text or "")[:2000], retried=retried)
+                     result=(run.result_text or "")[:2000], retried=retried, model=run.model,
+                     tokens=run.tokens, cost_usd=round(run.cost_usd, 6))
         compacted = self.compact_notes() if run.ok else None
         self.send_stats(run, started, depth=len(messages) + pending, compacted=compacted)
         return run.ok
@@ -749,8 +854,14 @@ class Harness:
                     log.info("harness of %s (%s) ready on %s; claude: %s", self.settings.name, self.settings.role,
                              self.socket_path, " ".join(self.command))
                     announced = True
+                if not self.ready(self.recv_wait):
+                    continue  # over budget: the messages wait unread; ask again (the service parks the call)
                 got = self.call("recv", timeout=self.recv_wait + 60, wait_seconds=self.recv_wait,
                                 max=self.batch_max, lease_seconds=self.lease_seconds)
+                if got.get("messages") and not self.ready(0):
+                    # the budget ran out while waiting (another agent's turn): give them back untouched
+                    self.quietly("lease", ids=[m["id"] for m in got["messages"]], seconds=0)
+                    continue
                 delay = 0.5
             except Disconnected as e:
                 log.warning("the hive is not reachable (%s); trying again in %.1fs", e, delay)

@@ -41,6 +41,11 @@ def harness_tools(role):
 
 
 @hookspec
+def question_resolved(hive, question):
+    """Observe an operator question that was answered, cancelled or expired (a dict as ``questions`` lists it)."""
+
+
+@hookspec
 def hive_started(hive):
     """Called once the service has opened its store and sockets."""
 

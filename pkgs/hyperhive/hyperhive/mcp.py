@@ -566,16 +566,12 @@ GENERIC_INSTRUCTIONS = ("The hive's tools: send and recv messages, ask the opera
 
 
 def plugin_tools(role: str) -> list[Tool]:
-    """Extra tools from plugins registered through the ``hyperhive`` entry-point group."""
-    import pluggy
+    """Extra tools from plugins: the built-in ones (reminders, logs) and those of the ``hyperhive`` entry-point
+    group."""
+    from .plugins import TOOL_PLUGINS, make_plugin_manager
 
-    from . import hookspecs
-
-    pm = pluggy.PluginManager("hyperhive")
-    pm.add_hookspecs(hookspecs)
     try:
-        pm.load_setuptools_entrypoints("hyperhive")
-        offered = pm.hook.harness_tools(role=role)
+        offered = make_plugin_manager(True, TOOL_PLUGINS).hook.harness_tools(role=role)
     except Exception:  # a broken plugin must not take the hive's own tools away
         log.exception("a hyperhive plugin failed to offer its tools; offering only the built-in ones")
         return []

@@ -17,13 +17,18 @@ DEFAULT_PLUGINS = (
     "hyperhive.default_plugins.dashboard",
     "hyperhive.default_plugins.telemetry",
     "hyperhive.default_plugins.harness_ops",
+    "hyperhive.default_plugins.insight",
+    "hyperhive.default_plugins.insight_tools",
 )
+# What ``hyperhive mcp`` loads to offer plugin tools: the built-ins that add tools, light to import.
+TOOL_PLUGINS = ("hyperhive.default_plugins.insight_tools",)
 
 
-def make_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
+def make_plugin_manager(load_entry_points: bool = True, builtins: tuple[str, ...] = DEFAULT_PLUGINS
+                        ) -> pluggy.PluginManager:
     pm = pluggy.PluginManager("hyperhive")
     pm.add_hookspecs(hookspecs)
-    for name in DEFAULT_PLUGINS:
+    for name in builtins:
         pm.register(importlib.import_module(name), name=name)
     if load_entry_points:
         pm.load_setuptools_entrypoints("hyperhive")

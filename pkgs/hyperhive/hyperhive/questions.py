@@ -281,6 +281,10 @@ def _finish(hive, question_id: int, status: str, text: str, now: float | None = 
     result = question_dict(row)
     _tell_asker(hive, result)
     _changed(hive, qid, status)
+    try:
+        hive.pm.hook.question_resolved(hive=hive, question=result)
+    except Exception:  # an observer must never undo an answer the operator gave
+        log.exception("a question_resolved hook failed for question %s", qid)
     return result
 
 
@@ -292,6 +296,8 @@ def _tell_asker(hive, question: dict) -> None:
             "cancelled": f"operator cancelled {asked}: {text}",
             "expired": f"{asked} expired unanswered: {text}"}[status]
     data = {"question_id": question["id"], "question": question["question"], "answer": text, "status": status}
+    if asker == "system":
+        return  # the service asked (a budget): the question_resolved hook acts on the answer
     # An event about an agent reaches its manager too (DESIGN); anyone else (the operator) hears it alone.
     if asker in hive.agent_configs() or asker == hive.config.manager:
         hive.notify(asker, body, **data)

@@ -98,6 +98,67 @@ stats = Table(
 
 Index("stats_agent_key_ts", stats.c.agent, stats.c.key, stats.c.ts)
 
+# One row per Claude Code session the harness ran: a turn, or a notes compaction (kind), with what the CLI's
+# ``result`` event reported and the agent's deployed tag and commit at that moment.
+turns = Table(
+    "turns", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("agent", String, nullable=False),
+    Column("kind", String, nullable=False),  # turn | compaction
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=False),
+    Column("status", String, nullable=False),  # ok | failed | timeout | too_long
+    Column("exit_status", Integer),
+    Column("model", String),
+    Column("wake_kind", String),  # message | event | reminder | retry | operator
+    Column("wake_from", String),
+    Column("message_ids", Text),  # JSON list
+    Column("tokens_input", Integer, nullable=False),
+    Column("tokens_output", Integer, nullable=False),
+    Column("tokens_cache_read", Integer, nullable=False),
+    Column("tokens_cache_write", Integer, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+    Column("num_turns", Integer),
+    Column("duration_api_ms", Float),
+    Column("model_usage", Text),  # JSON {model: {...}} as the CLI reports it
+    Column("tool_calls", Integer, nullable=False),
+    Column("tools", Text),  # JSON {tool: count}
+    Column("deployed_tag", String),
+    Column("deployed_sha", String),
+)
+
+reminders = Table(
+    "reminders", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("agent", String, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("status", String, nullable=False),  # pending | delivered | cancelled
+    Column("ended_at", Float),
+    Column("message_id", Integer),
+)
+
+# What the operator set at run time for one agent: a model that replaces the configured one.
+agent_overrides = Table(
+    "agent_overrides", metadata,
+    Column("agent", String, primary_key=True),
+    Column("model", String),
+    Column("updated_at", Float, nullable=False),
+)
+
+# A budget's day (UTC) for one agent, or for the whole hive (agent "*"): a limit raised by the operator, and the
+# question that asked about it.
+budget_days = Table(
+    "budget_days", metadata,
+    Column("agent", String, primary_key=True),
+    Column("day", String, primary_key=True),
+    Column("usd", Float),
+    Column("tokens", Integer),
+    Column("question_id", Integer),
+    Column("decided", String),  # raised | kept
+)
+
 
 def _v0_to_v1(conn: Connection) -> None:
     for ddl in (
@@ -146,7 +207,32 @@ def _v2_to_v3(conn: Connection) -> None:
         conn.exec_driver_sql(ddl)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3]
+def _add_insight_tables(conn: Connection) -> None:
+    for ddl in (
+        """CREATE TABLE turns (
+            id INTEGER PRIMARY KEY, agent TEXT NOT NULL, kind TEXT NOT NULL, started_at REAL NOT NULL,
+            ended_at REAL NOT NULL, status TEXT NOT NULL, exit_status INTEGER, model TEXT, wake_kind TEXT,
+            wake_from TEXT, message_ids TEXT, tokens_input INTEGER NOT NULL, tokens_output INTEGER NOT NULL,
+            tokens_cache_read INTEGER NOT NULL, tokens_cache_write INTEGER NOT NULL, cost_usd REAL NOT NULL,
+            num_turns INTEGER, duration_api_ms REAL, model_usage TEXT, tool_calls INTEGER NOT NULL, tools TEXT,
+            deployed_tag TEXT, deployed_sha TEXT)""",
+        "CREATE INDEX turns_agent_started ON turns (agent, started_at)",
+        "CREATE INDEX turns_started ON turns (started_at)",
+        """CREATE TABLE reminders (
+            id INTEGER PRIMARY KEY, agent TEXT NOT NULL, body TEXT NOT NULL, due_at REAL NOT NULL,
+            created_at REAL NOT NULL, status TEXT NOT NULL, ended_at REAL, message_id INTEGER)""",
+        "CREATE INDEX reminders_pending ON reminders (status, due_at)",
+        "CREATE INDEX reminders_agent ON reminders (agent, status)",
+        """CREATE TABLE agent_overrides (
+            agent TEXT PRIMARY KEY, model TEXT, updated_at REAL NOT NULL)""",
+        """CREATE TABLE budget_days (
+            agent TEXT NOT NULL, day TEXT NOT NULL, usd REAL, tokens INTEGER, question_id INTEGER, decided TEXT,
+            PRIMARY KEY (agent, day))""",
+    ):
+        conn.exec_driver_sql(ddl)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3, _add_insight_tables]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -276,5 +362,6 @@ def run_sql(store: Store, sql: str, params: tuple = ()) -> list[Any]:
         return list(result) if result.returns_rows else []
 
 
-__all__ = ["Store", "messages", "questions", "approvals", "agents", "stats", "SCHEMA_VERSION", "MIGRATIONS",
+__all__ = ["Store", "messages", "questions", "approvals", "agents", "stats", "turns", "reminders",
+           "agent_overrides", "budget_days", "SCHEMA_VERSION", "MIGRATIONS",
            "loads_json", "iso", "text"]

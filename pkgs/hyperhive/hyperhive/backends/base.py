@@ -61,6 +61,10 @@ class Backend:
     def describe(self) -> str:
         return self.name
 
+    def logs(self, name: str, lines: int = 200, cursor: str | None = None, search: str | None = None) -> dict:
+        """The agent's service log: ``{lines, cursor, source}``, the last ``lines`` (or those after ``cursor``)."""
+        raise BuildError(f"the {self.name} backend keeps no logs hyperhive can read")
+
 
 def role_of(hive, name: str) -> str:
     return "manager" if name == hive.config.manager else "agent"

@@ -66,7 +66,7 @@ class LocalBackend(Backend):
             state = repos.ensure_state_dir(self.hive, name)
             env = {**os.environ, "HYPERHIVE_SOCKET": str(self.hive.config.agent_socket(name)),
                    "HYPERHIVE_DEPLOYED_SHA": self._deployed_sha(name), "HYPERHIVE_AGENT_NAME": name}
-            logfile = repos.agent_json_path(self.hive, name).with_name("agent.log")
+            logfile = self.log_path(name)
             cmd = self.command(name)
             with open(logfile, "ab") as out:
                 try:
@@ -148,6 +148,13 @@ class LocalBackend(Backend):
                                     stdin=subprocess.DEVNULL)
             if result.returncode != 0:
                 raise BuildError(f"{path.relative_to(root)} does not parse:\n{result.stderr.strip()[-5000:]}")
+
+    def log_path(self, name: str):
+        return repos.agent_json_path(self.hive, name).with_name("agent.log")
+
+    def logs(self, name: str, lines: int = 200, cursor: str | None = None, search: str | None = None) -> dict:
+        from .. import agent_logs
+        return agent_logs.read_file_log(self.log_path(name), lines, cursor, search)
 
     def describe(self) -> str:
         if os.environ.get("HYPERHIVE_AGENT_COMMAND"):

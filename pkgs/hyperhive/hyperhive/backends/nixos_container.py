@@ -94,6 +94,10 @@ class NixosContainerBackend(Backend):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def logs(self, name: str, lines: int = 200, cursor: str | None = None, search: str | None = None) -> dict:
+        from .. import agent_logs
+        return agent_logs.read_journal(self.container(name), lines, cursor, search)
+
     def _run(self, cmd: list[str], timeout: float, cwd: Path | None = None) -> str:
         try:
             result = subprocess.run(cmd, cwd=str(cwd or self.build_dir()), stdin=subprocess.DEVNULL,

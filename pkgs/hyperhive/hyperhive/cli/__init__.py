@@ -9,7 +9,7 @@ import sys
 
 import click
 
-COMMAND_MODULES = ("service", "operator", "client", "questions", "approvals", "agent")
+COMMAND_MODULES = ("service", "operator", "client", "questions", "approvals", "agent", "insight")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

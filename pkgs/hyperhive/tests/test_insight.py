@@ -1,0 +1,229 @@
+"""What the swarm costs and does, through the real service and its sockets: turns with tokens and cost tied to
+the deployed tag, the stats report and CLI, budgets that hold turns back and the operator's question, run-time
+models, durable reminders, and agent logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+
+import pytest
+from conftest import refused, wait_for
+
+AGENTS = {"alice": {"allowedRecipients": ["bob", "manager", "operator"], "model": "claude-sonnet-4-5"},
+          "bob": {}}
+
+
+def turn(cost=0.25, inp=1000, out=200, cread=50, cwrite=10, status="ok", kind="turn", started=None, **extra):
+    started = time.time() - 2 if started is None else started
+    return {"kind": kind, "started_at": started, "ended_at": started + 1.5, "status": status, "exit_status": 0,
+            "model": "claude-sonnet-4-5",
+            "wake": {"kind": "message", "from": "bob", "message_ids": [1]},
+            "tokens": {"input": inp, "output": out, "cache_read": cread, "cache_write": cwrite},
+            "cost_usd": cost, "num_turns": 2, "duration_api_ms": 900.0,
+            "model_usage": {"claude-sonnet-4-5": {"inputTokens": inp, "outputTokens": out, "costUSD": cost}},
+            "tools": {"mcp__hyperhive__send": 1, "Bash": 2}, **extra}
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_a_recorded_turn_is_kept_with_its_tokens_cost_and_deployed_tag(start_broker):
+    hive = start_broker(AGENTS)
+    alice = hive.client("alice")
+    turn_id = alice.call("turn_record", turn=turn(cost=0.125, inp=1234, out=567, cread=89, cwrite=10))["id"]
+    assert turn_id >= 1
+    [row] = hive.host().call("turns", agent="alice")["turns"]
+    assert row["tokens"] == {"input": 1234, "output": 567, "cache_read": 89, "cache_write": 10}
+    assert row["cost_usd"] == pytest.approx(0.125)
+    assert row["model"] == "claude-sonnet-4-5" and row["wake"]["kind"] == "message"
+    assert row["deployed_tag"] == "deployed/0" and len(row["deployed_sha"]) == 40
+    samples = get_json(f"{hive.dashboard_url}/api/stats?agent=alice")
+    got = {s["key"]: s["value"] for s in samples if s["key"].startswith("turn.")}
+    assert got == {"turn.tokens.input": 1234, "turn.tokens.output": 567, "turn.tokens.cache_read": 89,
+                   "turn.tokens.cache_write": 10, "turn.cost_usd": 0.125}
+    # a compaction is counted under its own keys
+    alice.call("turn_record", turn=turn(kind="compaction", cost=0.01, inp=10, out=5, cread=0, cwrite=0))
+    keys = {s["key"] for s in get_json(f"{hive.dashboard_url}/api/stats?agent=alice")}
+    assert {"compaction.cost_usd", "compaction.tokens.input"} <= keys
+
+
+@pytest.mark.parametrize("bad, problem", [
+    ({"started_at": 10, "ended_at": 5}, "before"),
+    ({"cost_usd": -1}, "cost_usd"),
+    ({"cost_usd": float("inf")}, None),  # refused by the transport (NaN/Infinity are not JSON)
+    ({"tokens": {"input": 1.5}}, "whole number"),
+    ({"status": "exploded"}, "status"),
+    ({"ended_at": time.time() + 86400, "started_at": time.time()}, "future"),
+    ({"surprise": 1}, "unknown turn field"),
+])
+def test_a_bad_turn_record_is_refused_naming_the_field(start_broker, bad, problem):
+    hive = start_broker(AGENTS)
+    alice = hive.client("alice")
+    message = refused(lambda: alice.call("turn_record", turn={**turn(), **bad}), "bad_request")
+    if problem:
+        assert problem in message
+    assert hive.host().call("turns", agent="alice")["turns"] == []
+
+
+def test_the_report_and_the_stats_cli_agree_on_cost_tokens_and_mixes(start_broker):
+    hive = start_broker(AGENTS)
+    alice, bob = hive.client("alice"), hive.client("bob")
+    alice.call("turn_record", turn=turn(cost=0.5))
+    alice.call("turn_record", turn=turn(cost=0.25, status="failed"))
+    bob.call("turn_record", turn=turn(cost=1.0, wake={"kind": "reminder", "from": "system", "message_ids": []}))
+    report = hive.host().call("report", agent="alice", window="24h")
+    assert report["totals"]["turns"] == 2 and report["totals"]["cost_usd"] == pytest.approx(0.75)
+    assert report["results"] == {"ok": 1, "failed": 1}
+    assert report["top_tools"][0] == {"tool": "Bash", "calls": 4}
+    assert sum(b["turns"] for b in report["buckets"]) == 2 and len(report["buckets"]) in (24, 25)
+    hive_wide = json.loads(hive.cli("stats", "--json").stdout)
+    assert hive_wide["totals"]["cost_usd"] == pytest.approx(1.75)
+    assert hive_wide["wakes"] == {"message": 2, "reminder": 1}
+    text = hive.cli("stats", "alice", "--window", "7d").stdout
+    assert "$0.7500" in text and "turns      2" in text and len(report["buckets"]) in (24, 25)
+    week = hive.host().call("report", agent="alice", window="7d")
+    assert len(week["buckets"]) in (7, 8)
+    assert "window" in refused(lambda: hive.host().call("report", window="1y"), "bad_request")
+    assert "no agent" in refused(lambda: hive.host().call("report", agent="carol"), "not_found")
+
+
+def test_a_budget_holds_the_next_turn_back_until_the_operator_raises_it(start_broker):
+    hive = start_broker({**AGENTS, "alice": {**AGENTS["alice"], "budget": {"dailyUsd": 1.0}}})
+    alice, host = hive.client("alice"), hive.client("bob")
+    assert hive.client("alice").call("turn_ready")["ready"] is True
+    alice.call("turn_record", turn=turn(cost=0.6))
+    # spent 0.60; the next turn is estimated at what the last cost (0.60): 1.20 would cross 1.00
+    ready = alice.call("turn_ready", wait_seconds=0)
+    assert ready["ready"] is False and "$1.0000" in ready["reason"], ready
+    host.call("send", to="alice", body="work for you")
+    # its message waits, unread and unleased
+    assert hive.host().call("list_agents") and alice.call("status") == {"unread": 1, "leased": 0}
+    questions = hive.host().call("questions")["questions"]
+    [q] = [q for q in questions if q["asker"] == "system"]
+    assert "alice" in q["question"] and q["options"][0].startswith("raise")
+    # asked once a day, not on every check
+    alice.call("turn_ready", wait_seconds=0)
+    assert len([q for q in hive.host().call("questions")["questions"] if q["asker"] == "system"]) == 1
+    # a parked turn_ready wakes when the operator raises the limit
+    import threading
+    answer = {}
+    parked = threading.Thread(target=lambda: answer.update(hive.client("alice").call("turn_ready", wait_seconds=20)))
+    parked.start()
+    time.sleep(0.3)
+    hive.host().call("answer", id=q["id"], answer=q["options"][0])
+    parked.join(15)
+    assert answer.get("ready") is True, answer
+    got = alice.call("recv", wait_seconds=1)
+    assert [m["body"] for m in got["messages"]] == ["work for you"]  # nothing was lost
+
+
+def test_keeping_the_limit_keeps_the_agent_waiting_and_the_hive_budget_applies_to_all(start_broker):
+    hive = start_broker(AGENTS, budget={"dailyTokens": 5000})
+    alice, bob = hive.client("alice"), hive.client("bob")
+    alice.call("turn_record", turn=turn(inp=3000, out=0, cread=0, cwrite=0))
+    state = bob.call("turn_ready")
+    assert state["ready"] is True  # bob has no turn of its own yet to estimate from
+    bob.call("turn_record", turn=turn(inp=2500, out=0, cread=0, cwrite=0))
+    state = bob.call("turn_ready")
+    assert state["ready"] is False and "the hive" in state["reason"] and "5,000" in state["reason"]
+    [q] = [q for q in hive.host().call("questions")["questions"] if q["asker"] == "system"]
+    hive.host().call("answer", id=q["id"], answer="keep the limit")
+    assert bob.call("turn_ready")["ready"] is False
+    hive.cli("budget", "--tokens", "100000")
+    assert bob.call("turn_ready")["ready"] is True
+
+
+def test_the_operator_sets_a_model_for_the_next_turn_and_resets_it(start_broker):
+    hive = start_broker(AGENTS)
+    alice = hive.client("alice")
+    assert alice.call("turn_ready")["model"] == "claude-sonnet-4-5"
+    hive.cli("model", "alice", "claude-opus-4-1")
+    assert alice.call("turn_ready")["model"] == "claude-opus-4-1"
+    assert "set by the operator" in hive.cli("model", "alice").stdout
+    hive.stop()
+    hive.start()  # survives a restart
+    assert hive.client("alice").call("turn_ready")["model"] == "claude-opus-4-1"
+    hive.cli("model", "alice", "--reset")
+    assert hive.client("alice").call("turn_ready")["model"] == "claude-sonnet-4-5"
+    assert "not both" in hive.cli("model", "alice", "x", "--reset", check=False).stderr
+    assert "model" in refused(lambda: hive.host().call("model", name="alice", model="two words"), "bad_request")
+
+
+def test_a_reminder_arrives_as_an_event_and_one_set_before_a_kill_arrives_after_restart(start_broker):
+    hive = start_broker(AGENTS)
+    alice = hive.client("alice")
+    set_at = time.monotonic()
+    first = alice.call("remind", body="check the build", in_seconds=2)
+    assert first["id"] >= 1 and first["due_at"].endswith("Z")
+    pending = hive.host().call("reminders", agent="alice")["reminders"]
+    assert [r["body"] for r in pending] == ["check the build"]
+    got = alice.call("recv", wait_seconds=15)
+    [m] = got["messages"]
+    assert m["kind"] == "event" and m["from"] == "system" and "check the build" in m["body"]
+    assert m["data"]["what"] == "reminder" and m["data"]["reminder_id"] == first["id"]
+    assert time.monotonic() - set_at >= 1.9
+    alice.call("ack", ids=[m["id"]])
+    second = alice.call("remind", body="after the crash", in_seconds=3)
+    cancelled = alice.call("remind", body="never", in_seconds=3)
+    hive.cli("reminders", "--cancel", str(cancelled["id"]))
+    hive.kill9()
+    time.sleep(3.5)  # it falls due while the service is down
+    hive.start()
+    alice = hive.client("alice")
+    got = alice.call("recv", wait_seconds=10, max=10)
+    assert [m["data"]["reminder_id"] for m in got["messages"]] == [second["id"]]
+    statuses = {r["id"]: r["status"] for r in hive.host().call("reminders", status="all")["reminders"]}
+    assert statuses == {first["id"]: "delivered", second["id"]: "delivered", cancelled["id"]: "cancelled"}
+
+
+def test_reminders_are_limited_per_agent_and_checked(start_broker):
+    hive = start_broker(AGENTS, reminders={"maxPendingPerAgent": 2})
+    alice = hive.client("alice")
+    alice.call("remind", body="one", in_seconds=600)
+    when = int(time.time()) + 86400
+    tomorrow = time.strftime("%Y-%m-%dT%H:%M:%S+01:00", time.gmtime(when + 3600))
+    due = alice.call("remind", body="two", at=tomorrow)["due_at"]  # +01:00 is read as its zone says
+    assert due == time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(when))
+    assert "maxPendingPerAgent = 2" in refused(lambda: alice.call("remind", body="three", in_seconds=5), "conflict")
+    assert "exactly one" in refused(lambda: alice.call("remind", body="x"), "bad_request")
+    assert "zone" in refused(lambda: hive.client("bob").call("remind", body="x", at="2030-01-01T10:00:00"),
+                             "bad_request")
+    assert "366 days" in refused(lambda: hive.client("bob").call("remind", body="x", in_seconds=10 ** 9),
+                                 "bad_request")
+
+
+def test_the_manager_reads_an_agents_log_and_the_operator_follows_it(start_hive):
+    hive = start_hive(AGENTS)
+    wait_for(lambda: hive.host().call("logs", name="alice", lines=50)["lines"], timeout=20,
+             message="alice's harness to write its log")
+    got = hive.client("manager").call("get_logs", agent="alice", lines=5)
+    assert 0 < len(got["lines"]) <= 5 and got["source"].endswith("agent.log")
+    assert "not your own" in refused(lambda: hive.client("manager").call("get_logs", agent="manager"), "forbidden")
+    assert "not available" in refused(lambda: hive.client("bob").call("get_logs", agent="alice"), "forbidden")
+    cursor = hive.host().call("logs", name="alice", lines=10)["cursor"]
+    log_path = hive.config.state_dir / "agents" / "alice" / "agent.log"
+    with open(log_path, "a") as f:
+        f.write("a line the operator is looking for\n")
+    after = hive.host().call("logs", name="alice", lines=100, cursor=cursor)["lines"]
+    assert "a line the operator is looking for" in after
+    found = hive.host().call("logs", name="alice", lines=100, search="LOOKING FOR")["lines"]
+    assert found == ["a line the operator is looking for"]
+    out = hive.cli("logs", "alice", "-n", "1").stdout
+    assert out == "a line the operator is looking for\n"
+
+
+def test_a_log_swapped_for_a_link_is_not_read(start_broker, tmp_path):
+    hive = start_broker(AGENTS)
+    secret = tmp_path / "secret"
+    secret.write_text("host secret\n")
+    log_path = hive.config.state_dir / "agents" / "alice" / "agent.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.unlink(missing_ok=True)
+    os.symlink(secret, log_path)
+    message = refused(lambda: hive.host().call("logs", name="alice"), "forbidden")
+    assert "host secret" not in message
