@@ -227,3 +227,84 @@ def test_a_log_swapped_for_a_link_is_not_read(start_broker, tmp_path):
     os.symlink(secret, log_path)
     message = refused(lambda: hive.host().call("logs", name="alice"), "forbidden")
     assert "host secret" not in message
+
+
+# --- with the real Claude Code CLI ------------------------------------------------------------------------------
+
+def cli_result_event(hive, agent: str, timeout: float = 60) -> dict:
+    """The ``result`` event the real CLI printed for the agent's turn, as the live turn stream replays it."""
+    import socket
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{hive.dashboard_url}/api/agents/{agent}/turns/stream", timeout=3) as r:
+                for raw in r:
+                    line = raw.decode("utf-8", "replace")
+                    if not line.startswith("data: "):
+                        continue
+                    item = json.loads(line[6:])
+                    event = (item.get("data") or {}).get("event") or {}
+                    if event.get("type") == "result":
+                        return event
+        except (socket.timeout, TimeoutError, urllib.error.URLError):
+            pass
+    raise AssertionError(f"no result event from {agent}'s turn")
+
+
+def test_a_real_cli_turn_stores_exactly_the_tokens_and_cost_it_reported(claude_hive, model_api):
+    from hyperhive.testing.messages_api import hive as tool
+
+    hive = claude_hive({"alice": {"model": "claude-sonnet-4-5"}})
+    usage = {"input_tokens": 1200, "output_tokens": 340, "cache_read_input_tokens": 5000,
+             "cache_creation_input_tokens": 700}
+    model_api.script("alice", [tool("send", to="operator", body="on it"), {"text": "done", "usage": usage}])
+    hive.host().call("send", to="alice", body="please report")
+    result = cli_result_event(hive, "alice")
+    row = wait_for(lambda: hive.host().call("turns", agent="alice")["turns"], timeout=30,
+                   message="alice's turn to be recorded")[0]
+    reported = result["usage"]
+    assert row["tokens"] == {"input": reported["input_tokens"], "output": reported["output_tokens"],
+                             "cache_read": reported["cache_read_input_tokens"],
+                             "cache_write": reported["cache_creation_input_tokens"]}
+    assert reported["cache_read_input_tokens"] >= 5000  # our script's figures reached the CLI's sum
+    assert row["cost_usd"] == pytest.approx(result["total_cost_usd"]) and row["cost_usd"] > 0
+    assert row["model"] == "claude-sonnet-4-5" and row["status"] == "ok"
+    assert row["wake"] == {"kind": "operator", "from": "operator", "message_ids": row["wake"]["message_ids"]}
+    assert row["deployed_tag"] == "deployed/0" and row["tools"] == {"mcp__hyperhive__send": 1}
+    samples = {s["key"]: s["value"] for s in get_json(f"{hive.dashboard_url}/api/stats?agent=alice")}
+    assert samples["turn.tokens.input"] == reported["input_tokens"]
+    assert samples["turn.tokens.cache_write"] == reported["cache_creation_input_tokens"]
+    assert samples["turn.cost_usd"] == pytest.approx(result["total_cost_usd"])
+
+
+def test_the_operators_model_reaches_the_next_real_cli_request_and_reset_restores_it(claude_hive, model_api):
+    hive = claude_hive({"alice": {"model": "claude-sonnet-4-5"}})
+    model_api.script("alice", [{"text": "one"}, {"text": "two"}])
+    hive.cli("model", "alice", "claude-haiku-4-5")
+    hive.host().call("send", to="alice", body="first")
+    [first] = model_api.wait_requests("alice", 1)
+    assert first["model"] == "claude-haiku-4-5"
+    wait_for(lambda: hive.host().call("turns", agent="alice")["turns"], timeout=30, message="the first turn")
+    hive.cli("model", "alice", "--reset")
+    hive.host().call("send", to="alice", body="second")
+    requests = model_api.wait_requests("alice", 2)
+    assert requests[1]["model"] == "claude-sonnet-4-5"
+
+
+def test_an_agent_over_budget_starts_no_real_cli_turn_until_raised(claude_hive, model_api):
+    hive = claude_hive({"alice": {"model": "claude-sonnet-4-5", "budget": {"dailyTokens": 3000}}})
+    model_api.script("alice", [{"text": "first", "usage": {"input_tokens": 2000, "output_tokens": 100}},
+                               {"text": "second"}])
+    hive.host().call("send", to="alice", body="first job")
+    wait_for(lambda: hive.host().call("turns", agent="alice")["turns"], timeout=30, message="the first turn")
+    hive.host().call("send", to="alice", body="second job")
+    question = wait_for(lambda: [q for q in hive.host().call("questions")["questions"] if q["asker"] == "system"],
+                        timeout=20, message="the budget question")[0]
+    assert "alice" in question["question"] and "3,000" in question["question"]
+    time.sleep(1.0)
+    assert len(model_api.requests("alice")) == 1  # no second turn started
+    inbox = hive.host().call("list_agents")
+    assert inbox
+    hive.host().call("answer", id=question["id"], answer=question["options"][0])
+    second = model_api.wait_requests("alice", 2)[1]
+    assert "second job" in json.dumps(second["messages"])

@@ -195,10 +195,10 @@ def _backend():
     return backend
 
 
-def _logs(name, lines, cursor=None, search=None) -> dict:
+def _logs(name, lines, cursor=None, search=None, backend=None) -> dict:
     from ..backends import BuildError
     try:
-        return _backend().logs(name, lines, cursor, search)
+        return (backend or _backend()).logs(name, lines, cursor, search)
     except BuildError as e:
         raise not_found(str(e)) from None
 
@@ -216,7 +216,8 @@ def api_logs_stream(name):
     """Live tail: the last lines, then every new line as the agent writes it (polled once a second)."""
     name = agent_name(name)
     search = request.args.get("search") or None
-    first = _logs(name, int_query("lines", 100, 1, 5000), None, search)
+    backend = _backend()  # the generator runs after the request's context is gone: take what it needs now
+    first = _logs(name, int_query("lines", 100, 1, 5000), None, search, backend)
     stop = current_app.extensions["stopping"]
 
     def generate():
@@ -226,7 +227,7 @@ def api_logs_stream(name):
         while not stop.is_set():
             stop.wait(LOG_POLL_SECONDS)
             try:
-                got = _logs(name, 5000, cursor, search)
+                got = _logs(name, 5000, cursor, search, backend)
             except HiveError as e:
                 yield _sse("error", {"message": e.message})
                 return

@@ -1,0 +1,89 @@
+"""What the swarm costs and does, in a real browser: the stats view (a chart per series, windows that switch,
+deploys marked), the cost column and the hive's cost today on the home page, the agent's log, model and
+reminders on its page, and the before/after figures on a deployed approval."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from browser import browser_page, console_errors, screenshot  # noqa: F401 (fixture)
+from conftest import wait_for
+from standins.support import AGENT_ENV, agent_nix, commit_change, wait_status
+
+pytestmark = pytest.mark.browser
+
+
+def record(client, cost, started, status="ok"):
+    client.call("turn_record", turn={
+        "started_at": started, "ended_at": started + 2.0, "status": status, "model": "claude-sonnet-4-5",
+        "wake": {"kind": "message", "from": "bob"}, "cost_usd": cost,
+        "tokens": {"input": 1000, "output": 100, "cache_read": 0, "cache_write": 0},
+        "tools": {"Bash": 1}})
+
+
+def test_the_operator_reads_what_the_swarm_costs(start_hive, browser_page):
+    hive = start_hive(agents={"alice": {}, "bob": {}}, env=AGENT_ENV)
+    url = hive.dashboard_url
+    alice = hive.client("alice")
+    now = time.time()
+    record(alice, 0.40, now - 7200)  # before the deploy below
+    sha = commit_change(hive, "alice", agent_nix("Cheaper now."), message="alice: cheaper prompt")
+    approval_id = hive.client("manager").call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    hive.host().call("approve", id=approval_id)
+    assert wait_status(hive.host(), approval_id)["status"] == "deployed"
+    time.sleep(0.05)
+    record(alice, 0.10, time.time())
+    record(alice, 0.20, time.time(), status="failed")
+    alice.call("remind", body="look at the build again", in_seconds=3600)
+    page = browser_page
+
+    page.goto(f"{url}/stats")
+    charts = page.locator("svg.cost-chart")
+    assert charts.count() == 3  # cost, tokens, turns
+    assert page.locator("svg.cost-chart[data-series='cost_usd'] rect.bar").count() >= 24
+    assert page.locator(f"svg.cost-chart line.deploy[data-tag='deployed/{approval_id}']").count() == 3
+    assert "$0.7000" in page.locator("#stats-totals").inner_text()
+    assert "claude-sonnet-4-5" in page.locator("#stats-models").inner_text()
+    screenshot(page, "stats-24h")
+    page.locator("button[name=window][value='7d']").click()
+    page.wait_for_url("**window=7d**")
+    assert page.locator("svg.cost-chart[data-series='turns'] rect.bar").count() in (7, 8)
+    assert page.locator("button[name=window][value='7d']").get_attribute("aria-pressed") == "true"
+    page.select_option("select[name=agent]", "bob")
+    page.locator("button[name=window][value='24h']").click()
+    page.wait_for_url("**agent=bob**")
+    assert "$0.0000" in page.locator("#stats-totals [data-figure='cost']").inner_text()
+
+    page.goto(f"{url}/")
+    cell = page.locator("td[data-cost='alice']")
+    cell.wait_for()
+    assert cell.inner_text().startswith("$0.")
+    assert "$0.7000" in page.locator("#hive-cost-today").inner_text()
+
+    # the stand-in agent process prints nothing; a line as the harness would write it
+    with open(hive.config.state_dir / "agents" / "alice" / "agent.log", "a") as f:
+        f.write("2026-11-29 08:00:00,000 INFO hyperhive.harness: turn 3 ok\n")
+    page.goto(f"{url}/agents/alice")
+    assert "turn 3 ok" in page.locator("#log-lines").inner_text()
+    page.locator("#log-follow").click()
+    assert page.locator("#log-follow").get_attribute("aria-pressed") == "true"
+    with open(hive.config.state_dir / "agents" / "alice" / "agent.log", "a") as f:
+        f.write("a line written while the operator watches\n")
+    page.locator("#log-lines:has-text('a line written while the operator watches')").wait_for()
+    page.locator("#log-follow").click()
+    assert "look at the build again" in page.locator("#reminder-list").inner_text()
+    page.fill("#model-form input[name=model]", "claude-haiku-4-5")
+    page.locator("#model-form button:has-text('set model')").click()
+    page.wait_for_load_state()
+    page.locator("#agent-model:has-text('claude-haiku-4-5')").wait_for()
+    assert hive.host().call("model", name="alice")["override"] == "claude-haiku-4-5"
+    screenshot(page, "agent-insight")
+
+    page.goto(f"{url}/approvals/{approval_id}")
+    before = page.locator("#impact-table tr[data-period='before']").inner_text()
+    after = page.locator("#impact-table tr[data-period='after']").inner_text()
+    assert "$0.4000" in before and "0%" in before
+    assert "$0.1500" in after and "50%" in after
+    assert console_errors(page) == []
