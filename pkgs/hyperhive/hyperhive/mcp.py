@@ -576,7 +576,7 @@ def plugin_tools(role: str) -> list[Tool]:
         log.exception("a hyperhive plugin failed to offer its tools; offering only the built-in ones")
         return []
     out = []
-    for tools in offered:
+    for tools in reversed(offered):  # pluggy answers last-registered first: keep the built-ins first
         for tool in tools or ():
             if isinstance(tool, Tool):
                 out.append(tool)

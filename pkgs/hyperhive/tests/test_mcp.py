@@ -12,9 +12,10 @@ import pytest
 from conftest import wait_for
 from harness_support import McpPeer, broker_only
 
-AGENT_TOOLS = ["send", "recv", "ask_operator", "list_agents"]
-MANAGER_TOOLS = AGENT_TOOLS + ["request_spawn", "request_spawn_draft", "request_spawn_commit",
-                               "request_apply_commit", "kill", "start", "restart", "update"]
+AGENT_TOOLS = ["send", "recv", "ask_operator", "list_agents", "remind"]
+MANAGER_TOOLS = AGENT_TOOLS[:4] + ["request_spawn", "request_spawn_draft", "request_spawn_commit",
+                                   "request_apply_commit", "kill", "start", "restart", "update", "remind",
+                                   "get_logs"]
 
 
 @pytest.fixture(scope="module")
