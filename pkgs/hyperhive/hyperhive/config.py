@@ -118,12 +118,14 @@ class LimitsConfig:
     ``max_unacked_per_sender``: messages one sender may have waiting, unacknowledged, in one recipient's inbox
     (per pair, so a flooder fills only its own share and never blocks another sender; the operator's inbox counts
     what the operator has not marked read). ``max_pending_questions``: pending questions per asker.
-    ``max_pending_approvals``: pending approvals per requester. The operator and ``system`` are not limited.
+    ``max_pending_approvals``: pending approvals per requester. ``max_pending_reminders``: reminders an agent has
+    set and that are not yet due. The operator and ``system`` are not limited.
     """
 
     max_unacked_per_sender: int = 100
     max_pending_questions: int = 20
     max_pending_approvals: int = 20
+    max_pending_reminders: int = 50
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,6 @@ class Config:
     operator_pronouns: str = "they/them"
     claude_command: tuple[str, ...] | None = None
     budget: Budget = Budget()  # the whole hive's daily limit
-    max_pending_reminders: int = 50  # per agent
     version: int = SCHEMA_VERSION
 
     def agent(self, name: str) -> AgentConfig | None:
@@ -193,6 +194,7 @@ class Config:
                 "maxUnackedPerSender": self.limits.max_unacked_per_sender,
                 "maxPendingQuestions": self.limits.max_pending_questions,
                 "maxPendingApprovals": self.limits.max_pending_approvals,
+                "maxPendingReminders": self.limits.max_pending_reminders,
             },
             "retention": {
                 "failedMaxAgeDays": self.retention.failed_max_age_days,
@@ -201,7 +203,6 @@ class Config:
             },
             "harness": {"claudeCommand": None if self.claude_command is None else list(self.claude_command)},
             "budget": self.budget.to_json(),
-            "reminders": {"maxPendingPerAgent": self.max_pending_reminders},
             "managerSettings": manager,
             "agents": {name: a.to_json() for name, a in self.agents.items()},
         }
@@ -315,7 +316,7 @@ AGENT_KEYS = {"allowedRecipients", "bashAllow", "privateUsers", "model", "prompt
               "turnTimeoutSeconds", "extraMcpServers", "budget"}
 MANAGER_KEYS = AGENT_KEYS - {"allowedRecipients", "privateUsers"}
 TOP_KEYS = {"version", "stateDir", "runDir", "manager", "backend", "dashboard", "broker", "retention", "agents",
-            "managerSettings", "operatorPronouns", "harness", "limits", "budget", "reminders"}
+            "managerSettings", "operatorPronouns", "harness", "limits", "budget"}
 BACKENDS = ("nixos-container", "local")
 
 
@@ -410,11 +411,12 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
         lease_seconds=r.get(b, "broker", "leaseSeconds", (int, float), 600, check=_positive),
     )
     lim = r.table(r.get(raw, "", "limits", dict, {}), "limits",
-                  {"maxUnackedPerSender", "maxPendingQuestions", "maxPendingApprovals"})
+                  {"maxUnackedPerSender", "maxPendingQuestions", "maxPendingApprovals", "maxPendingReminders"})
     limits = LimitsConfig(
         max_unacked_per_sender=r.get(lim, "limits", "maxUnackedPerSender", int, 100, check=_positive),
         max_pending_questions=r.get(lim, "limits", "maxPendingQuestions", int, 20, check=_positive),
         max_pending_approvals=r.get(lim, "limits", "maxPendingApprovals", int, 20, check=_positive),
+        max_pending_reminders=r.get(lim, "limits", "maxPendingReminders", int, 50, check=_positive),
     )
     t = r.table(r.get(raw, "", "retention", dict, {}), "retention",
                 {"failedMaxAgeDays", "deniedMaxAgeDays", "dropIntermediateTags"})
@@ -455,9 +457,6 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
         manager_settings=manager_settings, limits=limits,
         operator_pronouns=r.get(raw, "", "operatorPronouns", str, "they/them"),
         claude_command=claude_command, version=version, budget=_budget(r, raw, ""),
-        max_pending_reminders=r.get(r.table(r.get(raw, "", "reminders", dict, {}), "reminders",
-                                            {"maxPendingPerAgent"}),
-                                    "reminders", "maxPendingPerAgent", int, 50, check=_positive),
     )
 
 

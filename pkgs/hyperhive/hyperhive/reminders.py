@@ -56,14 +56,14 @@ def add(hive, agent: str, body, in_seconds=None, at=None) -> dict:
         raise HiveError("too_large", f'"body" is {len(body)} characters; a reminder holds at most {MAX_BODY_CHARS}')
     now = time.time()
     due = _when(in_seconds, at, now)
-    limit = hive.config.max_pending_reminders
+    limit = hive.config.limits.max_pending_reminders
     r = db.reminders
     with hive.store.write() as conn:
         pending = conn.execute(select(func.count()).select_from(r).where(
             r.c.agent == agent, r.c.status == "pending")).scalar()
         if pending >= limit:
             raise conflict(f"{agent} has {pending} pending reminders, the most allowed "
-                           f"(reminders.maxPendingPerAgent = {limit}); let one pass or ask the operator to "
+                           f"(limits.maxPendingReminders = {limit}); let one pass or ask the operator to "
                            "cancel some")
         rid = conn.execute(insert(r).values(agent=agent, body=body, due_at=due, created_at=now,
                                             status="pending")).inserted_primary_key[0]

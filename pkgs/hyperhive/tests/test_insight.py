@@ -182,14 +182,14 @@ def test_a_reminder_arrives_as_an_event_and_one_set_before_a_kill_arrives_after_
 
 
 def test_reminders_are_limited_per_agent_and_checked(start_broker):
-    hive = start_broker(AGENTS, reminders={"maxPendingPerAgent": 2})
+    hive = start_broker(AGENTS, limits={"maxPendingReminders": 2})
     alice = hive.client("alice")
     alice.call("remind", body="one", in_seconds=600)
     when = int(time.time()) + 86400
     tomorrow = time.strftime("%Y-%m-%dT%H:%M:%S+01:00", time.gmtime(when + 3600))
     due = alice.call("remind", body="two", at=tomorrow)["due_at"]  # +01:00 is read as its zone says
     assert due == time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(when))
-    assert "maxPendingPerAgent = 2" in refused(lambda: alice.call("remind", body="three", in_seconds=5), "conflict")
+    assert "limits.maxPendingReminders = 2" in refused(lambda: alice.call("remind", body="three", in_seconds=5), "conflict")
     assert "exactly one" in refused(lambda: alice.call("remind", body="x"), "bad_request")
     assert "zone" in refused(lambda: hive.client("bob").call("remind", body="x", at="2030-01-01T10:00:00"),
                              "bad_request")
