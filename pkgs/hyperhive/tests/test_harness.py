@@ -150,9 +150,9 @@ def test_an_agent_gets_no_manager_tools_and_the_manager_gets_them_all(claude_hiv
     manager = model_api.wait_requests("manager", 1, timeout=60)[0]
     hive_tools = lambda r: {t.removeprefix("mcp__hyperhive__") for t in r["tools"]  # noqa: E731
                             if t.startswith("mcp__hyperhive__")}
-    everyone = {"send", "recv", "ask_operator", "list_agents"}
+    everyone = {"send", "recv", "ask_operator", "list_agents", "remind"}
     managing = {"request_spawn", "request_spawn_draft", "request_spawn_commit", "request_apply_commit", "kill",
-                "start", "restart", "update"}
+                "start", "restart", "update", "get_logs"}
     assert everyone <= hive_tools(alice) and not managing & hive_tools(alice)
     assert everyone | managing <= hive_tools(manager)
     assert "manager" in manager["system"] and "request_apply_commit" in manager["system"]
