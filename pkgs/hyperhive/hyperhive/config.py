@@ -109,6 +109,8 @@ class BrokerConfig:
     max_message_bytes: int = 65536
     recv_max_wait_seconds: float = 180
     lease_seconds: float = 600
+    max_connections_per_agent: int = 32
+    idle_timeout_seconds: float = 900
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,8 @@ class Config:
                 "maxMessageBytes": self.broker.max_message_bytes,
                 "recvMaxWaitSeconds": self.broker.recv_max_wait_seconds,
                 "leaseSeconds": self.broker.lease_seconds,
+                "maxConnectionsPerAgent": self.broker.max_connections_per_agent,
+                "idleTimeoutSeconds": self.broker.idle_timeout_seconds,
             },
             "limits": {
                 "maxUnackedPerSender": self.limits.max_unacked_per_sender,
@@ -404,11 +408,14 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
                 "not set: the dashboard would be open to the network without a token (set "
                 "dashboard.tokenFile, or listen on 127.0.0.1)")
     b = r.table(r.get(raw, "", "broker", dict, {}), "broker", {"maxMessageBytes", "recvMaxWaitSeconds",
-                                                               "leaseSeconds"})
+                                                               "leaseSeconds", "maxConnectionsPerAgent",
+                                                               "idleTimeoutSeconds"})
     broker = BrokerConfig(
         max_message_bytes=r.get(b, "broker", "maxMessageBytes", int, 65536, check=_positive),
         recv_max_wait_seconds=r.get(b, "broker", "recvMaxWaitSeconds", (int, float), 180, check=_positive),
         lease_seconds=r.get(b, "broker", "leaseSeconds", (int, float), 600, check=_positive),
+        max_connections_per_agent=r.get(b, "broker", "maxConnectionsPerAgent", int, 32, check=_positive),
+        idle_timeout_seconds=r.get(b, "broker", "idleTimeoutSeconds", (int, float), 900, check=_positive),
     )
     lim = r.table(r.get(raw, "", "limits", dict, {}), "limits",
                   {"maxUnackedPerSender", "maxPendingQuestions", "maxPendingApprovals", "maxPendingReminders"})

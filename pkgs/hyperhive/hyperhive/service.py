@@ -20,7 +20,7 @@ from .events import EventBus
 from .config import AgentConfig, Config, ConfigError, _agent, _Reader, load_config
 from .plugins import make_plugin_manager
 from .store import Store
-from .transport import ENVELOPE_BYTES, Identity, SocketServer
+from .transport import ENVELOPE_BYTES, Identity, Limits, SocketError, SocketServer, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class Hive:
         for ops in self.pm.hook.broker_ops(hive=self):
             self.broker.register(ops)
         self.sockets: dict[str, SocketServer] = {}
+        self.socket_errors: dict[str, str] = {}  # agent -> why its socket could not be opened (retried on sync)
         self._sockets_lock = threading.RLock()
         self._observer = None
         self._config_digest = _digest(self.config_path)
@@ -127,23 +128,52 @@ class Hive:
     def _max_line(self) -> int:
         return self.config.broker.max_message_bytes + ENVELOPE_BYTES
 
+    def _agent_limits(self) -> Limits:
+        b = self.config.broker
+        return Limits(max_connections=b.max_connections_per_agent, idle_timeout_seconds=b.idle_timeout_seconds)
+
+    def _operator_limits(self) -> Limits:
+        # host.sock is root's alone; its cap only bounds a runaway script, never an agent
+        return Limits(max_connections=OPERATOR_MAX_CONNECTIONS,
+                      idle_timeout_seconds=self.config.broker.idle_timeout_seconds)
+
     def sync_sockets(self) -> None:
-        """Open a socket for every agent that has none, close those of agents that are gone."""
+        """Open a socket for every agent that has none, close those of agents that are gone.
+
+        A socket that cannot be put in place (the agent left a directory at its path) costs only that agent: it
+        is logged, shown in ``socket_errors`` (the dashboard's errors), and tried again on the next sync.
+        """
         with self._sockets_lock:
             self._spawned_cache = None
             wanted = {self.config.manager: "manager", **{n: "agent" for n in self.agent_configs()}}
             for name in list(self.sockets):
                 if name not in wanted and name != "operator":
                     self.sockets.pop(name).close()
+            for name in list(self.socket_errors):
+                if name not in wanted:
+                    del self.socket_errors[name]
+            run_dir = self.config.run_dir
             for name, role in wanted.items():
-                if name not in self.sockets:
+                if name in self.sockets:
+                    continue
+                path = self.config.agent_socket(name)
+                try:
+                    if path.parent.parent != run_dir:
+                        private_dir(path.parent.parent)  # <runDir>/agents
                     self.sockets[name] = SocketServer(
-                        self.config.agent_socket(name), Identity(name, role), self.broker.handle,
-                        self._max_line, mode=0o666, on_close=self.broker.release).start()
+                        path, Identity(name, role), self.broker.handle, self._max_line, mode=0o600,
+                        on_close=self.broker.release, limits=self._agent_limits, staging=run_dir).start()
+                    self.socket_errors.pop(name, None)
+                except (SocketError, OSError) as e:
+                    message = str(e) if isinstance(e, SocketError) else f"{path}: {e.strerror or e}"
+                    if self.socket_errors.get(name) != message:
+                        log.error("no socket for %s: %s", name, message)
+                    self.socket_errors[name] = message
             if "operator" not in self.sockets:
                 self.sockets["operator"] = SocketServer(
                     self.config.host_socket, Identity("operator", "operator"), self.broker.handle,
-                    self._max_line, mode=0o600, on_close=self.broker.release).start()
+                    self._max_line, mode=0o600, on_close=self.broker.release, limits=self._operator_limits,
+                    staging=run_dir).start()
 
     # --- life cycle ------------------------------------------------------------------------------------
 
@@ -151,7 +181,9 @@ class Hive:
         requeued = self.broker.requeue_leased()
         if requeued:
             log.info("requeued %d message(s) leased before the last stop", requeued)
-        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        raise_open_files_limit()
+        self.config.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.config.run_dir)  # 0700: other local users reach no socket through it
         self.sync_sockets()
         self.pm.hook.hive_started(hive=self)
         if self.config_path:
@@ -242,6 +274,24 @@ class Hive:
 
 
 SETTLE_SECONDS = 0.3  # how long a config file that fails to load must stay unchanged to be refused
+
+
+OPERATOR_MAX_CONNECTIONS = 256
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft limit of open files to the hard one: every agent connection is a descriptor, and the
+    default soft limit (1024) is what one agent's idle connections used to exhaust."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            log.debug("open files limit raised from %d to %d", soft, target)
+    except (ImportError, ValueError, OSError) as e:
+        log.warning("could not raise the open files limit: %s", e)
 
 
 def _digest(path: Path | None) -> str | None:

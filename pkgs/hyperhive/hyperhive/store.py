@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -242,6 +243,7 @@ class Store:
     def __init__(self, path: str | Path, *, target_version: int = SCHEMA_VERSION):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        owner_only(self.path)
         self._write_lock = threading.RLock()
         self._writer: Connection | None = None
         self.engine: Engine = create_engine(f"sqlite:///{self.path}", pool_size=20, max_overflow=200)
@@ -320,6 +322,24 @@ class Store:
                 log.info("migrating %s from schema %d to %d", self.path, version, version + 1)
                 MIGRATIONS[version](conn)
                 conn.exec_driver_sql("UPDATE schema_version SET version = ?", (version + 1,))
+
+
+def owner_only(path: Path) -> None:
+    """The database holds every message: only its owner may read it. Create it 0600 (SQLite gives its -wal and
+    -shm files the database's mode) and take back the group and other bits of an older, wider one; never
+    through a link."""
+    for suffix, create in (("", True), ("-wal", False), ("-shm", False)):
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(f"{path}{suffix}", flags, 0o600)
+        except FileNotFoundError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+                os.fchmod(fd, st.st_mode & 0o700)
+        finally:
+            os.close(fd)
 
 
 def _on_connect(dbapi_conn, _record) -> None:

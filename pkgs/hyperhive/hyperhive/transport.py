@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import socketserver
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,52 +74,77 @@ def error_response(code: str, message: str) -> dict:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
-class _Connection(socketserver.StreamRequestHandler):
+class _Connection(socketserver.BaseRequestHandler):
+    """One client connection: lines in, one response line out per request.
+
+    Reads straight from the socket into a buffer (no file object: a poll with a timeout before each read ends an
+    idle connection cleanly). A connection that holds a lease is never closed for being idle: its harness is in
+    the middle of a turn.
+    """
+
     server: "_Server"
 
     def handle(self) -> None:
         _current.sock = self.request
         conn = _current.conn = Connection(self.server.identity, self.request)
         try:
-            self._serve()
+            self._serve(conn)
         finally:
             conn.closed = True
             _current.sock = _current.conn = None
+            self.server.connection_ended()
             if self.server.on_close is not None:
                 try:
                     self.server.on_close(conn)
                 except Exception:
                     log.exception("cleaning up a closed connection of %s failed", self.server.identity.name)
 
-    def _serve(self) -> None:
-        limit = self.server.max_line()
+    def _serve(self, conn: Connection) -> None:
+        sock: socket.socket = self.request
+        buf = bytearray()
+        discarding = False  # inside an over-long line, skipping to its end
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
         while not self.server.closing.is_set():
-            try:
-                line = self.rfile.readline(limit + 1)
-            except (ConnectionError, OSError):
-                return
-            if not line:
-                return
-            if len(line) > limit and not line.endswith(b"\n"):
-                if not self._discard_rest_of_line():
+            newline = buf.find(b"\n")
+            limit = self.server.max_line()
+            if newline < 0:
+                if len(buf) > limit:  # no end of line within the limit: skip the rest of it, then answer
+                    discarding = True
+                    buf.clear()
+                idle = self.server.idle_timeout()
+                try:
+                    ready = poller.poll(None if idle is None else idle * 1000)
+                except InterruptedError:
+                    continue
+                if not ready:
+                    if conn.leases:
+                        continue  # a harness mid-turn: keep its connection (and its lease)
+                    log.info("closing a connection of %s idle for %gs", self.server.identity.name, idle)
                     return
+                try:
+                    chunk = sock.recv(262144)
+                except (ConnectionError, OSError):
+                    return
+                if not chunk:
+                    return
+                buf += chunk
+                continue
+            line = bytes(buf[:newline + 1])
+            del buf[:newline + 1]
+            if discarding:
+                discarding = False
+                response = error_response(
+                    "too_large", f"request line exceeds {limit} bytes (maxMessageBytes plus envelope)")
+            elif len(line) > limit + 1:
                 response = error_response(
                     "too_large", f"request line exceeds {limit} bytes (maxMessageBytes plus envelope)")
             else:
                 response = self.server.decode_and_handle(line)
             try:
-                self.wfile.write(json.dumps(response, ensure_ascii=False).encode() + b"\n")
-                self.wfile.flush()
+                sock.sendall(dumps(response) + b"\n")
             except (ConnectionError, OSError):
                 return
-
-    def _discard_rest_of_line(self) -> bool:
-        while True:
-            chunk = self.rfile.readline(65536)
-            if not chunk:
-                return False
-            if chunk.endswith(b"\n"):
-                return True
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -127,13 +153,44 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     request_queue_size = 128
 
     def __init__(self, path: str, identity: Identity, handler: Handler, max_line: Callable[[], int],
-                 on_close: Callable[[Connection], None] | None = None):
+                 on_close: Callable[[Connection], None] | None = None, limits: Callable[[], "Limits"] | None = None):
         self.identity = identity
         self.handler = handler
         self.max_line = max_line
         self.on_close = on_close
+        self.limits = limits or (lambda: Limits())
         self.closing = threading.Event()
+        self._active = 0
+        self._active_lock = threading.Lock()
         super().__init__(path, _Connection)
+
+    def idle_timeout(self) -> float | None:
+        return self.limits().idle_timeout_seconds
+
+    def verify_request(self, request, client_address) -> bool:
+        """At most ``maxConnections`` connections per socket: one agent cannot take every file descriptor."""
+        cap = self.limits().max_connections
+        with self._active_lock:
+            if cap is None or self._active < cap:
+                self._active += 1
+                return True
+        log.warning("refused a connection to the socket of %s: it already has %d (broker.maxConnectionsPerAgent)",
+                    self.identity.name, cap)
+        try:
+            request.setblocking(False)
+            request.send(dumps(error_response(
+                "conflict", f"too many connections on this socket ({cap}, broker.maxConnectionsPerAgent); "
+                "close some and retry")) + b"\n")
+        except OSError:
+            pass
+        return False
+
+    def connection_ended(self) -> None:
+        with self._active_lock:
+            self._active -= 1
+
+    def active_connections(self) -> int:
+        return self._active
 
     def decode_and_handle(self, line: bytes) -> dict:
         try:
@@ -151,6 +208,18 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         except Exception as e:  # a bug must not take the socket down; say so and log it
             log.exception("internal error handling %r for %s", request.get("op"), self.identity.name)
             return error_response("internal", f"internal error: {type(e).__name__}: {e}")
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-socket limits against a client that would starve the others (from ``broker.*``)."""
+
+    max_connections: int | None = None
+    idle_timeout_seconds: float | None = None
 
 
 def _not_json(name: str):
@@ -178,22 +247,77 @@ def loads_strict(text: str) -> Any:
     return json.loads(text, parse_constant=_not_json, parse_float=_finite, parse_int=_int64)
 
 
+class SocketError(Exception):
+    """A socket could not be put in place (its path is taken by something else); costs only that socket."""
+
+
+def private_dir(path: Path, mode: int = 0o700) -> None:
+    """Make ``path`` a directory of ours with ``mode``, never following a link; one owned by someone else (a
+    container's mapped root, chowned by the NixOS module) is left as its owner set it."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)  # a link: ELOOP/ENOTDIR
+    try:
+        st = os.fstat(fd)
+        if st.st_uid == os.geteuid() and st.st_mode & 0o7777 != mode:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
 class SocketServer:
-    """One listening socket bound to one identity, served by a thread per connection."""
+    """One listening socket bound to one identity, served by a thread per connection.
+
+    The socket is bound in a fresh private directory (mode 0700, made by ``mkdtemp`` in the run directory), given
+    its mode (and, when the service runs as root, the owner of the directory it is meant for) there, where nobody
+    else can reach or swap it, and only then renamed into place. So it is never open wider than ``mode``, and no
+    ``chmod`` or ``chown`` can be made to follow a link planted at its path. ``rename`` replaces a stale socket or
+    a link planted at the path (it never follows one); a directory there makes this one socket fail
+    (``SocketError``), not the service.
+    """
 
     def __init__(self, path: Path, identity: Identity, handler: Handler, max_line: Callable[[], int],
-                 mode: int = 0o660, on_close: Callable[[Connection], None] | None = None):
+                 mode: int = 0o600, on_close: Callable[[Connection], None] | None = None,
+                 limits: Callable[[], Limits] | None = None, staging: Path | None = None):
         self.path = Path(path)
         self.identity = identity
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.is_socket() or self.path.exists():
-            self.path.unlink()
+        parent = self.path.parent
+        try:
+            private_dir(parent)
+        except OSError as e:
+            raise SocketError(f"{parent} is not a directory the service can use: {e.strerror or e}") from None
+        owner = os.lstat(parent).st_uid  # checked a real directory just now; its parent is the service's
+        # Staged in a directory only the service writes (the run directory): never inside the agent's own.
+        tmp = Path(tempfile.mkdtemp(prefix=".sock-", dir=staging or parent))
+        staged = tmp / "s"
         old_umask = os.umask(0o177)  # never exist with wider permissions than asked, even briefly
         try:
-            self._server = _Server(str(self.path), identity, handler, max_line, on_close)
+            server = _Server(str(staged), identity, handler, max_line, on_close, limits)
         finally:
             os.umask(old_umask)
-        os.chmod(self.path, mode)
+        try:
+            os.chmod(staged, mode)  # inside our private directory: nothing to follow
+            if os.geteuid() == 0 and owner != 0:
+                os.chown(staged, owner, -1)  # the container's mapped root reaches its own socket
+            try:
+                os.rename(staged, self.path)
+            except OSError as e:
+                raise SocketError(f"cannot put the socket at {self.path}: {e.strerror or e} "
+                                  "(remove what is there; the agent's socket directory is its own)") from None
+            self._inode = os.lstat(self.path).st_ino
+        except BaseException:
+            server.server_close()
+            raise
+        finally:
+            try:
+                os.unlink(staged)
+            except FileNotFoundError:
+                pass
+            os.rmdir(tmp)
+        server.server_address = str(self.path)
+        self._server = server
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name=f"socket-{identity.name}", daemon=True)
 
@@ -201,12 +325,16 @@ class SocketServer:
         self._thread.start()
         return self
 
+    def active_connections(self) -> int:
+        return self._server.active_connections()
+
     def close(self) -> None:
         self._server.closing.set()
         self._server.shutdown()
         self._server.server_close()
-        try:
-            self.path.unlink()
+        try:  # only our own socket: what the agent put there since is its business
+            if os.lstat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
         except FileNotFoundError:
             pass
 

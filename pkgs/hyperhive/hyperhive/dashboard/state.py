@@ -236,6 +236,12 @@ def collect_state(hive, offsets: dict[str, int] | None = None) -> dict:
     rows = _load(errors, "agents", lambda: agents(hive), [])
     if rows:
         _load(errors, "agents.activity", lambda: with_activity(hive, rows), None)
+    socket_errors = dict(getattr(hive, "socket_errors", None) or {})
+    for name, why in sorted(socket_errors.items()):  # one agent's broken socket path costs only its socket
+        errors.append({"section": "sockets", "agent": name, "error": why})
+    for row in rows:
+        if row.get("name") in socket_errors:
+            row["socket_error"] = socket_errors[row["name"]]
     # each section loads its page and its count together: one that fails takes only itself down
     pending, (n_questions,) = _load(errors, "questions", lambda: (
         [preview(q, "question") for q in questions.list_questions(
