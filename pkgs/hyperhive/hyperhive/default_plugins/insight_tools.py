@@ -26,12 +26,22 @@ def harness_tools(role):
         schema({"body": {"type": "string", "description": "What to remind you of."},
                 "in_seconds": {"type": "number", "minimum": 0, "description": "Seconds from now."},
                 "at": {"type": "string", "description": "When, ISO 8601 with its zone."}}, ("body",)),
-        _remind)]
+        _remind, title="Set a reminder", quick=True,
+        annotations={"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False,
+                     "openWorldHint": False},
+        output_schema={"type": "object", "properties": {"id": {"type": "integer"}, "due_at": {"type": "string"}},
+                       "required": ["id", "due_at"]})]
     if role == "manager":
         tools.append(Tool(
             "get_logs", "The last LINES lines of agent AGENT's service log (its harness and Claude Code runs).",
             schema({"agent": {"type": "string", "description": "An agent's name."},
                     "lines": {"type": "integer", "minimum": 1, "maximum": 1000,
                               "description": "How many lines (default 100)."}}, ("agent",)),
-            _get_logs, frozenset({"manager"})))
+            _get_logs, frozenset({"manager"}), title="Read an agent's log", quick=True,
+            annotations={"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True,
+                         "openWorldHint": False},
+            output_schema={"type": "object", "properties": {
+                "agent": {"type": "string"}, "lines": {"type": "array", "items": {"type": "string"}},
+                "cursor": {"type": ["string", "null"]}, "source": {"type": "string"}},
+                "required": ["agent", "lines"]}))
     return tools
