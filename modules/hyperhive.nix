@@ -215,6 +215,12 @@ in
         example = 50;
         description = "Pending approvals one requester may have queued.";
       };
+      maxDrafts = mkOption {
+        type = types.ints.positive;
+        default = d.maxDrafts;
+        example = 20;
+        description = "Two-step spawns (drafts) the manager may have in preparation at once.";
+      };
     };
 
     broker = {

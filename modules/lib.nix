@@ -39,6 +39,7 @@ let
     maxUnackedPerSender = 100;
     maxPendingQuestions = 20;
     maxPendingApprovals = 20;
+    maxDrafts = 10;
     claudeCommand = null;
     allowedRecipients = null;
     bashAllow = [ ];
@@ -276,6 +277,7 @@ let
         maxUnackedPerSender = attrPath [ "limits" "maxUnackedPerSender" ] defaults.maxUnackedPerSender cfg;
         maxPendingQuestions = attrPath [ "limits" "maxPendingQuestions" ] defaults.maxPendingQuestions cfg;
         maxPendingApprovals = attrPath [ "limits" "maxPendingApprovals" ] defaults.maxPendingApprovals cfg;
+        maxDrafts = attrPath [ "limits" "maxDrafts" ] defaults.maxDrafts cfg;
       };
       broker = {
         maxMessageBytes = attrPath [ "broker" "maxMessageBytes" ] defaults.maxMessageBytes cfg;

@@ -121,13 +121,15 @@ class LimitsConfig:
     (per pair, so a flooder fills only its own share and never blocks another sender; the operator's inbox counts
     what the operator has not marked read). ``max_pending_questions``: pending questions per asker.
     ``max_pending_approvals``: pending approvals per requester. ``max_pending_reminders``: reminders an agent has
-    set and that are not yet due. The operator and ``system`` are not limited.
+    set and that are not yet due. ``max_drafts``: two-step spawns being prepared (each one a repo the page lists).
+    The operator and ``system`` are not limited.
     """
 
     max_unacked_per_sender: int = 100
     max_pending_questions: int = 20
     max_pending_approvals: int = 20
     max_pending_reminders: int = 50
+    max_drafts: int = 10
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,7 @@ class Config:
                 "maxPendingQuestions": self.limits.max_pending_questions,
                 "maxPendingApprovals": self.limits.max_pending_approvals,
                 "maxPendingReminders": self.limits.max_pending_reminders,
+                "maxDrafts": self.limits.max_drafts,
             },
             "retention": {
                 "failedMaxAgeDays": self.retention.failed_max_age_days,
@@ -418,12 +421,14 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
         idle_timeout_seconds=r.get(b, "broker", "idleTimeoutSeconds", (int, float), 900, check=_positive),
     )
     lim = r.table(r.get(raw, "", "limits", dict, {}), "limits",
-                  {"maxUnackedPerSender", "maxPendingQuestions", "maxPendingApprovals", "maxPendingReminders"})
+                  {"maxUnackedPerSender", "maxPendingQuestions", "maxPendingApprovals", "maxPendingReminders",
+                   "maxDrafts"})
     limits = LimitsConfig(
         max_unacked_per_sender=r.get(lim, "limits", "maxUnackedPerSender", int, 100, check=_positive),
         max_pending_questions=r.get(lim, "limits", "maxPendingQuestions", int, 20, check=_positive),
         max_pending_approvals=r.get(lim, "limits", "maxPendingApprovals", int, 20, check=_positive),
         max_pending_reminders=r.get(lim, "limits", "maxPendingReminders", int, 50, check=_positive),
+        max_drafts=r.get(lim, "limits", "maxDrafts", int, 10, check=_positive),
     )
     t = r.table(r.get(raw, "", "retention", dict, {}), "retention",
                 {"failedMaxAgeDays", "deniedMaxAgeDays", "dropIntermediateTags"})

@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from . import repos
 from . import store as db
@@ -88,6 +88,12 @@ def create_draft(hive, name) -> dict:
     row = agent_row(hive, name)
     if row is not None and row.state == "draft":
         raise conflict(f'a draft "{name}" exists already: commit to it and queue it with request_spawn_commit')
+    limit = hive.config.limits.max_drafts
+    with hive.store.read() as conn:
+        drafts = conn.execute(select(func.count()).select_from(db.agents).where(db.agents.c.state == "draft")).scalar()
+    if drafts >= limit:
+        raise conflict(f"{drafts} drafts wait already; the limit is {limit} (limits.maxDrafts): queue one with "
+                       "request_spawn_commit (or ask the operator to purge one) first")
     repos.seed_config_repo(hive, name)
     repos.ensure_state_dir(hive, name)
     set_agent_state(hive, name, "draft")

@@ -8,7 +8,7 @@ import pytest
 from conftest import event_about, refused, wait_for
 from hyperhive.config import ConfigError, parse_config
 
-LIMITS = {"maxUnackedPerSender": 3, "maxPendingQuestions": 2, "maxPendingApprovals": 2}
+LIMITS = {"maxUnackedPerSender": 3, "maxPendingQuestions": 2, "maxPendingApprovals": 2, "maxDrafts": 2}
 
 
 def test_a_sender_cannot_flood_a_recipient_and_others_still_get_through(start_broker):
@@ -84,6 +84,18 @@ def test_the_manager_cannot_flood_the_approval_queue(start_broker):
     wait_for(lambda: len(hive.host().call("pending", status="pending")["approvals"]) == 2)
 
 
+def test_the_manager_cannot_flood_the_page_with_drafts(start_broker):
+    hive = start_broker(limits=LIMITS)
+    manager = hive.client("manager")
+    manager.call("request_spawn_draft", name="carl")
+    manager.call("request_spawn_draft", name="dora")
+    message = refused(lambda: manager.call("request_spawn_draft", name="erin"), "conflict")
+    assert "limits.maxDrafts" in message and "2" in message
+    assert not (hive.config.state_dir / "agents" / "erin").exists()
+    hive.cli("destroy", "carl", "--purge")  # the operator purges one: room again
+    manager.call("request_spawn_draft", name="erin")
+
+
 @pytest.mark.parametrize("key", sorted(LIMITS))
 def test_limits_are_checked_by_name(key):
     with pytest.raises(ConfigError) as info:
@@ -94,4 +106,4 @@ def test_limits_are_checked_by_name(key):
     assert "limits.maxUnacked: unknown key" in str(info.value)
     assert getattr(parse_config({"version": 1, "limits": {key: 7}}).limits,
                    {"maxUnackedPerSender": "max_unacked_per_sender", "maxPendingQuestions": "max_pending_questions",
-                    "maxPendingApprovals": "max_pending_approvals"}[key]) == 7
+                    "maxPendingApprovals": "max_pending_approvals", "maxDrafts": "max_drafts"}[key]) == 7
