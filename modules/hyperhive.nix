@@ -215,6 +215,12 @@ in
         example = 50;
         description = "Pending approvals one requester may have queued.";
       };
+      maxPendingReminders = mkOption {
+        type = types.ints.positive;
+        default = d.maxPendingReminders;
+        example = 200;
+        description = "Reminders (`remind`) one agent may have set that are not yet due.";
+      };
       maxDrafts = mkOption {
         type = types.ints.positive;
         default = d.maxDrafts;

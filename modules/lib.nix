@@ -39,6 +39,7 @@ let
     maxUnackedPerSender = 100;
     maxPendingQuestions = 20;
     maxPendingApprovals = 20;
+    maxPendingReminders = 50;
     maxDrafts = 10;
     claudeCommand = null;
     allowedRecipients = null;
@@ -277,6 +278,7 @@ let
         maxUnackedPerSender = attrPath [ "limits" "maxUnackedPerSender" ] defaults.maxUnackedPerSender cfg;
         maxPendingQuestions = attrPath [ "limits" "maxPendingQuestions" ] defaults.maxPendingQuestions cfg;
         maxPendingApprovals = attrPath [ "limits" "maxPendingApprovals" ] defaults.maxPendingApprovals cfg;
+        maxPendingReminders = attrPath [ "limits" "maxPendingReminders" ] defaults.maxPendingReminders cfg;
         maxDrafts = attrPath [ "limits" "maxDrafts" ] defaults.maxDrafts cfg;
       };
       broker = {
