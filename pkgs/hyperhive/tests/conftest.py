@@ -292,11 +292,9 @@ def claude_path() -> Path | None:
 def claude_cli() -> str:
     """The path of the real Claude Code CLI; skipped only in the Nix build sandbox, which cannot have it."""
     path = claude_path()
-    if path is None:
-        if os.environ.get("HYPERHIVE_BUILD_SANDBOX") == "1":
-            pytest.skip("the Claude Code CLI is not in the build sandbox")
-        pytest.fail(f"the Claude Code CLI is not installed at {os.environ.get('HYPERHIVE_CLAUDE') or PROJECT_CLAUDE}:"
-                    " run `make claude` (or `make test`), or set HYPERHIVE_CLAUDE", pytrace=False)
+    require("the Claude Code CLI", path is not None,
+            f"not at {os.environ.get('HYPERHIVE_CLAUDE') or PROJECT_CLAUDE}: run `make claude` (make test does), "
+            "or set HYPERHIVE_CLAUDE")
     return str(path)
 
 
