@@ -1,8 +1,11 @@
 """Approvals: what the manager proposes, what the operator approves or denies, and the deploy that follows.
 
-An approval ``<id>`` of kind ``apply`` is commit C for agent N: C is fetched from ``agents/N/config`` into
-``applied/N`` and tagged ``proposal/<id>``. Denied: ``denied/<id>`` (annotated with the note). Approved:
-``approved/<id>``, then in a background thread ``building/<id>``, ``main`` moved to C, the meta input pinned and
+An approval ``<id>`` of kind ``apply`` is commit C for agent N: C is copied from ``agents/N/config`` (without
+following any link the manager planted, see ``repos.import_proposed``) into the quarantine repo
+``quarantine/N.git``, which no container mounts, and tagged there ``proposal/<id>``; a proposal whose build input
+would differ from its diff is refused (``review``). Denied: ``denied/<id>`` in the quarantine (annotated with the
+note); nothing of it ever reached ``applied/N``. Approved: C is fetched from the quarantine into ``applied/N``,
+tagged ``approved/<id>``, then in a background thread ``building/<id>``, ``main`` moved to C, the meta input pinned and
 the backend builds and activates; then ``deployed/<id>`` and a meta commit ``deploy N deployed/<id> <sha12>``, or
 an annotated ``failed/<id>`` holding the error, ``main`` and the meta lock put back. Kind ``spawn`` creates an
 agent (from the template, from a two-step draft's commit, or again from a tombstone). Deploys are serialized:
@@ -19,7 +22,7 @@ import time
 
 from sqlalchemy import func, insert, select, update
 
-from . import policy_eval, repos
+from . import policy_eval, repos, review
 from . import store as db
 from . import telemetry
 from .errors import HiveError, bad_request, conflict, not_found
@@ -60,13 +63,15 @@ def list_approvals(hive, status: str | None = "pending", limit: int | None = Non
     if limit is not None:
         q = q.limit(limit).offset(offset)
     with hive.store.read() as conn:
-        return [_dict(r) for r in conn.execute(q).all()]
+        rows = conn.execute(q).all()
+    return [{**_dict(r), "flags": _flags(hive, r)} for r in rows]
 
 
 def get_approval(hive, approval_id: int) -> dict:
     """One approval with ``diff``: the proposal against what is deployed (or what it replaced, once deployed)."""
     row = _row(hive, approval_id)
     out = _dict(row)
+    out["flags"] = _flags(hive, row)
     try:
         out["diff"] = _diff(hive, row)
     except Exception as e:  # a repo that went missing must not hide the approval itself
@@ -75,18 +80,49 @@ def get_approval(hive, approval_id: int) -> dict:
     return out
 
 
+def _base(hive, row) -> str | None:
+    """What the approval's commit is compared with: what is deployed now (while it waits), else what it
+    replaced."""
+    if row.status in ("pending", "approved"):
+        path = repos.applied_path(hive, row.agent)
+        return repos.main_sha(repos.open_repo(path)) if (path / ".git").is_dir() else None
+    return row.base_sha
+
+
+def _review_repo(hive, name: str, *shas):
+    """The quarantine repo, holding ``shas`` (what is applied is fetched into it when missing). Diffs are taken
+    there: a bare repo of the service's own, with no work tree whose attributes could count."""
+    repo = repos.ensure_quarantine(hive, name)
+    if not all(repos.has_object(repo, s) for s in shas if s):
+        repo = repos.sync_quarantine_from_applied(hive, name)
+    return repo
+
+
+def _flags(hive, row) -> list[dict]:
+    """What deserves a second look in the approval's change (symlinks, modes, attributes, binary content)."""
+    if not row.sha:
+        return []
+    try:
+        base = _base(hive, row)
+        cache = hive.extensions.setdefault("review_flags", {})
+        key = (row.agent, base, row.sha)
+        if key not in cache:
+            flags, refusals = review.inspect(_review_repo(hive, row.agent, base, row.sha), base, row.sha)
+            cache[key] = flags + [{"kind": "refused", "path": "", "detail": r} for r in refusals]
+        return cache[key]
+    except Exception as e:
+        log.warning("flags of approval #%s: %s", row.id, e)
+        return [{"kind": "unknown", "path": "", "detail": f"the change could not be inspected: {e}"}]
+
+
 def _diff(hive, row) -> str:
     name = row.agent
     applied_dir = repos.applied_path(hive, name)
     if row.sha:
-        repo = repos.open_repo(applied_dir)
-        if row.status in ("pending", "approved"):
-            base = repos.main_sha(repo)
-        else:
-            base = row.base_sha
+        base = _base(hive, row)
         if base == row.sha:
             return "(no changes: this commit is what is deployed)"
-        return repos.diff_between(repo, base, row.sha)
+        return review.diff(_review_repo(hive, name, base, row.sha), base, row.sha)
     # A spawn without a commit: a new agent from the template, or a tombstone coming back.
     if (applied_dir / ".git").exists():
         repo = repos.open_repo(applied_dir)
@@ -181,34 +217,26 @@ def _check_ref(ref) -> str:
     return ref
 
 
-def _resolve_proposed(hive, name: str, ref: str) -> str:
-    path = repos.config_path(hive, name)
-    if not (path / ".git").exists() and not (path / ".git").is_symlink():
-        raise not_found(f"{name} has no proposed config repo (agents/{name}/config)")
-    repos.check_plain_repo(hive, path)
-    sha = repos.rev_sha(repos.open_repo(path), ref)
-    if sha is None:
-        raise not_found(f'commit "{ref}" is not in the proposed repo of {name} (agents/{name}/config): '
-                        "commit there first")
-    return sha
-
-
 def _propose(hive, kind: str, name: str, ref: str, requested_by: str, reason: str | None = None) -> int:
-    """Resolve ``ref`` in the proposed repo, fetch its commit into the applied repo, record the approval (with the
-    commit's subject, body, author and date, read from the fetched copy), tag ``proposal/<id>``."""
+    """Copy ``ref``'s commit out of the proposed repo into the quarantine, check that its diff shows what would
+    be built, record the approval (with the commit's subject, body, author and date, read from the copy), tag
+    ``proposal/<id>`` (in the quarantine: nothing reaches ``applied/<n>`` before the operator approves)."""
     reason = check_reason(hive, reason)
-    with hive.store.read() as conn:  # refuse before fetching anything (``_insert`` checks again, atomically)
+    with hive.store.read() as conn:  # refuse before copying anything (``_insert`` checks again, atomically)
         _check_quota(hive, conn, requested_by)
-    sha = _resolve_proposed(hive, name, ref)
-    applied = repos.ensure_applied_repo(hive, name)
+    sha = repos.import_proposed(hive, name, ref)
     with repos.repo_lock(repos.applied_path(hive, name)):
-        repos.fetch_commit(applied, repos.config_path(hive, name), sha)
-        base = repos.main_sha(applied)
-        commit = repos.commit_info(applied, sha)
-        approval_id = _insert(hive, kind, name, requested_by, ref=ref, sha=sha, base_sha=base, reason=reason,
-                              commit=commit)
-        repos.tag(applied, f"proposal/{approval_id}", sha,
-                  f"proposal #{approval_id} for {name} by {requested_by}: {ref}")
+        path = repos.applied_path(hive, name)
+        base = repos.main_sha(repos.open_repo(path)) if (path / ".git").is_dir() else None
+        quarantine = _review_repo(hive, name, base, sha)
+        flags = review.check(quarantine, base, sha, f"commit {sha[:12]} for {name}")
+        commit = repos.commit_info(quarantine, sha)
+        with repos.repo_lock(repos.quarantine_path(hive, name)):
+            approval_id = _insert(hive, kind, name, requested_by, ref=ref, sha=sha, base_sha=base, reason=reason,
+                                  commit=commit)
+            repos.tag(quarantine, f"proposal/{approval_id}", sha,
+                      f"proposal #{approval_id} for {name} by {requested_by}: {ref}")
+        hive.extensions.setdefault("review_flags", {})[(name, base, sha)] = flags
     _changed(hive, approval_id, "pending")
     return approval_id
 
@@ -293,9 +321,9 @@ def deny(hive, approval_id, note) -> dict:
     tag_name = None
     if row.sha:
         tag_name = f"denied/{row.id}"
-        try:
-            repo = repos.open_repo(repos.applied_path(hive, row.agent))
-            with repos.repo_lock(repos.applied_path(hive, row.agent)):
+        try:  # in the quarantine: what was denied never reaches applied/
+            repo = _review_repo(hive, row.agent, row.sha)
+            with repos.repo_lock(repos.quarantine_path(hive, row.agent)):
                 repos.tag(repo, tag_name, row.sha, note or "denied by the operator")
         except Exception as e:
             log.exception("tagging %s", tag_name)
@@ -319,8 +347,8 @@ def approve(hive, approval_id) -> dict:
         raise HiveError("internal", "no deploy backend is running, so nothing can be deployed")
     row = _take(hive, approval_id, "approved")
     if row.sha:
-        try:
-            repo = repos.open_repo(repos.applied_path(hive, row.agent))
+        try:  # approved: the commit comes out of the quarantine into applied/
+            repo = repos.promote(hive, row.agent, row.sha)
             with repos.repo_lock(repos.applied_path(hive, row.agent)):
                 repos.tag(repo, f"approved/{row.id}", row.sha, f"approved #{row.id} by the operator")
         except Exception:
@@ -388,7 +416,7 @@ def _deploy_apply(hive, row) -> None:
 
     name, sha = row.agent, row.sha
     path = repos.applied_path(hive, name)
-    repo = repos.open_repo(path)
+    repo = repos.promote(hive, name, sha)
     old_main = repos.main_sha(repo)
     old_policy = spawn.agent_row(hive, name)
     _set(hive, row.id, status="building", base_sha=old_main)
@@ -415,7 +443,7 @@ def _deploy_spawn(hive, row) -> None:
     path = repos.applied_path(hive, name)
     old_main = None
     if row.sha:  # two-step: the draft's commit
-        repo = repos.ensure_applied_repo(hive, name)
+        repo = repos.promote(hive, name, row.sha)
         old_main = repos.main_sha(repo)
         _set(hive, row.id, status="building", base_sha=old_main)
         with repos.repo_lock(path):

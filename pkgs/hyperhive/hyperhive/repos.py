@@ -18,14 +18,19 @@ import platform
 import posixpath
 import re
 import shutil
+import stat
+import tempfile
 import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import git
 
+from . import nofollow, review
 from . import store as db
 from .config import check_name
-from .errors import HiveError, bad_request, not_found
+from .errors import HiveError, bad_request, conflict, not_found
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +42,23 @@ GIT_ENV = {
     # Command-line config (protected): repos written by an agent's uid are still ours to read and fetch from.
     # The manager writes the proposed repos' .git/config too, so nothing it could set there may run a command
     # here: command-line config wins over the repo's (and diffs are shown with --no-textconv --no-ext-diff).
-    "GIT_CONFIG_COUNT": "5",
+    # Attributes never change what the operator sees or what is built: none from the system, the user or the
+    # repos themselves (attr.tree names no tree, so newer git reads an empty one; diffs also pass --text
+    # --no-textconv). Replace refs never substitute objects; fetched objects are checked; no hook runs.
+    "GIT_ATTR_NOSYSTEM": "1",
+    "GIT_NO_REPLACE_OBJECTS": "1",
+    "GIT_CONFIG_COUNT": "11",
     "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*",
     "GIT_CONFIG_KEY_1": "tag.gpgSign", "GIT_CONFIG_VALUE_1": "false",
     "GIT_CONFIG_KEY_2": "commit.gpgSign", "GIT_CONFIG_VALUE_2": "false",
     "GIT_CONFIG_KEY_3": "log.showSignature", "GIT_CONFIG_VALUE_3": "false",
     "GIT_CONFIG_KEY_4": "core.fsmonitor", "GIT_CONFIG_VALUE_4": "false",
+    "GIT_CONFIG_KEY_5": "core.attributesFile", "GIT_CONFIG_VALUE_5": "/dev/null",
+    "GIT_CONFIG_KEY_6": "attr.tree", "GIT_CONFIG_VALUE_6": "refs/hyperhive/no-attributes",
+    "GIT_CONFIG_KEY_7": "core.hooksPath", "GIT_CONFIG_VALUE_7": "/dev/null",
+    "GIT_CONFIG_KEY_8": "fetch.fsckObjects", "GIT_CONFIG_VALUE_8": "true",
+    "GIT_CONFIG_KEY_9": "gc.auto", "GIT_CONFIG_VALUE_9": "0",
+    "GIT_CONFIG_KEY_10": "core.symlinks", "GIT_CONFIG_VALUE_10": "true",
     "GIT_TERMINAL_PROMPT": "0",
 }
 TAG_STATES = ("proposal", "approved", "building", "deployed", "failed", "denied")
@@ -161,48 +177,469 @@ def unset_main(repo: git.Repo) -> None:
 
 
 def fetch_commit(target: git.Repo, source: Path, sha: str) -> None:
+    """Copy ``sha`` (and what it needs) from ``source``, a repo of the service's own (never a proposed repo)."""
     target.git.fetch("-q", "--no-tags", str(source), sha)
 
 
+def has_object(repo: git.Repo, sha: str | None) -> bool:
+    if not sha:
+        return False
+    try:
+        repo.git.cat_file("-e", f"{sha}^{{commit}}")
+        return True
+    except git.GitCommandError:
+        return False
+
+
+def _work_dir(hive) -> Path:
+    """A private directory of the service (0700, outside what any container mounts) for building repos before
+    they are moved into place and for copies of proposed repos."""
+    path = hive.config.state_dir / ".work"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.is_symlink() or not path.is_dir():
+        raise HiveError("internal", f"{path} is not a directory")
+    os.chmod(path, 0o700)
+    return path
+
+
+@contextmanager
+def _scratch(hive, prefix: str):
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=_work_dir(hive)))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def clean_work_dir(hive) -> None:
+    """What a crash left in the work directory (half-built repos, copies) goes."""
+    path = hive.config.state_dir / ".work"
+    if path.is_dir() and not path.is_symlink():
+        for child in path.iterdir():
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() and not child.is_symlink() \
+                else child.unlink(missing_ok=True)
+
+
+# --- the quarantine: proposals before the operator approves them -------------------------------------------
+#
+# A proposal's commit is copied out of the manager's proposed repo into ``quarantine/<n>.git`` (a bare repo of the
+# service's, mounted in no container), tagged there ``proposal/<id>`` (and ``denied/<id>`` when denied); it reaches
+# ``applied/<n>`` only when the operator approves it. The copy never reads the proposed repo through git: the
+# files of its ``.git`` that hold history (HEAD, refs, packed-refs, objects) are read one by one with O_NOFOLLOW
+# into a private directory, refusing any link, FIFO or device on the way and any alternates, and git fetches from
+# that copy (fsck on), with none of the manager's config, hooks or attributes.
+
+PROPOSED_COPY_LIMIT = 256 * 1024 * 1024
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+
+def quarantine_path(hive, name: str) -> Path:
+    return hive.config.state_dir / "quarantine" / f"{name}.git"
+
+
+def ensure_quarantine(hive, name: str) -> git.Repo:
+    path = quarantine_path(hive, name)
+    with repo_lock(path):
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        if (path / "HEAD").exists():
+            return open_repo(path)
+        repo = git.Repo.init(str(path), bare=True, initial_branch="main")
+        repo.git.update_environment(**GIT_ENV)
+        return repo
+
+
+def _proposed_git_rel(name: str) -> str:
+    return f"agents/{name}/config/.git"
+
+
+def _open_proposed_git(hive, name: str) -> int:
+    """A descriptor of ``agents/<n>/config/.git``: a real directory, reached through no link."""
+    rel = _proposed_git_rel(name)
+    base = hive.config.state_dir
+    try:
+        with nofollow.directory(base, f"agents/{name}/config") as cfg:
+            st = nofollow.lstat(cfg, ".git")
+            if st is None:
+                raise not_found(f"{name} has no proposed config repo (agents/{name}/config)")
+            if stat.S_ISLNK(st.st_mode):
+                raise HiveError("forbidden", f"{base / rel} is a symbolic link; refusing to follow it "
+                                             "(keep the proposed repo's .git a plain directory)")
+            if not stat.S_ISDIR(st.st_mode):
+                raise HiveError("forbidden", f"{base / rel} is not a directory (a gitdir: file would point "
+                                             "elsewhere); refusing to read it")
+        return nofollow.open_dir(base, rel)
+    except FileNotFoundError:
+        raise not_found(f"{name} has no proposed config repo (agents/{name}/config)") from None
+
+
+class _Copy:
+    def __init__(self, root: Path, where: Path, limit: int):
+        self.root, self.where, self.limit, self.total = root, where, limit, 0
+
+    def file(self, dir_fd: int, name: str, rel: str) -> None:
+        data = nofollow.read_regular(dir_fd, name, self.where / rel, self.limit)
+        self.total += len(data)
+        if self.total > self.limit:
+            raise HiveError("too_large", f"the proposed repo's history is larger than {self.limit >> 20} MiB; "
+                                         "refusing to copy it")
+        dest = self.root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+
+    def tree(self, dir_fd: int, rel: str, accept=None) -> None:
+        """Every regular file under ``dir_fd`` (``accept(rel)`` picks), refusing links and special files."""
+        with os.scandir(dir_fd) as it:
+            entries = sorted((e.name for e in it))
+        for entry in entries:
+            sub = f"{rel}/{entry}"
+            st = nofollow.lstat(dir_fd, entry)
+            if st is None:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                raise nofollow.refused(self.where / sub, "is a symbolic link")
+            if stat.S_ISDIR(st.st_mode):
+                fd = os.open(entry, nofollow.DIR_FLAGS, dir_fd=dir_fd)
+                try:
+                    self.tree(fd, sub, accept)
+                finally:
+                    os.close(fd)
+            elif stat.S_ISREG(st.st_mode):
+                if accept is None or accept(sub):
+                    self.file(dir_fd, entry, sub)
+            else:
+                raise nofollow.refused(self.where / sub, "is not a regular file or directory")
+
+
+def _object_file(rel: str) -> bool:
+    parts = rel.split("/")
+    if len(parts) == 3 and len(parts[1]) == 2 and _HEX.match(parts[1]) and _HEX.match(parts[2]) \
+            and len(parts[2]) in (38, 62):
+        return True
+    return (len(parts) == 3 and parts[1] == "pack" and parts[2].startswith("pack-")
+            and parts[2].endswith((".pack", ".idx")))
+
+
+def _copy_proposed(hive, name: str, dest: Path) -> None:
+    """A bare repo at ``dest`` holding the proposed repo's HEAD, refs and objects, copied without following any
+    link (see above)."""
+    where = hive.config.state_dir / _proposed_git_rel(name)
+    gfd = _open_proposed_git(hive, name)
+    try:
+        for redirect in ("commondir", "objects/info/alternates", "objects/info/http-alternates"):
+            head, _, leaf = redirect.rpartition("/")
+            try:
+                with (nofollow.directory(hive.config.state_dir, f"{_proposed_git_rel(name)}/{head}")
+                      if head else _same(gfd)) as fd:
+                    present = nofollow.lstat(fd, leaf) is not None
+            except (FileNotFoundError, HiveError):
+                present = False
+            if present:
+                raise HiveError("forbidden", f"{where / redirect} borrows objects from another repository; "
+                                             "remove it to propose from this repo")
+        copy = _Copy(dest, where, PROPOSED_COPY_LIMIT)
+        dest.mkdir(parents=True)
+        for top in ("HEAD", "packed-refs"):
+            st = nofollow.lstat(gfd, top)
+            if st is not None:
+                copy.file(gfd, top, top)
+        for top, accept in (("refs", None), ("objects", _object_file)):
+            st = nofollow.lstat(gfd, top)
+            if st is None:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                raise nofollow.refused(where / top, "is a symbolic link")
+            fd = os.open(top, nofollow.DIR_FLAGS, dir_fd=gfd)
+            try:
+                copy.tree(fd, top, accept)
+            finally:
+                os.close(fd)
+    except FileNotFoundError as e:
+        raise conflict(f"the proposed repo of {name} changed while it was copied ({e.filename or e}); "
+                       "try again") from None
+    except NotADirectoryError as e:
+        raise nofollow.refused(where, f"changed while it was copied ({e})") from None
+    finally:
+        os.close(gfd)
+    (dest / "refs" / "heads").mkdir(parents=True, exist_ok=True)
+    (dest / "refs" / "tags").mkdir(parents=True, exist_ok=True)
+    (dest / "objects" / "info").mkdir(parents=True, exist_ok=True)
+    (dest / "objects" / "pack").mkdir(parents=True, exist_ok=True)
+    if not (dest / "HEAD").is_file() or not (dest / "HEAD").read_bytes().startswith(b"ref: refs/"):
+        (dest / "HEAD").write_text("ref: refs/heads/main\n")
+    (dest / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = true\n")
+
+
+@contextmanager
+def _same(fd: int):
+    yield fd
+
+
+def import_proposed(hive, name: str, ref: str | None = None) -> str | None:
+    """Bring the proposed repo's branches (as ``refs/heads/*``) and, with ``ref``, the commit it names into the
+    quarantine repo; returns that commit's sha (None without ``ref``). Raises not_found when ``ref`` names no
+    commit there."""
+    quarantine = ensure_quarantine(hive, name)
+    with _scratch(hive, f"copy-{name}-") as scratch:
+        copy_dir = scratch / "proposed.git"
+        _copy_proposed(hive, name, copy_dir)
+        copy = git.Repo(str(copy_dir))
+        copy.git.update_environment(**GIT_ENV)
+        sha = None
+        if ref is not None:
+            sha = rev_sha(copy, ref)
+            if sha is None:
+                raise not_found(f'commit "{ref}" is not in the proposed repo of {name} (agents/{name}/config): '
+                                "commit there first")
+            copy.git.update_ref("refs/hyperhive/want", sha)
+        with repo_lock(quarantine_path(hive, name)):
+            try:
+                quarantine.git.fetch("-q", "--no-tags", "--prune", "--no-write-fetch-head", str(copy_dir),
+                                     "+refs/heads/*:refs/heads/*",
+                                     *(["+refs/hyperhive/want:refs/hyperhive/want"] if sha else []))
+            except git.GitCommandError as e:
+                detail = (e.stderr or "").strip().replace(str(copy_dir), f"agents/{name}/config")[-2000:]
+                raise bad_request(f"the proposed repo of {name} cannot be read: {detail}") from None
+    return sha
+
+
+def promote(hive, name: str, sha: str) -> git.Repo:
+    """Bring an approved commit from the quarantine into ``applied/<n>`` (nothing else comes with it)."""
+    applied = ensure_applied_repo(hive, name)
+    with repo_lock(applied_path(hive, name)):
+        if not has_object(applied, sha):
+            fetch_commit(applied, quarantine_path(hive, name), sha)
+    return applied
+
+
+def sync_quarantine_from_applied(hive, name: str) -> git.Repo:
+    """The quarantine also holds what is applied (diffs are computed there, never in a repo with a work tree)."""
+    quarantine = ensure_quarantine(hive, name)
+    path = applied_path(hive, name)
+    if (path / ".git").is_dir():
+        with repo_lock(quarantine_path(hive, name)):
+            quarantine.git.fetch("-q", "--no-tags", "--no-write-fetch-head", str(path),
+                                 "+refs/heads/*:refs/applied/heads/*", "+refs/tags/*:refs/applied/tags/*")
+    return quarantine
+
+
+def _read_ref_text(hive, name: str, refname: str) -> str | None:
+    """The sha ``refname`` holds in the proposed repo, read as text without following any link (no git runs)."""
+    try:
+        gfd = _open_proposed_git(hive, name)
+    except HiveError:
+        return None
+    where = hive.config.state_dir / _proposed_git_rel(name)
+    try:
+        head, _, leaf = refname.rpartition("/")
+        try:
+            fd = _open_sub(gfd, head)
+            try:
+                text = nofollow.read_regular(fd, leaf, where / refname, 4096).decode("ascii", "replace").strip()
+            finally:
+                os.close(fd)
+            if text.startswith("ref: "):
+                return None if refname != "HEAD" else _read_ref_text(hive, name, text[5:].strip())
+            return text if _HEX.match(text) and len(text) in (40, 64) else None
+        except (OSError, HiveError):
+            pass
+        try:
+            packed = nofollow.read_regular(gfd, "packed-refs", where / "packed-refs", 16 << 20)
+        except (OSError, HiveError):
+            return None
+        for line in packed.decode("utf-8", "replace").splitlines():
+            sha, _, ref = line.partition(" ")
+            if ref.strip() == refname and _HEX.match(sha):
+                return sha
+        return None
+    finally:
+        os.close(gfd)
+
+
+def _open_sub(dir_fd: int, rel: str) -> int:
+    """``rel`` under ``dir_fd``, each component opened without following a link."""
+    fd = os.dup(dir_fd)
+    for part in [p for p in rel.split("/") if p]:
+        if part in (".", ".."):
+            os.close(fd)
+            raise FileNotFoundError(rel)
+        try:
+            nxt = os.open(part, nofollow.DIR_FLAGS, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = nxt
+    return fd
+
+
+def _has_commit_refs(hive, name: str) -> bool:
+    """Whether the proposed repo names any commit at all (HEAD, a branch, or packed refs)."""
+    if _read_ref_text(hive, name, "HEAD") is not None:
+        return True
+    try:
+        gfd = _open_proposed_git(hive, name)
+    except HiveError:
+        return False
+    try:
+        try:
+            fd = _open_sub(gfd, "refs/heads")
+            try:
+                with os.scandir(fd) as it:
+                    if any(True for _ in it):
+                        return True
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+        st = nofollow.lstat(gfd, "packed-refs")
+        return st is not None and st.st_size > 0
+    finally:
+        os.close(gfd)
+
+
+def proposed_main(hive, name: str) -> str | None:
+    """What the proposed repo's ``main`` points at (for the stale marker and the drafts list)."""
+    return _read_ref_text(hive, name, "refs/heads/main")
+
+
 # --- seeding -----------------------------------------------------------------------------------------------
+#
+# The service builds every repo it seeds in its private work directory and moves it into place: nothing is
+# written through a link the manager planted under agents/. ``applied/<n>`` is seeded first (its ``deployed/0`` is
+# the template, or the declared policy, never what someone left in agents/), then a missing proposed repo is made
+# from it. A crash at any point leaves a state the next start completes: half-built repos sit only in the work
+# directory, and an ``applied/<n>`` without ``main`` is seeded again.
+
+def _template_files(hive, name: str) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    template = agent_template_dir()
+    if template is not None and template.is_dir():
+        for p in sorted(template.rglob("*")):
+            rel = p.relative_to(template)
+            if ".git" in rel.parts or p.is_symlink() or not p.is_file():
+                continue
+            files[str(rel)] = p.read_bytes()
+    else:
+        log.warning("no agent template found (set HYPERHIVE_AGENT_TEMPLATE); %s starts from a minimal one", name)
+        files = {k: v.encode() for k, v in FALLBACK_TEMPLATE.items()}
+    declared = hive.config.manager_settings if name == hive.config.manager else hive.config.agents.get(name)
+    if declared is not None:
+        # A declared agent starts from its hive.json policy, so that its first deploy changes nothing.
+        policy = declared.to_json()
+        if name == hive.config.manager:  # the manager sends anywhere
+            policy.pop("allowedRecipients")
+        files["agent.nix"] = render_agent_nix(name, policy).encode()
+    return files
+
+
+def _build_seed(hive, name: str, dest: Path) -> git.Repo:
+    """A fresh repo at ``dest`` holding ``applied/<n>`` main when there is one, else the template's first commit."""
+    repo = init_repo(dest)
+    applied = applied_path(hive, name)
+    source = None
+    if (applied / ".git").is_dir():
+        source = main_sha(open_repo(applied))
+    if source:
+        fetch_commit(repo, applied, source)
+        set_main(repo, source)
+    else:
+        for rel, data in _template_files(hive, name).items():
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            target.chmod(0o644)
+        repo.git.add("-A")
+        declared = name == hive.config.manager or name in hive.config.agents
+        origin = "hive.json and templates/agent" if declared else "templates/agent"
+        repo.git.commit("-q", "-m", f"{name}: initial config from {origin}")
+    repo.create_remote("applied", str(applied))
+    return repo
+
 
 def seed_config_repo(hive, name: str) -> bool:
-    """Create ``agents/<n>/config`` from the template (one initial commit), with remote ``applied``."""
+    """Create ``agents/<n>/config`` (built privately, then renamed into place) unless a usable one is there.
+
+    A link or a file planted at ``config`` is refused; a repo a crash left without any commit is moved aside
+    (``config.incomplete-<time>``) and made again."""
     path = config_path(hive, name)
     with repo_lock(path):
-        if (path / ".git").exists():
-            _ensure_applied_remote(hive, name)
-            return False
-        template = agent_template_dir()
-        path.mkdir(parents=True, exist_ok=True)
-        if template is not None and template.is_dir():
-            for item in template.iterdir():
-                if item.name in (".git",):
-                    continue
-                if item.is_dir():
-                    shutil.copytree(item, path / item.name, dirs_exist_ok=True)
-                else:
-                    shutil.copyfile(item, path / item.name)
-        else:
-            log.warning("no agent template found (set HYPERHIVE_AGENT_TEMPLATE); %s starts from a minimal one", name)
-            for fname, text in FALLBACK_TEMPLATE.items():
-                (path / fname).write_text(text, encoding="utf-8")
-        for p in path.rglob("*"):  # templates from the Nix store are read-only
-            if ".git" not in p.parts:
-                p.chmod(0o755 if p.is_dir() else 0o644)
-        declared = hive.config.manager_settings if name == hive.config.manager else hive.config.agents.get(name)
-        if declared is not None:
-            # A declared agent starts from its hive.json policy, so that its first deploy changes nothing.
-            policy = declared.to_json()
-            if name == hive.config.manager:  # the manager sends anywhere
-                policy.pop("allowedRecipients")
-            (path / "agent.nix").write_text(render_agent_nix(name, policy), encoding="utf-8")
-        repo = init_repo(path)
-        repo.git.add("-A")
-        origin = "hive.json and templates/agent" if declared is not None else "templates/agent"
-        repo.git.commit("-q", "-m", f"{name}: initial config from {origin}")
-        _ensure_applied_remote(hive, name)
+        with nofollow.directory(hive.config.state_dir, f"agents/{name}", create=True) as agent_fd:
+            st = nofollow.lstat(agent_fd, "config")
+            if st is not None:
+                if stat.S_ISLNK(st.st_mode):
+                    raise nofollow.refused(path, "is a symbolic link")
+                if not stat.S_ISDIR(st.st_mode):
+                    raise nofollow.refused(path, "is not a directory")
+                if _has_commit_refs(hive, name):
+                    return False
+                with nofollow.directory(hive.config.state_dir, f"agents/{name}/config") as cfg:
+                    if nofollow.lstat(cfg, ".git") is None and not list(os.scandir(cfg)):
+                        os.rmdir(path)  # an empty directory: made here below
+                        st = None
+                if st is not None:
+                    aside = f"config.incomplete-{int(time.time())}"
+                    log.warning("%s holds no commit (an interrupted seed?): moved to %s and made again", path, aside)
+                    nofollow.move_aside(agent_fd, "config", aside)
+            with _scratch(hive, f"seed-{name}-") as scratch:
+                _build_seed(hive, name, scratch / "config")
+                nofollow.place(scratch / "config", agent_fd, "config", path)
         return True
+
+
+def refuse_links(hive, path: Path, what: str) -> None:
+    """Refuse ``path`` when it, or a directory between it and stateDir, is a symbolic link.
+
+    The manager's container writes ``<stateDir>/agents``: a link planted there must not make the service mount,
+    read or fetch anything outside it.
+    """
+    base = hive.config.state_dir
+    p = Path(path)
+    while p != base and base in p.parents:
+        if p.is_symlink():
+            raise HiveError("forbidden", f"{what}: {p} is a symbolic link; refusing to follow it "
+                                         "(replace it with a plain directory)")
+        p = p.parent
+
+
+def ensure_state_dir(hive, name: str) -> Path:
+    """The agent's state directory, made (no link followed) when missing."""
+    path = state_path(hive, name)
+    rel = path.relative_to(hive.config.state_dir)
+    try:
+        with nofollow.directory(hive.config.state_dir, rel, create=True):
+            pass
+    except HiveError as e:
+        raise HiveError("forbidden", f"the state directory of {name}: {e.message}") from None
+    return path
+
+
+def ensure_applied_repo(hive, name: str) -> git.Repo:
+    path = applied_path(hive, name)
+    with repo_lock(path):
+        if (path / ".git").exists():
+            return open_repo(path)
+        return init_repo(path)
+
+
+def seed_agent(hive, name: str) -> str | None:
+    """Give ``name`` every repo it needs; an ``applied/<n>`` without ``main`` gets the seed tagged ``deployed/0``.
+
+    Returns the seed's sha when it was seeded now, None when it already had its repos."""
+    seeded = None
+    path = applied_path(hive, name)
+    applied = ensure_applied_repo(hive, name)
+    with repo_lock(path):
+        if main_sha(applied) is None:
+            with _scratch(hive, f"seed-{name}-") as scratch:
+                seed = _build_seed(hive, name, scratch / "seed")
+                sha = main_sha(seed)
+                fetch_commit(applied, scratch / "seed", sha)
+            set_main(applied, sha)
+            applied.git.clean("-fdxq")
+            tag(applied, "deployed/0", sha, f"seed of {name}", force=True)
+            seeded = sha
+    seed_config_repo(hive, name)
+    ensure_state_dir(hive, name)
+    return seeded
 
 
 def nix_value(value, indent: str = "") -> str:
@@ -251,75 +688,6 @@ def render_agent_nix(name: str, policy: dict) -> str:
         lines.append(f"    extraMcpServers = {nix_value(policy['extraMcpServers'], '    ')};")
     lines += ["  };", "}", ""]
     return "\n".join(lines)
-
-
-def _ensure_applied_remote(hive, name: str) -> None:
-    repo = open_repo(config_path(hive, name))
-    url = str(applied_path(hive, name))
-    if "applied" not in [r.name for r in repo.remotes]:
-        repo.create_remote("applied", url)
-
-
-def refuse_links(hive, path: Path, what: str) -> None:
-    """Refuse ``path`` when it, or a directory between it and stateDir, is a symbolic link.
-
-    The manager's container writes ``<stateDir>/agents``: a link planted there must not make the service mount,
-    read or fetch anything outside it.
-    """
-    base = hive.config.state_dir
-    p = Path(path)
-    while p != base and base in p.parents:
-        if p.is_symlink():
-            raise HiveError("forbidden", f"{what}: {p} is a symbolic link; refusing to follow it "
-                                         "(replace it with a plain directory)")
-        p = p.parent
-
-
-def check_plain_repo(hive, path: Path) -> None:
-    """A proposed repo must keep its objects to itself: no linked ``.git``, ``gitdir:`` file or alternates,
-    or its history (and what the operator reviews) could come from another repository on the host."""
-    git_dir = Path(path) / ".git"
-    refuse_links(hive, git_dir, "proposed repo")
-    if not git_dir.is_dir():
-        raise HiveError("forbidden", f"{git_dir} is not a directory (a gitdir: file would point elsewhere); "
-                                     "refusing to read it")
-    for redirect in ("commondir", "objects/info/alternates", "objects/info/http-alternates"):
-        if (git_dir / redirect).exists():
-            raise HiveError("forbidden", f"{git_dir / redirect} borrows objects from another repository; "
-                                         "remove it to propose from this repo")
-
-
-def ensure_state_dir(hive, name: str) -> Path:
-    path = state_path(hive, name)
-    refuse_links(hive, path, f"the state directory of {name}")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def ensure_applied_repo(hive, name: str) -> git.Repo:
-    path = applied_path(hive, name)
-    with repo_lock(path):
-        if (path / ".git").exists():
-            return open_repo(path)
-        return init_repo(path)
-
-
-def seed_agent(hive, name: str) -> str | None:
-    """Give ``name`` every repo it needs; a fresh applied repo gets the proposed ``main`` tagged ``deployed/0``.
-
-    Returns the seed's sha when it was seeded now, None when it already had its repos."""
-    seed_config_repo(hive, name)
-    ensure_state_dir(hive, name)
-    applied = ensure_applied_repo(hive, name)
-    with repo_lock(applied_path(hive, name)):
-        if main_sha(applied) is not None:
-            return None
-        config = open_repo(config_path(hive, name))
-        sha = main_sha(config) or config.head.commit.hexsha
-        fetch_commit(applied, config_path(hive, name), sha)
-        set_main(applied, sha)
-        tag(applied, "deployed/0", sha, f"seed of {name}")
-    return sha
 
 
 # --- the meta flake ----------------------------------------------------------------------------------------
@@ -502,16 +870,25 @@ def _known_agent(hive, agent) -> str:
     return agent
 
 
-def _browse_repos(hive, agent: str) -> list[git.Repo]:
-    """The applied repo (tags, deployed history, proposals) first, then the proposed repo (drafts)."""
+def _browse_repos(hive, agent: str, rev: str | None = None) -> list[git.Repo]:
+    """The applied repo (tags, deployed history) first, then the quarantine (proposals, denied ones, and the
+    proposed repo's branches as last copied, for drafts). The proposed repo itself is never read by git: when
+    ``rev`` is in neither, its branches are copied again (without following links) first."""
     agent = _known_agent(hive, agent)
-    repos = []
-    for path in (applied_path(hive, agent), config_path(hive, agent)):
-        if (path / ".git").exists():
-            repos.append(open_repo(path))
-    if not repos:
+    found = []
+    if (applied_path(hive, agent) / ".git").is_dir():
+        found.append(open_repo(applied_path(hive, agent)))
+    if rev is None or not any(rev_sha(r, rev) for r in found):
+        if (config_path(hive, agent)).is_dir() or quarantine_path(hive, agent).is_dir():
+            try:
+                import_proposed(hive, agent)
+            except HiveError as e:
+                log.warning("copying the proposed repo of %s: %s", agent, e.message)
+    if (quarantine_path(hive, agent) / "HEAD").is_file():
+        found.append(open_repo(quarantine_path(hive, agent)))
+    if not found:
         raise not_found(f"{agent} has no config repo yet")
-    return repos
+    return found
 
 
 def _check_rev(rev) -> str:
@@ -524,7 +901,7 @@ def _check_rev(rev) -> str:
 
 def _resolve(hive, agent: str, rev) -> tuple[git.Repo, str]:
     rev = _check_rev(rev)
-    for repo in _browse_repos(hive, agent):
+    for repo in _browse_repos(hive, agent, rev):
         sha = rev_sha(repo, rev)
         if sha:
             return repo, sha
@@ -546,21 +923,24 @@ def repo_tags(hive, agent: str) -> dict[str, list[dict]]:
     """The applied repo's tags grouped by state (proposal, approved, building, deployed, failed, denied), newest
     first."""
     agent = _known_agent(hive, agent)
-    path = applied_path(hive, agent)
     out: dict[str, list[dict]] = {state: [] for state in TAG_STATES}
-    if not (path / ".git").exists():
-        return out
-    repo = open_repo(path)
     fmt = "%(refname:strip=2)%00%(objectname)%00%(*objectname)%00%(creatordate:unix)%00%(contents)%01"
-    raw = repo.git.for_each_ref("refs/tags", f"--format={fmt}", strip_newline_in_stdout=False)
+    raw = ""
+    seen: set[str] = set()
+    # applied/ holds approved/ building/ deployed/ failed/; the quarantine proposal/ and denied/ (and, from
+    # before the quarantine existed, applied/ may hold some of those too)
+    for path, marker in ((applied_path(hive, agent), ".git"), (quarantine_path(hive, agent), "HEAD")):
+        if (path / marker).exists():
+            raw += open_repo(path).git.for_each_ref("refs/tags", f"--format={fmt}", strip_newline_in_stdout=False)
     for record in raw.split("\x01"):
         record = record.lstrip("\n")
         if not record:
             continue
         name, obj, peeled, date, message = (record.split("\0") + [""] * 5)[:5]
         state = name.split("/", 1)[0]
-        if state not in out:
+        if state not in out or name in seen:
             continue
+        seen.add(name)
         ts = float(date) if date.strip().isdigit() else None
         out[state].append({"name": name, "sha": peeled or obj, "date": db.iso(ts), "message": message.strip(),
                            "id": _tag_id(name), "ts": ts})
@@ -604,8 +984,7 @@ def repo_log(hive, agent: str, rev: str = "main", limit: int = 50) -> list[dict]
 def repo_diff(hive, agent: str, rev: str) -> str:
     """One commit: its header and its unified diff against its first parent."""
     repo, sha = _resolve(hive, agent, rev)
-    return repo.git.show("--no-color", "--no-ext-diff", "--no-textconv", "--no-show-signature", "--first-parent",
-                         "--patch", "--stat", "--format=commit %H%nAuthor: %an <%ae>%nDate:   %aI%n%n%w(0,4,4)%B", sha)
+    return review.show(repo, sha)
 
 
 def commit_info(repo: git.Repo, sha: str) -> dict:
@@ -618,9 +997,8 @@ def commit_info(repo: git.Repo, sha: str) -> dict:
 
 
 def diff_between(repo: git.Repo, base: str | None, sha: str) -> str:
-    """Unified diff from ``base`` (None: nothing, i.e. every file is new) to ``sha``."""
-    return repo.git.diff("--no-color", "--no-ext-diff", "--no-textconv", "--stat", "--patch", base or EMPTY_TREE,
-                         sha)
+    """Unified diff from ``base`` (None: nothing, i.e. every file is new) to ``sha``, every byte shown."""
+    return review.diff(repo, base, sha)
 
 
 def repo_file(hive, agent: str, rev: str, path: str) -> bytes:

@@ -108,11 +108,7 @@ def list_drafts(hive) -> list[dict]:
         rows = conn.execute(select(db.agents).where(db.agents.c.state == "draft").order_by(db.agents.c.name)).all()
     out = []
     for row in rows:
-        head = None
-        try:
-            head = repos.main_sha(repos.open_repo(repos.config_path(hive, row.name)))
-        except Exception:
-            pass
+        head = repos.proposed_main(hive, row.name)  # read as text, no link followed, no git run
         out.append({"name": row.name, "config_path": str(repos.config_path(hive, row.name)),
                     "state_path": str(repos.state_path(hive, row.name)), "created_at": db.iso(row.created_at),
                     "head": head})
@@ -141,12 +137,8 @@ def _deployed(hive, name: str) -> tuple[str | None, str | None, bool]:
         tags = applied.git.tag("--points-at", sha, "--list", "deployed/*").split()
         if tags:
             tag_name = max(tags, key=lambda t: int(t.split("/")[1]) if t.split("/")[1].isdigit() else -1)
-    stale = False
-    try:
-        proposed = repos.main_sha(repos.open_repo(repos.config_path(hive, name)))
-        stale = proposed is not None and sha is not None and proposed != sha
-    except HiveError:
-        pass
+    proposed = repos.proposed_main(hive, name)  # read as text, no link followed, no git run
+    stale = proposed is not None and sha is not None and proposed != sha
     return tag_name, sha, stale
 
 

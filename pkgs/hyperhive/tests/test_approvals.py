@@ -70,13 +70,15 @@ def test_approve_deploys_tags_commits_meta_and_restarts_the_agent(hive):
     shown = hive.host().call("approval", id=approval_id)
     assert shown["ref"] == "main" and shown["sha"] == sha and shown["base_sha"] == seed
     assert "+    prompt = \"You write the docs, carefully.\";" in shown["diff"]
-    assert tags(sd / "applied" / "alice")[f"proposal/{approval_id}"] == sha
+    # the proposal waits in the quarantine (mounted nowhere); applied/ has none of it until it is approved
+    assert tags(sd / "quarantine" / "alice.git")[f"proposal/{approval_id}"] == sha
+    assert subprocess.run(["git", "-C", str(sd / "applied" / "alice"), "cat-file", "-e", sha]).returncode != 0
 
     out = hive.cli("approve", str(approval_id)).stdout
     assert "deployed" in out and f"deployed/{approval_id}" in out
     applied = sd / "applied" / "alice"
     t = tags(applied)
-    for state in ("proposal", "approved", "building", "deployed"):
+    for state in ("approved", "building", "deployed"):
         assert t[f"{state}/{approval_id}"] == sha, state
     assert git(applied, "rev-parse", "main") == sha
     assert git(sd / "meta", "log", "-1", "--format=%s") == f"deploy alice deployed/{approval_id} {sha[:12]}"
@@ -112,9 +114,14 @@ def test_deny_tags_the_note_and_tells_the_manager(hive):
     out = hive.cli("deny", str(approval_id), "--note", "too vague: say what bob maintains").stdout
     assert "denied" in out
     applied = sd / "applied" / "bob"
-    assert tags(applied)[f"denied/{approval_id}"] == sha
-    assert tag_message(applied, f"denied/{approval_id}").strip() == "too vague: say what bob maintains"
+    quarantine = sd / "quarantine" / "bob.git"
+    assert tags(quarantine)[f"denied/{approval_id}"] == sha
+    assert tag_message(quarantine, f"denied/{approval_id}").strip() == "too vague: say what bob maintains"
     assert git(applied, "rev-parse", "main") != sha
+    # nothing of the denied commit is in applied/ (which the manager mounts)
+    assert subprocess.run(["git", "-C", str(applied), "cat-file", "-e", sha]).returncode != 0
+    repo_tags = hive.host().call("repo_tags", agent="bob")["tags"]
+    assert [t["name"] for t in repo_tags["denied"]] == [f"denied/{approval_id}"]
     event = wait_event(manager, lambda m: m["data"].get("approval_id") == approval_id)
     assert event["data"]["status"] == "denied" and event["data"]["note"] == "too vague: say what bob maintains"
     assert "too vague" in event["body"]
@@ -292,3 +299,81 @@ def test_a_state_directory_swapped_for_a_link_is_not_followed(hive, tmp_path):
     state.unlink()
     state.with_name("state.saved").rename(state)
     hive.client("manager").call("start", name="alice")
+
+
+# --- a hostile manager and the proposed repos ---------------------------------------------------------------
+
+def host_repo(directory, secret: str):
+    """Another repository on the host (say, one holding an agent's credentials), with one commit."""
+    directory.mkdir()
+    git(directory, "init", "-q", "-b", "main")
+    (directory / "secret.txt").write_text(secret)
+    (directory / "agent.nix").write_text(agent_nix("smuggled"))
+    git(directory, "add", "-A")
+    git(directory, "commit", "-q", "-m", "host only")
+    return git(directory, "rev-parse", "HEAD")
+
+
+def has_object(repo, sha: str) -> bool:
+    return repo.exists() and subprocess.run(["git", "-C", str(repo), "cat-file", "-e", sha],
+                                            capture_output=True).returncode == 0
+
+
+def test_links_inside_the_proposed_repos_git_bring_nothing_from_elsewhere(hive, tmp_path):
+    """The manager keeps agents/<n>/config/.git a real directory but links what is inside it to another repo on
+    the host: no commit, blob or secret of that repo may reach applied/, the quarantine or the operator."""
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    secret = "HOST-SECRET-3f9a1c"
+    host = tmp_path / "host"
+    host_sha = host_repo(host, secret)
+    dot_git = sd / "agents" / "alice" / "config" / ".git"
+    pristine = tmp_path / "pristine.git"
+    shutil.copytree(dot_git, pristine, symlinks=True)
+
+    def objects_and_refs():
+        shutil.rmtree(dot_git / "objects")
+        shutil.rmtree(dot_git / "refs")
+        (dot_git / "objects").symlink_to(host / ".git" / "objects")
+        (dot_git / "refs").symlink_to(host / ".git" / "refs")
+        return "main"
+
+    def object_files():  # each of the host's loose objects linked in one by one, and a plain ref naming its commit
+        for obj in (host / ".git" / "objects").glob("??/*"):
+            (dot_git / "objects" / obj.parent.name).mkdir(exist_ok=True)
+            (dot_git / "objects" / obj.parent.name / obj.name).symlink_to(obj)
+        (dot_git / "refs" / "heads" / "smuggled").write_text(host_sha + "\n")
+        return "smuggled"
+
+    def object_dirs():  # whole fan-out directories linked
+        for d in (host / ".git" / "objects").glob("??"):
+            if not (dot_git / "objects" / d.name).exists():
+                (dot_git / "objects" / d.name).symlink_to(d)
+        (dot_git / "refs" / "heads" / "smuggled").write_text(host_sha + "\n")
+        return host_sha
+
+    def packs():  # the host repo packed, its pack linked in, and packed-refs linked too
+        git(host, "gc", "-q")
+        for p in (host / ".git" / "objects" / "pack").glob("pack-*"):
+            (dot_git / "objects" / "pack" / p.name).symlink_to(p)
+        (dot_git / "packed-refs").unlink(missing_ok=True)
+        (dot_git / "packed-refs").symlink_to(host / ".git" / "packed-refs")
+        (dot_git / "refs" / "heads" / "main").unlink()
+        return "main"
+
+    for plant in (objects_and_refs, object_files, object_dirs, packs):
+        ref = plant()
+        message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=ref), "forbidden")
+        assert "symbolic link" in message, (plant.__name__, message)
+        assert secret not in message
+        for repo in (sd / "applied" / "alice", sd / "quarantine" / "alice.git"):
+            assert not has_object(repo, host_sha), (plant.__name__, repo)
+        assert hive.cli("pending").stdout.strip() == "nothing pending"
+        shutil.rmtree(dot_git)
+        shutil.copytree(pristine, dot_git, symlinks=True)
+    for path in sd.rglob("*"):
+        if path.is_file() and not path.is_symlink() and "agents" not in path.relative_to(sd).parts[:1]:
+            assert secret.encode() not in path.read_bytes(), path
+    # the repo, plain again, proposes as usual
+    sha = commit_change(hive, "alice", agent_nix("plain again"))
+    assert manager.call("request_apply_commit", agent="alice", commit=sha)["approval_id"]

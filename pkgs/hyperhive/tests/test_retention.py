@@ -8,6 +8,16 @@ from conftest import wait_for
 from standins.support import (AGENT_ENV, agent_nix, commit_change, needs_nix, standin_info, state_dir, tags,
                               wait_status)
 
+def all_tags(sd, agent: str) -> dict[str, str]:
+    """An agent's tags: approved/, building/, deployed/, failed/ in applied/, proposal/ and denied/ in the
+    quarantine."""
+    out = {}
+    for path in (sd / "applied" / agent, sd / "quarantine" / f"{agent}.git"):
+        if path.exists():
+            out.update(tags(path))
+    return out
+
+
 DAY = 86400
 
 
@@ -34,8 +44,8 @@ def test_retention_keeps_deployed_and_drops_by_age_and_by_terminal_sibling(start
     assert wait_status(host, failed)["status"] == "failed"
     waiting = manager.call("request_apply_commit", agent="alice",
                            commit=commit_change(hive, "alice", agent_nix("three")))["approval_id"]
-    before = {**{f"alice {t}": s for t, s in tags(sd / "applied" / "alice").items()},
-              **{f"erin {t}": s for t, s in tags(sd / "applied" / "erin").items()}}
+    before = {**{f"alice {t}": s for t, s in all_tags(sd, "alice").items()},
+              **{f"erin {t}": s for t, s in all_tags(sd, "erin").items()}}
     intermediate = {f"alice proposal/{deployed}", f"alice approved/{deployed}", f"alice building/{deployed}",
                     f"alice proposal/{denied}", f"erin proposal/{failed}", f"erin approved/{failed}",
                     f"erin building/{failed}"}
@@ -52,7 +62,7 @@ def test_retention_keeps_deployed_and_drops_by_age_and_by_terminal_sibling(start
     assert all(r == "its approval has a terminal tag" for r in dropped.values())
     assert {f"alice deployed/{deployed}", "alice deployed/0", f"alice denied/{denied}", f"erin failed/{failed}",
             f"alice proposal/{waiting}"} <= kept
-    assert len(tags(sd / "applied" / "alice")) + len(tags(sd / "applied" / "erin")) == len(before)
+    assert len(all_tags(sd, "alice")) + len(all_tags(sd, "erin")) == len(before)
 
     # 20 days on: denied (14 days) goes, failed (30 days) stays
     kept, dropped = run(20, dry_run=False)
@@ -63,9 +73,9 @@ def test_retention_keeps_deployed_and_drops_by_age_and_by_terminal_sibling(start
     # 40 days on: failed goes too; every deployed tag and the pending proposal stay
     kept, dropped = run(40, dry_run=False)
     assert set(dropped) == {f"erin failed/{failed}"}
-    alice = tags(sd / "applied" / "alice")
+    alice = all_tags(sd, "alice")
     assert set(alice) == {"deployed/0", f"deployed/{deployed}", f"proposal/{waiting}"}
-    assert tags(sd / "applied" / "erin") == {}
+    assert all_tags(sd, "erin") == {}
     # the approvals table keeps every row
     statuses = {a["id"]: a["status"] for a in host.call("pending", status="all")["approvals"]}
     assert statuses == {deployed: "deployed", denied: "denied", failed: "failed", waiting: "pending"}

@@ -86,7 +86,9 @@ def test_two_step_spawn_from_a_draft(hive):
     shown = hive.host().call("approval", id=approval_id)
     assert shown["kind"] == "spawn" and shown["sha"] == sha
     assert '+    prompt = "You test everything twice.";' in shown["diff"]
-    assert tags(sd / "applied" / "dave") == {f"proposal/{approval_id}": sha}
+    # the proposal waits in the quarantine; no applied repo exists before the operator approves
+    assert tags(sd / "quarantine" / "dave.git") == {f"proposal/{approval_id}": sha}
+    assert not (sd / "applied" / "dave").exists()
 
     hive.cli("approve", str(approval_id))
     applied = sd / "applied" / "dave"
