@@ -112,19 +112,25 @@ def write_file(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None:
 
 
 def open_append(dir_fd: int, name: str, where, mode: int = 0o644) -> int:
-    """A descriptor appending to the regular file ``name`` (created if missing); a link or anything but a regular
-    file there is refused."""
-    try:
-        fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     mode, dir_fd=dir_fd)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise refused(where, "is a symbolic link") from None
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    """A descriptor appending to the regular file ``name`` (created if missing). A link or a FIFO planted there
+    is removed (never written through) and a fresh file takes its place; a directory is refused."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    for _attempt in range(3):
+        st = lstat(dir_fd, name)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                raise refused(where, "is a directory")
+            os.unlink(name, dir_fd=dir_fd)
+        try:
+            fd = os.open(name, flags, mode, dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENXIO):
+                continue  # swapped for a link or FIFO meanwhile: remove it again
+            raise
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
         os.close(fd)
-        raise refused(where, "is not a regular file")
-    return fd
+    raise refused(where, "keeps being replaced by something other than a regular file")
 
 
 def read_regular(dir_fd: int, name: str, where, limit: int) -> bytes:

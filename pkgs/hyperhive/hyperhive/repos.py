@@ -637,8 +637,13 @@ def seed_agent(hive, name: str) -> str | None:
             applied.git.clean("-fdxq")
             tag(applied, "deployed/0", sha, f"seed of {name}", force=True)
             seeded = sha
-    seed_config_repo(hive, name)
-    ensure_state_dir(hive, name)
+    try:  # what the manager planted under agents/ may refuse these; the deployed seed stands regardless
+        seed_config_repo(hive, name)
+        ensure_state_dir(hive, name)
+    except HiveError as e:
+        if seeded is None:
+            raise
+        log.error("seeding %s: %s", name, e.message)
     return seeded
 
 

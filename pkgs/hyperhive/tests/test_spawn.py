@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -250,3 +251,73 @@ def test_a_restarted_service_runs_the_same_agents_and_commits_nothing_new(hive):
         assert git(sd / "meta", "rev-parse", "HEAD") == meta_head
     finally:
         again.stop()
+
+
+def test_a_draft_is_never_seeded_through_links_the_manager_planted(hive, tmp_path):
+    """The manager writes agents/: whatever it planted where a draft's repo and state go, the service writes,
+    chmods and runs git only in directories it made itself."""
+    sd = state_dir(hive)
+    agents = sd / "agents"
+    manager = hive.client("manager")
+    victim = tmp_path / "victim"
+    victim.write_text("a 0600 file of the host\n")
+    victim.chmod(0o600)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+
+    (agents / "eve").mkdir()
+    (agents / "eve" / "config").symlink_to(outside)  # the whole repo linked elsewhere
+    assert "symbolic link" in refused(lambda: manager.call("request_spawn_draft", name="eve"), "forbidden")
+    (agents / "gus").mkdir()
+    (agents / "gus" / "state").symlink_to(outside)  # the state directory linked elsewhere
+    assert "symbolic link" in refused(lambda: manager.call("request_spawn_draft", name="gus"), "forbidden")
+    (agents / "hal").symlink_to(outside)  # the agent's directory itself
+    assert "symbolic link" in refused(lambda: manager.call("request_spawn_draft", name="hal"), "forbidden")
+    assert list(outside.iterdir()) == []  # no git init, no template, no state made there
+
+    # a real directory whose files link to a host file: the repo is made fresh, the host file untouched
+    config = agents / "fay" / "config"
+    config.mkdir(parents=True)
+    for name in ("agent.nix", "flake.nix"):
+        (config / name).symlink_to(victim)
+    assert manager.call("request_spawn_draft", name="fay")["name"] == "fay"
+    assert victim.read_text() == "a 0600 file of the host\n" and victim.stat().st_mode & 0o777 == 0o600
+    assert not (config / "agent.nix").is_symlink() and "hyperhive" in (config / "agent.nix").read_text()
+    assert git(config, "log", "--format=%s") == "fay: initial config from templates/agent"
+    assert [d["name"] for d in hive.host().call("agents_overview")["drafts"]] == ["fay"]
+
+
+def test_an_agent_log_linked_elsewhere_is_replaced_not_written_through(hive, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("the host's file\n")
+    log = state_dir(hive) / "agents" / "alice" / "agent.log"
+    log.unlink(missing_ok=True)
+    log.symlink_to(victim)
+    pid = standin_info(hive, "alice")["pid"]
+    assert hive.client("manager").call("restart", name="alice")["state"] == "running"
+    wait_for(lambda: standin_info(hive, "alice")["pid"] != pid, message="alice restarted")
+    assert victim.read_text() == "the host's file\n"
+    assert not log.is_symlink() and log.is_file()
+
+
+def test_a_repo_a_crash_left_without_a_commit_is_made_again_and_stops_no_other_seed(start_hive, hive_dir):
+    """kill -9 while a reload seeds new agents leaves agents/<n>/config/.git without a commit: the next start
+    makes that repo again, and one agent whose repos cannot be made does not keep the others from theirs."""
+    sd = hive_dir / "state"
+    half = sd / "agents" / "ann" / "config"
+    half.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(half)], check=True)  # what the interrupted seed left
+    (sd / "agents" / "bea").mkdir(parents=True)
+    (sd / "agents" / "bea" / "config").symlink_to(hive_dir)  # and an agent that cannot be seeded at all
+    hp = start_hive(agents={"ann": {}, "bea": {}, "cy": {}}, env=AGENT_ENV)
+    for name in ("ann", "cy", "manager"):
+        applied = sd / "applied" / name
+        assert tags(applied) == {"deployed/0": git(applied, "rev-parse", "main")}, name
+        assert git(sd / "agents" / name / "config", "rev-parse", "HEAD") == git(applied, "rev-parse", "main")
+    assert list((sd / "agents" / "ann").glob("config.incomplete-*"))  # kept aside, not deleted
+    assert "bea" in hp.log() and "symbolic link" in hp.log()
+    assert not (hive_dir / ".git").exists() and not (hive_dir / "agent.nix").exists()
+    # bea is deployed from the template all the same; only its proposed repo waits for the link to go
+    assert "deployed/0" in tags(sd / "applied" / "bea")
+    assert "agent-bea" in (sd / "meta" / "flake.lock").read_text()
+    wait_for(lambda: standin_info(hp, "cy"), message="cy running")

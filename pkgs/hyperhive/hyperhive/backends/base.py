@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from .. import repos
+from .. import nofollow, repos
+from ..errors import HiveError
 
 
 class BuildError(Exception):
@@ -91,18 +90,25 @@ def agent_json(hive, name: str) -> dict:
 
 def write_agent_json(hive, name: str) -> Path:
     """``agents/<n>/agent.json``, atomically. The manager's container writes under ``agents/`` too, so nothing
-    there is written through: a fresh temporary file (O_EXCL, no symlink followed) replaces the name itself."""
+    there is written through: ``agents/<n>`` is reached without following a link and a fresh file (O_EXCL,
+    O_NOFOLLOW) is renamed over the name itself."""
     path = repos.agent_json_path(hive, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.parent.is_symlink():
-        raise BuildError(f"{path.parent} is a symlink; refusing to write {name}'s agent.json through it")
-    fd, tmp = tempfile.mkstemp(prefix=".agent.json.", dir=path.parent)
+    data = (json.dumps(agent_json(hive, name), indent=2) + "\n").encode()
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o644)
-            f.write(json.dumps(agent_json(hive, name), indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with nofollow.directory(hive.config.state_dir, path.parent.relative_to(hive.config.state_dir),
+                                create=True) as fd:
+            nofollow.write_file(fd, path.name, data, 0o644)
+    except HiveError as e:
+        raise BuildError(f"refusing to write {name}'s agent.json: {e.message}") from None
     return path
+
+
+def open_agent_log(hive, name: str) -> int:
+    """A descriptor appending to ``agents/<n>/agent.log`` (reached and opened without following a link)."""
+    path = repos.agent_json_path(hive, name).with_name("agent.log")
+    try:
+        with nofollow.directory(hive.config.state_dir, path.parent.relative_to(hive.config.state_dir),
+                                create=True) as fd:
+            return nofollow.open_append(fd, path.name, path)
+    except HiveError as e:
+        raise BuildError(f"refusing to open {name}'s agent.log: {e.message}") from None

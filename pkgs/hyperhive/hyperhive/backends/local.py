@@ -17,7 +17,7 @@ import sys
 import threading
 
 from .. import repos
-from .base import Backend, BuildError, write_agent_json
+from .base import Backend, BuildError, open_agent_log, write_agent_json
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,8 @@ class LocalBackend(Backend):
             state = repos.ensure_state_dir(self.hive, name)
             env = {**os.environ, "HYPERHIVE_SOCKET": str(self.hive.config.agent_socket(name)),
                    "HYPERHIVE_DEPLOYED_SHA": self._deployed_sha(name), "HYPERHIVE_AGENT_NAME": name}
-            logfile = self.log_path(name)
             cmd = self.command(name)
-            with open(logfile, "ab") as out:
+            with os.fdopen(open_agent_log(self.hive, name), "ab") as out:
                 try:
                     proc = subprocess.Popen(cmd, cwd=str(state), env=env, stdin=subprocess.DEVNULL, stdout=out,
                                             stderr=subprocess.STDOUT)

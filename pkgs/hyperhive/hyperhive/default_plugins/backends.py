@@ -37,8 +37,15 @@ def seed_all(hive, backend) -> list[str]:
     """Repos for every agent that has none yet; each new seed is pinned in meta as ``deployed/0``."""
     names = [hive.config.manager] + sorted(hive.agent_configs())
     seeded = []
+    repos.clean_work_dir(hive)
     for name in names:
-        sha = repos.seed_agent(hive, name)
+        try:  # one agent whose repos cannot be made must not keep the others from theirs
+            sha = repos.seed_agent(hive, name)
+        except Exception as e:
+            log.error("seeding the repos of %s: %s", name, getattr(e, "message", None) or e)
+            hive.extensions.setdefault("seed_errors", {})[name] = str(getattr(e, "message", None) or e)
+            continue
+        hive.extensions.setdefault("seed_errors", {}).pop(name, None)
         if sha:
             seeded.append((name, sha))
     repos.sync_meta(hive)
