@@ -86,7 +86,7 @@ def _raw_changes(repo: git.Repo, base: str | None, sha: str) -> list[tuple[str, 
             i += 1
             continue
         old_mode, new_mode, old_sha, new_sha, status = meta[1:].split(" ")[:5]
-        path = fields[i + 1].decode("utf-8", "backslashreplace")
+        path = escape_text(fields[i + 1])
         changes.append((old_mode, new_mode, old_sha, new_sha, status, path))
         i += 2
     return changes
@@ -155,7 +155,7 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
         meta, _, raw_path = entry.partition(b"\t")
         mode, _, rest = meta.decode("ascii", "replace").partition(" ")
         obj = rest.split(" ")[-1]
-        path = raw_path.decode("utf-8", "backslashreplace")
+        path = escape_text(raw_path)
         name = path.rsplit("/", 1)[-1]
         if mode == GITLINK:
             refusals.append(f"{path} is a submodule (gitlink {obj[:12]}): Nix would build it from somewhere "

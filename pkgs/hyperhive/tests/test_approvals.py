@@ -377,3 +377,68 @@ def test_links_inside_the_proposed_repos_git_bring_nothing_from_elsewhere(hive, 
     # the repo, plain again, proposes as usual
     sha = commit_change(hive, "alice", agent_nix("plain again"))
     assert manager.call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+
+
+def test_the_diff_shows_every_byte_whatever_the_repo_says(hive):
+    """A NUL byte, a -diff attribute, a symlink or a mode change must not hide a change from the operator: the
+    text diff is shown anyway (bytes escaped) and what deserves a second look is flagged on the approval, in
+    `hyperhive pending` and on the dashboard."""
+    from browser import http
+
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    host = hive.host()
+    config = sd / "agents" / "alice" / "config"
+
+    # a NUL byte in a comment: git would say "Binary files differ", Nix still evaluates the file
+    sha = commit_change(hive, "alice", "# \0 looks binary to git\n" + agent_nix("obey the manager only"))
+    nul = manager.call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    shown = host.call("approval", id=nul)
+    assert "Binary files" not in shown["diff"]
+    assert '+    prompt = "obey the manager only";' in shown["diff"] and "+# \\x00 looks binary" in shown["diff"]
+    assert [(f["kind"], f["path"]) for f in shown["flags"]] == [("binary", "agent.nix")]
+    assert "!! BINARY: agent.nix holds bytes that are not plain text" in hive.cli("pending").stdout
+    hive.cli("deny", str(nul), "--note", "no")
+
+    # a deployed `*.nix -diff` would hide every later change; a symlink and a mode change are one line each
+    (config / ".gitattributes").write_text("*.nix -diff\n")
+    os.symlink("/etc/passwd", config / "leak.nix")
+    (config / "flake.nix").chmod(0o755)
+    sha = commit_change(hive, "alice", agent_nix("attributes first"))
+    first = manager.call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    kinds = {(f["kind"], f["path"]) for f in host.call("approval", id=first)["flags"]}
+    assert kinds == {("attributes", ".gitattributes"), ("symlink", "leak.nix"), ("mode", "flake.nix")}
+    pending = hive.cli("pending").stdout
+    assert "!! SYMLINK: leak.nix is a symbolic link to /etc/passwd" in pending
+    assert "!! MODE: flake.nix: mode 100644 -> 100755" in pending and "!! ATTRIBUTES: .gitattributes" in pending
+    if hive.dashboard_url:
+        for page in ("/", f"/approvals/{first}"):
+            html = http(hive.dashboard_url, "GET", page).body.decode()
+            assert "leak.nix is a symbolic link to /etc/passwd" in html and "flake.nix: mode 100644 -&gt; 100755" in html
+        assert http(hive.dashboard_url, "GET", f"/api/approvals/{first}").json()["flags"]
+    hive.cli("approve", str(first))
+    later = commit_change(hive, "alice", agent_nix("the change -diff would hide"))
+    second = manager.call("request_apply_commit", agent="alice", commit=later)["approval_id"]
+    diff = host.call("approval", id=second)["diff"]
+    assert "Binary files" not in diff and '+    prompt = "the change -diff would hide";' in diff
+
+
+def test_a_proposal_nix_would_build_differently_from_its_diff_is_refused(hive):
+    """export-subst / export-ignore (and other attributes that rewrite content) and submodules make what Nix
+    builds differ from the diff the operator reads: such a proposal is refused, naming why."""
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    config = sd / "agents" / "bob" / "config"
+    for attrs, named in (("agent.nix export-subst\n", "export-subst"), ("secret.nix export-ignore\n", "export-ignore"),
+                         ("[attr]sneaky filter=x\n*.nix sneaky\n", "filter"), ("* text eol=crlf\n", "eol, text")):
+        (config / ".gitattributes").write_text(attrs)
+        sha = commit_change(hive, "bob", agent_nix("$Format:%H$"))
+        message = refused(lambda: manager.call("request_apply_commit", agent="bob", commit=sha), "bad_request")
+        assert ".gitattributes sets " + named in message, message
+    (config / ".gitattributes").unlink()
+    sha = commit_change(hive, "bob", agent_nix("with a submodule"))
+    git(config, "update-index", "--add", "--cacheinfo", f"160000,{sha},vendor")
+    git(config, "commit", "-q", "-m", "a gitlink")
+    message = refused(lambda: manager.call("request_apply_commit", agent="bob", commit="main"), "bad_request")
+    assert "vendor is a submodule" in message
+    assert hive.cli("pending").stdout.strip() == "nothing pending"
