@@ -30,6 +30,11 @@ def tags(agent, pattern):
     return host.succeed(f"git -C {STATE}/applied/{agent} tag -l {shlex.quote(pattern)}").split()
 
 
+def quarantine_tags(agent, pattern):
+    """proposal/ and denied/ tags live in the quarantine repo, which no container mounts."""
+    return host.succeed(f"git -C {STATE}/quarantine/{agent}.git tag -l {shlex.quote(pattern)}").split()
+
+
 def main_sha(agent):
     return host.succeed(f"git -C {STATE}/applied/{agent} rev-parse main").strip()
 

@@ -118,12 +118,13 @@ pkgs.testers.runNixOSTest {
 
       with subtest("a denied proposal is tagged denied/ and changes nothing"):
           before = main_sha("alice")
-          aid, _ = propose("alice", "echo '# a comment' >> agent.nix", "add a comment")
-          assert tags("alice", f"proposal/{aid}") == [f"proposal/{aid}"]
+          aid, sha = propose("alice", "echo '# a comment' >> agent.nix", "add a comment")
+          assert quarantine_tags("alice", f"proposal/{aid}") == [f"proposal/{aid}"]
+          host.fail(f"git -C {STATE}/applied/alice cat-file -e {sha}")  # nothing reaches applied/ before approval
           status, _ = api("POST", f"/api/approvals/{aid}/deny", token=TOKEN, body={"reason": "not now"})
           assert status == 200, status
-          host.wait_until_succeeds(f"git -C {STATE}/applied/alice tag -l denied/{aid} | grep -q .", timeout=60)
-          assert "not now" in host.succeed(f"git -C {STATE}/applied/alice tag -l -n9 denied/{aid}")
+          host.wait_until_succeeds(f"git -C {STATE}/quarantine/alice.git tag -l denied/{aid} | grep -q .", timeout=60)
+          assert "not now" in host.succeed(f"git -C {STATE}/quarantine/alice.git tag -l -n9 denied/{aid}")
           assert tags("alice", f"deployed/{aid}") == []
           assert main_sha("alice") == before
 

@@ -554,4 +554,32 @@ def recover_interrupted(hive) -> int:
             old = None
         _fail(hive, row, "interrupted: the service stopped before this deploy finished; request it again",
               old_main=old)
+        _undo_interrupted(hive, row)
     return len(rows)
+
+
+def _undo_interrupted(hive, row) -> None:
+    """After an interrupted deploy is failed (main and the meta lock put back), the agents table agrees again:
+    a spawn that never finished is undone as a failed one is, and a spawned agent's policy is read again from
+    what is applied now (the deploy may have stored the new one before it was cut short)."""
+    from . import spawn
+
+    name = row.agent
+    try:
+        if row.kind == "spawn":
+            agent = spawn.agent_row(hive, name)
+            if agent is not None and agent.state == "active" and name not in hive.config.agents:
+                spawn.set_agent_state(hive, name, "draft" if row.sha else "tombstone")
+                repos.sync_meta(hive)
+            return
+        if not spawn.is_spawned(hive, name):
+            return
+        try:
+            policy = policy_eval.read_policy(hive, name)
+        except Exception as e:  # fail closed: it may talk to no one until a deploy succeeds
+            log.error("re-reading the policy of %s after an interrupted deploy: %s; it may send to no one "
+                      "until its next deploy", name, e)
+            policy = {"allowedRecipients": [], "bashAllow": []}
+        spawn.store_policy(hive, name, policy)
+    except Exception:
+        log.exception("undoing the interrupted deploy #%s of %s", row.id, name)

@@ -884,7 +884,7 @@ def _browse_repos(hive, agent: str, rev: str | None = None) -> list[git.Repo]:
     if (applied_path(hive, agent) / ".git").is_dir():
         found.append(open_repo(applied_path(hive, agent)))
     if rev is None or not any(rev_sha(r, rev) for r in found):
-        if (config_path(hive, agent)).is_dir() or quarantine_path(hive, agent).is_dir():
+        if config_path(hive, agent).is_dir():
             try:
                 import_proposed(hive, agent)
             except HiveError as e:

@@ -235,7 +235,9 @@ def agent_action(hive, name, action, by: str = "operator") -> dict:
 
 def _purge(hive, name: str, by: str) -> dict:
     """Everything of the agent goes: its repos, its state, its row (the approvals table keeps its rows)."""
-    for path in (repos.config_path(hive, name).parent, repos.applied_path(hive, name)):
+    # rmtree does not follow links (a link planted at agents/<n> is refused, not its target emptied)
+    for path in (repos.config_path(hive, name).parent, repos.applied_path(hive, name),
+                 repos.quarantine_path(hive, name)):
         shutil.rmtree(path, ignore_errors=True)
     with hive.store.write() as conn:
         conn.execute(delete(db.agents).where(db.agents.c.name == name))

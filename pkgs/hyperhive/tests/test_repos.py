@@ -182,3 +182,29 @@ def test_a_file_with_any_name_is_served_by_the_dashboard(hive):
     assert reply.headers["Content-Disposition"] == (
         f"inline; filename=\"__ _x_.md\"; filename*=UTF-8''{quote(name, safe='')}")
     assert "sandbox" in reply.headers["Content-Security-Policy"]
+
+
+def test_a_drafts_git_linked_to_another_repo_shows_nothing_of_it(hive, tmp_path):
+    """The browser reads drafts from a copy made without following links: a draft whose .git/objects and
+    .git/refs point at another repository on the host shows none of that repository's files or commits."""
+    manager = hive.client("manager")
+    manager.call("request_spawn_draft", name="lnk")
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q", "-b", "main")
+    (other / "credentials.json").write_text('{"token": "HOST-ONLY-77c1"}\n')
+    git(other, "add", "-A")
+    git(other, "commit", "-q", "-m", "host secret")
+    dot_git = state_dir(hive) / "agents" / "lnk" / "config" / ".git"
+    for part in ("objects", "refs"):
+        shutil.rmtree(dot_git / part)
+        (dot_git / part).symlink_to(other / ".git" / part)
+    for op, args in (("repo_file", {"rev": "main", "path": "credentials.json"}), ("repo_log", {"rev": "main"})):
+        with pytest.raises(HiveError) as e:
+            call(hive, op, agent="lnk", **args)
+        assert "HOST-ONLY" not in e.value.message and "host secret" not in e.value.message
+    if hive.dashboard_url:
+        for path in ("/api/agents/lnk/repo/file/main/credentials.json", "/api/agents/lnk/repo/log",
+                     "/agents/lnk?rev=main"):
+            reply = http(hive.dashboard_url, "GET", path)
+            assert b"HOST-ONLY" not in reply.body and b"host secret" not in reply.body, (path, reply.status)

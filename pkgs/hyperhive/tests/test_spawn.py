@@ -321,3 +321,52 @@ def test_a_repo_a_crash_left_without_a_commit_is_made_again_and_stops_no_other_s
     assert "deployed/0" in tags(sd / "applied" / "bea")
     assert "agent-bea" in (sd / "meta" / "flake.lock").read_text()
     wait_for(lambda: standin_info(hp, "cy"), message="cy running")
+
+
+@needs_nix
+def test_a_deploy_cut_short_leaves_a_spawned_agent_on_the_policy_it_runs_with(start_hive, hive_dir):
+    """kill -9 of the service while a spawned agent's new config is being deployed (its new policy already
+    stored): at the next start the approval is failed, main is put back, and the broker enforces the policy of
+    what is applied again, not the one that never got deployed."""
+    import sqlite3
+
+    from conftest import HiveProcess
+
+    stubborn = hive_dir / "stubborn"
+    env = {**AGENT_ENV, "HYPERHIVE_STANDIN_STUBBORN": str(stubborn), "HYPERHIVE_AGENT_STOP_SECONDS": "120"}
+    hp = start_hive(agents={"alice": {}}, env=env)
+    sd = state_dir(hp)
+    manager, host = hp.client("manager"), hp.host()
+    manager.call("request_spawn_draft", name="dan")
+    first = commit_change(hp, "dan", agent_nix("dan", '[ "manager" "operator" ]'))
+    spawned = manager.call("request_spawn_commit", name="dan", commit=first)["approval_id"]
+    host.call("approve", id=spawned)
+    assert wait_status(host, spawned)["status"] == "deployed"
+    wait_for(lambda: standin_info(hp, "dan"), message="dan running")
+    refused(lambda: hp.client("dan").call("send", to="alice", body="hi"), "forbidden")
+
+    wider = commit_change(hp, "dan", agent_nix("dan", '[ "manager" "operator" "alice" ]'))
+    approval_id = manager.call("request_apply_commit", agent="dan", commit=wider)["approval_id"]
+    stubborn.touch()  # dan's process takes its whole grace to stop: the deploy is caught mid-way
+
+    def stored_policy():
+        with sqlite3.connect(f"file:{sd / 'hive.db'}?mode=ro", uri=True) as db:
+            return db.execute("SELECT policy FROM agents WHERE name = 'dan'").fetchone()[0] or ""
+
+    host.call("approve", id=approval_id)
+    wait_for(lambda: "alice" in stored_policy(), timeout=60, message="the new policy stored mid-deploy")
+    assert git(sd / "applied" / "dan", "rev-parse", "main") == wider
+    hp.kill9()
+    stubborn.unlink()
+
+    again = HiveProcess(hp.config_path, env=hp.env).start()
+    try:
+        approval = again.host().call("approval", id=approval_id)
+        assert approval["status"] == "failed" and "interrupted" in approval["error"]
+        assert git(sd / "applied" / "dan", "rev-parse", "main") == first
+        assert "alice" not in stored_policy()
+        wait_for(lambda: (i := standin_info(again, "dan")) and i["deployed_sha"] == first and i["pid"] != 0,
+                 message="dan running on its deployed config")
+        assert "alice" in refused(lambda: again.client("dan").call("send", to="alice", body="hi"), "forbidden")
+    finally:
+        again.stop()

@@ -80,7 +80,12 @@ class LocalBackend(Backend):
                 self.hive.extensions["standin_model"] = True
             log.info("started %s (pid %d): %s", name, proc.pid, shlex.join(cmd))
 
-    def stop(self, name: str, timeout: float = 5) -> None:
+    def stop(self, name: str, timeout: float | None = None) -> None:
+        if timeout is None:  # how long an agent gets to exit after SIGTERM (HYPERHIVE_AGENT_STOP_SECONDS)
+            try:
+                timeout = float(os.environ.get("HYPERHIVE_AGENT_STOP_SECONDS", "5"))
+            except ValueError:
+                timeout = 5.0
         with self._lock:
             self._wanted.discard(name)
             self._crashes.pop(name, None)
