@@ -31,9 +31,11 @@ from harness_support import broker_only  # noqa: E402
 from test_mcp import broker_sockets  # noqa: E402
 
 VERSIONS = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"]
-AGENT_TOOLS = ["send", "recv", "ask_operator", "list_agents"]
-MANAGER_TOOLS = AGENT_TOOLS + ["request_spawn", "request_spawn_draft", "request_spawn_commit",
-                               "request_apply_commit", "kill", "start", "restart", "update"]
+# the built-in tools, then those of the built-in plugins (remind for all; get_logs for the manager)
+AGENT_TOOLS = ["send", "recv", "ask_operator", "list_agents", "remind"]
+MANAGER_TOOLS = AGENT_TOOLS[:4] + ["request_spawn", "request_spawn_draft", "request_spawn_commit",
+                                   "request_apply_commit", "kill", "start", "restart", "update", "remind",
+                                   "get_logs"]
 
 
 def server(socket_path) -> StdioServerParameters:
