@@ -196,6 +196,8 @@ in
       };
     };
 
+    budget = shared.budgetOption "the whole hive";
+
     limits = {
       maxUnackedPerSender = mkOption {
         type = types.ints.positive;
@@ -247,6 +249,21 @@ in
         default = d.leaseSeconds;
         example = 1800;
         description = "How long a received, unacknowledged message stays leased before it is delivered again.";
+      };
+      maxConnectionsPerAgent = mkOption {
+        type = types.ints.positive;
+        default = d.maxConnectionsPerAgent;
+        example = 64;
+        description = ''
+          Connections one agent (or the manager) may hold open on its socket at once; more are refused, so one
+          agent cannot take the file descriptors the operator, the dashboard and the other agents need.
+        '';
+      };
+      idleTimeoutSeconds = mkOption {
+        type = types.ints.positive;
+        default = d.idleTimeoutSeconds;
+        example = 3600;
+        description = "How long a connection may stay open sending nothing (a parked `recv` is not idle) before it is closed.";
       };
     };
 

@@ -32,6 +32,8 @@ let
     maxMessageBytes = 65536;
     recvMaxWaitSeconds = 180;
     leaseSeconds = 600;
+    maxConnectionsPerAgent = 32;
+    idleTimeoutSeconds = 900;
     failedMaxAgeDays = 14;
     deniedMaxAgeDays = 14;
     dropIntermediateTags = true;
@@ -41,6 +43,9 @@ let
     maxPendingApprovals = 20;
     maxPendingReminders = 50;
     maxDrafts = 10;
+    # Daily (UTC) spending limits, hive-wide and per agent: null is no limit.
+    dailyUsd = null;
+    dailyTokens = null;
     claudeCommand = null;
     allowedRecipients = null;
     bashAllow = [ ];
@@ -136,6 +141,13 @@ let
     })
     servers;
 
+  # A daily budget (`hyperhive.budget`, `hyperhive.agents.<n>.budget`, `hyperhive.manager.budget`) as hive.json
+  # spells it; the service enforces it before each turn (hyperhive/insight.py).
+  renderBudget = a: {
+    dailyUsd = attrPath [ "budget" "dailyUsd" ] defaults.dailyUsd a;
+    dailyTokens = attrPath [ "budget" "dailyTokens" ] defaults.dailyTokens a;
+  };
+
   # The per-agent keys shared by agents and the manager; `a` is one agent's (or the manager's) options.
   renderCommon = a: {
     bashAllow = attrPath [ "bash" "allow" ] defaults.bashAllow a;
@@ -144,6 +156,7 @@ let
     notesCompactBytes = attrPath [ "notesCompactBytes" ] defaults.notesCompactBytes a;
     turnTimeoutSeconds = attrPath [ "turnTimeoutSeconds" ] defaults.turnTimeoutSeconds a;
     extraMcpServers = renderMcp (attrPath [ "extraMcpServers" ] { } a);
+    budget = renderBudget a;
   };
 
   renderAgent = a: renderCommon a // {
@@ -274,6 +287,7 @@ let
         tokenFile = attrPath [ "dashboard" "tokenFile" ] defaults.tokenFile cfg;
         sessionMaxAgeSeconds = attrPath [ "dashboard" "sessionMaxAgeSeconds" ] defaults.sessionMaxAgeSeconds cfg;
       };
+      budget = renderBudget cfg;
       limits = {
         maxUnackedPerSender = attrPath [ "limits" "maxUnackedPerSender" ] defaults.maxUnackedPerSender cfg;
         maxPendingQuestions = attrPath [ "limits" "maxPendingQuestions" ] defaults.maxPendingQuestions cfg;
@@ -285,6 +299,8 @@ let
         maxMessageBytes = attrPath [ "broker" "maxMessageBytes" ] defaults.maxMessageBytes cfg;
         recvMaxWaitSeconds = attrPath [ "broker" "recvMaxWaitSeconds" ] defaults.recvMaxWaitSeconds cfg;
         leaseSeconds = attrPath [ "broker" "leaseSeconds" ] defaults.leaseSeconds cfg;
+        maxConnectionsPerAgent = attrPath [ "broker" "maxConnectionsPerAgent" ] defaults.maxConnectionsPerAgent cfg;
+        idleTimeoutSeconds = attrPath [ "broker" "idleTimeoutSeconds" ] defaults.idleTimeoutSeconds cfg;
       };
       retention = {
         failedMaxAgeDays = attrPath [ "retention" "failedMaxAgeDays" ] defaults.failedMaxAgeDays cfg;

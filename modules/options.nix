@@ -34,8 +34,32 @@ rec {
     };
   };
 
+  # A daily (UTC) spending limit: hive.json's `budget` (the whole hive) and `agents.<name>.budget`.
+  budgetOption = what: {
+    dailyUsd = mkOption {
+      type = types.nullOr (types.addCheck types.number (n: n >= 0) // { description = "number of 0 or more"; });
+      default = d.dailyUsd;
+      example = 5;
+      description = ''
+        Dollars ${what} may spend per UTC day (Claude Code's `total_cost_usd`, summed over turns and compactions);
+        null is no limit. Before each turn the service checks that the day's spending plus the last turn's cost
+        stays within it; otherwise no turn starts, messages wait, and the operator is asked whether to raise it.
+      '';
+    };
+    dailyTokens = mkOption {
+      type = types.nullOr types.ints.unsigned;
+      default = d.dailyTokens;
+      example = 2000000;
+      description = ''
+        Tokens (input, output, cache read and cache write) ${what} may use per UTC day; null is no limit. Checked
+        like `dailyUsd`.
+      '';
+    };
+  };
+
   # The per-agent settings that agents and the manager share (hive.json's `agents.<name>` / `managerSettings`).
   commonOptions = {
+    budget = budgetOption "the agent";
     model = mkOption {
       type = types.nullOr types.str;
       default = d.model;

@@ -19,6 +19,7 @@ let
     path = type "path" { };
     package = type "package" { };
     port = type "port" { };
+    number = type "number" { };  # nixpkgs lib/types.nix: number = either int float
     deferredModule = type "deferredModule" { };
     ints = {
       positive = type "positiveInt" { };
