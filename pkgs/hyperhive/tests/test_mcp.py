@@ -642,3 +642,37 @@ def test_a_recv_result_that_could_not_be_written_is_not_acknowledged(hive):
         assert [m["id"] for m in got] == [sent]
     finally:
         peer.close()
+
+
+# --- the real Claude Code CLI as the client -------------------------------------------------------------------
+
+@pytest.mark.claude_cli
+def test_the_real_claude_code_cli_lists_and_calls_the_tools_through_this_server(claude_hive, model_api):
+    """Claude Code's own MCP client starts ``hyperhive mcp`` (per the harness's --mcp-config), offers the tools to
+    the model under mcp__hyperhive__<tool> with our schemas, and calls them: results come back as tool_results."""
+    from hyperhive.testing.messages_api import hive as hive_tool
+    from hyperhive.testing.messages_api import text_of
+
+    hp = claude_hive({"alice": {}, "bob": {}})
+    model_api.script("alice", [hive_tool("recv"), hive_tool("send", to="bob", body="from the real CLI"),
+                               hive_tool("list_agents"), hive_tool("send", to="nobody", body="x"),
+                               {"text": "done"}])
+    hp.host().call("send", to="alice", body="please greet bob")
+    requests = model_api.wait_requests("alice", 5, timeout=120)
+    offered = [t for t in requests[0]["tools"] if t.startswith("mcp__hyperhive__")]
+    assert sorted(offered) == sorted(f"mcp__hyperhive__{n}" for n in AGENT_TOOLS)
+    results = []
+    for request in requests[1:]:
+        block = [b for m in request["messages"] if isinstance(m.get("content"), list) for b in m["content"]
+                 if b.get("type") == "tool_result"][-1]
+        results.append((bool(block.get("is_error")), text_of(block.get("content"))))
+    assert [error for error, _ in results] == [False, False, False, True]
+    # The CLI hands the model our structuredContent (as compact JSON) where a result has it.
+    assert json.loads(results[0][1]) == {"messages": [], "unread": 0}
+    assert json.loads(results[1][1])["note"] == "stored; bob will get it"
+    assert "alice" in [a["name"] for a in json.loads(results[2][1])["agents"]]
+    assert 'unknown recipient "nobody"' in results[3][1]
+    from harness_support import db_rows
+
+    stored = db_rows(hp, "SELECT id, body FROM messages WHERE sender = 'alice' AND recipient = 'bob'")
+    assert [(json.loads(results[1][1])["id"], "from the real CLI")] == stored
