@@ -554,32 +554,42 @@ def recover_interrupted(hive) -> int:
             old = None
         _fail(hive, row, "interrupted: the service stopped before this deploy finished; request it again",
               old_main=old)
-        _undo_interrupted(hive, row)
+        _undo_interrupted(hive, row, old)
     return len(rows)
 
 
-def _undo_interrupted(hive, row) -> None:
-    """After an interrupted deploy is failed (main and the meta lock put back), the agents table agrees again:
-    a spawn that never finished is undone as a failed one is, and a spawned agent's policy is read again from
-    what is applied now (the deploy may have stored the new one before it was cut short)."""
+def _undo_interrupted(hive, row, restored_main: str | None) -> None:
+    """After an interrupted deploy is failed (main and the meta lock put back), the agents table and what runs
+    agree again: a spawn that never finished is undone as a failed one is (its container stopped), a spawned
+    agent's policy is read again from what is applied now (the deploy may have stored the new one before it was
+    cut short), and an agent whose ``main`` was put back is deployed again on it (the cut-short build may have
+    been activated)."""
     from . import spawn
 
     name = row.agent
+    backend = hive.extensions.get("backend")
     try:
         if row.kind == "spawn":
             agent = spawn.agent_row(hive, name)
             if agent is not None and agent.state == "active" and name not in hive.config.agents:
                 spawn.set_agent_state(hive, name, "draft" if row.sha else "tombstone")
                 repos.sync_meta(hive)
+                if backend is not None:
+                    backend.stop(name)
             return
-        if not spawn.is_spawned(hive, name):
-            return
-        try:
-            policy = policy_eval.read_policy(hive, name)
-        except Exception as e:  # fail closed: it may talk to no one until a deploy succeeds
-            log.error("re-reading the policy of %s after an interrupted deploy: %s; it may send to no one "
-                      "until its next deploy", name, e)
-            policy = {"allowedRecipients": [], "bashAllow": []}
-        spawn.store_policy(hive, name, policy)
+        if spawn.is_spawned(hive, name):
+            try:
+                policy = policy_eval.read_policy(hive, name)
+            except Exception as e:  # fail closed: it may talk to no one until a deploy succeeds
+                log.error("re-reading the policy of %s after an interrupted deploy: %s; it may send to no one "
+                          "until its next deploy", name, e)
+                policy = {"allowedRecipients": [], "bashAllow": []}
+            spawn.store_policy(hive, name, policy)
+        if restored_main and backend is not None and getattr(hive, "run_agents", True):
+            try:
+                backend.lock(name)
+                backend.deploy(name, restored_main)
+            except Exception as e:
+                log.error("deploying %s again on %s after an interrupted deploy: %s", name, restored_main[:12], e)
     except Exception:
         log.exception("undoing the interrupted deploy #%s of %s", row.id, name)

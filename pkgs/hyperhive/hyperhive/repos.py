@@ -427,7 +427,7 @@ def _read_ref_text(hive, name: str, refname: str) -> str | None:
     """The sha ``refname`` holds in the proposed repo, read as text without following any link (no git runs)."""
     try:
         gfd = _open_proposed_git(hive, name)
-    except HiveError:
+    except (HiveError, OSError):
         return None
     where = hive.config.state_dir / _proposed_git_rel(name)
     try:
@@ -477,7 +477,7 @@ def _has_commit_refs(hive, name: str) -> bool:
         return True
     try:
         gfd = _open_proposed_git(hive, name)
-    except HiveError:
+    except (HiveError, OSError):
         return False
     try:
         try:
