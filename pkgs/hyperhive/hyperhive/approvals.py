@@ -64,7 +64,10 @@ def list_approvals(hive, status: str | None = "pending", limit: int | None = Non
         q = q.limit(limit).offset(offset)
     with hive.store.read() as conn:
         rows = conn.execute(q).all()
-    return [{**_dict(r), "flags": _flags(hive, r)} for r in rows]
+    # flags for what still waits or builds (the approval itself always has them; listing every old one would run
+    # git for each)
+    return [{**_dict(r), "flags": _flags(hive, r) if r.status in ("pending", "approved", "building") else []}
+            for r in rows]
 
 
 def get_approval(hive, approval_id: int) -> dict:

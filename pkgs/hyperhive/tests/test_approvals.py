@@ -374,9 +374,13 @@ def test_links_inside_the_proposed_repos_git_bring_nothing_from_elsewhere(hive, 
     for path in sd.rglob("*"):
         if path.is_file() and not path.is_symlink() and "agents" not in path.relative_to(sd).parts[:1]:
             assert secret.encode() not in path.read_bytes(), path
-    # the repo, plain again, proposes as usual
+    # the repo, plain again (and packed by git gc: packs and packed-refs of its own), proposes as usual
     sha = commit_change(hive, "alice", agent_nix("plain again"))
-    assert manager.call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    git(dot_git.parent, "gc", "-q")
+    assert not list((dot_git / "refs" / "heads").iterdir()) and list((dot_git / "objects" / "pack").glob("*.pack"))
+    approval_id = manager.call("request_apply_commit", agent="alice", commit="main")["approval_id"]
+    assert hive.host().call("approval", id=approval_id)["sha"] == sha
+    assert '+    prompt = "plain again";' in hive.host().call("approval", id=approval_id)["diff"]
 
 
 def test_the_diff_shows_every_byte_whatever_the_repo_says(hive):
