@@ -344,7 +344,7 @@ def test_the_stand_in_model_is_labelled(start_hive, browser_page):
     assert banner.is_visible() and "STAND-IN MODEL" in banner.inner_text()
 
 
-def test_bidi_controls_arriving_live_are_shown_as_marks(start_broker, browser_page):
+def test_live_messages_show_bidi_controls_as_marks_and_come_cut_when_long(start_broker, browser_page):
     hive = start_broker()
     page = browser_page
     open_home(page, hive.dashboard_url)
@@ -353,6 +353,13 @@ def test_bidi_controls_arriving_live_are_shown_as_marks(start_broker, browser_pa
     item.wait_for(timeout=10000)
     assert "report[U+202E]fdp.exe" in item.inner_text()
     assert "\u202e" not in page.locator("#flow-list").inner_text()
+
+    long_id = hive.client("alice").call("send", to="bob", body="long " * 10_000)["id"]
+    cut = page.locator(f'#flow-list [data-key="m{long_id}"] .note')
+    cut.wait_for(timeout=10000)
+    assert "50000 characters in all" in cut.inner_text()
+    assert cut.locator("a").get_attribute("href") == f"/api/messages/{long_id}"
+    assert len(page.locator(f'#flow-list [data-key="m{long_id}"] pre.body').inner_text()) <= 4000
 
 
 def test_a_flood_of_questions_is_paged_and_cancelled_with_one_click(start_broker, browser_page):

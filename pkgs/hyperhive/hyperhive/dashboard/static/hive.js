@@ -489,6 +489,13 @@
     const body = el('pre', 'body', m.body);
     body.dataset.scrollName = `message #${m.id}`;
     li.append(head, body);
+    if (m.body_chars) {  // the stream cuts a long body; the whole is one request away
+      const cut = el('p', 'note dim', `… cut: ${m.body_chars} characters in all · `);
+      const whole = el('a', '', 'the whole message');
+      whole.href = `/api/messages/${m.id}`;
+      cut.append(whole);
+      li.append(cut);
+    }
     return li;
   }
 
