@@ -19,7 +19,7 @@ let
         readOnly = true;
         description = ''
           The agent's name, from the attribute name: 1 to 9 characters, a lowercase letter first, then lowercase
-          letters, digits or `-`; `manager`, `operator` and `system` are reserved. Its container is `h-<name>`.
+          letters, digits or `-`; `manager`, `operator`, `system` and `hive` are reserved. Its container is `h-<name>`.
         '';
       };
       allowedRecipients = shared.allowedRecipientsOption;

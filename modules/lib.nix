@@ -14,7 +14,8 @@ let
 
   # Agent names: the container is `h-<name>` and nixos-container allows eleven characters.
   namePattern = "[a-z][a-z0-9-]{0,8}";
-  reservedNames = [ "manager" "operator" "system" ];
+  # the names the service uses for itself (config.py RESERVED_NAMES): "hive" holds host-wide telemetry
+  reservedNames = [ "manager" "operator" "system" "hive" ];
   managerContainer = "hm1nd";
   containerName = name: "h-${name}";
 
@@ -187,7 +188,7 @@ let
       managerProblems =
         if !isName manager then
           [ "hyperhive.manager.name: invalid name ${toJSON manager}: use 1 to 9 characters, a lowercase letter first, then lowercase letters, digits or '-'" ]
-        else if elem manager [ "operator" "system" ] then
+        else if elem manager [ "operator" "system" "hive" ] then
           [ "hyperhive.manager.name: ${toJSON manager} is reserved for the hive itself" ]
         else [ ];
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BUILD_SANDBOX, REPO_ROOT, has_repository, require
-from hyperhive.config import NAME_RE, ConfigError, load_config
+from hyperhive.config import NAME_RE, RESERVED_NAMES, ConfigError, load_config
 
 pytestmark = [pytest.mark.repo, pytest.mark.nix]
 MODULES = REPO_ROOT / "modules"
@@ -287,6 +287,8 @@ def test_broken_hives_are_refused_naming_the_option(example):
 
 @pytest.mark.parametrize("expr, path", [
     ('{ agents.system = { }; }', 'hyperhive.agents."system".name'),
+    ('{ agents.hive = { }; }', 'hyperhive.agents."hive".name'),  # host-wide telemetry is recorded as "hive"
+    ('{ manager.name = "hive"; }', "hyperhive.manager.name"),
     ('{ agents.abcdefghij = { }; }', 'hyperhive.agents."abcdefghij".name'),
     ('{ manager.name = "operator"; }', "hyperhive.manager.name"),
     ('{ agents.a.extraMcpServers.hyperhive.command = "x"; }', 'hyperhive.agents."a".extraMcpServers.hyperhive'),
@@ -310,6 +312,11 @@ def test_the_loader_also_refuses_what_the_renderer_refuses(tmp_path):
     hive["agents"]["alice"]["allowedRecipients"] = ["carl"]
     with pytest.raises(ConfigError, match=r"agents\.alice\.allowedRecipients"):
         load(hive, tmp_path)
+
+
+def test_the_modules_reserve_the_names_the_loader_reserves():
+    lib = nix_string(MODULES / "lib.nix")
+    assert sorted(nix_eval_json(f"(import {lib}).reservedNames")) == sorted(RESERVED_NAMES)
 
 
 def test_user_namespace_ranges_are_stable_and_distinct():
