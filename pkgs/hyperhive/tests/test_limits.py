@@ -34,6 +34,31 @@ def test_a_sender_cannot_flood_a_recipient_and_others_still_get_through(start_br
     assert "room again" in bodies and "one more" not in bodies and "from the manager" in bodies
 
 
+def test_concurrent_sends_cannot_slip_past_the_quota_together(start_broker):
+    import threading
+
+    from hyperhive.errors import HiveError
+
+    hive = start_broker(limits={"maxUnackedPerSender": 25})
+    clients = [hive.client("alice") for _ in range(8)]
+    stored, refusals = [], []
+
+    def flood(client):
+        for i in range(10):
+            try:
+                stored.append(client.call("send", to="bob", body=f"race {i}")["id"])
+            except HiveError as e:
+                refusals.append(e.code)
+
+    threads = [threading.Thread(target=flood, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(stored) == 25 and len(refusals) == 55 and set(refusals) == {"conflict"}
+    assert hive.client("bob").call("status") == {"unread": 25, "leased": 0}
+
+
 def test_the_operators_inbox_is_limited_until_marked_read(start_broker):
     hive = start_broker(limits=LIMITS)
     alice = hive.client("alice")
