@@ -357,8 +357,9 @@ def _copy_proposed(hive, name: str, dest: Path) -> None:
     except FileNotFoundError as e:
         raise conflict(f"the proposed repo of {name} changed while it was copied ({e.filename or e}); "
                        "try again") from None
-    except NotADirectoryError as e:
-        raise nofollow.refused(where, f"changed while it was copied ({e})") from None
+    except OSError as e:  # a directory swapped for a link (ELOOP) or a file (ENOTDIR) while it was walked
+        raise HiveError("forbidden", f"{where} changed under the copy ({e.strerror}: {e.filename or ''}); "
+                                     "refusing to read it") from None
     finally:
         os.close(gfd)
     (dest / "refs" / "heads").mkdir(parents=True, exist_ok=True)

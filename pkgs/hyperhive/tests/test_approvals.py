@@ -446,3 +446,63 @@ def test_a_proposal_nix_would_build_differently_from_its_diff_is_refused(hive):
     message = refused(lambda: manager.call("request_apply_commit", agent="bob", commit="main"), "bad_request")
     assert "vendor is a submodule" in message
     assert hive.cli("pending").stdout.strip() == "nothing pending"
+
+
+def test_links_swapped_in_while_proposals_are_copied_bring_nothing(hive, tmp_path):
+    """The manager may race the copy: swap a fan-out directory of objects for a link to another repo's and back,
+    over and over, while proposing. Every proposal is either refused or brings only the manager's own objects."""
+    import threading
+
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    host = tmp_path / "host"
+    host_sha = host_repo(host, "RACED-SECRET")
+    sha = commit_change(hive, "alice", agent_nix("raced"))
+    objects = sd / "agents" / "alice" / "config" / ".git" / "objects"
+    (objects / "info").mkdir(exist_ok=True)
+    # the host commit's objects, as one directory the manager links in and out under a name git reads
+    lure = objects / "zz"
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    (sd / "agents" / "alice" / "config" / ".git" / "refs" / "heads" / "smuggled").write_text(host_sha + "\n")
+    host_dirs = sorted((host / ".git" / "objects").glob("??"))
+    stop = threading.Event()
+
+    def flip():  # links in most of the time, out for moments
+        import time
+
+        own = {d.name for d in objects.glob("??")}
+        while not stop.is_set():
+            made = []
+            for d in host_dirs + [decoy]:
+                target = lure if d == decoy else objects / d.name
+                if target.name in own:
+                    continue  # a fan-out directory the manager's repo has too: leave it
+                try:
+                    target.symlink_to(d)
+                    made.append(target)
+                except OSError:
+                    pass
+            time.sleep(0.02)
+            for target in made:
+                target.unlink(missing_ok=True)
+            time.sleep(0.002)
+
+    flipper = threading.Thread(target=flip, daemon=True)
+    flipper.start()
+    outcomes = []
+    try:
+        for _ in range(15):
+            for ref in ("smuggled", sha):
+                try:
+                    outcomes.append(manager.call("request_apply_commit", agent="alice", commit=ref)["approval_id"])
+                except HiveError as e:
+                    assert e.code in ("forbidden", "not_found", "bad_request", "conflict"), e.message
+                    assert "RACED-SECRET" not in e.message
+    finally:
+        stop.set()
+        flipper.join(10)
+    for repo in (sd / "applied" / "alice", sd / "quarantine" / "alice.git"):
+        assert not has_object(repo, host_sha), repo
+    for approval_id in outcomes:
+        assert hive.host().call("approval", id=approval_id)["sha"] == sha
