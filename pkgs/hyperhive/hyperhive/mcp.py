@@ -31,6 +31,7 @@ import select
 import socket
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ BROKER_TIMEOUT_SECONDS = RECV_CAP_SECONDS + 30
 # between the broker's answer and our ack (or give-back); should this process hang in between, they come again.
 RECV_LEASE_SECONDS = 30
 IDLE_CONNECTIONS = 4  # broker connections kept open for reuse (ordinarily one is enough)
+IDLE_REUSE_SECONDS = 300  # a connection idle longer is replaced rather than reused
 MAX_CALLS_IN_FLIGHT = 64  # tool calls served at once (parked recvs included); more wait for a free worker
 
 
@@ -164,16 +166,19 @@ class BrokerPool:
 
     def __init__(self, path: str):
         self.path = path
-        self._idle: list[Client] = []
+        self._idle: list[tuple[Client, float]] = []  # with the time each was last given back
         self._lock = threading.Lock()
 
     def take(self) -> Connection:
+        now = time.monotonic()
         with self._lock:
             while self._idle:
-                client = self._idle.pop()
-                if _idle_socket_ok(client.sock):
+                client, since_ = self._idle.pop()
+                # Not one the broker closed (a restart), nor one idle so long that the broker's idle timeout
+                # (broker.idleTimeoutSeconds, 900 s by default) could close it under the request about to go out.
+                if now - since_ < IDLE_REUSE_SECONDS and _idle_socket_ok(client.sock):
                     return Connection(self, client)
-                client.close()  # the broker went away (restart): open a fresh one below
+                client.close()  # open a fresh one below
         try:
             client = Client(self.path, timeout=BROKER_TIMEOUT_SECONDS)
         except (ConnectionError, OSError) as e:
@@ -184,7 +189,7 @@ class BrokerPool:
         if not conn.broken:
             with self._lock:
                 if len(self._idle) < IDLE_CONNECTIONS:
-                    self._idle.append(conn.client)
+                    self._idle.append((conn.client, time.monotonic()))
                     return
         try:
             conn.client.close()
@@ -213,7 +218,7 @@ class BrokerPool:
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-        for client in idle:
+        for client, _ in idle:
             client.close()
 
 
