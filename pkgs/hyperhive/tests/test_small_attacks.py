@@ -86,3 +86,23 @@ def test_the_cli_prints_agent_text_with_its_control_characters_escaped(start_bro
     assert "\\x1b[1A" in pending
     _no_raw_controls(hive.cli("pending", "--diff", "--json").stdout)
     _no_raw_controls(hive.cli("list").stdout)
+
+
+def test_a_future_turn_already_stored_does_not_hide_a_stuck_agent(start_hive):
+    from hyperhive.store import Store, run_sql
+
+    hive = start_hive()  # alice's harness runs (an agent that is stopped is never called stuck)
+    now = time.time()
+    store = Store(hive.config.db_path)  # what an older version let a harness store
+    try:
+        run_sql(store, "INSERT INTO stats (agent, ts, key, value) VALUES ('alice', ?, 'turn.duration_s', 1)",
+                (now + 10 * 365 * 86400,))
+        # a message leased two hours ago and never acknowledged (a turn that hangs): the harness cannot take it
+        run_sql(store, "INSERT INTO messages (sender, recipient, kind, body, sent_at, lease_until, deliveries) "
+                       "VALUES ('bob', 'alice', 'message', 'waiting two hours', ?, ?, 1)", (now - 7200, now + 86400))
+    finally:
+        store.close()
+    state = get_json(f"{hive.dashboard_url}/api/state")
+    alice = next(a for a in state["agents"] if a["name"] == "alice")
+    assert alice["state"] == "running", alice
+    assert alice["stuck"] is True and "no turn yet" in alice["stuck_reason"], alice

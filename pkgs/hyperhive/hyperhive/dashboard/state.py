@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from .. import approvals, questions, spawn
 from ..store import iso
+from ..telemetry import MAX_FUTURE_SKEW_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +124,14 @@ def activity(hive, names: list[str]) -> dict[str, dict]:
                 "FROM messages WHERE acked_at IS NULL GROUP BY recipient", (now,)):
             if recipient in out:
                 out[recipient].update(unread=waiting - (leased or 0), leased=leased or 0, oldest_waiting=oldest)
-        # Index lookups per agent (stats_agent_key_ts), in one statement.
+        # Index lookups per agent (stats_agent_key_ts), in one statement. A turn stamped in the future (stored
+        # before telemetry.MAX_FUTURE_SKEW_SECONDS was enforced) does not count: it would hide "stuck" for ever.
         for agent, last_turn, standin in conn.exec_driver_sql(
                 "SELECT j.value, "
-                "(SELECT max(ts) FROM stats WHERE agent = j.value AND key = 'turn.duration_s'), "
+                "(SELECT max(ts) FROM stats WHERE agent = j.value AND key = 'turn.duration_s' AND ts <= ?), "
                 "(SELECT value FROM stats WHERE agent = j.value AND key = 'model.standin' "
                 " ORDER BY ts DESC LIMIT 1) "
-                "FROM json_each(?) AS j", (json.dumps(names),)):
+                "FROM json_each(?) AS j", (now + MAX_FUTURE_SKEW_SECONDS, json.dumps(names))):
             out[agent].update(last_turn=last_turn, standin=bool(standin))
     return out
 
