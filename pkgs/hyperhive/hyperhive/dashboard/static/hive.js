@@ -232,6 +232,12 @@
     }
   }
 
+  // The header is sticky and wraps on a narrow window: keep what is focused or jumped to clear of it.
+  function fitHeader() {
+    const top = $('header.top');
+    if (top) document.documentElement.style.scrollPaddingTop = `${top.offsetHeight + 12}px`;
+  }
+
   // Skip links focus their target (a heading with tabindex -1), so the next Tab continues from there.
   document.addEventListener('click', (ev) => {
     const a = ev.target instanceof Element && ev.target.closest('.skips a[href^="#"]');
@@ -809,13 +815,14 @@
     if (root) mark(root); // before anything rewrites the server's HTML (relative times)
     updateTimes();
     fitScroll();
+    fitHeader();
     setInterval(() => updateTimes(), 15000);
     showCount();
     initNotifyToggle();
     if ($('#attention') && page !== 'home') connectAttention();
     if ($('#attention')) setInterval(() => scheduleAttention(), 30000); // stuck is a matter of time too
     let resized = null;
-    window.addEventListener('resize', () => { clearTimeout(resized); resized = setTimeout(() => fitScroll(), 200); });
+    window.addEventListener('resize', () => { clearTimeout(resized); resized = setTimeout(() => { fitScroll(); fitHeader(); }, 200); });
     if (page === 'home') {
       for (const li of $$('#flow-list > li')) seenMessages.add(Number(li.dataset.key.slice(1)));
       afterRender(root);
