@@ -73,7 +73,7 @@ let
       let
         fn = if isFunction f then f else import f;
         wanted = builtins.functionArgs fn;
-        scope = { inherit lib python3Packages git; } // overrides;
+        scope = { inherit lib python3Packages git nix; } // overrides;
       in
       fn (builtins.intersectAttrs wanted scope);
     writeShellScript = name: text: drv "writeShellScript" name { inherit text; };

@@ -1,5 +1,5 @@
 # The hyperhive Python package, built with nixpkgs' buildPythonApplication from pkgs/hyperhive.
-{ lib, python3Packages, git }:
+{ lib, python3Packages, git, nix }:
 let
   src = ../pkgs/hyperhive;
   # The run-time Python dependencies (DESIGN.md). The result is an application, not a Python module
@@ -26,7 +26,9 @@ python3Packages.buildPythonApplication {
   # The service drives git (config repos) itself.
   makeWrapperArgs = [ "--prefix" "PATH" ":" (lib.makeBinPath [ git ]) ];
 
-  nativeCheckInputs = [ python3Packages.pytestCheckHook python3Packages.hypothesis git ];
+  # nix: a spawned agent's policy is read from its agent.nix with nix-instantiate (hyperhive/policy_eval.py; a
+  # restricted, read-only evaluation that needs no store), and without it a spawn fails closed.
+  nativeCheckInputs = [ python3Packages.pytestCheckHook python3Packages.hypothesis git nix ];
 
   # The tests run from this lone copy of pkgs/hyperhive, without the repository around it, the network, nix,
   # Chromium or the Claude Code CLI. HYPERHIVE_BUILD_SANDBOX=1 lets exactly the tests marked as needing those skip

@@ -6,8 +6,10 @@ Claude Code CLI).
 Running the whole suite a second time would double `make test`; what can break only in the sandbox is (a) collecting
 a test module (an import, a parametrisation that walks the repository or calls a tool) and (b) a test that reaches
 outside the package or for a tool the sandbox lacks. So: every module is collected, and the tests that reach
-outside (the markers of tests/conftest.py) run — and must be skipped, not fail — along with the modules that used to
-look above the package (test_config.py's example hive, test_nix.py's file walk) and the fast ones that use git.
+outside (the markers of tests/conftest.py for the repository, Chromium and the Claude CLI) run -- and must be
+skipped, not fail -- along with the modules that used to look above the package (test_config.py's example hive,
+test_nix.py's file walk). nix-instantiate is a check input (spawning reads agent.nix with it), so the tests marked
+`nix` alone run in the sandbox in full; they are not repeated here.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ import pytest
 from conftest import BUILD_SANDBOX, PACKAGE_DIR
 
 # stdenv's tools in the check phase (pkgs/stdenv/generic/common-path.nix: coreutils, findutils, diffutils, sed,
-# grep, gawk, tar, gzip, bzip2, xz, bash, patch, make) plus the package's nativeCheckInputs (git).
+# grep, gawk, tar, gzip, bzip2, xz, bash, patch, make) plus the package's nativeCheckInputs (git, nix).
 SANDBOX_TOOLS = ("bash sh env cat ls mkdir rm rmdir cp mv chmod chown ln sleep true false echo printf head tail sort "
                  "uniq wc tr dirname basename readlink realpath id touch test stat date mktemp tee cut uname expr "
-                 "sed grep awk gawk find xargs diff cmp tar gzip bzip2 xz patch make git").split()
+                 "sed grep awk gawk find xargs diff cmp tar gzip bzip2 xz patch make git nix nix-instantiate").split()
 
 IGNORED = {"__pycache__", ".pytest_cache", "build", "dist", ".hypothesis"}
 
@@ -81,10 +83,10 @@ def test_the_package_tests_pass_from_a_lone_copy(tmp_path):
     assert collected.returncode == 0, collected.stdout[-5000:] + collected.stderr[-3000:]
     assert "error" not in collected.stdout.lower().split("\n")[-2], collected.stdout[-2000:]
 
-    result = run_pytest(copy, tmp_path, "-m", "repo or nix or browser or claude_cli",
+    result = run_pytest(copy, tmp_path, "-m", "repo or browser or claude_cli",
                         "tests/test_nix.py", "tests/test_config.py", "tests/test_build_sandbox.py",
                         *sorted(str(p.relative_to(copy)) for p in (copy / "tests").glob("test_*.py")
-                                if re.search(r"pytest\.mark\.(browser|claude_cli|nix|repo)\b|needs_nix",
+                                if re.search(r"pytest\.mark\.(browser|claude_cli|repo)\b|claude_cli|repo_root",
                                              p.read_text(encoding="utf-8"))))
     out = result.stdout + result.stderr
     assert result.returncode in (0, 5), out[-6000:]  # 5: every selected test deselected is fine too

@@ -148,8 +148,9 @@ class LocalBackend(Backend):
         for path in sorted(root.rglob("*.nix")):
             if ".git" in path.relative_to(root).parts or path.is_symlink():
                 continue
-            result = subprocess.run([nix, "--parse", str(path)], capture_output=True, text=True, timeout=60,
-                                    stdin=subprocess.DEVNULL)
+            # A parse needs no Nix store (and the build sandbox cannot open one).
+            result = subprocess.run([nix, "--parse", "--store", "dummy://", str(path)], capture_output=True,
+                                    text=True, timeout=60, stdin=subprocess.DEVNULL)
             if result.returncode != 0:
                 raise BuildError(f"{path.relative_to(root)} does not parse:\n{result.stderr.strip()[-5000:]}")
 
