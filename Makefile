@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PKG := pkgs/hyperhive
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/hive.toml
 PYTEST_ARGS ?=
@@ -30,10 +31,16 @@ help:
 	@echo "make bench       run the benchmarks and print their figures"
 	@echo "make clean       remove the virtualenv and the example hive's state"
 
-$(STAMP): $(PKG)/pyproject.toml
+# What running needs (make up): the package and its runtime dependencies, nothing of the tests'. No pip upgrade:
+# the venv's own pip installs an editable pyproject package.
+$(RUN_STAMP): $(PKG)/pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '$(PKG)[test]'
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '$(PKG)'
+	@touch $@
+
+# What the tests need besides (make test, make venv): pytest, hypothesis, the browser driver.
+$(STAMP): $(RUN_STAMP) $(PKG)/pyproject.toml
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '$(PKG)[test]'
 	@touch $@
 
 venv: $(STAMP)
@@ -77,7 +84,7 @@ $(AXE_STAMP):
 
 axe: deps $(AXE_STAMP)
 
-up: $(STAMP)
+up: $(RUN_STAMP)
 	$(VENV)/bin/hyperhive up --config $(CONFIG)
 
 test: deps $(STAMP) $(CLAUDE_STAMP) $(AXE_STAMP)
