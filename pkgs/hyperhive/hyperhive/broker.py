@@ -49,6 +49,8 @@ def message_dict(row) -> dict:
     data = db.loads_json(getattr(row, "data", None))
     if data is not None:
         out["data"] = data
+    if getattr(row, "reply_to", None) is not None:
+        out["in_reply_to"] = row.reply_to
     return out
 
 
@@ -117,11 +119,14 @@ class Broker:
     # --- messages ---------------------------------------------------------------------------------------
 
     def send(self, sender: str, recipient: str, body: str, *, kind: str = "message",
-             data: dict | None = None, check_policy: bool = True) -> int:
-        """Store one message durably, wake whoever waits for it, and return its id."""
+             data: dict | None = None, check_policy: bool = True, in_reply_to: int | None = None) -> int:
+        """Store one message durably, wake whoever waits for it, and return its id. ``in_reply_to`` names the
+        message this one answers: one that ``recipient`` sent to ``sender``."""
         hive = self.hive
         if not isinstance(body, str):
             raise bad_request('"body" must be a string')
+        if in_reply_to is not None:
+            self._check_reply(sender, recipient, in_reply_to)
         limit = hive.config.broker.max_message_bytes
         size = len(body.encode("utf-8"))
         if size > limit:
@@ -137,21 +142,36 @@ class Broker:
                 raise forbidden(reason)
         ts = time.time()
         msg_id = hive.store.insert_raw(
-            "INSERT INTO messages (sender, recipient, kind, body, data, sent_at, deliveries) "
-            "VALUES (?, ?, ?, ?, ?, ?, 0)",
-            (sender, recipient, kind, body, None if data is None else json.dumps(data), ts),
+            "INSERT INTO messages (sender, recipient, kind, body, data, sent_at, deliveries, reply_to) "
+            "VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+            (sender, recipient, kind, body, None if data is None else json.dumps(data), ts, in_reply_to),
             check=None if sender in UNLIMITED_SENDERS else lambda raw: self._check_quota(raw, sender, recipient))
         self.wake(recipient)
         message = {"id": msg_id, "from": sender, "to": recipient, "kind": kind, "body": body,
                    "sent_at": db.iso(ts)}
         if data is not None:
             message["data"] = data
+        if in_reply_to is not None:
+            message["in_reply_to"] = in_reply_to
         hive.bus.publish("messages", message)
         try:
             hive.pm.hook.message_stored(hive=hive, message=message)
         except Exception:  # an observer must never turn a stored message into a failed send
             log.exception("a message_stored hook failed for message %s", msg_id)
         return msg_id
+
+    def _check_reply(self, sender: str, recipient: str, in_reply_to) -> None:
+        """A reply answers a message its sender received from its recipient (so no one can thread under, or
+        learn of, a message that was not theirs)."""
+        if isinstance(in_reply_to, bool) or not isinstance(in_reply_to, int):
+            raise bad_request('"in_reply_to" must be a message id (an integer)')
+        with self.hive.store.read() as conn:
+            row = conn.exec_driver_sql("SELECT sender, recipient FROM messages WHERE id = ?", (in_reply_to,)).first()
+        if row is None or row[1] != sender:
+            raise not_found(f"message #{in_reply_to} was not sent to {sender}, so {sender} cannot reply to it")
+        if row[0] != recipient:
+            raise bad_request(f"message #{in_reply_to} came from {row[0]}: send the reply to {row[0]}, not "
+                              f"{recipient}")
 
     def _check_quota(self, raw, sender: str, recipient: str) -> None:
         """``limits.maxUnackedPerSender``: counted per (sender, recipient) inside the insert's transaction, so
@@ -245,7 +265,7 @@ class Broker:
         with self.hive.store.write() as conn:
             ts = time.time()
             rows = conn.exec_driver_sql(
-                "SELECT id, sender, recipient, kind, body, data, sent_at FROM messages "
+                "SELECT id, sender, recipient, kind, body, data, sent_at, reply_to FROM messages "
                 f"WHERE {self._ELIGIBLE} ORDER BY id LIMIT ?", (recipient, ts, limit)).all()
             if rows:
                 ids = [r.id for r in rows]
@@ -320,7 +340,12 @@ class Broker:
         with self.hive.store.read() as conn:
             rows = conn.execute(select(m).where(m.c.recipient == recipient)
                                 .order_by(m.c.id.desc()).limit(limit)).all()
-        return [message_dict(r) for r in reversed(rows)]
+        out = []
+        for r in reversed(rows):
+            msg = message_dict(r)
+            msg["read"] = r.acked_at is not None  # the operator has no harness: "read" is acknowledged
+            out.append(msg)
+        return out
 
     # --- waking ----------------------------------------------------------------------------------------
 

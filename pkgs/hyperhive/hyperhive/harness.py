@@ -246,7 +246,8 @@ def wake_prompt(messages: list[dict], pending: int) -> str:
     more = f" ({pending} more pending: call recv to read them)" if pending else ""
     parts = [f"You have {count}{more}."]
     for m in messages:
-        header = f"--- {m.get('kind', 'message')} #{m['id']} from {m['from']} at {m.get('sent_at', '?')} ---"
+        reply = f" in reply to your #{m['in_reply_to']}" if m.get("in_reply_to") is not None else ""
+        header = f"--- {m.get('kind', 'message')} #{m['id']} from {m['from']}{reply} at {m.get('sent_at', '?')} ---"
         parts.append(f"{header}\n{m['body']}")
         if m.get("data"):
             parts.append(f"(details: {json.dumps(m['data'], ensure_ascii=False)})")

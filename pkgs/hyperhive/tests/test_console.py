@@ -232,3 +232,29 @@ def test_one_log_line_per_refused_and_per_accepted_reload(start_broker):
     log = hive.log()
     assert log.count("refused the new config") == 1, log
     assert log.count("config reloaded") == 1, log
+
+
+def test_a_reply_in_thread_names_the_message_it_answers(start_broker):
+    hive = start_broker()
+    alice, bob = hive.client("alice"), hive.client("bob")
+    asked = alice.call("send", to="operator", body="Which branch do I base the docs on?")["id"]
+    other = bob.call("send", to="operator", body="bob here")["id"]
+    inbox = hive.cli("inbox").stdout
+    assert f"#{asked} UNREAD" in inbox
+
+    sent = hive.cli("send", "alice", "main, always", "--reply-to", str(asked)).stdout
+    assert f"in reply to #{asked}" in sent
+    got = alice.call("recv", max=10)["messages"]
+    reply = [m for m in got if m["from"] == "operator"][0]
+    assert reply["in_reply_to"] == asked and reply["body"] == "main, always"
+    inbox = hive.cli("inbox").stdout
+    assert f"#{asked} UNREAD" not in inbox and f"#{other} UNREAD" in inbox  # answered is read
+
+    # a reply can only answer a message its sender received from its recipient
+    assert "cannot reply" in refused(lambda: bob.call("send", to="alice", body="x", in_reply_to=asked),
+                                     "not_found")
+    assert "send the reply to bob" in refused(
+        lambda: hive.host().call("send", to="alice", body="x", in_reply_to=other), "bad_request")
+    # agents reply in thread too, and the operator sees it
+    alice.call("send", to="operator", body="thanks", in_reply_to=reply["id"])
+    assert f"(re #{reply['id']})" in hive.cli("inbox").stdout

@@ -157,3 +157,32 @@ def test_buttons_follow_the_agents_state_and_say_what_they_do(hive, browser_page
     assert page.locator("#agent a:has-text('revive queued')").count() == 1
     assert page.locator("#agent button:has-text('revive')").count() == 0
     assert console_errors(page) == []
+
+
+def test_a_reply_in_thread_from_the_inbox_reaches_the_agent(start_broker, browser_page):
+    hive = start_broker()
+    alice = hive.client("alice")
+    asked = alice.call("send", to="operator", body="May I rename docs/old.md?")["id"]
+    page = browser_page
+    page.goto(f"{hive.dashboard_url}/")
+    page.wait_for_selector('#live[data-state="live"]')
+    item = page.locator(f'#inbox [data-message-id="{asked}"]')
+    assert "unread" in item.get_attribute("class") and item.locator(".tag", has_text="unread").count() == 1
+    assert page.locator('#attention [data-att="inbox"]').inner_text() == "1 unread"
+    assert page.locator("#containers th", has_text="unread / leased").count() == 1  # the 0 / 0 column, labelled
+
+    item.locator("summary", has_text=f"reply to #{asked}").click()
+    item.locator("textarea").fill("Yes, and update the links.")
+    item.get_by_role("button", name="send reply").click()
+    page.locator(f'#inbox [data-message-id="{asked}"].read').wait_for()
+    page.locator('#attention [data-att="inbox"]', has_text="0 unread").wait_for()
+    got = alice.call("recv", max=10)["messages"]
+    reply = [m for m in got if m["from"] == "operator"]
+    assert reply and reply[0]["in_reply_to"] == asked and reply[0]["body"] == "Yes, and update the links."
+
+    second = alice.call("send", to="operator", body="Done.")["id"]
+    fresh = page.locator(f'#inbox [data-message-id="{second}"].unread')
+    fresh.wait_for()
+    fresh.get_by_role("button", name="mark read").click()
+    page.locator(f'#inbox [data-message-id="{second}"].read').wait_for()
+    assert console_errors(page) == []

@@ -15,7 +15,7 @@ DEFAULT_SOCKET = "/run/hive/mcp.sock"
 # optional one. The list of ops itself comes from the plugins, so an op a plugin adds is listed too.
 OP_ARGS = {
     "whoami": "",
-    "send": "to, body",
+    "send": "to, body, in_reply_to? (the id of a message from `to` that this answers)",
     "recv": "wait_seconds?, max? (1-1000), lease_seconds?",
     "ack": "ids (list of message ids)",
     "status": "",

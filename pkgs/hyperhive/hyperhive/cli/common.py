@@ -118,7 +118,9 @@ def echo_messages(messages: list[dict]) -> None:
     if not messages:
         click.echo("(no messages)")
     for m in messages:
-        click.echo(f"#{m['id']} {one_line(when(m['sent_at']))} {one_line(m['from'])} -> {one_line(m['to'])} "
-                   f"[{one_line(m['kind'])}]")
+        unread = " UNREAD" if m.get("read") is False else ""
+        reply = f" (re #{m['in_reply_to']})" if m.get("in_reply_to") is not None else ""
+        click.echo(f"#{m['id']}{unread} {one_line(when(m['sent_at']))} {one_line(m['from'])} -> {one_line(m['to'])} "
+                   f"[{one_line(m['kind'])}]{one_line(reply)}")
         for line in m["body"].split("\n"):
             echo(f"    {line}")

@@ -44,13 +44,20 @@ def list_agents(config_path, as_json):
 @click.command("send")
 @click.argument("to")
 @click.argument("body")
+@click.option("--reply-to", "reply_to", type=int, default=None, metavar="ID",
+              help="The id of TO's message (in your inbox) this answers; TO sees the id. Marks it read.")
 @host_options
-def send(to, body, config_path, as_json):
-    """Send BODY to agent TO as the operator."""
-    result = host_call(config_path, "send", to=to, body=body)
+def send(to, body, reply_to, config_path, as_json):
+    """Send BODY to agent TO as the operator (with --reply-to ID: as a reply to TO's message ID)."""
+    args = {"to": to, "body": body}
+    if reply_to is not None:
+        args["in_reply_to"] = reply_to
+    result = host_call(config_path, "send", **args)
+    if reply_to is not None:
+        host_call(config_path, "mark_read", ids=[reply_to])
     if as_json:
         return echo_json(result)
-    click.echo(f"sent #{result['id']} to {to}")
+    click.echo(f"sent #{result['id']} to {to}" + (f" in reply to #{reply_to}" if reply_to is not None else ""))
 
 
 @click.command("inbox")

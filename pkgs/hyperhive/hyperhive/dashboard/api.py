@@ -189,15 +189,31 @@ def cancel_questions():
 
 @bp.post("/inbox/read")
 def mark_inbox_read():
-    """The operator's messages (up to ``up_to``) marked read: they stop counting against limits.maxUnackedPerSender."""
-    raw = body().get("up_to")
-    up_to = None
-    if raw not in (None, ""):
+    """The operator's messages marked read (those in ``ids``; else up to ``up_to``; else all): they stop counting
+    against limits.maxUnackedPerSender."""
+    args = body()
+    ids = args.get("ids")
+    if isinstance(ids, (str, int)) and not isinstance(ids, bool):
+        ids = [ids]  # a form's one field
+    if ids not in (None, "", []):
+        if not isinstance(ids, list):
+            raise bad_request('"ids" must be a list of message ids')
         try:
-            up_to = int(raw)
+            clean = [int(i) for i in ids if not isinstance(i, bool)]
         except (TypeError, ValueError):
-            raise bad_request(f'"up_to" must be a message id, not "{raw}"') from None
-    return done({"marked": hive().broker.mark_read(OPERATOR, up_to)})
+            raise bad_request('"ids" must be message ids (integers)') from None
+        marked = hive().broker.ack(OPERATOR, clean)
+    else:
+        raw = args.get("up_to")
+        up_to = None
+        if raw not in (None, ""):
+            try:
+                up_to = int(raw)
+            except (TypeError, ValueError):
+                raise bad_request(f'"up_to" must be a message id, not "{raw}"') from None
+        marked = hive().broker.mark_read(OPERATOR, up_to)
+    hive().bus.publish("state", {"section": "inbox", "what": "read"})
+    return done({"marked": marked})
 
 
 @bp.get("/messages/<int:mid>")
@@ -218,7 +234,15 @@ def send_message():
     text = args.get("body")
     if not isinstance(text, str) or not text.strip():
         raise bad_request('"body" must be a non-empty string')
-    msg_id = hive().broker.send(OPERATOR, to, text)
+    reply_to = args.get("in_reply_to")
+    if reply_to in (None, ""):
+        reply_to = None
+    elif isinstance(reply_to, str) and reply_to.isdigit():  # a form's field
+        reply_to = int(reply_to)
+    msg_id = hive().broker.send(OPERATOR, to, text, in_reply_to=reply_to)
+    if reply_to is not None:
+        hive().broker.ack(OPERATOR, [reply_to])  # answered is read
+        hive().bus.publish("state", {"section": "inbox", "what": "read"})
     return done({"id": msg_id}, 201)
 
 

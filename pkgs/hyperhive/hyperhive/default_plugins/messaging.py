@@ -14,10 +14,11 @@ def whoami(hive, who, args):
 
 
 def send(hive, who, args):
-    no_extra_args(args, ("to", "body"))
+    no_extra_args(args, ("to", "body", "in_reply_to"))
     to = arg(args, "to", str)
     body = arg(args, "body", str)
-    return {"id": hive.broker.send(who.name, to, body)}
+    in_reply_to = arg(args, "in_reply_to", int, None, nullable=True)
+    return {"id": hive.broker.send(who.name, to, body, in_reply_to=in_reply_to)}
 
 
 def recv(hive, who, args):
@@ -62,9 +63,16 @@ def inbox(hive, who, args):
 
 
 def mark_read(hive, who, args):
-    no_extra_args(args, ("up_to",))
-    up_to = arg(args, "up_to", int, None, nullable=True)
-    return {"marked": hive.broker.mark_read("operator", up_to)}
+    no_extra_args(args, ("up_to", "ids"))
+    ids = arg(args, "ids", list, None, nullable=True)
+    if ids is not None:
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise bad_request('"ids" must be a list of message ids (integers)')
+        marked = hive.broker.ack("operator", ids)
+    else:
+        marked = hive.broker.mark_read("operator", arg(args, "up_to", int, None, nullable=True))
+    hive.bus.publish("state", {"section": "inbox", "what": "read"})
+    return {"marked": marked}
 
 
 @hookimpl
@@ -78,6 +86,6 @@ def broker_ops(hive):
         "list_agents": Op(list_agents, ROLES_ALL, "the agents and their state"),
         "inbox": Op(inbox, ROLES_OPERATOR, "the last messages to the operator"),
         "mark_read": Op(mark_read, ROLES_OPERATOR,
-                        "mark the operator's messages read (up to id up_to, else all): they stop counting "
+                        "mark the operator's messages read (those in ids, or up to id up_to, else all): they stop counting "
                         "against their senders' limits.maxUnackedPerSender"),
     }

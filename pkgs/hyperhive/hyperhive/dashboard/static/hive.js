@@ -100,6 +100,7 @@
     if ((m = path.match(/^\/api\/approvals\/(\d+)\/(approve|deny)$/))) return `approval #${m[1]}: ${r.status || m[2]}`;
     if ((m = path.match(/^\/api\/agents\/([^/]+)\/(\w+)$/))) return `${m[2]} ${m[1]}${r.state ? ` → ${r.state}` : ''}`;
     if (path === '/api/messages') return `sent (#${r.id})`;
+    if (path === '/api/inbox/read') return `marked ${r.marked} read`;
     if (path === '/api/spawn') return `spawning ${r.agent} (approval #${r.id}, approved by you): ${r.status}`;
     return 'done';
   }
@@ -492,6 +493,7 @@
     t.textContent = ago(new Date(m.sent_at));
     head.append(t, ' ', el('span', 'from', m.from), el('span', 'arrow', '→'), el('span', 'to', m.to));
     if (m.kind !== 'message') head.append(' ', el('span', 'tag', m.kind));
+    if (m.in_reply_to) head.append(' ', el('span', 'dim', `↩ re #${m.in_reply_to}`));
     const body = el('pre', 'body', m.body);
     body.dataset.scrollName = `message #${m.id}`;
     li.append(head, body);
