@@ -993,6 +993,48 @@ def repo_diff(hive, agent: str, rev: str) -> str:
     return review.show(repo, sha)
 
 
+def proposed_history(hive, agent: str, limit: int = 50) -> dict:
+    """What the manager committed to ``agents/<n>/config`` (its ``main``, newest first) beside what is deployed,
+    for the agent page. The proposed repo is hostile: it is read only when it is a plain repo of its own (no link,
+    no borrowed objects: check_plain_repo), with the service's protected git config (GIT_ENV: nothing in its
+    .git/config runs), diffs without textconv or external diff.
+
+    ``{"commits": [{sha, short, author, date, message}], "main", "deployed", "compare"}``: ``compare`` is the
+    diff from the deployed commit to the proposed ``main`` (None when they are the same; a note when the deployed
+    commit is not in the proposed repo's history)."""
+    agent = _known_agent(hive, agent)
+    path = config_path(hive, agent)
+    if not (path / ".git").exists() and not (path / ".git").is_symlink():
+        raise not_found(f"{agent} has no proposed config repo (agents/{agent}/config)")
+    check_plain_repo(hive, path)
+    repo = open_repo(path)
+    main = main_sha(repo)
+    deployed = None
+    applied = applied_path(hive, agent)
+    if (applied / ".git").exists():
+        try:
+            deployed = main_sha(open_repo(applied))
+        except HiveError:  # a broken applied repo is the applied panel's error, not this one's
+            deployed = None
+    commits = []
+    if main:
+        raw = repo.git.log(f"-n{limit}", "--no-show-signature", "--format=%H%x00%h%x00%an <%ae>%x00%aI%x00%s%x01",
+                           main)
+        for record in raw.split("\x01"):
+            record = record.strip("\n")
+            if record:
+                full, short, author, date, message = (record.split("\0") + [""] * 5)[:5]
+                commits.append({"sha": full, "short": short, "author": author, "date": date, "message": message})
+    compare = None
+    if main and deployed and main != deployed:
+        if rev_sha(repo, deployed) is None:
+            compare = (f"(the deployed commit {deployed[:12]} is not in the proposed repo's history: the manager's "
+                       "main was rewritten or reset)")
+        else:
+            compare = diff_between(repo, deployed, main)
+    return {"commits": commits, "main": main, "deployed": deployed, "compare": compare}
+
+
 def commit_info(repo: git.Repo, sha: str) -> dict:
     """What the author of commit ``sha`` said: subject, body, author and the author's date (ISO 8601, UTC)."""
     raw = repo.git.show("-s", "--no-show-signature", "--format=%an <%ae>%x00%at%x00%s%x00%b", sha,

@@ -186,3 +186,44 @@ def test_a_reply_in_thread_from_the_inbox_reaches_the_agent(start_broker, browse
     fresh.get_by_role("button", name="mark read").click()
     page.locator(f'#inbox [data-message-id="{second}"].read').wait_for()
     assert console_errors(page) == []
+
+
+def test_the_agent_page_shows_the_proposed_and_the_applied_repo_apart(hive, browser_page):
+    url = hive.dashboard_url
+    manager, host = hive.client("manager"), hive.host()
+    denied_sha = commit_change(hive, "alice", agent_nix("Too broad."), message="alice: too broad")
+    denied = manager.call("request_apply_commit", agent="alice", commit=denied_sha)["approval_id"]
+    host.call("deny", id=denied, note="narrower, please")
+    deployed_sha = commit_change(hive, "alice", agent_nix("Just docs."), message="alice: just docs")
+    deployed = manager.call("request_apply_commit", agent="alice", commit=deployed_sha)["approval_id"]
+    host.call("approve", id=deployed)
+    assert wait_status(host, deployed)["status"] == "deployed"
+    pending_sha = commit_change(hive, "alice", agent_nix("Docs and site."), message="alice: docs and site")
+    pending = manager.call("request_apply_commit", agent="alice", commit=pending_sha)["approval_id"]
+    draft_sha = commit_change(hive, "alice", agent_nix("Docs, site, blog."), message="alice: blog too")
+
+    page = browser_page
+    page.goto(f"{url}/agents/alice")
+    proposed = page.locator("#proposed-repo")
+    assert "proposed repo" in proposed.locator("h3").text_content() and "agents/alice/config" in proposed.inner_text()
+    assert "applied repo" in page.locator("#applied-repo h3").first.text_content()
+
+    def mark(sha):
+        return proposed.locator(f'li[data-sha="{sha}"] [data-role="mark"]').text_content().strip()
+
+    assert mark(draft_sha) == "not yet proposed"
+    assert mark(pending_sha) == f"proposed #{pending}"
+    assert mark(deployed_sha) == f"deployed #{deployed}"
+    assert proposed.locator(f'li[data-sha="{deployed_sha}"] .tag', has_text="running").count() == 1
+    assert mark(denied_sha) == f"denied #{denied}"
+    seed = proposed.locator("li").last
+    assert seed.locator('[data-role="mark"]').text_content().strip() == "deployed deployed/0"  # the seed
+    applied = page.locator("#applied-repo").inner_text()
+    assert f"deployed/{deployed}" in applied and f"denied/{denied}" in applied and f"proposal/{pending}" in applied
+
+    compare = page.locator("#compare")
+    assert "proposed main against what is deployed" in compare.locator("h3").text_content()
+    assert 'prompt = "Docs, site, blog.";' in compare.locator("pre.diff").inner_text()
+    assert '-    prompt = "Just docs.";' in compare.locator("pre.diff").inner_text()
+    screenshot(page, "console-agent-repos")
+    assert console_errors(page) == []

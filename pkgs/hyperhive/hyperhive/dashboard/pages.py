@@ -174,6 +174,37 @@ def _overview(name: str) -> dict | None:
     return None
 
 
+PROPOSAL_MARKS = {"pending": "proposed", "approved": "approved", "building": "building", "deployed": "deployed",
+                  "failed": "failed", "denied": "denied"}
+
+
+def mark_proposals(name: str, commits: list[dict], deployed_sha: str | None, tags: dict | None = None) -> None:
+    """Mark each commit of the proposed repo with what became of it: ``not yet proposed``, or the state of the
+    latest approval that proposed it (proposed, denied, deployed, ...) with that approval's id; the commit the
+    agent runs on is ``deployed`` whatever proposed it (the seed is deployed/0)."""
+    by_sha: dict[str, dict] = {}
+    for a in approvals.list_approvals(hive(), "all"):
+        if a["agent"] == name and a.get("sha"):
+            by_sha[a["sha"]] = a  # oldest first: the latest approval of a commit wins
+    for c in commits:
+        a = by_sha.get(c["sha"])
+        if a is not None:
+            c["mark"], c["approval_id"] = PROPOSAL_MARKS.get(a["status"], a["status"]), a["id"]
+        else:
+            c["mark"], c["approval_id"] = "not yet proposed", None
+        c["running"] = c["sha"] == deployed_sha
+        if a is None:  # no approval proposed it: the seed (deployed/0), or tags older than the table
+            for state in ("deployed", "failed", "denied", "proposal"):
+                tagged = [t for t in (tags or {}).get(state, []) if t.get("sha") == c["sha"]]
+                if tagged:
+                    c["mark"] = "proposed" if state == "proposal" else state
+                    c["tag"] = tagged[0]["name"]
+                    break
+            else:
+                if c["running"]:
+                    c["mark"] = "deployed"
+
+
 @bp.get("/agents/<name>")
 def agent_page(name):
     api.agent_name(name)
@@ -194,6 +225,9 @@ def agent_page(name):
         notes_error = e.message
     rev = request.args.get("rev") or None
     tags, tags_error = attempt(lambda: repos.repo_tags(hive(), name))
+    proposed, proposed_error = attempt(lambda: repos.proposed_history(hive(), name))
+    if proposed:
+        mark_proposals(name, proposed["commits"], proposed["deployed"], tags)
     log_rows, log_error = attempt(lambda: repos.repo_log(hive(), name, rev="main", limit=50))
     diff, diff_error = attempt(lambda: repos.repo_diff(hive(), name, rev)) if rev else (None, None)
     revive_queued = None
@@ -201,7 +235,7 @@ def agent_page(name):
         queued = [a for a in approvals.list_approvals(hive(), "pending") if a["agent"] == name and a["kind"] == "spawn"]
         revive_queued = queued[0]["id"] if queued else None
     return render_template(
-        "agent.html", name=name, revive_queued=revive_queued, agent=overview, overview_error=overview_error, notes=notes,
+        "agent.html", name=name, revive_queued=revive_queued, proposed=proposed, proposed_error=proposed_error, agent=overview, overview_error=overview_error, notes=notes,
         notes_error=notes_error, notes_size=notes_size, notes_truncated=bool(notes_size and
                                                                             notes_size > NOTES_SHOW_BYTES),
         notes_path=str(notes_path), tags=tags, tags_error=tags_error,
