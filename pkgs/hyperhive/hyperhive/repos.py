@@ -995,31 +995,24 @@ def repo_diff(hive, agent: str, rev: str) -> str:
 
 def proposed_history(hive, agent: str, limit: int = 50) -> dict:
     """What the manager committed to ``agents/<n>/config`` (its ``main``, newest first) beside what is deployed,
-    for the agent page. The proposed repo is hostile: it is read only when it is a plain repo of its own (no link,
-    no borrowed objects: check_plain_repo), with the service's protected git config (GIT_ENV: nothing in its
-    .git/config runs), diffs without textconv or external diff.
+    for the agent page. The proposed repo is hostile, so it is never read through git: its history is copied into
+    the quarantine (import_proposed: no link followed, none of its config, hooks or attributes), what is applied
+    is fetched there too, and the log and the diff are computed in the quarantine.
 
     ``{"commits": [{sha, short, author, date, message}], "main", "deployed", "compare"}``: ``compare`` is the
-    diff from the deployed commit to the proposed ``main`` (None when they are the same; a note when the deployed
-    commit is not in the proposed repo's history)."""
+    diff from the deployed commit to the proposed ``main`` (None when they are the same)."""
     agent = _known_agent(hive, agent)
-    path = config_path(hive, agent)
-    if not (path / ".git").exists() and not (path / ".git").is_symlink():
-        raise not_found(f"{agent} has no proposed config repo (agents/{agent}/config)")
-    check_plain_repo(hive, path)
-    repo = open_repo(path)
-    main = main_sha(repo)
-    deployed = None
-    applied = applied_path(hive, agent)
-    if (applied / ".git").exists():
-        try:
-            deployed = main_sha(open_repo(applied))
-        except HiveError:  # a broken applied repo is the applied panel's error, not this one's
-            deployed = None
+    import_proposed(hive, agent)
+    try:
+        quarantine = sync_quarantine_from_applied(hive, agent)
+    except git.GitCommandError:  # a broken applied repo is the applied panel's error, not this one's
+        quarantine = ensure_quarantine(hive, agent)
+    main = rev_sha(quarantine, "refs/heads/main")
+    deployed = rev_sha(quarantine, "refs/applied/heads/main")
     commits = []
     if main:
-        raw = repo.git.log(f"-n{limit}", "--no-show-signature", "--format=%H%x00%h%x00%an <%ae>%x00%aI%x00%s%x01",
-                           main)
+        raw = quarantine.git.log(f"-n{limit}", "--no-show-signature",
+                                 "--format=%H%x00%h%x00%an <%ae>%x00%aI%x00%s%x01", main)
         for record in raw.split("\x01"):
             record = record.strip("\n")
             if record:
@@ -1027,11 +1020,7 @@ def proposed_history(hive, agent: str, limit: int = 50) -> dict:
                 commits.append({"sha": full, "short": short, "author": author, "date": date, "message": message})
     compare = None
     if main and deployed and main != deployed:
-        if rev_sha(repo, deployed) is None:
-            compare = (f"(the deployed commit {deployed[:12]} is not in the proposed repo's history: the manager's "
-                       "main was rewritten or reset)")
-        else:
-            compare = diff_between(repo, deployed, main)
+        compare = diff_between(quarantine, deployed, main)
     return {"commits": commits, "main": main, "deployed": deployed, "compare": compare}
 
 
