@@ -8,7 +8,6 @@ import json
 import sys
 import time
 
-import pytest
 
 from conftest import wait_for
 from harness_support import TurnStream, agent_state_dir, db_rows, stats
@@ -159,39 +158,40 @@ def test_an_agent_gets_no_manager_tools_and_the_manager_gets_them_all(claude_hiv
     assert "request_apply_commit" not in alice["system"]
 
 
-@pytest.mark.parametrize("status", [500, 529])
-def test_an_api_error_fails_the_turn_the_message_comes_again_and_the_manager_hears_of_it(
-        claude_hive, model_api, status):
+def test_api_errors_500_and_529_fail_the_turn_the_message_comes_again_and_the_manager_hears_of_it(
+        claude_hive, model_api):
     # Claude Code retries a 5xx once (CLAUDE_CODE_MAX_RETRIES=1 in the tests), then gives up and exits 1.
-    model_api.script("alice", [{"error": status, "times": 2}, {"text": "ok"}])
+    model_api.script("alice", [{"error": 500, "times": 2}, {"error": 529, "times": 2}, {"text": "ok"}])
     hp = claude_hive()
     stream = TurnStream(hp.dashboard_url, "alice")
     try:
         sent = hp.host().call("send", to="alice", body="do the thing")["id"]
-        error = stream.wait_type("error", timeout=60)[0]["data"]
-        assert "exited with status 1" in error["reason"] and f"API Error: {status}" in error["reason"]
-        assert error["exit_status"] == 1 and error["message_ids"] == [sent]
-        requests = model_api.wait_requests("alice", 3, timeout=60)
+        errors = [e["data"] for e in stream.wait_type("error", 2, timeout=90)]
+        for error, status in zip(errors, (500, 529)):
+            assert "exited with status 1" in error["reason"] and f"API Error: {status}" in error["reason"]
+            assert error["exit_status"] == 1 and error["message_ids"] == [sent]
+        requests = model_api.wait_requests("alice", 5, timeout=60)
         assert all(f"#{sent} from operator" in str(r["messages"]) for r in requests)
-        wait_for(lambda: unsettled(hp, "alice") == 0, timeout=30, message="acknowledged after the good turn")
+        wait_for(lambda: unsettled(hp, "alice") == 0, timeout=60, message="acknowledged after the good turn")
         notices = wait_for(lambda: [b for b, _ in events_to(hp, "manager") if "alice: a turn failed" in b],
                            message="the manager's event")
-        assert f"API Error: {status}" in notices[0]
+        assert "API Error: 500" in notices[0]  # (at most one notice a minute)
         assert not [b for b, _ in events_to(hp, "alice") if "turn failed" in b]  # no event to re-wake alice
-        wait_for(lambda: [v for _, v in stats(hp, "alice", "turn.exit_status")] == [1.0, 0.0],
-                 message="exit statuses 1 then 0")
+        wait_for(lambda: [v for _, v in stats(hp, "alice", "turn.exit_status")] == [1.0, 1.0, 0.0],
+                 message="exit statuses 1, 1, then 0")
     finally:
         stream.close()
 
 
 def test_a_hanging_model_is_cut_at_the_turn_timeout_and_the_message_comes_again(claude_hive, model_api):
     model_api.script("alice", [{"hang": None}, {"text": "ok"}])
-    hp = claude_hive({"alice": {"turnTimeoutSeconds": 5}, "bob": {}})  # room for the good turn on a busy machine
+    # the timeout leaves the good turn room on a busy machine (the CLI takes seconds to start there)
+    hp = claude_hive({"alice": {"turnTimeoutSeconds": 10}, "bob": {}})
     sent = hp.host().call("send", to="alice", body="this will hang once")["id"]
     hung, again = model_api.wait_requests("alice", 2, timeout=60)
-    assert again["at"] - hung["at"] >= 5
+    assert again["at"] - hung["at"] >= 10
     assert f"#{sent} from operator" in str(again["messages"])
-    wait_for(lambda: unsettled(hp, "alice") == 0, timeout=30, message="acknowledged after the good turn")
+    wait_for(lambda: unsettled(hp, "alice") == 0, timeout=60, message="acknowledged after the good turn")
     wait_for(lambda: [v for _, v in stats(hp, "alice", "turn.exit_status")] == [124.0, 0.0],
              message="exit statuses 124 (timed out) then 0")
     notice = wait_for(lambda: [b for b, _ in events_to(hp, "manager") if "alice: a turn failed" in b],
