@@ -8,7 +8,6 @@ import json
 import sys
 import time
 
-
 from conftest import wait_for
 from harness_support import TurnStream, agent_state_dir, db_rows, stats
 from hyperhive.testing.messages_api import hive, last_tool_result, text_of, tool_use
