@@ -675,6 +675,9 @@ def test_a_spawned_container_gets_a_declared_ones_settings(tmp_path):
         if hive.config.agents[name].private_users:
             assert uid == uid_base(name, base)
         assert normal(container_conf(hive, name, f"h-{name}", uid)) == normal(declared["conf"]), name
+    # The manager too (its container is declared, but the backend creates it when it is missing).
+    manager = hive.config.manager
+    assert normal(container_conf(hive, manager, "hm1nd", 0)) == normal(result["containers"]["hm1nd"]["conf"])
     # The host data a spawned agent's deploy imports is the declared ones' minus what is per agent.
     spawned = result["containersJson"]["spawned"]
     alice = result["containersJson"]["containers"]["h-alice"]
@@ -803,3 +806,36 @@ def test_the_meta_flake_gives_the_module_systems_policy_and_the_hosts_nixpkgs(tm
     assert agent_json["manager"] == "boss" and agent_json["operatorPronouns"] == "she/her"
     assert evaluate("networking.useDHCP") is False and evaluate("networking.hostName") == "h-ada"
     assert "from-host" in evaluate("environment.etc", "--apply", "builtins.attrNames")  # agents.<n>.config reached the deploy
+
+
+def test_a_container_the_service_creates_gets_the_declared_settings(start_hive, hive_dir):
+    """Through the service and the nixos-container backend (stand-in `nixos-container`, whose `create` writes a
+    conf as nixos-container.pl does, with a private network): the conf of a container the service created holds
+    the declared ones' settings (no PRIVATE_NETWORK, SYSTEM_PATH inside the container, the user namespace from the
+    shared hash above nspawn's pick region, the mounts), and its directories belong to its root uid."""
+    from standins.support import nixos_env, state_dir
+
+    from conftest import wait_for
+    from hyperhive.backends.nixos_container import uid_base
+
+    hp = start_hive(agents={"alice": {}}, backend="nixos-container", env=nixos_env(hive_dir))
+    conf_path = hive_dir / "standin" / "etc" / "h-alice.conf"
+    wait_for(lambda: conf_path.exists() and "SYSTEM_PATH" in conf_path.read_text(), timeout=60,
+             message="h-alice created")
+    conf = dict(line.split("=", 1) for line in conf_path.read_text().splitlines() if "=" in line)
+    assert "PRIVATE_NETWORK" not in conf, conf
+    assert conf["SYSTEM_PATH"] == "/nix/var/nix/profiles/system"
+    uid = uid_base("alice", 0x70000000)
+    assert conf["PRIVATE_USERS"] == str(uid) and uid >= 0x70000000
+    flags = conf["EXTRA_NSPAWN_FLAGS"].strip('"').split()
+    sd = state_dir(hp)
+    assert f"--bind={sd / 'agents' / 'alice' / 'state'}:/state" in flags
+    assert f"--bind={hp.config.agent_socket('alice').parent}:/run/hive" in flags
+    assert "--private-users-ownership=auto" in flags
+    if os.geteuid() == 0:
+        assert (sd / "agents" / "alice" / "state").stat().st_uid == uid
+        assert hp.config.agent_socket("alice").parent.stat().st_uid == uid
+    # The manager shares host uids, like the declared hm1nd.
+    manager = dict(line.split("=", 1) for line in (hive_dir / "standin" / "etc" / "hm1nd.conf").read_text().splitlines()
+                   if "=" in line)
+    assert manager["PRIVATE_USERS"] == "no"

@@ -55,9 +55,18 @@ def container_conf(hive, name: str, container: str, uid: int) -> dict[str, str]:
     network (no PRIVATE_NETWORK: `nixos-container create` would give a private network with no NAT), the user
     namespace, the mounts, and SYSTEM_PATH resolved inside the container."""
     cfg = hive.config
-    binds = [f"--bind={cfg.agent_socket(name).parent}:/run/hive",
-             f"--bind={cfg.state_dir / 'agents' / name / 'state'}:/state",
-             f"--bind={cfg.state_dir / 'claude' / name}:/root/.claude"]
+    if name == cfg.manager:  # modules/hyperhive.nix's hm1nd: its own state, and the repos it works on
+        binds = [f"--bind={cfg.agent_socket(name).parent}:/run/hive",
+                 f"--bind={cfg.state_dir / 'manager' / 'state'}:/state",
+                 f"--bind={cfg.state_dir / 'claude' / name}:/root/.claude",
+                 f"--bind={cfg.state_dir / 'agents'}:/agents",
+                 f"--bind-ro={cfg.state_dir / 'applied'}:/applied",
+                 f"--bind-ro={cfg.state_dir / 'meta'}:/meta"]
+        uid = 0
+    else:
+        binds = [f"--bind={cfg.agent_socket(name).parent}:/run/hive",
+                 f"--bind={cfg.state_dir / 'agents' / name / 'state'}:/state",
+                 f"--bind={cfg.state_dir / 'claude' / name}:/root/.claude"]
     if uid:
         binds.append("--private-users-ownership=auto")
     return {"SYSTEM_PATH": "/nix/var/nix/profiles/system", "PRIVATE_USERS": str(uid) if uid else "no",
@@ -151,7 +160,12 @@ class NixosContainerBackend(Backend):
 
         row = spawn.agent_row(self.hive, name)
         policy = db.loads_json(row.policy, {}) if row is not None and row.policy else {}
-        private = policy.get("privateUsers", True) if name not in cfg.agents else cfg.agents[name].private_users
+        if name == cfg.manager:  # shares host uids: it commits into the config repos the service owns
+            private = False
+        elif name in cfg.agents:
+            private = cfg.agents[name].private_users
+        else:
+            private = policy.get("privateUsers", True)
         uid = uid_base(name, int(settings.get("privateUsersBase", 0x70000000))) if private else 0
         state = repos.ensure_state_dir(self.hive, name)
         claude = cfg.state_dir / "claude" / name
