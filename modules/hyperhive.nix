@@ -507,7 +507,9 @@ in
         "d ${cfg.stateDir}/applied 0700 root root -"
         "d ${cfg.stateDir}/meta 0700 root root -"
         "d ${cfg.runDir} 0755 root root -"
-        "d ${cfg.runDir}/agents 0755 root root -"
+        # The service keeps it 0700 too (transport.private_dir); each agent's own directory below belongs to its
+        # container's root uid (the prepare unit), which owns the agent's 0600 socket (transport.SocketServer).
+        "d ${cfg.runDir}/agents 0700 root root -"
       ];
 
       systemd.services = {

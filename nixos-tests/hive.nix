@@ -22,6 +22,7 @@ pkgs.testers.runNixOSTest {
       ALICE_SYSTEM_PATH = ${builtins.toJSON nodes.host.containers."h-alice".path}
       PICK_END = ${toString (import ../modules/lib.nix).uidRanges.pickEnd}
       WORKDIR = ${builtins.toJSON nodes.host.systemd.services.hyperhive.serviceConfig.WorkingDirectory}
+      RUN = ${builtins.toJSON cfg.runDir}
 
       ${builtins.readFile ./helpers.py}
 
@@ -97,6 +98,13 @@ pkgs.testers.runNixOSTest {
           host.fail(inside("h-alice", "test -e /nix/var/nix/profiles/per-container"))
           assert (host.succeed(inside("h-alice", "readlink -f /run/current-system")).strip()
                   == host.succeed("readlink -f /nix/var/nix/profiles/per-container/h-alice/system").strip())
+
+      with subtest("an agent's socket is reachable from its container only"):
+          sock = f"{RUN}/agents/alice/mcp.sock"
+          host.succeed(f"test $(stat -c %u {sock}) = {ALICE_UID} && test $(stat -c %a {sock}) = 600")
+          assert call("h-alice", "whoami")["name"] == "alice"
+          # Another local user gets nowhere near it.
+          host.fail(f"setpriv --reuid=65534 --regid=65534 --clear-groups -- hyperhive client --socket {sock} call whoami '{{}}'")
 
       with subtest("the service builds in a writable working directory"):
           assert WORKDIR == STATE

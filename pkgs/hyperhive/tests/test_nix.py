@@ -433,6 +433,10 @@ def test_modules_declare_the_containers_and_mounts():
     uid = containers["h-alice"]["privateUsers"]
     prepare = result["prepare"]["hyperhive-prepare-h-alice"]
     assert f"chown -R {uid}:{uid}" in prepare and f"{state}/agents/alice/state" in prepare
+    # The socket directory belongs to the container's root uid, 0700: the broker gives the 0600 socket to the
+    # directory's owner (transport.SocketServer), so alice's root reaches it and no other local user does.
+    assert f"install -d -m 0700 {run}/agents/alice" in prepare and f"chown {uid}:{uid} {run}/agents/alice" in prepare
+    assert f"d {run}/agents 0700 root root -" in result["tmpfiles"]
 
 
 def resolve_inside(container: str, path: str, binds: list[dict]) -> str | None:
