@@ -293,6 +293,8 @@ def test_an_agent_log_linked_elsewhere_is_replaced_not_written_through(hive, tmp
     log = state_dir(hive) / "agents" / "alice" / "agent.log"
     log.unlink(missing_ok=True)
     log.symlink_to(victim)
+    message = refused(lambda: hive.client("manager").call("get_logs", agent="alice"), "forbidden")
+    assert "the host's file" not in message  # the manager's log reader does not read through it either
     pid = standin_info(hive, "alice")["pid"]
     assert hive.client("manager").call("restart", name="alice")["state"] == "running"
     wait_for(lambda: standin_info(hive, "alice")["pid"] != pid, message="alice restarted")
@@ -370,3 +372,27 @@ def test_a_deploy_cut_short_leaves_a_spawned_agent_on_the_policy_it_runs_with(st
         assert "alice" in refused(lambda: again.client("dan").call("send", to="alice", body="hi"), "forbidden")
     finally:
         again.stop()
+
+
+def test_a_spawn_deploys_the_template_it_showed_not_a_repo_planted_for_the_name(hive):
+    """The operator approves a one-step spawn on the template's diff: a repo the manager prepared beforehand at
+    agents/<name>/config must not become the new agent's deployed/0."""
+    sd = state_dir(hive)
+    planted = sd / "agents" / "ivy" / "config"
+    planted.mkdir(parents=True)
+    git(planted, "init", "-q", "-b", "main")
+    (planted / "agent.nix").write_text(agent_nix("planted before the spawn", '[ "alice" "manager" "operator" ]'))
+    (planted / "flake.nix").write_text("{ outputs = { self }: { }; }\n")
+    git(planted, "add", "-A")
+    git(planted, "commit", "-q", "-m", "planted")
+    planted_sha = git(planted, "rev-parse", "HEAD")
+    manager = hive.client("manager")
+    approval_id = manager.call("request_spawn", name="ivy")["approval_id"]
+    shown = hive.host().call("approval", id=approval_id)["diff"]
+    assert "planted before the spawn" not in shown
+    hive.cli("approve", str(approval_id))
+    applied = sd / "applied" / "ivy"
+    deployed = git(applied, "rev-parse", "deployed/0")
+    assert deployed != planted_sha
+    assert "planted before the spawn" not in git(applied, "show", "deployed/0:agent.nix")
+    assert git(planted, "rev-parse", "HEAD") == planted_sha  # the manager's repo is left as it was

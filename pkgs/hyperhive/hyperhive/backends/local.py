@@ -158,8 +158,16 @@ class LocalBackend(Backend):
         return repos.agent_json_path(self.hive, name).with_name("agent.log")
 
     def logs(self, name: str, lines: int = 200, cursor: str | None = None, search: str | None = None) -> dict:
-        from .. import agent_logs
-        return agent_logs.read_file_log(self.log_path(name), lines, cursor, search)
+        from .. import agent_logs, nofollow
+
+        path = self.log_path(name)
+        # agents/<n> is the manager's to write: the log is read only through a real directory, never a link
+        try:
+            with nofollow.directory(self.hive.config.state_dir, path.parent.relative_to(self.hive.config.state_dir)):
+                pass
+        except FileNotFoundError:
+            pass
+        return agent_logs.read_file_log(path, lines, cursor, search)
 
     def describe(self) -> str:
         if os.environ.get("HYPERHIVE_AGENT_COMMAND"):
