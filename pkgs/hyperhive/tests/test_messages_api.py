@@ -59,9 +59,12 @@ def test_the_real_cli_runs_a_scripted_tool_call_and_reports_the_scripted_usage(c
     calls = [b for b in second["messages"][-2]["content"] if b["type"] == "tool_use"]
     results = [b for b in second["messages"][-1]["content"] if b["type"] == "tool_result"]
     assert [c["input"]["command"] for c in calls] == ["echo one", "echo two"]
-    assert [r["tool_use_id"] for r in results] == [c["id"] for c in calls]
-    assert [r["content"].strip() for r in results] == ["one", "two"]  # both ran: the CLI streamed them whole
+    # both ran (the CLI got them whole from the stream), perhaps at once: their results in either order
+    output = {r["tool_use_id"]: r["content"].strip() for r in results}
+    assert output == {calls[0]["id"]: "one", calls[1]["id"]: "two"}
     assert model_api.pending("alice") == 0
+    # with claude_env's switches the CLI calls nothing but the Messages API (2.1.328 otherwise sends HEAD /api/hello)
+    assert {r["path"].split("?")[0] for r in model_api.requests(scripted=None)} == {"/v1/messages"}
 
 
 @pytest.mark.parametrize("status, said", [(500, "API Error: 500"), (529, "API Error: 529"),

@@ -9,6 +9,13 @@ Claude Code is pointed at it with ``ANTHROPIC_BASE_URL`` (see :meth:`MessagesAPI
 - anything else (Claude Code's ``HEAD /api/hello`` reachability check, and whatever a later version may ask): a
   harmless answer, logged.
 
+What Claude Code 2.1.328 sends, as seen here: ``HEAD /api/hello`` at start (not with
+``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC``, which :meth:`MessagesAPI.claude_env` sets), then one streamed
+``POST /v1/messages?beta=true`` per model turn, offering its built-in tools and, with ``ENABLE_TOOL_SEARCH=false``
+(the harness sets it), the MCP tools by name; no title or quota request in ``--print`` mode. It retries a 5xx
+itself, asks once more after a blank answer, and on "prompt is too long" first tries a compaction of its own (a
+request that offers tools and asks for a summary) when the conversation has more than one exchange.
+
 **Which agent is asking.** The hyperhive harness adds the header ``X-Hyperhive-Agent: <name>`` to every API request
 of its Claude sessions (through Claude Code's ``ANTHROPIC_CUSTOM_HEADERS``), so the stand-in needs no guess from the
 system prompt; a request without it is scripted under ``None``.
