@@ -395,8 +395,10 @@ def import_proposed(hive, name: str, ref: str | None = None) -> str | None:
             copy.git.update_ref("refs/hyperhive/want", sha)
         with repo_lock(quarantine_path(hive, name)):
             try:
+                # the manager's branches, except any named like the service's tags (proposal/3 ...), which the
+                # browser would otherwise find under that name
                 quarantine.git.fetch("-q", "--no-tags", "--prune", "--no-write-fetch-head", str(copy_dir),
-                                     "+refs/heads/*:refs/heads/*",
+                                     "+refs/heads/*:refs/heads/*", *(f"^refs/heads/{s}/*" for s in TAG_STATES),
                                      *(["+refs/hyperhive/want:refs/hyperhive/want"] if sha else []))
             except git.GitCommandError as e:
                 detail = (e.stderr or "").strip().replace(str(copy_dir), f"agents/{name}/config")[-2000:]
@@ -884,7 +886,10 @@ def _browse_repos(hive, agent: str, rev: str | None = None) -> list[git.Repo]:
     found = []
     if (applied_path(hive, agent) / ".git").is_dir():
         found.append(open_repo(applied_path(hive, agent)))
-    if rev is None or not any(rev_sha(r, rev) for r in found):
+    quarantine = quarantine_path(hive, agent)
+    settled = rev is not None and (re.fullmatch(r"[0-9a-f]{40}", rev) or rev.split("/", 1)[0] in TAG_STATES) \
+        and (quarantine / "HEAD").is_file() and rev_sha(open_repo(quarantine), rev)  # a tag or sha: no copy needed
+    if not settled and (rev is None or not any(rev_sha(r, rev) for r in found)):
         if config_path(hive, agent).is_dir():
             try:
                 import_proposed(hive, agent)

@@ -208,3 +208,16 @@ def test_a_drafts_git_linked_to_another_repo_shows_nothing_of_it(hive, tmp_path)
                      "/agents/lnk?rev=main"):
             reply = http(hive.dashboard_url, "GET", path)
             assert b"HOST-ONLY" not in reply.body and b"host secret" not in reply.body, (path, reply.status)
+
+
+def test_a_branch_named_like_the_services_tags_is_not_taken_for_one(hive):
+    manager = hive.client("manager")
+    manager.call("request_spawn_draft", name="tgs")
+    config = state_dir(hive) / "agents" / "tgs" / "config"
+    sha = commit_change(hive, "tgs", agent_nix("a forged tag"), message="forged")
+    for name in ("proposal/999", "deployed/999", "denied/999"):
+        git(config, "branch", name, sha)
+    for rev in ("proposal/999", "deployed/999", "denied/999"):
+        refused(hive, "not_found", "repo_log", agent="tgs", rev=rev)
+    assert call(hive, "repo_log", agent="tgs", rev="main")["commits"][0]["sha"] == sha
+    assert all(t == [] for t in call(hive, "repo_tags", agent="tgs")["tags"].values())
