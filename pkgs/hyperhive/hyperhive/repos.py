@@ -2,11 +2,15 @@
 
 Under ``stateDir``: ``agents/<n>/config`` (the proposed repo the manager commits to, with a remote ``applied``),
 ``agents/<n>/state`` (the agent's ``/state``; the manager's is ``manager/state``), ``applied/<n>`` (what was
-approved, branch ``main``, with the audit tags) and ``meta/`` (a flake with one input ``agent-<n>`` per agent and
-one ``nixosConfigurations.<n>`` each).
+approved, branch ``main``, with the tags ``approved/ building/ deployed/ failed/``), ``quarantine/<n>.git``
+(proposals copied out of the proposed repo, tagged ``proposal/`` and ``denied/``, mounted in no container),
+``meta/`` (a flake with one input ``agent-<n>`` per agent and one ``nixosConfigurations.<n>`` each) and ``.work/``
+(the service's scratch space).
 
-Every git command the service runs carries its own identity and trusts these repos whoever owns them (the manager
-commits into the proposed repos from its container), so nothing depends on a global git config.
+Every git command the service runs carries its own identity and config (no attributes, no hooks, fsck on fetch),
+so nothing depends on a global git config. git never runs on a proposed repo: it is the manager's, and so are its
+``.git/config``, hooks, attributes and any link inside it; what a proposal needs is copied out of it first
+(``import_proposed``), and what the service writes under ``agents/`` goes through ``nofollow``.
 """
 
 from __future__ import annotations
