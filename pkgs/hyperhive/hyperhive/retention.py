@@ -1,6 +1,6 @@
-"""Tag retention in the applied repos and the quarantine (where ``proposal/`` and ``denied/`` tags live): keep every ``deployed/*``; drop ``failed/*`` and ``denied/*`` older than
-their configured age; drop ``proposal/``, ``approved/`` and ``building/`` once their approval has a terminal tag.
-The approvals table keeps every row."""
+"""Tag retention in the applied repos and the quarantine (where ``proposal/`` and ``denied/`` tags live): keep
+every ``deployed/*``; drop ``failed/*`` and ``denied/*`` older than their configured age; drop ``proposal/``,
+``approved/`` and ``building/`` once their approval has a terminal tag. The approvals table keeps every row."""
 
 from __future__ import annotations
 
