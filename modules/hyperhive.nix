@@ -505,6 +505,8 @@ in
         "d ${cfg.stateDir}/manager 0700 root root -"
         "d ${cfg.stateDir}/claude 0700 root root -"
         "d ${cfg.stateDir}/applied 0700 root root -"
+        # proposals waiting for the operator: mounted in no container (docs/security.md)
+        "d ${cfg.stateDir}/quarantine 0700 root root -"
         "d ${cfg.stateDir}/meta 0700 root root -"
         "d ${cfg.runDir} 0755 root root -"
         # The service keeps it 0700 too (transport.private_dir); each agent's own directory below belongs to its

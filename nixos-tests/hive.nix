@@ -136,6 +136,22 @@ pkgs.testers.runNixOSTest {
           assert tags("alice", f"deployed/{aid}") == []
           assert main_sha("alice") == before
 
+      with subtest("links the manager plants in a proposed repo's .git bring nothing of the host into applied/"):
+          # A repository only the host has; the link's target is resolved on the host, where the service reads.
+          host.succeed("rm -rf /root/host-repo && git init -q -b main /root/host-repo"
+                       " && echo HOST-ONLY > /root/host-repo/secret && git -C /root/host-repo add -A"
+                       " && git -C /root/host-repo -c user.name=h -c user.email=h@h commit -qm secret")
+          host_sha = host.succeed("git -C /root/host-repo rev-parse HEAD").strip()
+          host.succeed(inside("hm1nd", "cd /agents/alice/config/.git && cp -a objects /tmp/objects.saved"
+                                       " && cp -a refs /tmp/refs.saved && rm -rf objects refs"
+                                       " && ln -s /root/host-repo/.git/objects objects && ln -s /root/host-repo/.git/refs refs"))
+          out = failing(client("hm1nd", "call request_apply_commit '{\"agent\": \"alice\", \"commit\": \"main\"}'"))
+          assert "symbolic link" in out and "HOST-ONLY" not in out, out
+          host.fail(f"git -C {STATE}/applied/alice cat-file -e {host_sha}")
+          host.fail(f"git -C {STATE}/quarantine/alice.git cat-file -e {host_sha}")
+          host.succeed(inside("hm1nd", "cd /agents/alice/config/.git && rm objects refs"
+                                       " && mv /tmp/objects.saved objects && mv /tmp/refs.saved refs"))
+
       with subtest("an approved proposal that does not build is tagged failed/ and rolled back"):
           before = main_sha("alice")
           aid, _ = propose("alice", "sed -i 's/bash.allow = .*/bash.allow = 42;/' agent.nix", "break the build")
