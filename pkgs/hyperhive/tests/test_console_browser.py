@@ -93,6 +93,8 @@ def test_the_header_and_the_tab_title_count_what_waits_live(start_broker, browse
     url = hive.dashboard_url
     alice = hive.client("alice")
     page = browser_page
+    from playwright.sync_api import expect
+
     page.goto(f"{url}/agents/bob")  # any page, not only /
     header = page.locator("#attention")
     assert header.locator('[data-att="questions"]').inner_text() == "0 questions"
@@ -101,14 +103,14 @@ def test_the_header_and_the_tab_title_count_what_waits_live(start_broker, browse
 
     first = alice.call("ask_operator", question="Ship it?")["id"]
     header.locator('[data-att="questions"]', has_text="1 question").wait_for()
-    page.wait_for_function("document.title === '(1) bob · hyperhive'")
+    expect(page).to_have_title("(1) bob · hyperhive")
     hive.client("manager").call("request_spawn", name="carol")
     header.locator('[data-att="approvals"]', has_text="1 approval").wait_for()
-    page.wait_for_function("document.title === '(2) bob · hyperhive'")
+    expect(page).to_have_title("(2) bob · hyperhive")
 
     hive.cli("answer", str(first), "yes")
     header.locator('[data-att="questions"]', has_text="0 questions").wait_for()
-    page.wait_for_function("document.title === '(1) bob · hyperhive'")
+    expect(page).to_have_title("(1) bob · hyperhive")
 
     # / puts what needs the operator first, under plain headings
     page.goto(f"{url}/")
@@ -226,4 +228,36 @@ def test_the_agent_page_shows_the_proposed_and_the_applied_repo_apart(hive, brow
     assert 'prompt = "Docs, site, blog.";' in compare.locator("pre.diff").inner_text()
     assert '-    prompt = "Just docs.";' in compare.locator("pre.diff").inner_text()
     screenshot(page, "console-agent-repos")
+    assert console_errors(page) == []
+
+
+def test_browser_notifications_are_opt_in(start_broker, browser_page):
+    hive = start_broker()
+    page = browser_page
+    page.context.grant_permissions(["notifications"])
+    # record what the page would show (Chromium headless has no notification centre to look at)
+    page.add_init_script("""
+        window.__shown = [];
+        const Real = window.Notification;
+        class Spy extends Real { constructor(t, o) { super(t, o); window.__shown.push([t, (o || {}).body]); } }
+        Object.defineProperty(Spy, 'permission', { get: () => Real.permission });
+        Spy.requestPermission = (...a) => Real.requestPermission(...a);
+        window.Notification = Spy;
+    """)
+    page.goto(f"{hive.dashboard_url}/meta")
+    toggle = page.locator("#notify-toggle")
+    assert toggle.inner_text() == "notifications: off"
+    alice = hive.client("alice")
+    alice.call("ask_operator", question="First?")
+    page.locator('#attention [data-att="questions"]', has_text="1 question").wait_for()
+    assert page.evaluate("window.__shown") == []  # off by default: nothing shown
+
+    toggle.click()
+    page.locator("#notify-toggle", has_text="notifications: on").wait_for()
+    alice.call("ask_operator", question="Second?")
+    wait_for(lambda: page.evaluate("window.__shown.length") == 1, message="a notification")
+    title, body = page.evaluate("window.__shown[0]")
+    assert title == "hyperhive needs you" and "2 questions" in body
+    page.reload()
+    assert page.locator("#notify-toggle").inner_text() == "notifications: on"  # the choice is remembered
     assert console_errors(page) == []

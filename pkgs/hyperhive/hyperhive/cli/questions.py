@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from .common import echo, echo_json, host_call, host_options, one_line
+from .common import echo, echo_json, host_call, host_options, one_line, when
 
 
 def _echo_question(q: dict) -> None:
-    head = f"#{q['id']} {one_line(q.get('created_at') or '?')} from {one_line(q.get('asker') or '?')} " \
+    head = f"#{q['id']} {one_line(when(q.get('created_at'), relative=True))} from {one_line(q.get('asker') or '?')} " \
            f"[{one_line(q.get('status'))}]"
     if q.get("expires_at") and q.get("status") == "pending":
-        head += f" expires {one_line(q['expires_at'])}"
+        head += f" expires {one_line(when(q['expires_at'], relative=True))}"
     click.echo(head)
     for line in (q.get("question") or "").split("\n"):
         echo(f"    {line}")
