@@ -157,6 +157,7 @@ def test_client_help_lists_every_op_with_its_arguments(start_broker, tmp_path):
     assert "recv(wait_seconds?" in help_text and "ask_operator(question, options?" in help_text
 
 
+@pytest.mark.repo  # the venv's hyperhive script, as `make up` makes it (the build sandbox has none)
 def test_up_prints_a_command_that_works_as_printed(tmp_path):
     import os
     import shlex
