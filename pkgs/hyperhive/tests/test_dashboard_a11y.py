@@ -42,7 +42,8 @@ def busy(hive) -> dict:
 
 
 def pages(hive, approval: int | None, sha: str | None) -> list[str]:
-    out = ["/", "/agents/alice", "/agents/manager", "/meta", "/approvals/777"]  # (the last: the error page)
+    out = ["/", "/agents/alice", "/agents/manager", "/meta", "/stats", "/stats?agent=alice",
+           "/approvals/777"]  # (the last: the error page)
     if sha:
         out.append(f"/agents/alice?rev={sha}#diff")
     if approval:
