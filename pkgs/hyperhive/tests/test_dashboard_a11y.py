@@ -364,22 +364,6 @@ def test_the_palette_keeps_aa_contrast():
     assert re.search(r":focus-visible\s*\{\s*outline:\s*2px solid var\(--acc\)", css)
 
 
-@pytest.mark.browser
-def test_the_stand_in_banner_sits_in_a_landmark(start_hive, browser_page):
-    import shutil
-
-    if shutil.which("claude"):
-        pytest.skip("claude is on PATH here, so agents do not run on the stand-in model and there is no banner")
-    hive = start_hive(agents={"alice": {}})  # agents run, on the stand-in model
-    wait_for(lambda: http(hive.dashboard_url, "GET", "/api/state").json()["standin_model"], timeout=30,
-             message="the service to start agents on the stand-in model")
-    page = browser_page
-    for path in ("/", "/agents/alice"):
-        page.goto(f"{hive.dashboard_url}{path}")
-        assert page.get_by_role("complementary", name="stand-in model").is_visible()
-        violations = audit(page)
-        assert not violations, readable(violations, f"{path} with the stand-in banner")
-
 
 @pytest.mark.browser
 def test_nothing_blinks_for_more_than_five_seconds(start_broker, browser_page):

@@ -342,6 +342,14 @@ def test_the_stand_in_model_is_labelled(start_hive, browser_page):
     page.goto(f"{hive.dashboard_url}/")
     banner = page.locator("#standin-banner")
     assert banner.is_visible() and "STAND-IN MODEL" in banner.inner_text()
+    # inside a landmark of its own (axe's "region" rule), and the pages that show it pass WCAG 2.2 AA
+    from axe import audit, readable
+
+    for path in ("/", "/agents/alice"):
+        page.goto(f"{hive.dashboard_url}{path}")
+        assert page.get_by_role("complementary", name="stand-in model").is_visible()
+        violations = audit(page)
+        assert not violations, readable(violations, f"{path} with the stand-in banner")
 
 
 def test_live_messages_show_bidi_controls_as_marks_and_come_cut_when_long(start_broker, browser_page):
