@@ -406,7 +406,8 @@ def check_arguments(tool: Tool, arguments: dict) -> dict:
 # --- the hive's tools --------------------------------------------------------------------------------------
 
 def _send(ctx, args):
-    result = ctx.call("send", to=args["to"], body=args["body"])
+    extra = {"in_reply_to": args["in_reply_to"]} if args.get("in_reply_to") is not None else {}
+    result = ctx.call("send", to=args["to"], body=args["body"], **extra)
     return {**result, "note": f"stored; {args['to']} will get it"}
 
 
@@ -466,7 +467,8 @@ APPROVAL = _object({"approval_id": {"type": "integer"}}, ("approval_id",))
 STATE = _object({"name": {"type": "string"}, "state": {"type": "string"}}, ("state",))
 MESSAGE = _object({"id": {"type": "integer"}, "from": {"type": "string"}, "to": {"type": "string"},
                    "kind": {"type": "string", "enum": ["message", "event"]}, "body": {"type": "string"},
-                   "sent_at": {"type": "string"}, "data": {"type": "object"}},
+                   "sent_at": {"type": "string"}, "data": {"type": "object"},
+                   "in_reply_to": {"type": "integer", "description": "The id of the message this one answers."}},
                   ("id", "from", "to", "kind", "body", "sent_at"))
 
 READ_ONLY = {"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True, "openWorldHint": False}
@@ -481,7 +483,10 @@ BUILTIN_TOOLS: tuple[Tool, ...] = (
          "you can send to: a refusal names the recipients you may use.",
          schema({"to": {"type": "string", "description": 'Recipient: an agent name, the manager\'s name, or '
                                                          '"operator".'},
-                 "body": {"type": "string", "description": "The message text."}}, ("to", "body")),
+                 "body": {"type": "string", "description": "The message text."},
+                 "in_reply_to": {"type": "integer", "description": "Optional: the id of the message from `to` "
+                                                                  "that this answers (recv shows it); they see it."}},
+                ("to", "body")),
          _send, title="Send a message", annotations=ADDS, quick=True,
          output_schema=_object({"id": {"type": "integer"}, "note": {"type": "string"}}, ("id",))),
     Tool("recv",

@@ -259,3 +259,21 @@ def test_a_reply_in_thread_names_the_message_it_answers(start_broker):
     # agents reply in thread too, and the operator sees it
     alice.call("send", to="operator", body="thanks", in_reply_to=reply["id"])
     assert f"(re #{reply['id']})" in hive.cli("inbox").stdout
+
+
+def test_an_agent_replies_in_thread_through_its_mcp_tools(start_broker):
+    from harness_support import McpPeer
+
+    hive = start_broker()
+    asked = hive.cli("send", "alice", "Is the changelog done?").stdout.split("#")[1].split()[0]
+    peer = McpPeer(hive.config.agent_socket("alice"))
+    try:
+        peer.initialize()
+        got = peer.call("recv", {})["result"]["structuredContent"]["messages"]
+        assert [m["id"] for m in got] == [int(asked)]
+        answer = peer.call("send", {"to": "operator", "body": "Yes, merged.", "in_reply_to": int(asked)})
+        assert answer["result"]["isError"] is False, answer
+    finally:
+        peer.close()
+    inbox = hive.cli("inbox").stdout
+    assert f"(re #{asked})" in inbox and "Yes, merged." in inbox
