@@ -22,7 +22,7 @@ import time
 
 from sqlalchemy import func, insert, select, update
 
-from . import policy_eval, repos, review
+from . import policy_eval, registry, repos, review
 from . import store as db
 from . import telemetry
 from .errors import HiveError, bad_request, conflict, not_found
@@ -246,12 +246,10 @@ def _propose(hive, kind: str, name: str, ref: str, requested_by: str, reason: st
 
 def request_apply(hive, agent, ref, requested_by: str, reason: str | None = None) -> int:
     """Queue commit ``ref`` of ``agent``'s proposed repo for the operator's review."""
-    from . import spawn
-
     if not isinstance(agent, str):
         raise bad_request('"agent" must be a string')
     ref = _check_ref(ref)
-    row = spawn.agent_row(hive, agent)
+    row = registry.agent_row(hive, agent)
     if row is not None and row.state == "draft" and agent not in hive.config.agents:
         raise conflict(f"{agent} is a draft: queue its spawn with request_spawn_commit")
     if agent != hive.config.manager and agent not in hive.agent_configs():
@@ -263,10 +261,8 @@ def request_apply(hive, agent, ref, requested_by: str, reason: str | None = None
 
 def request_spawn(hive, name, requested_by: str, *, revive: bool = False) -> int:
     """Queue the spawn of a new agent ``name`` (from the template), or with ``revive`` of a tombstone."""
-    from . import spawn
-
-    spawn.check_new_name(hive, name, allow_tombstone=revive)
-    row = spawn.agent_row(hive, name)
+    registry.check_new_name(hive, name, allow_tombstone=revive)
+    row = registry.agent_row(hive, name)
     if revive and (row is None or row.state != "tombstone"):
         raise not_found(f'there is no destroyed agent "{name}" to revive')
     if not revive and row is not None and row.state == "tombstone":
@@ -286,12 +282,10 @@ def request_spawn(hive, name, requested_by: str, *, revive: bool = False) -> int
 
 def request_spawn_commit(hive, name, ref, requested_by: str, reason: str | None = None) -> int:
     """Queue the spawn of draft ``name`` at commit ``ref`` of its proposed repo."""
-    from . import spawn
-
     if not isinstance(name, str):
         raise bad_request('"name" must be a string')
     ref = _check_ref(ref)
-    row = spawn.agent_row(hive, name)
+    row = registry.agent_row(hive, name)
     if row is None or row.state != "draft":
         raise not_found(f'there is no draft "{name}" (create one with request_spawn_draft)')
     return _propose(hive, "spawn", name, ref, requested_by, reason)
@@ -403,25 +397,21 @@ def _build_error(e: Exception) -> str:
 
 def _deploy(hive, name: str, sha: str) -> None:
     """Pin and build ``applied/<n>`` main (already at ``sha``) with the running backend."""
-    from . import spawn
-
     backend = hive.extensions["backend"]
     repos.sync_meta(hive)
     backend.lock(name)
-    if spawn.is_spawned(hive, name):
+    if registry.is_spawned(hive, name):
         # From the configuration being deployed (meta is locked to it), by the backend's rule (policy_eval.py).
-        spawn.store_policy(hive, name, policy_eval.read_policy(hive, name))
+        registry.store_policy(hive, name, policy_eval.read_policy(hive, name))
     backend.deploy(name, sha)
 
 
 def _deploy_apply(hive, row) -> None:
-    from . import spawn
-
     name, sha = row.agent, row.sha
     path = repos.applied_path(hive, name)
     repo = repos.promote(hive, name, sha)
     old_main = repos.main_sha(repo)
-    old_policy = spawn.agent_row(hive, name)
+    old_policy = registry.agent_row(hive, name)
     _set(hive, row.id, status="building", base_sha=old_main)
     with repos.repo_lock(path):
         repos.tag(repo, f"building/{row.id}", sha, f"building #{row.id}")
@@ -431,7 +421,7 @@ def _deploy_apply(hive, row) -> None:
     except Exception as e:
         _fail(hive, row, _build_error(e), old_main=old_main)
         if old_policy is not None and old_policy.origin == "spawned":
-            spawn.store_policy(hive, name, db.loads_json(old_policy.policy, {}))
+            registry.store_policy(hive, name, db.loads_json(old_policy.policy, {}))
         _recover_agent(hive, name)
         return
     _succeed(hive, row, f"deployed/{row.id}", sha,
@@ -439,10 +429,8 @@ def _deploy_apply(hive, row) -> None:
 
 
 def _deploy_spawn(hive, row) -> None:
-    from . import spawn
-
     name = row.agent
-    agent = spawn.agent_row(hive, name)
+    agent = registry.agent_row(hive, name)
     path = repos.applied_path(hive, name)
     old_main = None
     if row.sha:  # two-step: the draft's commit
@@ -461,7 +449,7 @@ def _deploy_spawn(hive, row) -> None:
         tag_name, before = f"deployed/{row.id}", "tombstone"
     else:  # one-step: a new agent from the template, its seed is deployed/0
         try:
-            spawn.check_new_name(hive, name)  # the name may have been taken since the request
+            registry.check_new_name(hive, name)  # the name may have been taken since the request
         except HiveError as e:
             _set(hive, row.id, status="failed", error=e.message, resolved_at=time.time())
             hive.notify(hive.config.manager, f"approval #{row.id} (spawn {name}) failed: {e.message}",
@@ -471,12 +459,12 @@ def _deploy_spawn(hive, row) -> None:
         sha = repos.seed_agent(hive, name) or repos.main_sha(repos.open_repo(path))
         _set(hive, row.id, sha=sha)
         tag_name, before = "deployed/0", None
-    spawn.set_agent_state(hive, name, "active")
+    registry.set_agent_state(hive, name, "active")
     try:
         _deploy(hive, name, sha)
     except Exception as e:
         error = _build_error(e)
-        spawn.set_agent_state(hive, name, before or "tombstone")
+        registry.set_agent_state(hive, name, before or "tombstone")
         try:
             repos.sync_meta(hive)
         except Exception:
@@ -567,27 +555,25 @@ def _undo_interrupted(hive, row, restored_main: str | None) -> None:
     agent's policy is read again from what is applied now (the deploy may have stored the new one before it was
     cut short), and an agent whose ``main`` was put back is deployed again on it (the cut-short build may have
     been activated)."""
-    from . import spawn
-
     name = row.agent
     backend = hive.extensions.get("backend")
     try:
         if row.kind == "spawn":
-            agent = spawn.agent_row(hive, name)
+            agent = registry.agent_row(hive, name)
             if agent is not None and agent.state == "active" and name not in hive.config.agents:
-                spawn.set_agent_state(hive, name, "draft" if row.sha else "tombstone")
+                registry.set_agent_state(hive, name, "draft" if row.sha else "tombstone")
                 repos.sync_meta(hive)
                 if backend is not None:
                     backend.stop(name)
             return
-        if spawn.is_spawned(hive, name):
+        if registry.is_spawned(hive, name):
             try:
                 policy = policy_eval.read_policy(hive, name)
             except Exception as e:  # fail closed: it may talk to no one until a deploy succeeds
                 log.error("re-reading the policy of %s after an interrupted deploy: %s; it may send to no one "
                           "until its next deploy", name, e)
                 policy = {"allowedRecipients": [], "bashAllow": []}
-            spawn.store_policy(hive, name, policy)
+            registry.store_policy(hive, name, policy)
         if restored_main and backend is not None and getattr(hive, "run_agents", True):
             try:
                 backend.lock(name)

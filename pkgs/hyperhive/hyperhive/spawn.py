@@ -1,77 +1,27 @@
 """Agents created at run time, and the life cycle of every agent: drafts, tombstones, start/kill/restart/rebuild,
 destroy, purge, revive; and the overview the dashboard's C0NTAINERS section shows.
 
-Spawned agents are rows of the ``agents`` table (state ``draft | active | tombstone``, origin ``spawned``) with the
-policy read from their own ``agent.nix``; declared agents live in the config.
+Spawned agents are rows of the ``agents`` table (``registry``: state ``draft | active | tombstone``, origin
+``spawned``) with the policy read from their own ``agent.nix``; declared agents live in the config.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
-import time
 from pathlib import Path
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select
 
-from . import repos
+from . import approvals, repos
 from . import store as db
 from .config import check_name
+from .registry import agent_row, check_new_name, set_agent_state
 from .errors import HiveError, bad_request, conflict, forbidden, not_found
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("start", "kill", "restart", "rebuild", "destroy", "purge", "revive")
-
-# --- the agents table --------------------------------------------------------------------------------------
-
-def agent_row(hive, name):
-    if not isinstance(name, str):
-        return None
-    with hive.store.read() as conn:
-        return conn.execute(select(db.agents).where(db.agents.c.name == name)).first()
-
-
-def is_spawned(hive, name: str) -> bool:
-    row = agent_row(hive, name)
-    return row is not None and row.origin == "spawned" and name not in hive.config.agents
-
-
-def set_agent_state(hive, name: str, state: str) -> None:
-    ts = time.time()
-    with hive.store.write() as conn:
-        done = conn.execute(update(db.agents).where(db.agents.c.name == name)
-                            .values(state=state, updated_at=ts)).rowcount
-        if not done:
-            conn.execute(insert(db.agents).values(name=name, state=state, origin="spawned", policy=None,
-                                                  created_at=ts, updated_at=ts))
-    hive.agents_changed()
-    hive.bus.publish("state", {"what": "agent", "name": name, "state": state})
-
-
-def store_policy(hive, name: str, policy: dict) -> None:
-    with hive.store.write() as conn:
-        conn.execute(update(db.agents).where(db.agents.c.name == name)
-                     .values(policy=json.dumps(policy), updated_at=time.time()))
-    hive.agents_changed()
-
-
-def check_new_name(hive, name, *, allow_tombstone: bool = False) -> str:
-    problem = check_name(name)
-    if problem:
-        raise bad_request(problem)
-    if name == hive.config.manager:
-        raise conflict(f'"{name}" is the manager')
-    if name in hive.config.agents:
-        raise conflict(f'"{name}" is already an agent (declared in the config)')
-    row = agent_row(hive, name)
-    if row is not None and row.state == "active":
-        raise conflict(f'"{name}" is already an agent')
-    if row is not None and row.state == "tombstone" and not allow_tombstone:
-        raise conflict(f'"{name}" is a destroyed agent whose config and state are kept: revive it or purge it')
-    return name
-
 
 # --- drafts ------------------------------------------------------------------------------------------------
 
@@ -177,8 +127,6 @@ def agent_action(hive, name, action, by: str = "operator") -> dict:
             raise bad_request(problem)
     row = agent_row(hive, name)
     if action == "revive":
-        from . import approvals
-
         if row is None or row.state != "tombstone":
             raise not_found(f'there is no destroyed agent "{name}" to revive')
         approval_id = approvals.request_spawn(hive, name, by, revive=True)
@@ -193,7 +141,7 @@ def agent_action(hive, name, action, by: str = "operator") -> dict:
             raise conflict(f"{name} is a draft: queue it with request_spawn_commit")
         raise not_found(f'unknown agent "{name}"')
     backend = _backend(hive)
-    from .approvals import deploy_lock
+    deploy_lock = approvals.deploy_lock
 
     if action in ("destroy", "purge"):
         if name == hive.config.manager or name in hive.config.agents:
@@ -204,8 +152,6 @@ def agent_action(hive, name, action, by: str = "operator") -> dict:
             repos.sync_meta(hive, f"meta: {name} destroyed")
         hive.notify(hive.config.manager, f"{name} was destroyed by {by}; its config and state are kept",
                     event="destroyed", name=name, by=by)
-        from . import approvals
-
         for waiting in approvals.list_approvals(hive, "pending"):
             if waiting["agent"] == name and waiting["kind"] == "apply":
                 approvals.deny(hive, waiting["id"], f"{name} was destroyed")

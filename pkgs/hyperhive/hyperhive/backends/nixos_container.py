@@ -155,10 +155,10 @@ class NixosContainerBackend(Backend):
             return
         cfg = self.hive.config
         settings = container_settings() or {}
-        from .. import spawn
+        from .. import registry
         from .. import store as db
 
-        row = spawn.agent_row(self.hive, name)
+        row = registry.agent_row(self.hive, name)
         policy = db.loads_json(row.policy, {}) if row is not None and row.policy else {}
         if name == cfg.manager:  # shares host uids: it commits into the config repos the service owns
             private = False

@@ -1,0 +1,64 @@
+"""The agents table: the rows of agents created at run time (state ``draft | active | tombstone``, origin
+``spawned``), the policy stored for each, and which names a new agent may take.
+
+Both the approval lifecycle (``approvals``) and the agents' life cycle (``spawn``) stand on it, so it stands on its
+own: neither imports the other for it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from sqlalchemy import insert, select, update
+
+from . import store as db
+from .config import check_name
+from .errors import bad_request, conflict
+
+
+def agent_row(hive, name):
+    if not isinstance(name, str):
+        return None
+    with hive.store.read() as conn:
+        return conn.execute(select(db.agents).where(db.agents.c.name == name)).first()
+
+
+def is_spawned(hive, name: str) -> bool:
+    row = agent_row(hive, name)
+    return row is not None and row.origin == "spawned" and name not in hive.config.agents
+
+
+def set_agent_state(hive, name: str, state: str) -> None:
+    ts = time.time()
+    with hive.store.write() as conn:
+        done = conn.execute(update(db.agents).where(db.agents.c.name == name)
+                            .values(state=state, updated_at=ts)).rowcount
+        if not done:
+            conn.execute(insert(db.agents).values(name=name, state=state, origin="spawned", policy=None,
+                                                  created_at=ts, updated_at=ts))
+    hive.agents_changed()
+    hive.bus.publish("state", {"what": "agent", "name": name, "state": state})
+
+
+def store_policy(hive, name: str, policy: dict) -> None:
+    with hive.store.write() as conn:
+        conn.execute(update(db.agents).where(db.agents.c.name == name)
+                     .values(policy=json.dumps(policy), updated_at=time.time()))
+    hive.agents_changed()
+
+
+def check_new_name(hive, name, *, allow_tombstone: bool = False) -> str:
+    problem = check_name(name)
+    if problem:
+        raise bad_request(problem)
+    if name == hive.config.manager:
+        raise conflict(f'"{name}" is the manager')
+    if name in hive.config.agents:
+        raise conflict(f'"{name}" is already an agent (declared in the config)')
+    row = agent_row(hive, name)
+    if row is not None and row.state == "active":
+        raise conflict(f'"{name}" is already an agent')
+    if row is not None and row.state == "tombstone" and not allow_tombstone:
+        raise conflict(f'"{name}" is a destroyed agent whose config and state are kept: revive it or purge it')
+    return name
