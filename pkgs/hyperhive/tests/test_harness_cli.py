@@ -149,6 +149,8 @@ def test_the_harness_rides_out_a_restart_of_the_service(start_broker, harnesses,
     harnesses(hp, "alice")
     hp.host().call("send", to="alice", body="before")
     model_api.wait_requests("alice", 1, timeout=60)
+    alice = hp.client("alice")
+    wait_for(lambda: alice.call("status") == {"unread": 0, "leased": 0}, timeout=30, message="acknowledged")
     hp.stop()
     hp.start()
     hp.host().call("send", to="alice", body="after the restart")
