@@ -221,7 +221,7 @@ def cancel_all(hive, asker: str | None = None) -> list[int]:
         _tell_asker(hive, question)
     if ids:
         log.info("cancelled %d pending question(s)%s", len(ids), f" of {asker}" if asker else "")
-        hive.bus.publish(STATE_CHANNEL, {"section": "questions", "what": "cancelled", "ids": len(ids)})
+        hive.bus.publish(STATE_CHANNEL, {"section": "questions", "what": "cancelled", "count": len(ids)})
     return ids
 
 
