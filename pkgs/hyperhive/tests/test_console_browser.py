@@ -261,3 +261,24 @@ def test_browser_notifications_are_opt_in(start_broker, browser_page):
     page.reload()
     assert page.locator("#notify-toggle").inner_text() == "notifications: on"  # the choice is remembered
     assert console_errors(page) == []
+
+
+def test_the_spawn_name_field_says_what_a_valid_name_is_and_keeps_what_was_typed(start_broker, browser_page):
+    hive = start_broker()
+    page = browser_page
+    page.goto(f"{hive.dashboard_url}/")
+    field = page.locator("#spawn-name")
+    rule = page.locator("#spawn-name-rule").inner_text()
+    assert "1 to 9 characters" in rule and "lowercase letter first" in rule
+    assert "spawn-name-rule" in field.get_attribute("aria-describedby")
+    field.fill("documentation")  # 13 characters: kept whole, and refused with the rule
+    assert field.input_value() == "documentation"
+    assert field.evaluate("e => e.validity.patternMismatch") is True
+    assert field.evaluate("e => e.validationMessage") == '"documentation" is 13 characters: a name has at most 9'
+    assert page.locator("#spawn-name-problem").inner_text() == '"documentation" is 13 characters: a name has at most 9'
+    field.fill("Docs")
+    assert page.locator("#spawn-name-problem").inner_text() == "a name starts with a lowercase letter"
+    field.fill("documentation")
+    page.get_by_role("button", name="spawn now").click()
+    assert http(hive.dashboard_url, "GET", "/api/approvals?status=all").json()["approvals"] == []  # not sent
+    assert console_errors(page) == []

@@ -809,6 +809,28 @@
     setInterval(loadCharts, 60000);
   }
 
+  // --- the spawn form: say what is wrong with a name as it is typed (nothing is cut) --------------------------
+
+  const RESERVED = ['manager', 'operator', 'system'];
+
+  function nameProblem(name) {
+    if (!name) return '';
+    if (name.length > 9) return `"${name}" is ${name.length} characters: a name has at most 9`;
+    if (!/^[a-z]/.test(name)) return 'a name starts with a lowercase letter';
+    if (!/^[a-z][a-z0-9-]*$/.test(name)) return 'a name has only lowercase letters, digits and "-"';
+    if (RESERVED.includes(name)) return `"${name}" is reserved`;
+    return '';
+  }
+
+  document.addEventListener('input', (ev) => {
+    const field = ev.target;
+    if (!(field instanceof HTMLInputElement) || field.id !== 'spawn-name') return;
+    const problem = nameProblem(field.value.trim());
+    field.setCustomValidity(problem);
+    const say = $('#spawn-name-problem');
+    if (say) say.textContent = problem;
+  });
+
   // --- start -----------------------------------------------------------------------------------------------
 
   document.addEventListener('DOMContentLoaded', () => {
