@@ -183,6 +183,9 @@ def test_api_errors_500_and_529_fail_the_turn_the_message_comes_again_and_the_ma
 
 
 def test_a_hanging_model_is_cut_at_the_turn_timeout_and_the_message_comes_again(claude_hive, model_api):
+    """The model never answers; the harness stops the CLI at the turn timeout. (The real CLI ends on SIGTERM: a
+    `claude` that ignores it, which the old fake could play, cannot be produced, so the SIGKILL that follows a
+    grace period is not exercised end to end.)"""
     model_api.script("alice", [{"hang": None}, {"text": "ok"}])
     # the timeout leaves the good turn room on a busy machine (the CLI takes seconds to start there)
     hp = claude_hive({"alice": {"turnTimeoutSeconds": 10}, "bob": {}})
