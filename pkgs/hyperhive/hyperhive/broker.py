@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from . import store as db
 from .errors import HiveError, bad_request, conflict, forbidden, not_found
+from .plugins import direct_caller
 from .transport import Connection, Identity
 
 if TYPE_CHECKING:
@@ -51,6 +52,17 @@ def message_dict(row) -> dict:
         out["data"] = data
     if getattr(row, "reply_to", None) is not None:
         out["in_reply_to"] = row.reply_to
+    return out
+
+
+def _message_from_tuple(row: tuple) -> dict:
+    """``message_dict`` of a raw ``(id, sender, recipient, kind, body, data, sent_at, reply_to)`` row."""
+    out = {"id": row[0], "from": row[1], "to": row[2], "kind": row[3], "body": row[4], "sent_at": db.iso(row[6])}
+    data = db.loads_json(row[5])
+    if data is not None:
+        out["data"] = data
+    if row[7] is not None:
+        out["in_reply_to"] = row[7]
     return out
 
 
@@ -93,6 +105,8 @@ class Broker:
         # Which connection holds the lease of each leased message (only leases taken on a socket). Written
         # only with the store's write lock held, so that it always agrees with the lease_until column.
         self._lease_owner: dict[int, Connection] = {}
+        self._authorize_send = direct_caller(hive.pm, "authorize_send")
+        self._message_stored = direct_caller(hive.pm, "message_stored")
 
     # --- dispatch ---------------------------------------------------------------------------------------
 
@@ -137,7 +151,7 @@ class Broker:
         if recipient not in known:
             raise not_found(f'unknown recipient "{recipient}" (known: {", ".join(sorted(known))})')
         if check_policy:
-            reason = hive.pm.hook.authorize_send(hive=hive, sender=sender, recipient=recipient, body=body)
+            reason = self._authorize_send(hive=hive, sender=sender, recipient=recipient, body=body)
             if reason:
                 raise forbidden(reason)
         ts = time.time()
@@ -155,7 +169,7 @@ class Broker:
             message["in_reply_to"] = in_reply_to
         hive.bus.publish("messages", message)
         try:
-            hive.pm.hook.message_stored(hive=hive, message=message)
+            self._message_stored(hive=hive, message=message)
         except Exception:  # an observer must never turn a stored message into a failed send
             log.exception("a message_stored hook failed for message %s", msg_id)
         return msg_id
@@ -173,13 +187,29 @@ class Broker:
             raise bad_request(f"message #{in_reply_to} came from {row[0]}: send the reply to {row[0]}, not "
                               f"{recipient}")
 
+    # --- counting what is unacknowledged ------------------------------------------------------------------
+    # The table inbox_counts (kept by triggers on messages, whoever writes) holds how many messages each sender
+    # has unacknowledged at each recipient: quotas, recv's "unread", status and the dashboard read it instead of
+    # counting rows, so they cost the same whatever the backlog.
+
+    def unacked(self, recipient: str, conn=None) -> int:
+        """How many messages to ``recipient`` are not acknowledged (leased or not)."""
+        conn = conn or self.hive.store.raw_reader()
+        return int(conn.execute("SELECT total(unacked) FROM inbox_counts WHERE recipient = ?",
+                                (recipient,)).fetchone()[0])
+
+    def unacked_counts(self) -> dict[str, int]:
+        rows = self.hive.store.raw_reader().execute(
+            "SELECT recipient, sum(unacked) FROM inbox_counts GROUP BY recipient").fetchall()
+        return {r: int(n) for r, n in rows if n}
+
     def _check_quota(self, raw, sender: str, recipient: str) -> None:
         """``limits.maxUnackedPerSender``: counted per (sender, recipient) inside the insert's transaction, so
         concurrent sends cannot pass it together, and one flooder never blocks another sender's messages."""
         limit = self.hive.config.limits.max_unacked_per_sender
-        waiting = raw.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM messages WHERE recipient = ? AND acked_at IS NULL "
-            "AND sender = ? LIMIT ?)", (recipient, sender, limit)).fetchone()[0]
+        row = raw.execute("SELECT unacked FROM inbox_counts WHERE recipient = ? AND sender = ?",
+                          (recipient, sender)).fetchone()
+        waiting = row[0] if row else 0
         if waiting >= limit:
             later = ("the operator marks them read (dashboard inbox, or `hyperhive inbox --mark-read`)"
                      if recipient == OPERATOR else f"{recipient} acknowledges some")
@@ -189,16 +219,16 @@ class Broker:
     def mark_read(self, recipient: str, up_to: int | None = None) -> int:
         """Acknowledge every message to ``recipient`` (the operator, who has no harness to ack) up to id
         ``up_to`` (everything when None); what a sender has waiting stops counting against its quota."""
-        with self.hive.store.write() as conn:
+        with self.hive.store.raw_write() as raw:
             if up_to is None:
-                result = conn.exec_driver_sql(
-                    "UPDATE messages SET acked_at = ? WHERE recipient = ? AND acked_at IS NULL",
-                    (time.time(), recipient))
+                senders = raw.execute(
+                    "UPDATE messages SET acked_at = ? WHERE recipient = ? AND acked_at IS NULL RETURNING sender",
+                    (time.time(), recipient)).fetchall()
             else:
-                result = conn.exec_driver_sql(
-                    "UPDATE messages SET acked_at = ? WHERE recipient = ? AND acked_at IS NULL AND id <= ?",
-                    (time.time(), recipient, up_to))
-        return result.rowcount
+                senders = raw.execute(
+                    "UPDATE messages SET acked_at = ? WHERE recipient = ? AND acked_at IS NULL AND id <= ? "
+                    "RETURNING sender", (time.time(), recipient, up_to)).fetchall()
+        return len(senders)
 
     def event(self, recipient: str, body: str, **data: Any) -> int | None:
         """Store an event from ``system`` (no policy); None when the recipient is gone."""
@@ -254,22 +284,21 @@ class Broker:
     def _lease(self, recipient: str, limit: int, lease: float,
                owner: Connection | None = None) -> tuple[list[dict], int, float | None]:
         ts = time.time()
-        with self.hive.store.read() as conn:
-            waiting = conn.exec_driver_sql(
-                f"SELECT 1 FROM messages WHERE {self._ELIGIBLE} LIMIT 1", (recipient, ts)).first()
-            if waiting is None:
-                next_expiry = conn.exec_driver_sql(
-                    "SELECT min(lease_until) FROM messages WHERE recipient = ? AND acked_at IS NULL "
-                    "AND lease_until > ?", (recipient, ts)).scalar()
-                return [], 0, next_expiry
-        with self.hive.store.write() as conn:
+        reader = self.hive.store.raw_reader()
+        waiting = reader.execute(f"SELECT 1 FROM messages WHERE {self._ELIGIBLE} LIMIT 1", (recipient, ts)).fetchone()
+        if waiting is None:
+            next_expiry = reader.execute(
+                "SELECT min(lease_until) FROM messages WHERE recipient = ? AND acked_at IS NULL "
+                "AND lease_until > ?", (recipient, ts)).fetchone()[0]
+            return [], 0, next_expiry
+        with self.hive.store.raw_write() as raw:
             ts = time.time()
-            rows = conn.exec_driver_sql(
+            rows = raw.execute(
                 "SELECT id, sender, recipient, kind, body, data, sent_at, reply_to FROM messages "
-                f"WHERE {self._ELIGIBLE} ORDER BY id LIMIT ?", (recipient, ts, limit)).all()
+                f"WHERE {self._ELIGIBLE} ORDER BY id LIMIT ?", (recipient, ts, limit)).fetchall()
             if rows:
-                ids = [r.id for r in rows]
-                conn.exec_driver_sql(
+                ids = [r[0] for r in rows]
+                raw.execute(
                     "UPDATE messages SET lease_until = ?, deliveries = deliveries + 1 "
                     f"WHERE id IN ({','.join('?' * len(ids))})", (ts + lease, *ids))
                 with self._lock:
@@ -279,25 +308,31 @@ class Broker:
                         else:
                             self._lease_owner[i] = owner
                             owner.leases.add(i)
-            unread = conn.exec_driver_sql(
-                f"SELECT count(*) FROM messages WHERE {self._ELIGIBLE}", (recipient, ts)).scalar()
-        return [message_dict(r) for r in rows], unread, None
+            leased = self._leased(raw, recipient, ts)
+            unread = max(0, self.unacked(recipient, raw) - leased)
+        return [_message_from_tuple(r) for r in rows], unread, None
+
+    @staticmethod
+    def _leased(conn, recipient: str, ts: float) -> int:
+        """Messages to ``recipient`` leased now (index messages_leased: costs what is leased, not the backlog)."""
+        return conn.execute("SELECT count(*) FROM messages WHERE recipient = ? AND acked_at IS NULL "
+                            "AND lease_until > ?", (recipient, ts)).fetchone()[0]
 
     def ack(self, recipient: str, ids: list[int]) -> int:
         if not ids:
             return 0
         ids = list(dict.fromkeys(ids))[:1000]
-        with self.hive.store.write() as conn:
-            result = conn.exec_driver_sql(
+        with self.hive.store.raw_write() as raw:
+            senders = raw.execute(
                 "UPDATE messages SET acked_at = ? WHERE recipient = ? AND acked_at IS NULL "
-                f"AND id IN ({','.join('?' * len(ids))})", (time.time(), recipient, *ids))
+                f"AND id IN ({','.join('?' * len(ids))}) RETURNING sender", (time.time(), recipient, *ids)).fetchall()
             with self._lock:
                 for i in ids:
                     holder = self._lease_owner.get(i)
                     if holder is not None and holder.identity.name == recipient:
                         del self._lease_owner[i]
                         holder.leases.discard(i)
-        return result.rowcount
+        return len(senders)
 
     def release(self, owner: Connection) -> int:
         """A connection closed: what it leased and did not acknowledge can be delivered again at once."""
@@ -321,11 +356,9 @@ class Broker:
         return released
 
     def status(self, recipient: str) -> dict:
-        with self.hive.store.read() as conn:
-            pending, leased = conn.exec_driver_sql(
-                "SELECT count(*), count(CASE WHEN lease_until > ? THEN 1 END) FROM messages "
-                "WHERE recipient = ? AND acked_at IS NULL", (time.time(), recipient)).one()
-        return {"unread": pending - leased, "leased": leased}
+        reader = self.hive.store.raw_reader()
+        leased = self._leased(reader, recipient, time.time())
+        return {"unread": max(0, self.unacked(recipient, reader) - leased), "leased": leased}
 
     def requeue_leased(self) -> int:
         """At start: whatever was leased by a harness of the previous run comes again."""

@@ -53,6 +53,7 @@ class Hive:
         self.stopped = threading.Event()
         self.extensions: dict[str, Any] = {}  # per-plugin state, keyed by plugin name
         self._spawned_cache: dict[str, AgentConfig] | None = None
+        self._recipients: tuple | None = None
 
     # --- who is in the hive ----------------------------------------------------------------------------
 
@@ -98,8 +99,14 @@ class Hive:
             return self.config.manager_settings
         return self.config.agents.get(name) or self.spawned_agents().get(name)
 
-    def recipients(self, fresh: bool = False) -> set[str]:
-        return set(self.spawned_agents(fresh=fresh)) | set(self.config.agents) | {self.config.manager, "operator"}
+    def recipients(self, fresh: bool = False) -> frozenset[str]:
+        """Every name a message can go to (asked on every send: kept until the agents or the config change)."""
+        spawned, config = self.spawned_agents(fresh=fresh), self.config
+        cached = self._recipients
+        if cached is None or cached[0] is not spawned or cached[1] is not config:
+            cached = self._recipients = (spawned, config, frozenset(spawned) | set(config.agents)
+                                         | {config.manager, "operator"})
+        return cached[2]
 
     def agent_state(self, name: str) -> str:
         backend = self.extensions.get("backend")

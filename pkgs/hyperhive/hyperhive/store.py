@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from contextlib import contextmanager
@@ -233,8 +234,81 @@ def _add_insight_tables(conn: Connection) -> None:
         conn.exec_driver_sql(ddl)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3, _add_insight_tables]
+def _lean_messages(conn: Connection) -> None:
+    """Messages without AUTOINCREMENT, and inbox costs that do not grow with the backlog.
+
+    - No ``AUTOINCREMENT``: SQLite then gives a new row ``max(id) + 1`` without the ``sqlite_sequence`` write
+      each insert paid for. Ids stay unique and increasing as long as the newest row is never deleted, so a
+      trigger refuses exactly that (deleting older rows, as a retention would, is fine).
+    - ``messages_inbox`` covers the lease check (``lease_until`` in the index): finding what a ``recv`` may
+      lease reads no table rows.
+    - ``messages_leased`` holds only leased, unacknowledged rows: counting what is leased costs what is leased,
+      not the backlog.
+    - ``inbox_counts`` holds how many messages each sender has unacknowledged at each recipient, kept by
+      triggers whoever writes (quotas, ``recv``'s unread, ``status`` and the dashboard read it instead of
+      counting rows).
+
+    The table is rebuilt from its own current definition (whatever columns earlier versions added), rows and
+    ids unchanged; its other indexes and triggers are made again.
+    """
+    import re
+
+    table_sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'").scalar()
+    extras = [sql for (sql,) in conn.exec_driver_sql(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'messages' AND type IN ('index', 'trigger') "
+        "AND sql IS NOT NULL AND name NOT IN ('messages_inbox', 'messages_recipient')")]
+    columns = ", ".join(f'"{row[1]}"' for row in conn.exec_driver_sql("PRAGMA table_info(messages)"))
+    lean_sql = re.sub(r"\s+AUTOINCREMENT\b", "", table_sql, flags=re.I)
+    lean_sql = re.sub(r"^CREATE TABLE\s+\"?messages\"?", "CREATE TABLE messages_lean", lean_sql, flags=re.I)
+    for ddl in (
+        lean_sql,
+        f"INSERT INTO messages_lean ({columns}) SELECT {columns} FROM messages ORDER BY id",
+        "DROP TABLE messages",
+        "ALTER TABLE messages_lean RENAME TO messages",
+        "DELETE FROM sqlite_sequence WHERE name = 'messages'",
+        "CREATE INDEX messages_inbox ON messages (recipient, id, lease_until) WHERE acked_at IS NULL",
+        "CREATE INDEX messages_recipient ON messages (recipient, id)",
+        "CREATE INDEX messages_leased ON messages (recipient, lease_until) "
+        "WHERE acked_at IS NULL AND lease_until IS NOT NULL",
+        """CREATE TRIGGER messages_keep_newest BEFORE DELETE ON messages
+            WHEN OLD.id >= (SELECT max(id) FROM messages)
+            BEGIN SELECT RAISE(ABORT, 'the newest message is never deleted: it keeps message ids increasing'); END""",
+        """CREATE TABLE inbox_counts (
+            recipient TEXT NOT NULL, sender TEXT NOT NULL, unacked INTEGER NOT NULL,
+            PRIMARY KEY (recipient, sender)) WITHOUT ROWID""",
+        "INSERT INTO inbox_counts (recipient, sender, unacked) "
+        "SELECT recipient, sender, count(*) FROM messages WHERE acked_at IS NULL GROUP BY recipient, sender",
+        """CREATE TRIGGER inbox_counts_insert AFTER INSERT ON messages WHEN NEW.acked_at IS NULL BEGIN
+            INSERT INTO inbox_counts (recipient, sender, unacked) VALUES (NEW.recipient, NEW.sender, 1)
+            ON CONFLICT (recipient, sender) DO UPDATE SET unacked = unacked + 1; END""",
+        """CREATE TRIGGER inbox_counts_ack AFTER UPDATE OF acked_at ON messages
+            WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL BEGIN
+            UPDATE inbox_counts SET unacked = unacked - 1 WHERE recipient = OLD.recipient AND sender = OLD.sender;
+            END""",
+        """CREATE TRIGGER inbox_counts_unack AFTER UPDATE OF acked_at ON messages
+            WHEN OLD.acked_at IS NOT NULL AND NEW.acked_at IS NULL BEGIN
+            INSERT INTO inbox_counts (recipient, sender, unacked) VALUES (NEW.recipient, NEW.sender, 1)
+            ON CONFLICT (recipient, sender) DO UPDATE SET unacked = unacked + 1; END""",
+        """CREATE TRIGGER inbox_counts_delete AFTER DELETE ON messages WHEN OLD.acked_at IS NULL BEGIN
+            UPDATE inbox_counts SET unacked = unacked - 1 WHERE recipient = OLD.recipient AND sender = OLD.sender;
+            END""",
+        *extras,
+    ):
+        conn.exec_driver_sql(ddl)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3, _add_insight_tables,
+                                                  _lean_messages]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class _Insert:
+    __slots__ = ("sql", "params", "check", "undo", "rowid", "error", "done")
+
+    def __init__(self, sql: str, params: tuple, check):
+        self.sql, self.params, self.check = sql, params, check
+        self.undo = self.rowid = self.error = None
+        self.done = False
 
 
 class Store:
@@ -245,6 +319,9 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         owner_only(self.path)
         self._write_lock = threading.RLock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Insert] = []  # inserts waiting for the next group commit
+        self._local = threading.local()
         self._writer: Connection | None = None
         self.engine: Engine = create_engine(f"sqlite:///{self.path}", pool_size=20, max_overflow=200)
         event.listen(self.engine, "connect", _on_connect)
@@ -273,23 +350,82 @@ class Store:
             self._writer = self.engine.connect().execution_options(immediate=True)
         return self._writer
 
-    def insert_raw(self, sql: str, params: tuple, check: Callable[[Any], None] | None = None) -> int:
-        """One INSERT as its own serialized write transaction; returns the new rowid. For the hottest path
-        (every send), where SQLAlchemy's per-statement machinery costs more than SQLite's commit. ``check(raw)``
-        runs first in the same transaction (e.g. a quota count) and may raise to insert nothing."""
+    def insert_raw(self, sql: str, params: tuple, check: Callable[[Any], Any] | None = None) -> int:
+        """One INSERT, durable when this returns; the new rowid. For the hottest path (every send), where
+        SQLAlchemy's per-statement machinery costs more than SQLite's commit.
+
+        Group commit: inserts that arrive while another commit is in flight wait for it, and the first of them to
+        get the write lock commits all that queued up in one transaction. Each caller still returns only once
+        the transaction holding its own row has committed (or raises if it failed), so an answered insert is
+        exactly as durable as before. ``check(raw)`` runs in that transaction just before this insert (e.g. a
+        quota count); raising from it refuses this insert alone. It may return ``undo()``, called if the
+        transaction is rolled back after it passed.
+        """
+        item = _Insert(sql, params, check)
+        with self._queue_lock:
+            self._queue.append(item)
+        with self._write_lock:
+            if not item.done:
+                self._commit_queue()
+        if item.error is not None:
+            raise item.error
+        return item.rowid
+
+    def _commit_queue(self) -> None:
+        """Commit every queued insert in one transaction. Call with the write lock held."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        raw = self._writer_connection().connection.dbapi_connection
+        passed: list[_Insert] = []
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                if item.check is not None:
+                    try:
+                        item.undo = item.check(raw)
+                    except Exception as e:  # this insert is refused; the others go on
+                        item.error = e
+                        continue
+                passed.append(item)
+                item.rowid = raw.execute(item.sql, item.params).lastrowid
+            raw.commit()
+        except BaseException as e:
+            if raw.in_transaction:
+                raw.rollback()
+            for item in passed:
+                item.rowid = None
+                item.error = e
+                if item.undo is not None:
+                    item.undo()
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            for item in batch:
+                item.done = True
+
+    @contextmanager
+    def raw_write(self) -> Iterator[sqlite3.Connection]:
+        """A serialized write transaction on the writer's DB-API connection, for the broker's hot paths."""
         with self._write_lock:
             raw = self._writer_connection().connection.dbapi_connection
+            raw.execute("BEGIN IMMEDIATE")
             try:
-                raw.execute("BEGIN IMMEDIATE")
-                if check is not None:
-                    check(raw)
-                rowid = raw.execute(sql, params).lastrowid
-                raw.commit()
+                yield raw
             except BaseException:
                 if raw.in_transaction:
                     raw.rollback()
                 raise
-            return rowid
+            raw.commit()
+
+    def raw_reader(self) -> sqlite3.Connection:
+        """This thread's own DB-API connection for reads (autocommit: each statement sees the last commit), for
+        the broker's hot paths: no pool checkout, no SQLAlchemy on every recv, ack and status."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            _on_connect(conn, None)
+            self._local.conn = conn
+        return conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -447,3 +447,59 @@ def test_kill_9_of_the_service_requeues_what_a_live_connection_held(start_broker
     hp.start()
     got = hp.client("bob").call("recv")["messages"]
     assert [m["id"] for m in got] == [sent["id"]]
+
+
+# --- group commit and counts that do not read the backlog (issue 13) -------------------------------------------
+
+
+def test_kill_9_during_an_eight_client_burst_loses_no_acknowledged_send(start_broker):
+    agents = {**{f"s{i}": {} for i in range(8)}, "sink": {}}
+    hp = start_broker(agents=agents, limits={"maxUnackedPerSender": 10**6})
+    acknowledged: dict[int, str] = {}
+    lock = threading.Lock()
+    enough = threading.Event()
+
+    def burst(k):
+        try:
+            with Client(hp.config.agent_socket(f"s{k}"), timeout=30) as c:
+                for i in range(100_000):
+                    body = f"s{k} #{i}"
+                    msg_id = c.call("send", to="sink", body=body)["id"]
+                    with lock:
+                        acknowledged[msg_id] = body
+                        if len(acknowledged) >= 2000:
+                            enough.set()
+        except (ConnectionError, OSError, ValueError):
+            return  # the service died under us: what was answered before counts
+
+    threads = [threading.Thread(target=burst, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    assert enough.wait(120), "the burst did not get going"
+    hp.kill9()  # mid-burst: sends are in flight on all eight connections
+    for t in threads:
+        t.join(30)
+    hp.start()
+    stored = dict(sqlite3.connect(hp.config.db_path).execute("SELECT id, body FROM messages").fetchall())
+    lost = {i: b for i, b in acknowledged.items() if stored.get(i) != b}
+    assert not lost, f"{len(lost)} acknowledged sends lost, e.g. {sorted(lost.items())[:3]}"
+    assert len(stored) >= len(acknowledged) >= 2000
+    # and the recipient's counts agree with what is stored
+    assert hp.client("sink").call("status") == {"unread": len(stored), "leased": 0}
+
+
+def test_unread_and_leased_counts_follow_sends_acks_and_restarts(start_broker):
+    hp = start_broker()
+    alice, bob = hp.client("alice"), hp.client("bob")
+    ids = [alice.call("send", to="bob", body=f"m{i}")["id"] for i in range(5)]
+    assert bob.call("status") == {"unread": 5, "leased": 0}
+    got = bob.call("recv", max=2)
+    assert got["unread"] == 3 and [m["id"] for m in got["messages"]] == ids[:2]
+    assert bob.call("status") == {"unread": 3, "leased": 2}
+    assert bob.call("ack", ids=[ids[0], ids[0], 999999]) == {"acked": 1}
+    assert bob.call("status") == {"unread": 3, "leased": 1}
+    assert bob.call("ack", ids=[ids[0]]) == {"acked": 0}  # twice counts once
+    hp.stop()
+    hp.start()  # counted again from the database; the lease was requeued
+    assert hp.client("bob").call("status") == {"unread": 4, "leased": 0}
+    assert hp.client("bob").call("recv", max=10)["unread"] == 0

@@ -109,3 +109,75 @@ def test_an_old_database_opens_migrated_and_every_old_row_reads_back(start_broke
     assert con.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
     assert con.execute("SELECT multi, expires_at FROM questions").fetchone() == (0, None)
     con.close()
+
+
+INSERT = ("INSERT INTO messages (sender, recipient, kind, body, sent_at, deliveries) "
+          "VALUES (?, ?, 'message', ?, 0, 0)")
+
+
+def test_message_ids_stay_unique_and_increasing_after_deletes(tmp_path):
+    s = Store(tmp_path / "hive.db")
+    ids = [s.insert_raw(INSERT, ("a", "b", f"m{i}")) for i in range(10)]
+    assert ids == sorted(set(ids))
+    # a retention that drops old messages leaves the newest: new ids go on above every id ever given
+    db.run_sql(s, "DELETE FROM messages WHERE id < ?", (ids[-1],))
+    after = [s.insert_raw(INSERT, ("a", "b", f"n{i}")) for i in range(3)]
+    assert after == [ids[-1] + 1, ids[-1] + 2, ids[-1] + 3]
+    # deleting the newest would let its id be given again (no AUTOINCREMENT): refused, nothing deleted
+    with pytest.raises(Exception, match="newest message is never deleted"):
+        db.run_sql(s, "DELETE FROM messages WHERE id = ?", (after[-1],))
+    with pytest.raises(Exception, match="newest message is never deleted"):
+        db.run_sql(s, "DELETE FROM messages")
+    assert db.run_sql(s, "SELECT count(*) FROM messages") == [(4,)]
+    assert s.insert_raw(INSERT, ("a", "b", "last")) == after[-1] + 1
+    with s.read() as conn:
+        table = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'messages'").scalar()
+    assert "AUTOINCREMENT" not in table.upper()
+    s.close()
+
+
+def test_an_autoincrement_database_is_migrated_with_its_rows_and_ids(tmp_path):
+    path = tmp_path / "hive.db"
+    old = Store(path, target_version=SCHEMA_VERSION - 1)
+    ids = [old.insert_raw(INSERT, ("a", "b", f"m{i}")) for i in range(5)]
+    db.run_sql(old, "UPDATE messages SET acked_at = 1 WHERE id = ?", (ids[0],))
+    db.run_sql(old, "DELETE FROM messages WHERE id = ?", (ids[-1],))  # AUTOINCREMENT never gives this id again
+    old.close()
+    s = Store(path)
+    assert db.run_sql(s, "SELECT id, body, acked_at FROM messages ORDER BY id") == [
+        (ids[0], "m0", 1.0), (ids[1], "m1", None), (ids[2], "m2", None), (ids[3], "m3", None)]
+    assert s.insert_raw(INSERT, ("a", "b", "new")) > ids[3]
+    s.close()
+
+
+def test_group_commit_answers_each_insert_with_its_own_row(tmp_path):
+    s = Store(tmp_path / "hive.db")
+    got: dict[int, list[int]] = {}
+
+    def writer(k):
+        got[k] = [s.insert_raw(INSERT, (f"w{k}", "b", f"{k}-{i}")) for i in range(200)]
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = dict(db.run_sql(s, "SELECT id, body FROM messages"))
+    every = [i for ids in got.values() for i in ids]
+    assert len(every) == len(set(every)) == len(rows) == 1600
+    for k, ids in got.items():
+        assert [rows[i] for i in ids] == [f"{k}-{i}" for i in range(200)]
+        assert ids == sorted(ids)
+
+
+def test_a_refused_insert_in_a_group_leaves_the_others_stored(tmp_path):
+    s = Store(tmp_path / "hive.db")
+
+    def refuse(raw):
+        raise ValueError("over the quota")
+
+    with pytest.raises(ValueError, match="over the quota"):
+        s.insert_raw(INSERT, ("a", "b", "refused"), check=refuse)
+    assert s.insert_raw(INSERT, ("a", "b", "kept")) == 1
+    assert db.run_sql(s, "SELECT body FROM messages") == [("kept",)]
+    s.close()

@@ -118,12 +118,20 @@ def activity(hive, names: list[str]) -> dict[str, dict]:
     out = {n: {"unread": 0, "leased": 0, "oldest_waiting": None, "last_turn": None, "standin": False}
            for n in names}
     with hive.store.read() as conn:
-        # One pass over the partial index of unacknowledged messages, whatever the size of the history.
-        for recipient, waiting, leased, oldest in conn.exec_driver_sql(
-                "SELECT recipient, count(*), sum(CASE WHEN lease_until > ? THEN 1 ELSE 0 END), min(sent_at) "
-                "FROM messages WHERE acked_at IS NULL GROUP BY recipient", (now,)):
-            if recipient in out:
-                out[recipient].update(unread=waiting - (leased or 0), leased=leased or 0, oldest_waiting=oldest)
+        # Nothing here reads the backlog: the broker counts what is unacknowledged as it goes, the leased rows
+        # have their own partial index (messages_leased), and the oldest waiting message is the first entry of
+        # each agent's inbox index.
+        unacked = hive.broker.unacked_counts()
+        leased = dict(conn.exec_driver_sql(
+            "SELECT recipient, count(*) FROM messages WHERE acked_at IS NULL AND lease_until > ? "
+            "GROUP BY recipient", (now,)).all())
+        for recipient, oldest in conn.exec_driver_sql(
+                "SELECT j.value, (SELECT sent_at FROM messages WHERE recipient = j.value AND acked_at IS NULL "
+                "ORDER BY id LIMIT 1) FROM json_each(?) AS j", (json.dumps(names),)):
+            waiting = unacked.get(recipient, 0)
+            held = leased.get(recipient, 0)
+            out[recipient].update(unread=max(0, waiting - held), leased=held,
+                                  oldest_waiting=oldest if waiting else None)
         # Index lookups per agent (stats_agent_key_ts), in one statement. A turn stamped in the future (stored
         # before telemetry.MAX_FUTURE_SKEW_SECONDS was enforced) does not count: it would hide "stuck" for ever.
         for agent, last_turn, standin in conn.exec_driver_sql(
