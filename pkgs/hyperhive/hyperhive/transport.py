@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import socketserver
+import struct
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -103,8 +104,7 @@ class _Connection(socketserver.BaseRequestHandler):
         sock: socket.socket = self.request
         buf = bytearray()
         discarding = False  # inside an over-long line, skipping to its end
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
+        armed = None  # the idle timeout set on the socket (SO_RCVTIMEO: no poll before every read)
         while not self.server.closing.is_set():
             newline = buf.find(b"\n")
             limit = self.server.max_line()
@@ -113,17 +113,20 @@ class _Connection(socketserver.BaseRequestHandler):
                     discarding = True
                     buf.clear()
                 idle = self.server.idle_timeout()
+                if idle != armed:
+                    seconds = idle or 0  # 0: no timeout
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                    struct.pack("ll", int(seconds), int(seconds % 1 * 1e6)))
+                    armed = idle
                 try:
-                    ready = poller.poll(None if idle is None else idle * 1000)
-                except InterruptedError:
-                    continue
-                if not ready:
+                    chunk = sock.recv(262144)
+                except (BlockingIOError, TimeoutError):  # idle for the whole timeout
                     if conn.leases:
                         continue  # a harness mid-turn: keep its connection (and its lease)
                     log.info("closing a connection of %s idle for %gs", self.server.identity.name, idle)
                     return
-                try:
-                    chunk = sock.recv(262144)
+                except InterruptedError:
+                    continue
                 except (ConnectionError, OSError):
                     return
                 if not chunk:
