@@ -64,3 +64,32 @@ def test_every_hook_has_a_one_line_docstring():
     assert len(hooks) >= 5
     for hook in hooks:
         assert hook.__doc__ and "\n" not in hook.__doc__.strip(), hook.__name__
+
+
+def test_hooks_only_built_ins_implement_skip_pluggy_and_give_its_answers():
+    from types import SimpleNamespace
+
+    from hyperhive.hookspecs import hookimpl
+    from hyperhive.plugins import direct_caller
+
+    pm = make_plugin_manager(load_entry_points=False)
+    policy = SimpleNamespace(config=SimpleNamespace(manager="manager"),
+                             agent_config=lambda name: SimpleNamespace(allowed_recipients=["bob"]))
+    direct = direct_caller(pm, "authorize_send")
+    assert direct is not pm.hook.authorize_send  # only the built-in policy: called without pluggy
+    for to in ("bob", "carl"):
+        kwargs = dict(hive=policy, sender="alice", recipient=to, body="x")
+        assert direct(**kwargs) == pm.hook.authorize_send(**kwargs)
+    assert direct_caller(pm, "message_stored")(hive=policy, message={}) == []  # nobody implements it
+    seen = []
+
+    class Observer:
+        @hookimpl
+        def message_stored(self, hive, message):
+            seen.append(message["id"])
+
+    pm.register(Observer(), name="observer")
+    stored = direct_caller(pm, "message_stored")
+    assert stored is pm.hook.message_stored  # a plugin beyond the defaults: pluggy calls it as usual
+    stored(hive=policy, message={"id": 7})
+    assert seen == [7]
