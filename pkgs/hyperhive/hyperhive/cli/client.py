@@ -41,8 +41,11 @@ def agent_ops() -> list[tuple[str, str, str, str]]:
     from ..plugins import make_plugin_manager
 
     ops = {}
-    for provided in make_plugin_manager().hook.broker_ops(hive=None):
-        ops.update(provided or {})
+    for impl in make_plugin_manager().hook.broker_ops.get_hookimpls():
+        try:
+            ops.update(impl.function(hive=None) or {})
+        except Exception:  # a plugin that needs a running hive to name its ops: left out of the help
+            continue
     out = []
     for name in sorted(ops):
         op = ops[name]
