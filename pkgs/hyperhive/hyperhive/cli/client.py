@@ -32,6 +32,10 @@ OP_ARGS = {
     "kill": "name",
     "restart": "name",
     "update": "name",
+    "remind": "body, in_seconds? or at? (ISO 8601 with its zone)",
+    "turn_ready": "wait_seconds?",
+    "turn_record": "turn ({kind, started_at, ended_at, status, model, wake, tokens, cost_usd, ...})",
+    "get_logs": "agent, lines?",
 }
 
 
