@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import wait_for, write_config
+from conftest import HiveProcess, wait_for, write_config
 from hyperhive.errors import HiveError
 from hyperhive.transport import Client
 
@@ -292,24 +292,28 @@ def test_agent_client_cli(start_broker):
     assert hp.client("bob").call("status") == {"unread": 0, "leased": 0}
 
 
-def test_a_hundred_parked_receivers_all_wake(start_broker):
+def test_a_hundred_parked_receivers_all_wake(hive_dir):
     agents = {f"a{i}": {} for i in range(100)}
-    hp = start_broker(agents=agents)
+    # the first start of a hive of 100 creates 100 config repos: give it time on a busy machine
+    hp = HiveProcess(write_config(hive_dir, agents), args=("--no-agents",)).start(timeout=300)
     results: dict[str, list] = {}
 
     def park(name):
         with Client(hp.config.agent_socket(name), timeout=60) as c:
             results[name] = c.call("recv", wait_seconds=30)["messages"]
 
-    threads = [threading.Thread(target=park, args=(n,)) for n in agents]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)
-    manager = hp.client("manager")
-    for name in agents:
-        manager.call("send", to=name, body=f"hello {name}")
-    for t in threads:
-        t.join(30)
+    try:
+        threads = [threading.Thread(target=park, args=(n,)) for n in agents]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        manager = hp.client("manager")
+        for name in agents:
+            manager.call("send", to=name, body=f"hello {name}")
+        for t in threads:
+            t.join(30)
+    finally:
+        hp.stop()
     assert {n: [m["body"] for m in msgs] for n, msgs in results.items()} == {
         n: [f"hello {n}"] for n in agents}
 
