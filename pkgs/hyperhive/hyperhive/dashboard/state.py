@@ -123,8 +123,8 @@ def activity(hive, names: list[str]) -> dict[str, dict]:
         # each agent's inbox index.
         unacked = hive.broker.unacked_counts()
         leased = dict(conn.exec_driver_sql(
-            "SELECT recipient, count(*) FROM messages WHERE acked_at IS NULL AND lease_until > ? "
-            "GROUP BY recipient", (now,)).all())
+            "SELECT recipient, count(*) FROM messages INDEXED BY messages_leased "
+            "WHERE acked_at IS NULL AND lease_until > ? GROUP BY recipient", (now,)).all())
         for recipient, oldest in conn.exec_driver_sql(
                 "SELECT j.value, (SELECT sent_at FROM messages WHERE recipient = j.value AND acked_at IS NULL "
                 "ORDER BY id LIMIT 1) FROM json_each(?) AS j", (json.dumps(names),)):
@@ -259,8 +259,10 @@ def collect_state(hive, offsets: dict[str, int] | None = None) -> dict:
         _count(hive, "SELECT count(*) FROM questions WHERE status = 'pending'")), ([], (0,)))
     inbox, (n_inbox, unread) = _load(errors, "inbox", lambda: (
         [preview(m, "body") for m in _inbox_page(hive, offsets["inbox"])],
-        _count(hive, "SELECT count(*), count(CASE WHEN acked_at IS NULL THEN 1 END) FROM messages "
-                     "WHERE recipient = 'operator'")), ([], (0, 0)))
+        # two index-only counts (messages_recipient, messages_inbox): no table row is read
+        _count(hive, "SELECT (SELECT count(*) FROM messages WHERE recipient = 'operator'), "
+                     "(SELECT count(*) FROM messages WHERE recipient = 'operator' AND acked_at IS NULL)")),
+        ([], (0, 0)))
     queue, (n_approvals,) = _load(errors, "approvals", lambda: (
         approvals.list_approvals(hive, "pending", PAGE_SIZES["approvals"], offsets["approvals"]),
         _count(hive, "SELECT count(*) FROM approvals WHERE status = 'pending'")), ([], (0,)))
