@@ -106,6 +106,10 @@ def test_a_budget_holds_the_next_turn_back_until_the_operator_raises_it(start_br
     questions = hive.host().call("questions")["questions"]
     [q] = [q for q in questions if q["asker"] == "system"]
     assert "alice" in q["question"] and q["options"][0].startswith("raise")
+    listed = {a["name"]: a for a in hive.host().call("agents_overview")["agents"]}
+    assert listed["alice"]["over_budget"] == ready["reason"] and listed["alice"]["cost_today_usd"] == 0.6
+    assert listed["bob"]["over_budget"] is None
+    assert "OVER BUDGET" in next(line for line in hive.cli("list").stdout.splitlines() if line.startswith("alice"))
     # asked once a day, not on every check
     alice.call("turn_ready", wait_seconds=0)
     assert len([q for q in hive.host().call("questions")["questions"] if q["asker"] == "system"]) == 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 
-from .. import approvals, repos, retention, spawn
+from .. import approvals, insight, repos, retention, spawn
 from ..broker import ROLES_MANAGER, ROLES_OPERATOR, Op, arg, no_extra_args
 from ..errors import bad_request
 from ..hookspecs import hookimpl
@@ -94,6 +94,10 @@ def agents_overview(hive, who, args):
     no_extra_args(args, ())
     rows = spawn.agent_overview(hive)
     with_activity(hive, rows)
+    costs, over = insight.costs_today_by_agent(hive), insight.over_budget(hive)
+    for row in rows:
+        row["cost_today_usd"] = costs.get(row["name"], {}).get("usd", 0.0)
+        row["over_budget"] = over.get(row["name"])
     return {"agents": rows, "drafts": spawn.list_drafts(hive), "tombstones": spawn.list_tombstones(hive)}
 
 
