@@ -10,7 +10,7 @@ import time
 from conftest import wait_for
 from harness_support import TurnStream, db_rows
 from standins.support import commit_change, git, needs_nix, tags
-from hyperhive.testing.messages_api import hive, last_tool_result, tool_use
+from hyperhive.testing.messages_api import hive, last_tool_result, text_of, tool_use
 
 TEMPLATE_PROMPT = "You are a new agent of this hive. Keep your notes in /state/notes.md, and ask the manager for work."
 
@@ -74,9 +74,10 @@ def test_the_manager_drafts_edits_commits_and_proposes_and_the_approved_agents_r
     host.call("send", to="carol", body="what is the weather?")
     wait_for(lambda: ("carol", "message", "sunny all week") in inbox(hp, "operator"), timeout=60,
              message="carol's answer to the operator")
-    carol_first = model_api.requests("carol")[0]
-    assert "You are carol. You answer questions about the weather." in carol_first["system"]
-    assert "what is the weather?" in str(carol_first["messages"])
+    # (carol's first turn may be for the event of its own spawn, with the operator's question or before it)
+    wait_for(lambda: any("what is the weather?" in text_of(r["messages"]) for r in model_api.requests("carol")),
+             timeout=60, message="carol's turn with the operator's question")
+    assert "You are carol. You answer questions about the weather." in model_api.requests("carol")[0]["system"]
 
     # An existing agent: edit, commit, request_apply_commit, approve, deployed/<id>.
     tides = edit_and_commit(config, "You answer questions about the weather.", "You forecast the tides as well.",
