@@ -538,13 +538,11 @@ def _template_files(hive, name: str) -> dict[str, bytes]:
     return files
 
 
-def _build_seed(hive, name: str, dest: Path) -> git.Repo:
-    """A fresh repo at ``dest`` holding ``applied/<n>`` main when there is one, else the template's first commit."""
+def _build_seed(hive, name: str, dest: Path, source: str | None) -> git.Repo:
+    """A fresh repo at ``dest`` holding ``source`` (``applied/<n>`` main) when given, else the template's first
+    commit."""
     repo = init_repo(dest)
     applied = applied_path(hive, name)
-    source = None
-    if (applied / ".git").is_dir():
-        source = main_sha(open_repo(applied))
     if source:
         fetch_commit(repo, applied, source)
         set_main(repo, source)
@@ -562,8 +560,10 @@ def _build_seed(hive, name: str, dest: Path) -> git.Repo:
     return repo
 
 
-def seed_config_repo(hive, name: str) -> bool:
-    """Create ``agents/<n>/config`` (built privately, then renamed into place) unless a usable one is there.
+def seed_config_repo(hive, name: str, prebuilt: Path | None = None) -> bool:
+    """Create ``agents/<n>/config`` (built privately, then renamed into place) unless a usable one is there:
+    ``prebuilt`` (the seed just given to ``applied/<n>``) when given, else a repo at ``applied/<n>`` main, else
+    the template's first commit.
 
     A link or a file planted at ``config`` is refused; a repo a crash left without any commit is moved aside
     (``config.incomplete-<time>``) and made again."""
@@ -586,8 +586,13 @@ def seed_config_repo(hive, name: str) -> bool:
                     aside = f"config.incomplete-{int(time.time())}"
                     log.warning("%s holds no commit (an interrupted seed?): moved to %s and made again", path, aside)
                     nofollow.move_aside(agent_fd, "config", aside)
+            if prebuilt is not None:
+                nofollow.place(prebuilt, agent_fd, "config", path)
+                return True
+            applied = applied_path(hive, name)
+            source = main_sha(open_repo(applied)) if (applied / ".git").is_dir() else None
             with _scratch(hive, f"seed-{name}-") as scratch:
-                _build_seed(hive, name, scratch / "config")
+                _build_seed(hive, name, scratch / "config", source)
                 nofollow.place(scratch / "config", agent_fd, "config", path)
         return True
 
@@ -633,24 +638,30 @@ def seed_agent(hive, name: str) -> str | None:
     Returns the seed's sha when it was seeded now, None when it already had its repos."""
     seeded = None
     path = applied_path(hive, name)
+    fresh = not (path / ".git").exists()
     applied = ensure_applied_repo(hive, name)
-    with repo_lock(path):
-        if main_sha(applied) is None:
-            with _scratch(hive, f"seed-{name}-") as scratch:
-                seed = _build_seed(hive, name, scratch / "seed")
-                sha = main_sha(seed)
-                fetch_commit(applied, scratch / "seed", sha)
-            set_main(applied, sha)
-            applied.git.clean("-fdxq")
-            tag(applied, "deployed/0", sha, f"seed of {name}", force=True)
-            seeded = sha
-    try:  # what the manager planted under agents/ may refuse these; the deployed seed stands regardless
-        seed_config_repo(hive, name)
-        ensure_state_dir(hive, name)
-    except HiveError as e:
-        if seeded is None:
-            raise
-        log.error("seeding %s: %s", name, e.message)
+    with _scratch(hive, f"seed-{name}-") as scratch:
+        prebuilt = None
+        with repo_lock(path):
+            if fresh or main_sha(applied) is None:
+                seed = _build_seed(hive, name, scratch / "config", None)
+                sha = seed.git.rev_parse("HEAD")
+                fetch_commit(applied, scratch / "config", sha)
+                if fresh:  # an empty work tree: checking out is all
+                    applied.git.checkout("-q", "-B", "main", sha)
+                else:  # what a crash left in it goes
+                    set_main(applied, sha)
+                    applied.git.clean("-fdxq")
+                tag(applied, "deployed/0", sha, f"seed of {name}", force=True)
+                prebuilt = scratch / "config"  # the proposed repo starts as this very repo
+                seeded = sha
+        try:  # what the manager planted under agents/ may refuse these; the deployed seed stands regardless
+            seed_config_repo(hive, name, prebuilt)
+            ensure_state_dir(hive, name)
+        except HiveError as e:
+            if seeded is None:
+                raise
+            log.error("seeding %s: %s", name, e.message)
     return seeded
 
 
