@@ -92,11 +92,73 @@ def _deployed(hive, name: str) -> tuple[str | None, str | None, bool]:
     return tag_name, sha, stale
 
 
+def _applied_main(hive, name: str) -> str | None:
+    """``main`` of ``applied/<n>`` read as text (a loose ref, else packed-refs), or None when neither says.
+    The applied repos are the service's own (the manager mounts them read-only), so their refs are plain files."""
+    git_dir = repos.applied_path(hive, name) / ".git"
+    try:
+        sha = (git_dir / "refs" / "heads" / "main").read_text(encoding="ascii").strip()
+        return sha if len(sha) == 40 else None
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        for line in (git_dir / "packed-refs").read_text(encoding="ascii").splitlines():
+            if line.endswith(" refs/heads/main") and len(line.split(" ", 1)[0]) == 40:
+                return line.split(" ", 1)[0]
+    except (OSError, UnicodeDecodeError):
+        pass
+    return None
+
+
+def _deployed_by_approvals(hive) -> dict[str, tuple[str, str]] | None:
+    """Each agent's latest deployed approval: (tag, sha). One query for the whole hive."""
+    a = db.approvals
+    latest = (select(a.c.agent, func.max(a.c.id).label("id")).where(a.c.status == "deployed", a.c.tag.is_not(None))
+              .group_by(a.c.agent).subquery())
+    try:
+        with hive.store.read() as conn:
+            rows = conn.execute(select(a.c.agent, a.c.tag, a.c.sha).join(latest, a.c.id == latest.c.id)).all()
+    except Exception:  # the approvals cannot be read: git is asked for every agent, the table still shows
+        log.warning("reading the deployed approvals failed; asking git for each agent", exc_info=True)
+        return None
+    return {r.agent: (r.tag, r.sha) for r in rows}
+
+
+def _deployed_quick(hive, name: str, by_approvals: dict) -> tuple[str | None, str | None, bool] | None:
+    """``_deployed`` without running git, when the database and the applied repo's ``main`` agree: the latest
+    deployed approval's commit is ``main`` (or there is none and ``main`` is the seed, ``deployed/0``). None when
+    they do not agree (a deploy in flight or cut short): then git is asked."""
+    sha = _applied_main(hive, name)
+    if sha is None:
+        return None
+    known = by_approvals.get(name)
+    if known is None:
+        tag_name = "deployed/0"
+        git_dir = repos.applied_path(hive, name) / ".git"
+        try:
+            seeded = (git_dir / "refs" / "tags" / "deployed" / "0").is_file() or \
+                " refs/tags/deployed/0\n" in (git_dir / "packed-refs").read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError):
+            seeded = False
+        if not seeded:
+            return None
+    elif known[1] == sha:
+        tag_name = known[0]
+    else:
+        return None
+    proposed = repos.proposed_main(hive, name)
+    return tag_name, sha, proposed is not None and proposed != sha
+
+
 def agent_overview(hive) -> list[dict]:
     names = [hive.config.manager] + sorted(hive.agent_configs())
+    by_approvals = _deployed_by_approvals(hive)
     out = []
     for name in names:
-        tag_name, sha, stale = _deployed(hive, name)
+        quick = _deployed_quick(hive, name, by_approvals) if by_approvals is not None else None
+        tag_name, sha, stale = quick or _deployed(hive, name)
         role = "manager" if name == hive.config.manager else "agent"
         origin = "declared" if role == "manager" or name in hive.config.agents else "spawned"
         out.append({"name": name, "role": role, "state": hive.agent_state(name), "deployed_tag": tag_name,
