@@ -43,11 +43,15 @@ def _clean(line: str) -> str:
     return line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS] + "…"
 
 
-def read_file_log(path: Path, lines: int = 200, cursor: str | None = None, search: str | None = None) -> dict:
-    """The last ``lines`` lines of a log file (those after ``cursor`` when given), never through a link."""
+def read_file_log(path: Path, lines: int = 200, cursor: str | None = None, search: str | None = None,
+                  dir_fd: int | None = None) -> dict:
+    """The last ``lines`` lines of a log file (those after ``cursor`` when given), never through a link. With
+    ``dir_fd`` (a descriptor of the directory, opened without following links) the file is opened relative to it,
+    so no component of the path can be swapped for a link between a check and the open."""
     lines, search = _check(lines, cursor, search)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path.name if dir_fd is not None else path,
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
         return {"lines": [], "cursor": "0", "source": str(path), "note": "no log yet"}
     except OSError as e:

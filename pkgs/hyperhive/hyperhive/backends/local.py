@@ -161,13 +161,14 @@ class LocalBackend(Backend):
         from .. import agent_logs, nofollow
 
         path = self.log_path(name)
-        # agents/<n> is the manager's to write: the log is read only through a real directory, never a link
+        # agents/<n> is the manager's to write: the log is opened relative to a descriptor of a real directory
+        # (no link followed on the way), never by its path
         try:
-            with nofollow.directory(self.hive.config.state_dir, path.parent.relative_to(self.hive.config.state_dir)):
-                pass
+            with nofollow.directory(self.hive.config.state_dir,
+                                    path.parent.relative_to(self.hive.config.state_dir)) as dir_fd:
+                return agent_logs.read_file_log(path, lines, cursor, search, dir_fd=dir_fd)
         except FileNotFoundError:
-            pass
-        return agent_logs.read_file_log(path, lines, cursor, search)
+            return agent_logs.read_file_log(path, lines, cursor, search)  # nothing there yet: "no log yet"
 
     def describe(self) -> str:
         if os.environ.get("HYPERHIVE_AGENT_COMMAND"):
