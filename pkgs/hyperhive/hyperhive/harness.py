@@ -662,7 +662,10 @@ class Harness:
                                                          self.settings.name),
                # The hive tools are the agent's whole world: offer them to the model at once, not behind a
                # ToolSearch round trip (Claude Code defers MCP tools when this is on).
-               "ENABLE_TOOL_SEARCH": os.environ.get("ENABLE_TOOL_SEARCH", "false")}
+               "ENABLE_TOOL_SEARCH": os.environ.get("ENABLE_TOOL_SEARCH", "false"),
+               # The model the config or the operator names is the model asked for: Claude Code would otherwise
+               # quietly replace a retired name with a newer model (and bill for that one).
+               "CLAUDE_CODE_DISABLE_LEGACY_MODEL_REMAP": "1"}
         if self.standin:
             env["PYTHONPATH"] = python_path_env()
         return env

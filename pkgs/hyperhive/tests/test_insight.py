@@ -284,10 +284,10 @@ def test_a_real_cli_turn_stores_exactly_the_tokens_and_cost_it_reported(claude_h
 def test_the_operators_model_reaches_the_next_real_cli_request_and_reset_restores_it(claude_hive, model_api):
     hive = claude_hive({"alice": {"model": "claude-sonnet-4-5"}})
     model_api.script("alice", [{"text": "one"}, {"text": "two"}])
-    hive.cli("model", "alice", "claude-haiku-4-5")
+    hive.cli("model", "alice", "claude-opus-4-1")  # a retired name: Claude Code must not swap it for another
     hive.host().call("send", to="alice", body="first")
     [first] = model_api.wait_requests("alice", 1)
-    assert first["model"] == "claude-haiku-4-5"
+    assert first["model"] == "claude-opus-4-1"
     wait_for(lambda: hive.host().call("turns", agent="alice")["turns"], timeout=30, message="the first turn")
     hive.cli("model", "alice", "--reset")
     hive.host().call("send", to="alice", body="second")
@@ -312,3 +312,28 @@ def test_an_agent_over_budget_starts_no_real_cli_turn_until_raised(claude_hive, 
     hive.host().call("answer", id=question["id"], answer=question["options"][0])
     second = model_api.wait_requests("alice", 2)[1]
     assert "second job" in json.dumps(second["messages"])
+
+
+def test_the_agents_table_reads_deployed_tags_without_git_and_agrees_with_git(start_hive):
+    """``hyperhive list`` and the dashboard read each agent's deployed tag from the approvals and the applied
+    repo's ref files (no git process per agent); they must say what git says, after a seed and after a deploy."""
+    from standins.support import AGENT_ENV, agent_nix, commit_change, wait_status
+
+    hive = start_hive(agents={"alice": {}, "bob": {}}, env=AGENT_ENV)
+    sha = commit_change(hive, "alice", agent_nix("Deployed."), message="alice: deployed")
+    approval_id = hive.client("manager").call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    hive.host().call("approve", id=approval_id)
+    assert wait_status(hive.host(), approval_id)["status"] == "deployed"
+    commit_change(hive, "bob", agent_nix("Proposed, not deployed."), message="bob: pending")
+    rows = {a["name"]: a for a in hive.host().call("agents_overview")["agents"]}
+    assert rows["alice"]["deployed_tag"] == f"deployed/{approval_id}" and rows["alice"]["deployed_sha"] == sha
+    assert rows["bob"]["deployed_tag"] == "deployed/0" and rows["bob"]["stale"] is True
+    assert rows["alice"]["stale"] is False
+    import subprocess
+    for name, row in rows.items():
+        applied = hive.config.state_dir / "applied" / name
+        git_main = subprocess.run(["git", "-C", str(applied), "rev-parse", "refs/heads/main"], capture_output=True,
+                                  text=True).stdout.strip()
+        tags = subprocess.run(["git", "-C", str(applied), "tag", "--points-at", git_main, "--list", "deployed/*"],
+                              capture_output=True, text=True).stdout.split()
+        assert row["deployed_sha"] == git_main and row["deployed_tag"] in tags, (name, row, tags)
