@@ -507,3 +507,34 @@ def test_unread_and_leased_counts_follow_sends_acks_and_restarts(start_broker):
     hp.start()  # counted again from the database; the lease was requeued
     assert hp.client("bob").call("status") == {"unread": 4, "leased": 0}
     assert hp.client("bob").call("recv", max=10)["unread"] == 0
+
+
+def test_client_recv_ack_acknowledges_on_the_connection_that_leased(start_broker):
+    """``hyperhive client recv --ack`` must not give a message back between its recv and its ack: a receiver
+    parked on the same inbox would get it a second time. Both park; a message comes; whoever takes it, it is
+    delivered once. (With the recv and the ack on two connections, the first one's close released the lease and
+    woke the other receiver before the ack came.)"""
+    import subprocess
+    import sys
+    import threading
+
+    hive = start_broker({"alice": {}, "bob": {}})
+    for round_ in range(3):
+        cli = subprocess.Popen([sys.executable, "-m", "hyperhive", "client", "--socket",
+                                str(hive.config.agent_socket("alice")), "recv", "--wait", "4", "--ack"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # the CLI parks first
+        got = []
+        other = hive.client("alice", timeout=30)
+        t = threading.Thread(target=lambda: got.extend(other.call("recv", wait_seconds=3)["messages"]))
+        t.start()
+        time.sleep(0.2)
+        hive.client("bob").call("send", to="alice", body=f"exactly once {round_}")
+        out, err = cli.communicate(timeout=30)
+        t.join(10)
+        if got:
+            other.call("ack", ids=[m["id"] for m in got])
+        by_cli = json.loads(out)["messages"] if cli.returncode == 0 else []
+        assert cli.returncode == 0, err
+        assert len(by_cli) + len(got) == 1, (by_cli, got)
+        assert hive.client("alice").call("status") == {"unread": 0, "leased": 0}

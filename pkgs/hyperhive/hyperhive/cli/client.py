@@ -103,10 +103,14 @@ def send(sock, to, body):
 @click.pass_obj
 def recv(sock, wait_seconds, max_messages, do_ack):
     """Receive (and lease) messages; they come again unless acknowledged."""
-    result = socket_call(sock, "recv", wait_seconds=wait_seconds, max=max_messages)
-    if do_ack and result["messages"]:
-        socket_call(sock, "ack", ids=[m["id"] for m in result["messages"]])
-    echo_json(result)
+    def receive(client):
+        # on the connection that leased them: closing it first would give them back before the ack
+        result = client.call("recv", wait_seconds=wait_seconds, max=max_messages)
+        if do_ack and result["messages"]:
+            client.call("ack", ids=[m["id"] for m in result["messages"]])
+        return result
+
+    echo_json(socket_call(sock, receive))
 
 
 @client.command("ack")

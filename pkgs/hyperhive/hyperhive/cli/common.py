@@ -6,7 +6,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -67,10 +67,11 @@ class HostRefusal(click.ClickException):
     """The service answered, and said no: the config was the right one, so it is not named again."""
 
 
-def socket_call(socket_path, op: str, **args: Any) -> Any:
+def socket_call(socket_path, op: str | Callable[[Client], Any], **args: Any) -> Any:
+    """One op on ``socket_path`` (or ``op(client)``: several on one connection), refusals as clean CLI errors."""
     try:
         with Client(socket_path) as client:
-            return client.call(op, **args)
+            return op(client) if callable(op) else client.call(op, **args)
     except PermissionError:
         raise click.ClickException(f"permission denied on {socket_path} (the host socket is root's)") from None
     except ConnectionError as e:
