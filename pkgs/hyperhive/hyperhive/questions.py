@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from . import store as db
+from .due import DueThread
 from .errors import HiveError, bad_request, conflict, not_found
 
 log = logging.getLogger(__name__)
@@ -311,39 +311,6 @@ def _changed(hive, qid: int, what: str) -> None:
 
 # --- expiry without polling ----------------------------------------------------------------------------------
 
-class ExpiryThread:
+def expiry_thread(hive) -> DueThread:
     """Sleeps until the next question is due (or a new one with a TTL is asked), then expires what is due."""
-
-    def __init__(self, hive):
-        self.hive = hive
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="questions-expiry", daemon=True)
-
-    def start(self) -> "ExpiryThread":
-        self._thread.start()
-        return self
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            timeout = None
-            try:
-                expire_due(self.hive)
-                due = next_expiry(self.hive)
-                if due is not None:
-                    timeout = max(0.0, due - time.time()) + 0.01
-            except Exception:
-                if self._stop.is_set():
-                    return
-                log.exception("expiring questions failed; trying again in a minute")
-                timeout = 60
-            self._wake.wait(timeout)
+    return DueThread("questions-expiry", lambda: expire_due(hive), lambda: next_expiry(hive))

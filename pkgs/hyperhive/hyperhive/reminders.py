@@ -2,7 +2,7 @@
 its time the agent gets an ``event`` from ``system`` (``what: "reminder"``).
 
 They are rows of the database, so a reminder set before the service stops (or is killed) arrives after it starts
-again — at once when its time has passed meanwhile. One thread sleeps until the next is due; setting or
+again — at once when its time has passed meanwhile. One thread (``due.DueThread``) sleeps until the next is due; setting or
 cancelling one wakes it. Delivery and marking the reminder delivered happen in one step per reminder: the event
 is stored, then the row is marked, so a crash between the two can deliver a reminder twice but never lose it.
 """
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from datetime import datetime
 
 from sqlalchemy import func, insert, select, update
 
 from . import store as db
+from .due import DueThread
 from .errors import HiveError, bad_request, conflict, not_found
 
 log = logging.getLogger(__name__)
@@ -132,48 +132,11 @@ def next_due(hive) -> float | None:
         return conn.execute(select(func.min(r.c.due_at)).where(r.c.status == "pending")).scalar()
 
 
-class Scheduler:
-    """Sleeps until the next reminder is due (or one is set or cancelled), then delivers what is due."""
-
-    def __init__(self, hive):
-        self.hive = hive
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "Scheduler":
-        self._thread = threading.Thread(target=self._run, name="reminders", daemon=True)
-        self._thread.start()
-        return self
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            timeout = None
-            try:
-                deliver_due(self.hive)
-                due = next_due(self.hive)
-                if due is not None:
-                    timeout = max(0.0, due - time.time()) + 0.005
-            except Exception:
-                if self._stop.is_set():
-                    return
-                log.exception("delivering reminders failed; trying again in 10 s")
-                timeout = 10
-            self._wake.wait(timeout)
-
-
-def _scheduler(hive) -> Scheduler:
+def _scheduler(hive) -> DueThread:
+    """The thread that sleeps until the next reminder is due (setting or cancelling one wakes it)."""
     sched = hive.extensions.get("reminders")
     if sched is None:
-        sched = hive.extensions["reminders"] = Scheduler(hive)
+        sched = hive.extensions["reminders"] = DueThread("reminders", lambda: deliver_due(hive),
+                                                         lambda: next_due(hive), retry_seconds=10.0,
+                                                         slack=0.005)
     return sched

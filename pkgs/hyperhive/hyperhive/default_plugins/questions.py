@@ -61,7 +61,7 @@ def broker_ops(hive):
 @hookimpl
 def hive_started(hive):
     # Questions that lapsed while the service was down expire at once; later ones when they are due.
-    hive.extensions[EXTENSION] = questions.ExpiryThread(hive).start()
+    hive.extensions[EXTENSION] = questions.expiry_thread(hive).start()
 
 
 @hookimpl
