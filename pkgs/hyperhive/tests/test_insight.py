@@ -337,3 +337,19 @@ def test_the_agents_table_reads_deployed_tags_without_git_and_agrees_with_git(st
         tags = subprocess.run(["git", "-C", str(applied), "tag", "--points-at", git_main, "--list", "deployed/*"],
                               capture_output=True, text=True).stdout.split()
         assert row["deployed_sha"] == git_main and row["deployed_tag"] in tags, (name, row, tags)
+
+
+def test_agent_text_in_the_insight_verbs_cannot_drive_the_terminal(start_broker):
+    hive = start_broker(AGENTS)
+    alice = hive.client("alice")
+    alice.call("remind", body="fine\x1b[2J\x1b[1;1Hforged line", in_seconds=600)
+    alice.call("turn_record", turn=turn(tools={"Bash\x1b[31m": 1}, model="m\x1b]0;x\x07"))
+    for args in (("reminders",), ("turns",), ("stats",)):
+        out = hive.cli(*args).stdout
+        assert "\x1b" not in out and "\x07" not in out, (args, out)
+    assert "\\x1b[2J" in hive.cli("reminders").stdout
+    log_path = hive.config.state_dir / "agents" / "alice" / "agent.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("turn ok\x1b[2K\rforged\n")
+    out = hive.cli("logs", "alice").stdout
+    assert "\x1b" not in out and "\r" not in out and "\\x1b[2K" in out

@@ -6,7 +6,8 @@ import time
 
 import click
 
-from .common import echo_json, host_call, host_options
+from ..times import when
+from .common import echo_json, host_call, host_options, one_line, safe
 
 WINDOWS = ("24h", "7d", "30d")
 
@@ -34,28 +35,28 @@ def stats(name, window, config_path, as_json):
     if as_json:
         return echo_json(r)
     t = r["totals"]
-    click.echo(f"{name or 'the hive'}, last {window} ({r['since']} to {r['until']})")
+    click.echo(f"{name or 'the hive'}, last {window} ({when(r['since'])} to {when(r['until'])})")
     click.echo(f"  cost       {_usd(t['cost_usd'])}")
     click.echo(f"  tokens     {_tokens(t):,} (input {t['tokens_input']:,}, output {t['tokens_output']:,}, "
                f"cache read {t['tokens_cache_read']:,}, cache write {t['tokens_cache_write']:,})")
     click.echo(f"  turns      {t['turns']} (and {t['compactions']} compaction(s)); duration p50 "
                f"{_secs(r['duration_s']['p50'])}, p95 {_secs(r['duration_s']['p95'])}")
     if r["models"]:
-        click.echo("  models     " + ", ".join(f"{m} ({v['turns']} turns, {_usd(v['cost_usd'])})"
-                                              for m, v in r["models"].items()))
+        click.echo(one_line("  models     " + ", ".join(f"{m} ({v['turns']} turns, {_usd(v['cost_usd'])})"
+                                                       for m, v in r["models"].items())))
     if r["top_tools"]:
-        click.echo("  top tools  " + ", ".join(f"{x['tool']} {x['calls']}" for x in r["top_tools"]))
+        click.echo(one_line("  top tools  " + ", ".join(f"{x['tool']} {x['calls']}" for x in r["top_tools"])))
     if r["wakes"]:
         click.echo("  woken by   " + ", ".join(f"{k} {v}" for k, v in sorted(r["wakes"].items())))
     if r["results"]:
         click.echo("  results    " + ", ".join(f"{k} {v}" for k, v in sorted(r["results"].items())))
     for d in r["deploys"]:
-        click.echo(f"  deployed   {d['agent']} {d['tag']} at {d['at']}")
+        click.echo(f"  deployed   {d['agent']} {d['tag']} at {when(d['at'])}")
     busy = [b for b in r["buckets"] if b["turns"] or b["cost_usd"]]
     if busy:
         click.echo(f"  per {'hour' if r['bucket_seconds'] < 86400 else 'day'}:")
         for b in busy:
-            click.echo(f"    {b['start']}  {b['turns']:>4} turns  {_usd(b['cost_usd']):>12}  "
+            click.echo(f"    {when(b['start'])}  {b['turns']:>4} turns  {_usd(b['cost_usd']):>12}  "
                        f"{_tokens(b):>10,} tokens")
 
 
@@ -73,9 +74,9 @@ def turns(name, limit, config_path, as_json):
     for t in r["turns"]:
         tokens = sum(t["tokens"].values())
         wake = t["wake"]["kind"] or "?"
-        click.echo(f"#{t['id']} {t['started_at']} {t['agent']:<9} {t['kind']:<10} {t['status']:<8} "
+        click.echo(one_line(f"#{t['id']} {when(t['started_at'])} {t['agent']:<9} {t['kind']:<10} {t['status']:<8} "
                    f"{t['duration_s']:>7.1f}s {tokens:>9,} tok {_usd(t['cost_usd']):>10}  {t['model'] or '-'}  "
-                   f"woken by {wake}  {t['deployed_tag'] or '-'}")
+                   f"woken by {wake}  {t['deployed_tag'] or '-'}"))
 
 
 @click.command("model")
@@ -138,7 +139,8 @@ def reminders(name, status, cancel_id, config_path, as_json):
     if not r["reminders"]:
         click.echo(f"(no {status} reminders)" if status != "all" else "(no reminders)")
     for x in r["reminders"]:
-        click.echo(f"#{x['id']} {x['agent']:<9} due {x['due_at']} [{x['status']}] {x['body'][:200]}")
+        click.echo(one_line(f"#{x['id']} {x['agent']:<9} due {when(x['due_at'], relative=True)} [{x['status']}] "
+                            f"{x['body'][:200]}"))
 
 
 @click.command("logs")
@@ -153,14 +155,14 @@ def logs(name, lines, follow, search, config_path, as_json):
     if as_json and not follow:
         return echo_json(r)
     for line in r["lines"]:
-        click.echo(line)
+        click.echo(safe(line))
     cursor = r.get("cursor")
     try:
         while follow:
             time.sleep(1.0)
             r = host_call(config_path, "logs", name=name, lines=5000, cursor=cursor, search=search)
             for line in r["lines"]:
-                click.echo(line)
+                click.echo(safe(line))
             cursor = r.get("cursor") or cursor
     except KeyboardInterrupt:
         pass
