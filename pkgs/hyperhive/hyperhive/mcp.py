@@ -37,7 +37,6 @@ from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
-from .errors import HiveError
 from .transport import Client, loads_strict
 
 log = logging.getLogger(__name__)

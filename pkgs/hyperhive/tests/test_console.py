@@ -8,7 +8,7 @@ import pytest
 
 from browser import http
 from conftest import refused, wait_for
-from standins.support import AGENT_ENV, agent_nix, commit_change, standin_info, wait_event, wait_status
+from standins.support import AGENT_ENV, agent_nix, commit_change, standin_info, wait_status
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_the_review_shows_the_commit_and_the_managers_reason(hive):
     assert "The old prompt let alice wander off." in block
     assert "author: manager <manager@hive>" in block and " UTC" in block
     assert "reason: alice keeps editing files outside docs/" in block
-    assert f"reason: (none given by manager)" in out.split(f"#{no_reason} ", 1)[1]
+    assert "reason: (none given by manager)" in out.split(f"#{no_reason} ", 1)[1]
 
     # a reason that is not a string is refused, naming it
     assert '"reason"' in refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha,

@@ -9,7 +9,6 @@ import time
 import pytest
 
 from browser import browser_page, console_errors, screenshot  # noqa: F401 (fixture)
-from conftest import wait_for
 from standins.support import AGENT_ENV, agent_nix, commit_change, wait_status
 
 pytestmark = pytest.mark.browser

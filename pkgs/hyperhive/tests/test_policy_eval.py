@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import refused, wait_for
-from standins.support import AGENT_ENV, commit_change, git, standin_info, state_dir, wait_status
+from standins.support import AGENT_ENV, git, standin_info, state_dir, wait_status
 
 pytestmark = pytest.mark.nix
 
