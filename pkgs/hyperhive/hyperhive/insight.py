@@ -133,22 +133,11 @@ def check_record(record: Any) -> dict:
 
 
 def deployed_at(hive, agent: str) -> tuple[str | None, str | None]:
-    """The agent's deployed tag and commit now: its latest deployed approval, else its seed ``deployed/0``."""
-    a = db.approvals
-    with hive.store.read() as conn:
-        row = conn.execute(select(a.c.tag, a.c.sha).where(a.c.agent == agent, a.c.status == "deployed")
-                           .order_by(a.c.resolved_at.desc(), a.c.id.desc()).limit(1)).first()
-    if row is not None:
-        return row.tag, row.sha
-    seeds = hive.extensions.setdefault("insight_seed_sha", {})
-    if agent not in seeds:
-        from . import repos
-        try:
-            seeds[agent] = repos.main_sha(repos.open_repo(repos.applied_path(hive, agent)))
-        except Exception:  # no applied repo (yet): the turn is recorded without a deployed commit
-            return None, None
-    sha = seeds[agent]
-    return ("deployed/0" if sha else None), sha
+    """The agent's deployed tag and commit now, as the agents table reads them (``spawn.deployed``)."""
+    from . import spawn
+
+    tag, sha, _stale = spawn.deployed(hive, agent)
+    return tag, sha
 
 
 def record_turn(hive, agent: str, record: dict) -> int:
@@ -394,15 +383,17 @@ def _check(scope: str, spent: dict, limit: Budget, estimate: tuple[float, int]) 
 
 
 def budget_state(hive, agent: str, now: float | None = None) -> BudgetState:
-    """Whether ``agent`` may start its next turn now, within its own budget and the hive's."""
+    """Whether ``agent`` may start its next turn now, within its own budget and the hive's. Without a limit on
+    either, nothing is spent reading turns (every page render asks this of every agent)."""
+    own, hive_limit = limits(hive, agent, now), limits(hive, None, now)
+    if not (own.limited or hive_limit.limited):
+        return BudgetState(False)
     estimate = _last_turn_cost(hive, agent)
-    own = limits(hive, agent, now)
     if own.limited:
         spent = cost_today(hive, agent, now)
         reason = _check(agent, spent, own, estimate)
         if reason:
             return BudgetState(True, agent, reason, spent, own)
-    hive_limit = limits(hive, None, now)
     if hive_limit.limited:
         spent = cost_today(hive, None, now)
         reason = _check("the hive", spent, hive_limit, estimate)

@@ -112,11 +112,13 @@ def _applied_main(hive, name: str) -> str | None:
     return None
 
 
-def _deployed_by_approvals(hive) -> dict[str, tuple[str, str]] | None:
-    """Each agent's latest deployed approval: (tag, sha). One query for the whole hive."""
+def _deployed_by_approvals(hive, agent: str | None = None) -> dict[str, tuple[str, str]] | None:
+    """Each agent's (or one ``agent``'s) latest deployed approval: (tag, sha). One query for the whole hive."""
     a = db.approvals
-    latest = (select(a.c.agent, func.max(a.c.id).label("id")).where(a.c.status == "deployed", a.c.tag.is_not(None))
-              .group_by(a.c.agent).subquery())
+    deployed = select(a.c.agent, func.max(a.c.id).label("id")).where(a.c.status == "deployed", a.c.tag.is_not(None))
+    if agent is not None:
+        deployed = deployed.where(a.c.agent == agent)
+    latest = deployed.group_by(a.c.agent).subquery()
     try:
         with hive.store.read() as conn:
             rows = conn.execute(select(a.c.agent, a.c.tag, a.c.sha).join(latest, a.c.id == latest.c.id)).all()
@@ -150,6 +152,13 @@ def _deployed_quick(hive, name: str, by_approvals: dict) -> tuple[str | None, st
         return None
     proposed = repos.proposed_main(hive, name)
     return tag_name, sha, proposed is not None and proposed != sha
+
+
+def deployed(hive, name: str) -> tuple[str | None, str | None, bool]:
+    """(deployed tag, deployed sha, stale) of one agent now: from the approvals and the ref files where they
+    agree, else from git."""
+    by_approvals = _deployed_by_approvals(hive, name)
+    return (_deployed_quick(hive, name, by_approvals) if by_approvals is not None else None) or _deployed(hive, name)
 
 
 def agent_overview(hive) -> list[dict]:
