@@ -16,6 +16,8 @@ import pytest
 
 from conftest import claude_env, wait_for
 from harness_support import claude_children, db_rows, process_gone
+from hyperhive.mcp import INSTRUCTIONS, RECV_CAP_SECONDS
+from hyperhive.testing.messages_api import cli_context, context_cost
 
 
 class OwnHarness:
@@ -197,3 +199,41 @@ def test_a_harness_whose_parent_dies_stops_instead_of_lingering(start_broker, hi
     assert not process_gone(pid)
     hp.stop()  # its parked recv ends; it finds its parent gone instead of waiting for the hive forever
     wait_for(lambda: process_gone(pid), timeout=20, message="the orphaned harness stopping")
+
+
+def test_the_context_breakdown_of_a_real_cli_request_tells_the_hives_part_from_the_clis(
+        start_broker, harnesses, model_api, hive_dir):
+    """What ``make bench`` prints of a turn's cost in context, split from one real request of the CLI."""
+    hp = start_broker()
+    model_api.script("alice", [{"text": "ok"}])
+    work = hive_dir / "alice-work"
+    harnesses(hp, "alice", "--work-dir", str(work))
+    hp.host().call("send", to="alice", body="what does a turn cost?")
+    request = model_api.wait_requests("alice", 1, timeout=60)[0]
+    system = (work / "system-prompt.md").read_text(encoding="utf-8")  # what the harness passed the CLI
+    instructions = INSTRUCTIONS["agent"].format(cap=RECV_CAP_SECONDS)  # what `hyperhive mcp` tells an agent's CLI
+    cost = context_cost(request, hive_system=system, hive_instructions=instructions)
+
+    assert cost["body"] == len(request["raw"]) == int(request["headers"]["Content-Length"])
+    hive = [t for t in request["tool_definitions"] if t["name"].startswith("mcp__hyperhive__")]
+    assert {"mcp__hyperhive__send", "mcp__hyperhive__recv"} <= {t["name"] for t in hive}
+    assert cost["hive_tools"]["names"] == [t["name"] for t in hive] and cost["hive_tools"]["count"] == len(hive)
+    sent = [json.dumps(t, ensure_ascii=False, separators=(",", ":")).encode("utf-8") for t in hive]
+    assert all(s in request["raw"] for s in sent)  # counted as the CLI serialized them, byte for byte
+    assert cost["hive_tools"]["bytes"] == sum(len(s) for s in sent)
+    assert {"Bash", "Read", "Write"} <= set(cost["builtin_tools"]["names"])
+    assert cost["builtin_tools"]["count"] + len(hive) == len(request["tools"]) and cost["other_mcp_tools"]["count"] == 0
+    assert cost["hive_tools"]["bytes"] + cost["builtin_tools"]["bytes"] + cost["system"] < cost["body"]
+
+    texts = [b["text"] for b in request["system_blocks"]]
+    assert "You are alice" in system and any(system in t for t in texts)
+    assert cost["hive_system_found"] and cost["hive_system"] == len(system.encode("utf-8"))
+    assert cost["cli_system"] == sum(len(t.encode("utf-8")) for t in texts) - cost["hive_system"] > 0
+    added = "".join(cli_context(request["messages"]))
+    assert cost["hive_instructions_found"] and instructions in added
+    assert cost["hive_instructions"] == len(instructions.encode("utf-8")) < cost["cli_context"]
+    assert "what does a turn cost?" in str(request["messages"]) and "what does a turn cost?" not in added
+
+    elsewhere = context_cost(request, hive_system=system + "(not sent)", hive_instructions="(not sent either)")
+    assert (elsewhere["hive_system"], elsewhere["hive_instructions"]) == (0, 0)
+    assert not elsewhere["hive_system_found"] and elsewhere["cli_system"] == cost["system"]

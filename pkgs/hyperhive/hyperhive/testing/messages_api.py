@@ -44,9 +44,12 @@ advances a script. When an agent's script is exhausted, its requests get the tex
   another request gets :data:`EXHAUSTED`-style ``unexpected`` text and is logged with ``unexpected: True``.
 
 **The log.** Every request is kept (:meth:`MessagesAPI.requests`): agent, path, model, whether streamed, the tool
-names offered, the system prompt as text, the messages as sent (with the ``tool_result`` blocks that came back), the
-step it got, and the headers. Message and tool-use ids are random (``msg_<hex>``, ``toolu_<hex>``), so they are
-unique across restarts of the stand-in and of Claude Code.
+names offered (``tools``) and their definitions as sent (``tool_definitions``), the system prompt as text
+(``system``) and as sent (``system_blocks``: a string or Claude Code's list of text blocks), the messages as sent
+(with the ``tool_result`` blocks that came back), the body as received (``raw``) and its size (``bytes``), the step
+it got, and the headers. :func:`context_cost` splits a logged request into what its parts cost the model. Message
+and tool-use ids are random (``msg_<hex>``, ``toolu_<hex>``), so they are unique across restarts of the stand-in
+and of Claude Code.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..harness import AGENT_HEADER
+from ..mcp import SERVER_NAME
 
 MODEL = "claude-stand-in"
 EXHAUSTED = "(the stand-in model has no script step left for this request)"
@@ -108,6 +112,79 @@ def text_of(value: Any) -> str:
         if "content" in value:
             return text_of(value["content"])
     return ""
+
+
+def json_bytes(value: Any) -> int:
+    """The size of ``value`` as Claude Code serializes it into a request body (``JSON.stringify``: no spaces, no
+    escaping of non-ASCII)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def _text_bytes(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def cli_context(messages: list) -> list[str]:
+    """The texts Claude Code puts into a request's messages itself, beside the conversation: the ``system``-role
+    messages (its environment, the subagent types, the MCP servers' instructions, the skills, the date) and the
+    ``<system-reminder>`` blocks of user messages."""
+    out = []
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        for block in blocks if isinstance(blocks, list) else []:
+            if not (isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)):
+                continue
+            if message.get("role") == "system" or block["text"].lstrip().startswith("<system-reminder>"):
+                out.append(block["text"])
+    return out
+
+
+def context_cost(request: dict, *, hive_system: str, hive_instructions: str = "",
+                 server: str = SERVER_NAME) -> dict:
+    """What one logged ``/v1/messages`` request carries for the model, split by whose it is, in bytes.
+
+    - ``body``: the request body as received;
+    - ``hive_tools``, ``builtin_tools``, ``other_mcp_tools``: ``{"count", "bytes", "names"}`` of the tool
+      definitions as sent (their JSON): the hive's MCP server's (``mcp__<server>__*``), Claude Code's own, and those
+      of any other MCP server;
+    - ``system``: the system prompt's text (all its blocks); ``hive_system``: the hive's part of it, ``hive_system``
+      (what the harness passed with ``--system-prompt-file``) when a block contains it verbatim, else 0
+      (``hive_system_found`` says which); ``cli_system``: the rest, Claude Code's own;
+    - ``cli_context``: the text Claude Code adds to the messages itself (:func:`cli_context`);
+      ``hive_instructions``: the part of it that is the hive's MCP server instructions, when found verbatim
+      (``hive_instructions_found``);
+    - ``messages``: the messages as sent (their JSON: the conversation so far, with ``cli_context`` in it).
+
+    Text is counted as UTF-8, tool definitions and messages as the JSON sent; the model is billed in tokens, of
+    which a byte count over 4 is only an estimate.
+    """
+    prefix = f"mcp__{server}__"
+    groups: dict[str, dict] = {k: {"count": 0, "bytes": 0, "names": []}
+                               for k in ("hive_tools", "builtin_tools", "other_mcp_tools")}
+    for tool in request.get("tool_definitions") or []:
+        name = str(tool.get("name", "")) if isinstance(tool, dict) else ""
+        group = groups["hive_tools" if name.startswith(prefix) else
+                       "other_mcp_tools" if name.startswith("mcp__") else "builtin_tools"]
+        group["count"] += 1
+        group["bytes"] += json_bytes(tool)
+        group["names"].append(name)
+    blocks = request.get("system_blocks")
+    blocks = [{"type": "text", "text": blocks}] if isinstance(blocks, str) else blocks or []
+    texts = [b["text"] for b in blocks if isinstance(b, dict) and isinstance(b.get("text"), str)]
+    system = sum(_text_bytes(t) for t in texts)
+    found = bool(hive_system) and any(hive_system in t for t in texts)
+    hive = _text_bytes(hive_system) if found else 0
+    added = cli_context(request.get("messages") or [])
+    instructions_found = bool(hive_instructions) and any(hive_instructions in t for t in added)
+    return {"body": request.get("bytes", 0), **groups, "system": system, "hive_system": hive,
+            "hive_system_found": found, "cli_system": system - hive,
+            "cli_context": sum(_text_bytes(t) for t in added),
+            "hive_instructions": _text_bytes(hive_instructions) if instructions_found else 0,
+            "hive_instructions_found": instructions_found,
+            "messages": json_bytes(request.get("messages") or [])}
 
 
 class MessagesAPI:
@@ -277,7 +354,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        self.raw = self.rfile.read(length) if length else b""
+        return self.raw
 
     def _send(self, status: int, body: dict | bytes, content_type: str = "application/json",
               extra: dict | None = None) -> None:
@@ -342,7 +420,8 @@ class _Handler(BaseHTTPRequestHandler):
         messages = body.get("messages") or []
         entry = {"kind": "messages", "path": self.path, "agent": agent, "model": body.get("model"),
                  "stream": bool(body.get("stream")), "tools": tools, "system": system, "messages": messages,
-                 "side": not tools, "headers": dict(self.headers),
+                 "bytes": len(self.raw), "raw": self.raw, "tool_definitions": body.get("tools") or [],
+                 "system_blocks": body.get("system"), "side": not tools, "headers": dict(self.headers),
                  "retry": int(self.headers.get("X-Stainless-Retry-Count") or 0), "answered": False}
         if not tools:
             step, how = {"text": SIDE_ANSWER}, "side"
