@@ -1,6 +1,7 @@
 """Headless Chromium for dashboard tests: Debian's /usr/bin/chromium driven by Playwright, never a download.
 
-Use the fixture (``from browser import browser_page`` in a test module, then a ``browser_page`` argument), or
+Use the fixture (``from browser import browser_page, chromium`` in a test module, then a ``browser_page`` argument:
+a fresh context, so no cookie, storage or cache is shared, in one Chromium per test module), or
 ``with open_browser() as page: ...`` anywhere. Tests that need it are skipped, saying why, when Playwright or
 Chromium is missing. Every page collects its console errors and uncaught exceptions (CSP violations included) in
 ``page.hive_errors``; assert ``console_errors(page) == []`` so a broken script cannot pass unnoticed.
@@ -35,22 +36,38 @@ def available() -> str | None:
 
 
 @contextmanager
-def open_browser(viewport: tuple[int, int] = (1440, 900), timeout_ms: int = 10_000) -> Iterator:
-    """A fresh page in a fresh headless Chromium; closed afterwards."""
+def launch_chromium() -> Iterator:
+    """Headless Chromium (Playwright's Browser), closed afterwards."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-            page = context.new_page()
-            page.set_default_timeout(timeout_ms)
-            page.hive_errors = []
-            page.on("console", lambda m: page.hive_errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: page.hive_errors.append(str(e)))
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def new_page(browser, viewport: tuple[int, int] = (1440, 900), timeout_ms: int = 10_000) -> Iterator:
+    """A page in a context of its own (cookies, storage, cache, permissions: nothing shared); closed afterwards."""
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(timeout_ms)
+        page.hive_errors = []
+        page.on("console", lambda m: page.hive_errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: page.hive_errors.append(str(e)))
+        yield page
+    finally:
+        context.close()
+
+
+@contextmanager
+def open_browser(viewport: tuple[int, int] = (1440, 900), timeout_ms: int = 10_000) -> Iterator:
+    """A fresh page in a fresh headless Chromium; closed afterwards."""
+    with launch_chromium() as browser, new_page(browser, viewport, timeout_ms) as page:
+        yield page
 
 
 def screenshot(page, name: str) -> Path:
@@ -66,14 +83,25 @@ def console_errors(page, ignore: tuple[str, ...] = ()) -> list[str]:
     return [e for e in page.hive_errors if not any(i in e for i in ignore)]
 
 
-@pytest.fixture
-def browser_page():
+@pytest.fixture(scope="module")
+def chromium():
+    """One Chromium for a test module (launching one costs seconds); each test gets a context of its own.
+
+    Module-scoped, not session-scoped: while Playwright's sync API is running, its event loop counts as the
+    thread's running loop, which would break tests elsewhere that start one of their own (asyncio.run, anyio)."""
     why = available()
     if why:
         from conftest import require
 
         require("headless Chromium", False, why)
-    with open_browser() as page:
+    with launch_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def browser_page(chromium):
+    """A fresh page in a fresh browser context of the module's Chromium."""
+    with new_page(chromium) as page:
         yield page
 
 

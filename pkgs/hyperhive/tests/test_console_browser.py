@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from browser import browser_page, console_errors, http, screenshot  # noqa: F401 (fixture)
+from browser import browser_page, chromium, console_errors, http, screenshot  # noqa: F401 (fixture)
 from conftest import wait_for
 from standins.support import AGENT_ENV, agent_nix, commit_change, standin_info, wait_status
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from axe import audit, readable
-from browser import browser_page, console_errors, http  # noqa: F401 (fixture)
+from browser import browser_page, chromium, console_errors, http  # noqa: F401 (fixture)
 from conftest import wait_for
 from standins.support import AGENT_ENV, commit_change, standin_info
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from browser import browser_page, console_errors, http, screenshot  # noqa: F401 (fixture)
+from browser import browser_page, chromium, console_errors, http, screenshot  # noqa: F401 (fixture)
 from conftest import HiveProcess, event_about, wait_for, write_config
 from hyperhive.store import Store, run_sql
 

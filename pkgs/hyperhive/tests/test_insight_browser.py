@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from browser import browser_page, console_errors, screenshot  # noqa: F401 (fixture)
+from browser import browser_page, chromium, console_errors, screenshot  # noqa: F401 (fixture)
 from standins.support import AGENT_ENV, agent_nix, commit_change, wait_status
 
 pytestmark = pytest.mark.browser
