@@ -5,12 +5,15 @@ back to the manager quotes nothing from elsewhere. Through the real service and 
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import refused, wait_for
+from conftest import HiveProcess, refused, wait_for, write_config
 from standins.support import AGENT_ENV, git, standin_info, state_dir, wait_status
 
 pytestmark = pytest.mark.nix
@@ -23,6 +26,23 @@ def hive(start_hive):
     hp = start_hive(agents={"alice": {}, "bob": {}}, env=AGENT_ENV)
     wait_for(lambda: standin_info(hp, "manager"), message="manager running")
     return hp
+
+
+@pytest.fixture(scope="module")
+def shared_hive():
+    """One hive for the proposals that must fail closed: each spawns an agent of its own name, and a deploy that
+    fails closed leaves nothing running that another could meet."""
+    directory = Path(tempfile.mkdtemp(prefix="hh", dir="/tmp"))
+    hp = HiveProcess(write_config(directory, {"alice": {}, "bob": {}}), env=AGENT_ENV).start()
+    try:
+        wait_for(lambda: standin_info(hp, "manager"), message="manager running")
+        yield hp
+    finally:
+        hp.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+REFUSED_NAMES = (f"pol{n}" for n in itertools.count())
 
 
 def spawn_with(hp, name: str, files: dict[str, str], links: dict[str, str] | None = None) -> dict:
@@ -57,16 +77,20 @@ def spawn_with(hp, name: str, files: dict[str, str], links: dict[str, str] | Non
     ("config.* reference", '{ config, ... }: { hyperhive.allowedRecipients = [ config.hyperhive.managerName ]; }\n'),
     ("hyperhive.allowedRecipient", '{ hyperhive.allowedRecipient = [ "manager" ]; }\n'),
 ])
-def test_a_policy_outside_the_local_subset_fails_the_deploy_closed(hive, construct, agent_nix):
+def test_a_policy_outside_the_local_subset_fails_the_deploy_closed(shared_hive, construct, agent_nix):
     """The old stub read each of these as null, i.e. unrestricted; the module system would restrict. Under the local
     backend the deploy fails naming the construct, and no agent runs with a policy the broker does not know."""
-    result = spawn_with(hive, "pol", {"agent.nix": agent_nix,
-                                      "policy.nix": '{ hyperhive.allowedRecipients = [ "manager" ]; }\n'})
-    assert result["status"] == "failed", result
-    assert construct in result["error"] and "outside the subset" in result["error"], result["error"]
-    names = {a["name"] for a in hive.client("manager").call("list_agents")["agents"]}
-    assert "pol" not in names
-    assert not hive.config.agent_socket("pol").exists()
+    hive, name = shared_hive, next(REFUSED_NAMES)
+    try:
+        result = spawn_with(hive, name, {"agent.nix": agent_nix,
+                                         "policy.nix": '{ hyperhive.allowedRecipients = [ "manager" ]; }\n'})
+        assert result["status"] == "failed", result
+        assert construct in result["error"] and "outside the subset" in result["error"], result["error"]
+        names = {a["name"] for a in hive.client("manager").call("list_agents")["agents"]}
+        assert name not in names
+        assert not hive.config.agent_socket(name).exists()
+    finally:
+        hive.close_clients()
 
 
 def test_the_broker_and_the_running_agent_agree_on_allowed_recipients(hive):
