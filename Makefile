@@ -7,6 +7,11 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/hive.toml
 PYTEST_ARGS ?=
+# make test runs the tests in this many pytest-xdist worker processes, each test file on one worker (its
+# module-scoped services and browser shared there). Most of a test's time is spent waiting on real processes (the
+# Claude Code CLI, the service, Chromium, nix-instantiate), so two workers overlap that waiting even on two cores.
+# Every test has its own directories, sockets and loopback ports. PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= 2
 # nixpkgs' lib/ directory (e.g. an extract of nix-community/nixpkgs.lib): when set, test_nix.py also evaluates the
 # modules with lib.evalModules, the flake's outputs with the real lib, and a real meta flake.
 NIXPKGS_LIB ?=
@@ -91,7 +96,7 @@ test: deps $(STAMP) $(CLAUDE_STAMP) $(AXE_STAMP)
 	@echo "Claude Code CLI: $$($(CLAUDE) --version) ($(CLAUDE))"
 	cd $(PKG) && HYPERHIVE_CLAUDE="$(abspath $(CLAUDE))" HYPERHIVE_AXE="$(abspath $(AXE))" \
 	  $(if $(NIXPKGS_LIB),HYPERHIVE_NIXPKGS_LIB="$(abspath $(NIXPKGS_LIB))") \
-	  ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile \
 	  $(PYTEST_ARGS)
 
 # Each benchmark prints its figures with their targets and whether each was met (ratios measured in one run).
