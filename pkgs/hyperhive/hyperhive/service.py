@@ -268,6 +268,10 @@ class Hive:
 
         class OnChange(FileSystemEventHandler):
             def on_any_event(self, event):
+                # Only what changes the file: reading it (as the reload below does) makes "opened" and
+                # "closed_no_write" events, and reacting to those would read it again, forever.
+                if event.event_type not in CHANGE_EVENTS:
+                    return
                 paths = {getattr(event, "src_path", None), getattr(event, "dest_path", None)}
                 if any(p and Path(os.fsdecode(p)).name == target.name for p in paths):
                     # editors write in several steps; let the file settle before reading it
@@ -280,6 +284,7 @@ class Hive:
         self._observer.start()
 
 
+CHANGE_EVENTS = frozenset({"created", "modified", "moved", "deleted", "closed"})  # watchdog's event_type
 SETTLE_SECONDS = 0.3  # how long a config file that fails to load must stay unchanged to be refused
 
 

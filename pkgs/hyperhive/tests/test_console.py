@@ -4,6 +4,8 @@ and what `hyperhive list` shows."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from browser import http
@@ -277,3 +279,39 @@ def test_an_agent_replies_in_thread_through_its_mcp_tools(start_broker):
         peer.close()
     inbox = hive.cli("inbox").stdout
     assert f"(re #{asked})" in inbox and "Yes, merged." in inbox
+
+
+def test_reading_the_config_does_not_make_the_service_read_it_again(start_broker):
+    """The service watches its config file; its own reads of it (opened, closed without writing) are not changes.
+    Reacting to them made one edit turn into a reload every 50 ms, forever."""
+    import json
+    import os
+
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    hive = start_broker()
+    path = hive.config_path
+    reads = []
+
+    class Count(FileSystemEventHandler):
+        def on_any_event(self, event):
+            if event.event_type == "opened" and os.fsdecode(event.src_path) == str(path):
+                reads.append(event)
+
+    observer = Observer()
+    observer.schedule(Count(), str(path.parent), recursive=False)
+    observer.start()
+    try:
+        config = json.loads(path.read_text())
+        config["agents"]["carol"] = {}
+        path.write_text(json.dumps(config))
+        wait_for(lambda: "config reloaded" in hive.log(), timeout=15, message="the reload logged")
+        hive.client("carol").call("whoami")
+        time.sleep(1)  # the events of the one write (modified, closed) are handled by now
+        settled = len(reads)
+        time.sleep(1.5)  # a service that reacts to its own reads would have read it ~30 times more by now
+        assert len(reads) == settled, f"the config was read {len(reads) - settled} times with nothing changed"
+    finally:
+        observer.stop()
+        observer.join(5)
