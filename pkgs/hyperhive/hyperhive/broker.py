@@ -42,6 +42,11 @@ class Op:
     handler: Callable[["Hive", Identity, dict], Any]
     roles: frozenset = ROLES_ALL
     help: str = ""
+    # Runs on the socket loop itself instead of a worker thread: for ops that are quick and never block (no
+    # waiting, no git, no process, no lock held for long). They write only through ``store.insert_raw`` or
+    # ``store.raw_write`` and act on what they wrote through ``store.after_commit``: all inline requests of one
+    # turn of the loop share one transaction, answered once it has committed.
+    inline: bool = False
 
 
 def message_dict(row) -> dict:
@@ -130,6 +135,11 @@ class Broker:
         args = {k: v for k, v in request.items() if k != "op"}
         return {"ok": True, "result": op.handler(self.hive, identity, args)}
 
+    def runs_inline(self, identity: Identity, request: dict) -> bool:
+        """Whether the socket loop answers ``request`` itself (an inline op, or one refused at once)."""
+        op = self.ops.get(request.get("op")) if isinstance(request.get("op"), str) else None
+        return op is None or op.inline or identity.role not in op.roles
+
     # --- messages ---------------------------------------------------------------------------------------
 
     def send(self, sender: str, recipient: str, body: str, *, kind: str = "message",
@@ -160,19 +170,24 @@ class Broker:
             "VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
             (sender, recipient, kind, body, None if data is None else json.dumps(data), ts, in_reply_to),
             check=None if sender in UNLIMITED_SENDERS else lambda raw: self._check_quota(raw, sender, recipient))
-        self.wake(recipient)
         message = {"id": msg_id, "from": sender, "to": recipient, "kind": kind, "body": body,
                    "sent_at": db.iso(ts)}
         if data is not None:
             message["data"] = data
         if in_reply_to is not None:
             message["in_reply_to"] = in_reply_to
-        hive.bus.publish("messages", message)
-        try:
-            self._message_stored(hive=hive, message=message)
-        except Exception:  # an observer must never turn a stored message into a failed send
-            log.exception("a message_stored hook failed for message %s", msg_id)
+        # Nobody hears of the message before it is committed (on the socket loop, that is at the end of the turn).
+        hive.store.after_commit(lambda: self._stored(message))
         return msg_id
+
+    def _stored(self, message: dict) -> None:
+        """A message is committed: wake its recipient, tell the dashboard and the plugins."""
+        self.wake(message["to"])
+        self.hive.bus.publish("messages", message)
+        try:
+            self._message_stored(hive=self.hive, message=message)
+        except Exception:  # an observer must never turn a stored message into a failed send
+            log.exception("a message_stored hook failed for message %s", message["id"])
 
     def _check_reply(self, sender: str, recipient: str, in_reply_to) -> None:
         """A reply answers a message its sender received from its recipient (so no one can thread under, or

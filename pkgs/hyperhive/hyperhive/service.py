@@ -169,7 +169,8 @@ class Hive:
                         private_dir(path.parent.parent)  # <runDir>/agents
                     self.sockets[name] = SocketServer(
                         path, Identity(name, role), self.broker.handle, self._max_line, mode=0o600,
-                        on_close=self.broker.release, limits=self._agent_limits, staging=run_dir).start()
+                        on_close=self.broker.release, limits=self._agent_limits, staging=run_dir,
+                        batch=self.store.group, inline=self.broker.runs_inline).start()
                     self.socket_errors.pop(name, None)
                 except (SocketError, OSError) as e:
                     message = str(e) if isinstance(e, SocketError) else f"{path}: {e.strerror or e}"
@@ -180,7 +181,7 @@ class Hive:
                 self.sockets["operator"] = SocketServer(
                     self.config.host_socket, Identity("operator", "operator"), self.broker.handle,
                     self._max_line, mode=0o600, on_close=self.broker.release, limits=self._operator_limits,
-                    staging=run_dir).start()
+                    staging=run_dir, batch=self.store.group, inline=self.broker.runs_inline).start()
 
     # --- life cycle ------------------------------------------------------------------------------------
 
@@ -209,12 +210,8 @@ class Hive:
         finally:
             self.broker.close()
             with self._sockets_lock:
-                # each close waits for its accept loop to notice; do them side by side
-                closers = [threading.Thread(target=server.close) for server in self.sockets.values()]
-                for t in closers:
-                    t.start()
-                for t in closers:
-                    t.join(10)
+                for server in self.sockets.values():
+                    server.close()
                 self.sockets.clear()
             self.store.close()
 

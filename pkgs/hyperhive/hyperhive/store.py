@@ -311,6 +311,87 @@ class _Insert:
         self.done = False
 
 
+class _Group:
+    """The transaction of one ``Store.group()``, begun at its first write."""
+
+    __slots__ = ("store", "raw", "undo", "after")
+
+    def __init__(self, store: "Store"):
+        self.store = store
+        self.raw: sqlite3.Connection | None = None  # set once begun (the write lock is then held)
+        self.undo: list[Callable[[], None]] = []
+        self.after: list[Callable[[], None]] = []
+
+    def __enter__(self) -> "_Group":
+        local = self.store._local
+        if getattr(local, "group", None) is not None:
+            raise RuntimeError("store groups do not nest")
+        local.group = self
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        self.store._local.group = None
+        if kind is not None:
+            self.rollback()
+            return
+        self.commit()
+        for fn in self.after:
+            try:
+                fn()
+            except Exception:
+                log.exception("a callback after a group commit failed")
+
+    def begin(self) -> sqlite3.Connection:
+        if self.raw is None:
+            self.store._write_lock.acquire()
+            try:
+                raw = self.store._writer_connection().connection.dbapi_connection
+                raw.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.store._write_lock.release()
+                raise
+            self.raw = raw
+        return self.raw
+
+    def insert(self, sql: str, params: tuple, check) -> int:
+        raw = self.begin()
+        if check is not None:
+            undo = check(raw)
+            if undo is not None:
+                self.undo.append(undo)
+        return raw.execute(sql, params).lastrowid
+
+    def commit(self) -> None:
+        raw, self.raw = self.raw, None
+        if raw is None:
+            return
+        try:
+            raw.commit()
+        except BaseException:
+            self._rolled_back(raw)
+            raise
+        finally:
+            self.store._write_lock.release()
+
+    def rollback(self) -> None:
+        raw, self.raw = self.raw, None
+        if raw is None:
+            return
+        try:
+            self._rolled_back(raw)
+        finally:
+            self.store._write_lock.release()
+
+    def _rolled_back(self, raw: sqlite3.Connection) -> None:
+        self.after.clear()
+        try:
+            if raw.in_transaction:
+                raw.rollback()
+        finally:
+            for undo in self.undo:
+                undo()
+
+
 class Store:
     """The database of one hive. Thread-safe; create one per process."""
 
@@ -351,8 +432,9 @@ class Store:
         return self._writer
 
     def insert_raw(self, sql: str, params: tuple, check: Callable[[Any], Any] | None = None) -> int:
-        """One INSERT, durable when this returns; the new rowid. For the hottest path (every send), where
-        SQLAlchemy's per-statement machinery costs more than SQLite's commit.
+        """One INSERT, durable when this returns (or, inside ``group()``, when the group commits); the new rowid.
+        For the hottest path (every send), where SQLAlchemy's per-statement machinery costs more than SQLite's
+        commit.
 
         Group commit: inserts that arrive while another commit is in flight wait for it, and the first of them to
         get the write lock commits all that queued up in one transaction. Each caller still returns only once
@@ -361,6 +443,9 @@ class Store:
         quota count); raising from it refuses this insert alone. It may return ``undo()``, called if the
         transaction is rolled back after it passed.
         """
+        group = getattr(self._local, "group", None)
+        if group is not None:
+            return group.insert(sql, params, check)
         item = _Insert(sql, params, check)
         with self._queue_lock:
             self._queue.append(item)
@@ -370,6 +455,22 @@ class Store:
         if item.error is not None:
             raise item.error
         return item.rowid
+
+    def group(self) -> "_Group":
+        """One transaction for every ``insert_raw`` (and ``raw_write``) this thread makes in the ``with`` block,
+        committed when it ends; ``after_commit`` callbacks run only once it has. The socket loop answers the sends
+        of one turn inside a group, and answers them only after it: one commit for many senders, each answered
+        only once its row is durable. The write lock is taken at the first write, not before. Raises on leaving
+        when the commit fails (then nothing of the group is stored)."""
+        return _Group(self)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once what this thread wrote is committed: at the end of its group, or now outside one."""
+        group = getattr(self._local, "group", None)
+        if group is None:
+            fn()
+        else:
+            group.after.append(fn)
 
     def _commit_queue(self) -> None:
         """Commit every queued insert in one transaction. Call with the write lock held."""
@@ -405,7 +506,20 @@ class Store:
 
     @contextmanager
     def raw_write(self) -> Iterator[sqlite3.Connection]:
-        """A serialized write transaction on the writer's DB-API connection, for the broker's hot paths."""
+        """A serialized write transaction on the writer's DB-API connection, for the broker's hot paths (inside a
+        ``group()``, the group's own transaction)."""
+        group = getattr(self._local, "group", None)
+        if group is not None:  # a savepoint: what fails here is undone, the rest of the group stays
+            raw = group.begin()
+            raw.execute("SAVEPOINT raw_write")
+            try:
+                yield raw
+            except BaseException:
+                raw.execute("ROLLBACK TO raw_write")
+                raw.execute("RELEASE raw_write")
+                raise
+            raw.execute("RELEASE raw_write")
+            return
         with self._write_lock:
             raw = self._writer_connection().connection.dbapi_connection
             raw.execute("BEGIN IMMEDIATE")
@@ -505,10 +619,18 @@ def loads_json(raw: Any, default: Any = None) -> Any:
         return raw
 
 
+_iso_second: tuple[int, str] = (-1, "")  # the last whole second formatted (every send formats its time)
+
+
 def iso(ts: float | None) -> str | None:
+    global _iso_second
     if ts is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+    second = int(ts // 1)
+    cached = _iso_second
+    if cached[0] != second:
+        cached = _iso_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{int(ts * 1000) % 1000:03d}Z"
 
 
 def run_sql(store: Store, sql: str, params: tuple = ()) -> list[Any]:

@@ -2,23 +2,29 @@
 
 The socket is the identity: a server is bound to one ``Identity`` and every request that arrives on it is
 handled as coming from that identity, whatever the request says.
+
+Every socket of the process is served by one event loop (``_Loop``), not a thread per connection: it accepts,
+reads, splits lines and writes answers. Quick ops (``send``) run on the loop, those of one turn sharing one
+transaction; the rest run on worker threads, one request at a time per connection, answered in order.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
 import os
+import queue
 import select
+import selectors
 import socket
-import socketserver
-import struct
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 from .errors import HiveError
 
@@ -75,137 +81,103 @@ def error_response(code: str, message: str) -> dict:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
-class _Connection(socketserver.BaseRequestHandler):
-    """One client connection: lines in, one response line out per request.
+class _Workers:
+    """Threads for the requests that may block (a parked ``recv`` sleeps in its worker, git and builds take their
+    time): one is started whenever none is idle, so a parked request never waits for a free worker, and one idle
+    for a minute ends."""
 
-    Reads straight from the socket into a buffer (no file object: a poll with a timeout before each read ends an
-    idle connection cleanly). A connection that holds a lease is never closed for being idle: its harness is in
-    the middle of a turn.
-    """
+    IDLE_SECONDS = 60.0
 
-    server: "_Server"
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # workers waiting for a task (a submit takes one of them)
 
-    def handle(self) -> None:
-        _current.sock = self.request
-        conn = _current.conn = Connection(self.server.identity, self.request)
-        try:
-            self._serve(conn)
-        finally:
-            conn.closed = True
-            _current.sock = _current.conn = None
-            self.server.connection_ended()
-            if self.server.on_close is not None:
-                try:
-                    self.server.on_close(conn)
-                except Exception:
-                    log.exception("cleaning up a closed connection of %s failed", self.server.identity.name)
-
-    def _serve(self, conn: Connection) -> None:
-        sock: socket.socket = self.request
-        buf = bytearray()
-        discarding = False  # inside an over-long line, skipping to its end
-        armed = None  # the idle timeout set on the socket (SO_RCVTIMEO: no poll before every read)
-        while not self.server.closing.is_set():
-            newline = buf.find(b"\n")
-            limit = self.server.max_line()
-            if newline < 0:
-                if len(buf) > limit:  # no end of line within the limit: skip the rest of it, then answer
-                    discarding = True
-                    buf.clear()
-                idle = self.server.idle_timeout()
-                if idle != armed:
-                    seconds = idle or 0  # 0: no timeout
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                                    struct.pack("ll", int(seconds), int(seconds % 1 * 1e6)))
-                    armed = idle
-                try:
-                    chunk = sock.recv(262144)
-                except (BlockingIOError, TimeoutError):  # idle for the whole timeout
-                    if conn.leases:
-                        continue  # a harness mid-turn: keep its connection (and its lease)
-                    log.info("closing a connection of %s idle for %gs", self.server.identity.name, idle)
-                    return
-                except InterruptedError:
-                    continue
-                except (ConnectionError, OSError):
-                    return
-                if not chunk:
-                    return
-                buf += chunk
-                continue
-            line = bytes(buf[:newline + 1])
-            del buf[:newline + 1]
-            if discarding:
-                discarding = False
-                response = error_response(
-                    "too_large", f"request line exceeds {limit} bytes (maxMessageBytes plus envelope)")
-            elif len(line) > limit + 1:
-                response = error_response(
-                    "too_large", f"request line exceeds {limit} bytes (maxMessageBytes plus envelope)")
-            else:
-                response = self.server.decode_and_handle(line)
-            try:
-                sock.sendall(dumps(response) + b"\n")
-            except (ConnectionError, OSError):
+    def submit(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._tasks.put(task)
                 return
+        threading.Thread(target=self._run, args=(task,), name="socket-worker", daemon=True).start()
+
+    def _run(self, task: Callable[[], None] | None) -> None:
+        while True:
+            try:
+                task()
+            except Exception:
+                log.exception("a socket worker task failed")
+            task = None
+            with self._lock:
+                self._idle += 1
+            while task is None:
+                try:
+                    task = self._tasks.get(timeout=self.IDLE_SECONDS)
+                except queue.Empty:
+                    with self._lock:  # a submit puts under this lock: an empty queue here strands nothing
+                        if self._tasks.empty():
+                            if self._idle:
+                                self._idle -= 1
+                            return
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+class _Conn:
+    """The loop's side of one client connection."""
 
-    def __init__(self, path: str, identity: Identity, handler: Handler, max_line: Callable[[], int],
-                 on_close: Callable[[Connection], None] | None = None, limits: Callable[[], "Limits"] | None = None):
+    __slots__ = ("server", "sock", "conn", "buf", "discarding", "out", "answers", "deferred", "busy", "eof",
+                 "closed", "broken", "interest", "last")
+
+    def __init__(self, server: "_Server", sock: socket.socket):
+        self.server = server
+        self.sock = sock
+        self.conn = Connection(server.identity, sock)
+        self.buf = bytearray()  # what came in and is not yet a request
+        self.discarding = False  # inside an over-long line, skipping to its end
+        self.out = bytearray()  # answers not yet written
+        self.answers: list[dict] = []  # answers of this turn, written once its batch has committed
+        self.deferred: dict | None = None  # the request to hand to a worker once this turn's answers are out
+        self.busy = False  # a worker has this connection's request
+        self.eof = False  # the client will send no more
+        self.closed = False
+        self.broken = False  # writing failed: the client has gone
+        self.interest = 0  # the events registered with the selector
+        self.last = time.monotonic()  # last activity, for broker.idleTimeoutSeconds
+
+
+class _Server:
+    """One listening socket's identity, handler and limits, served by the loop."""
+
+    def __init__(self, sock: socket.socket, identity: Identity, handler: Handler, max_line: Callable[[], int],
+                 on_close: Callable[[Connection], None] | None, limits: Callable[[], "Limits"] | None,
+                 batch: Callable[[], ContextManager] | None, inline: Callable[[Identity, dict], bool] | None):
+        self.sock = sock
         self.identity = identity
         self.handler = handler
         self.max_line = max_line
         self.on_close = on_close
         self.limits = limits or (lambda: Limits())
-        self.closing = threading.Event()
-        self._active = 0
-        self._active_lock = threading.Lock()
-        super().__init__(path, _Connection)
+        self.batch = batch
+        self.inline = inline
+        self.conns: set[_Conn] = set()
+        self.paused_until = 0.0  # accept() ran out of descriptors: try again then
 
-    def idle_timeout(self) -> float | None:
-        return self.limits().idle_timeout_seconds
-
-    def verify_request(self, request, client_address) -> bool:
-        """At most ``maxConnections`` connections per socket: one agent cannot take every file descriptor."""
-        cap = self.limits().max_connections
-        with self._active_lock:
-            if cap is None or self._active < cap:
-                self._active += 1
-                return True
-        log.warning("refused a connection to the socket of %s: it already has %d (broker.maxConnectionsPerAgent)",
-                    self.identity.name, cap)
-        try:
-            request.setblocking(False)
-            request.send(dumps(error_response(
-                "conflict", f"too many connections on this socket ({cap}, broker.maxConnectionsPerAgent); "
-                "close some and retry")) + b"\n")
-        except OSError:
-            pass
-        return False
-
-    def connection_ended(self) -> None:
-        with self._active_lock:
-            self._active -= 1
-
-    def active_connections(self) -> int:
-        return self._active
-
-    def decode_and_handle(self, line: bytes) -> dict:
+    def decode(self, line: bytes) -> tuple[dict | None, dict | None]:
+        """The request of one line, or the error answer that says what is wrong with it."""
         try:
             request = loads_strict(line.decode("utf-8"))
         except UnicodeDecodeError:
-            return error_response("bad_request", "request is not valid UTF-8")
+            return None, error_response("bad_request", "request is not valid UTF-8")
         except ValueError as e:
-            return error_response("bad_request", f"request is not valid JSON: {e}")
+            return None, error_response("bad_request", f"request is not valid JSON: {e}")
         except RecursionError:
-            return error_response("bad_request", "request is nested too deeply")
+            return None, error_response("bad_request", "request is nested too deeply")
         if not isinstance(request, dict):
-            return error_response("bad_request", "request must be a JSON object with an \"op\"")
+            return None, error_response("bad_request", "request must be a JSON object with an \"op\"")
+        return request, None
+
+    def call(self, c: _Conn, request: dict) -> dict:
+        """Run one request as this socket's identity, in this thread, with its connection current."""
+        _current.conn, _current.sock = c.conn, c.sock
         try:
             return self.handler(self.identity, request)
         except HiveError as e:
@@ -213,10 +185,383 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         except Exception as e:  # a bug must not take the socket down; say so and log it
             log.exception("internal error handling %r for %s", request.get("op"), self.identity.name)
             return error_response("internal", f"internal error: {type(e).__name__}: {e}")
+        finally:
+            _current.conn = _current.sock = None
+
+
+def _too_large(limit: int) -> dict:
+    return error_response("too_large", f"request line exceeds {limit} bytes (maxMessageBytes plus envelope)")
+
+
+class _Loop:
+    """The one thread that serves every socket of the process (``selectors``: epoll on Linux).
+
+    Each turn it accepts, reads what came, answers every complete line in order, and writes the answers. Requests
+    whose op runs inline (``send``) are handled right here, inside one batch per turn (``SocketServer(batch=...)``:
+    the store's group transaction), and answered only once that batch has committed: sends from many connections
+    share one commit, and each is answered only when durable. Any other request goes to a worker; its connection
+    reads nothing more until the answer is back, so answers keep the order of requests.
+    """
+
+    SWEEP_SECONDS = 1.0  # how often idle connections are looked for
+
+    def __init__(self) -> None:
+        self.sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._posted: collections.deque = collections.deque()
+        self._again: list[_Conn] = []  # connections a worker has answered: go on with what they sent since
+        self.workers = _Workers()
+        self.servers: set[_Server] = set()
+        self.thread = threading.Thread(target=self._run, name="sockets", daemon=True)
+        self.thread.start()
+
+    # --- from other threads --------------------------------------------------------------------------------
+
+    def post(self, fn: Callable[[], None]) -> None:
+        self._posted.append(fn)
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:  # the pipe is full: the loop is awake anyway
+            pass
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the loop and return what it returns (the selector is the loop's alone)."""
+        if threading.current_thread() is self.thread:
+            return fn()
+        done = threading.Event()
+        box: list = []
+
+        def run():
+            try:
+                box.append((True, fn()))
+            except BaseException as e:
+                box.append((False, e))
+            finally:
+                done.set()
+
+        self.post(run)
+        done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    # --- the loop --------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_sweep = time.monotonic() + self.SWEEP_SECONDS
+        while True:
+            try:
+                events = self.sel.select(max(0.0, next_sweep - time.monotonic()))
+            except InterruptedError:
+                continue
+            ready: list[_Conn] = []
+            for key, mask in events:
+                data = key.data
+                if data is None:
+                    try:
+                        while os.read(self._wake_r, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                elif type(data) is _Server:
+                    self._accept(data)
+                else:
+                    if mask & selectors.EVENT_WRITE:
+                        self._flush(data)
+                    if mask & selectors.EVENT_READ:
+                        self._read(data)
+                    ready.append(data)
+            while self._posted:
+                try:
+                    self._posted.popleft()()
+                except Exception:
+                    log.exception("a socket loop task failed")
+            if self._again:
+                ready += self._again
+                self._again = []
+            if ready:
+                try:
+                    self._answer(ready)
+                except Exception:  # the loop must outlive any bug
+                    log.exception("the socket loop failed to answer a turn")
+            if time.monotonic() >= next_sweep:
+                self._sweep()
+                next_sweep = time.monotonic() + self.SWEEP_SECONDS
+
+    def _accept(self, server: _Server) -> None:
+        if time.monotonic() < server.paused_until:
+            return
+        for _ in range(64):
+            try:
+                sock, _ = server.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # out of descriptors: leave the rest in the backlog for a moment
+                log.warning("cannot accept a connection to the socket of %s: %s", server.identity.name,
+                            e.strerror or e)
+                server.paused_until = time.monotonic() + 0.5
+                self._interest_listener(server, 0)
+                return
+            cap = server.limits().max_connections
+            if cap is not None and len(server.conns) >= cap:
+                log.warning("refused a connection to the socket of %s: it already has %d "
+                            "(broker.maxConnectionsPerAgent)", server.identity.name, cap)
+                try:
+                    sock.setblocking(False)
+                    sock.send(dumps(error_response(
+                        "conflict", f"too many connections on this socket ({cap}, broker.maxConnectionsPerAgent); "
+                        "close some and retry")) + b"\n")
+                except OSError:
+                    pass
+                sock.close()
+                continue
+            sock.setblocking(False)
+            c = _Conn(server, sock)
+            server.conns.add(c)
+            self._interest(c)
+
+    def _interest_listener(self, server: _Server, events: int) -> None:
+        try:
+            if events:
+                self.sel.register(server.sock, events, server)
+            else:
+                self.sel.unregister(server.sock)
+        except (KeyError, ValueError):
+            pass
+
+    def _read(self, c: _Conn) -> None:
+        try:
+            chunk = c.sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            c.eof = True
+            return
+        c.last = time.monotonic()
+        c.buf += chunk
+
+    def _answer(self, ready: list[_Conn]) -> None:
+        """Answer what each ready connection sent: inline requests inside one batch, committed before any of
+        their answers is written."""
+        seen: set[int] = set()
+        turn: list[_Conn] = []
+        batches: dict = {}  # batch factory -> (its open context, the answers given inside it)
+        failure: BaseException | None = None
+        try:
+            for c in ready:
+                if id(c) in seen or c.closed:
+                    continue
+                seen.add(id(c))
+                turn.append(c)
+                if not c.busy:
+                    self._advance(c, batches)
+        except Exception as e:  # a bug: what was written in this turn is rolled back and said to have failed
+            log.exception("the socket loop failed in the middle of a turn")
+            failure = e
+        for factory, (context, answers) in batches.items():
+            try:
+                if failure is None:
+                    context.__exit__(None, None, None)  # commit
+                else:
+                    context.__exit__(type(failure), failure, failure.__traceback__)  # roll back
+                    raise failure
+            except Exception as e:
+                self._batch_failed(answers, e)
+        for c in turn:
+            if c.answers:
+                for answer in c.answers:
+                    c.out += dumps(answer) + b"\n"
+                c.answers.clear()
+                self._flush(c)
+            if c.deferred is not None and not c.closed:
+                request, c.deferred = c.deferred, None
+                self._dispatch(c, request)
+            self._settle(c)
+
+    def _advance(self, c: _Conn, batches: dict) -> None:
+        server = c.server
+        limit = server.max_line()
+        while not c.busy:
+            newline = c.buf.find(b"\n")
+            if newline < 0:
+                if len(c.buf) > limit:  # no end of line within the limit: skip the rest of it, then answer
+                    c.discarding = True
+                    c.buf.clear()
+                return
+            line = bytes(c.buf[:newline + 1])
+            del c.buf[:newline + 1]
+            if c.discarding:
+                c.discarding = False
+                c.answers.append(_too_large(limit))
+                continue
+            if len(line) > limit + 1:
+                c.answers.append(_too_large(limit))
+                continue
+            request, error = server.decode(line)
+            if error is not None:
+                c.answers.append(error)
+            elif server.inline is not None and server.inline(server.identity, request):
+                batch = server.batch
+                if batch is not None and batch not in batches:
+                    context = batch()
+                    context.__enter__()
+                    batches[batch] = (context, [])
+                answer = server.call(c, request)
+                c.answers.append(answer)
+                if batch is not None:
+                    batches[batch][1].append(answer)
+            else:
+                c.deferred = request
+                c.busy = True
+
+    @staticmethod
+    def _batch_failed(answers: list[dict], error: BaseException) -> None:
+        """The batch did not commit: nothing its requests wrote is stored, so none of them may say ok."""
+        log.error("a batch of socket requests was not committed: %s", error)
+        for answer in answers:
+            if answer.get("ok"):
+                answer.clear()
+                answer.update(error_response("internal", f"not stored: the transaction failed ({error}); "
+                                                         "send again"))
+
+    def _dispatch(self, c: _Conn, request: dict) -> None:
+        def work():
+            answer = c.server.call(c, request)
+            self.post(lambda: self._finished(c, answer))
+
+        self.workers.submit(work)
+
+    def _finished(self, c: _Conn, answer: dict) -> None:
+        c.busy = False
+        c.last = time.monotonic()
+        if c.closed:
+            self._release(c)  # closed while its request ran: now nothing uses its descriptor
+            return
+        c.answers.append(answer)
+        self._again.append(c)
+
+    def _flush(self, c: _Conn) -> None:
+        while c.out:
+            try:
+                sent = c.sock.send(c.out)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                c.out.clear()
+                c.broken = True
+                return
+            del c.out[:sent]
+
+    def _settle(self, c: _Conn) -> None:
+        """Close a connection that is done, or register what it waits for."""
+        if c.closed:
+            return
+        if c.broken or (c.eof and not c.busy and not c.out):
+            self._close(c)
+        else:
+            self._interest(c)
+
+    def _interest(self, c: _Conn) -> None:
+        if c.closed:
+            want = 0
+        elif c.out:
+            want = selectors.EVENT_WRITE  # nothing more is read until the answers are taken
+        elif c.busy or c.eof:
+            want = 0
+        else:
+            want = selectors.EVENT_READ
+        if want == c.interest:
+            return
+        if c.interest == 0:
+            self.sel.register(c.sock, want, c)
+        elif want == 0:
+            self.sel.unregister(c.sock)
+        else:
+            self.sel.modify(c.sock, want, c)
+        c.interest = want
+
+    def _close(self, c: _Conn) -> None:
+        if c.closed:
+            return
+        c.closed = c.conn.closed = True
+        if c.interest:
+            self.sel.unregister(c.sock)
+            c.interest = 0
+        if c.busy:  # its worker still holds the descriptor (a parked recv polls it): hang up, close later
+            try:
+                c.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        self._release(c)
+
+    def _release(self, c: _Conn) -> None:
+        c.sock.close()
+        server = c.server
+        server.conns.discard(c)
+        if server.on_close is not None:
+            def cleanup():
+                try:
+                    server.on_close(c.conn)
+                except Exception:
+                    log.exception("cleaning up a closed connection of %s failed", server.identity.name)
+
+            if c.conn.leases:
+                self.workers.submit(cleanup)  # a write: not on the loop
+            else:
+                cleanup()
+
+    def _sweep(self) -> None:
+        """Close connections idle longer than broker.idleTimeoutSeconds (never one that holds a lease: its
+        harness is in the middle of a turn) and take accepting up again after running out of descriptors."""
+        now = time.monotonic()
+        for server in list(self.servers):
+            if server.paused_until and now >= server.paused_until:
+                server.paused_until = 0.0
+                self._interest_listener(server, selectors.EVENT_READ)
+            idle = server.limits().idle_timeout_seconds
+            if not idle:
+                continue
+            for c in list(server.conns):
+                if not c.busy and not c.closed and not c.out and now - c.last > idle and not c.conn.leases:
+                    log.info("closing a connection of %s idle for %gs", server.identity.name, idle)
+                    self._close(c)
+
+    # --- servers ---------------------------------------------------------------------------------------
+
+    def add(self, server: _Server) -> None:
+        self.servers.add(server)
+        self._interest_listener(server, selectors.EVENT_READ)
+
+    def remove(self, server: _Server) -> None:
+        self.servers.discard(server)
+        self._interest_listener(server, 0)
+        server.sock.close()
+        for c in list(server.conns):
+            self._close(c)
+
+
+_loop_instance: _Loop | None = None
+_loop_lock = threading.Lock()
+
+
+def _loop() -> _Loop:
+    global _loop_instance
+    with _loop_lock:
+        if _loop_instance is None:
+            _loop_instance = _Loop()
+        return _loop_instance
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # made once: json.dumps with options makes one per call
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 @dataclass(frozen=True)
@@ -231,13 +576,18 @@ def _not_json(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_not_json)  # made once, as _ENCODER
+
+
 def loads_strict(text: str | bytes) -> Any:
     """JSON as RFC 8259 has it: Python's NaN, Infinity and overflowing numbers such as 1e999 are refused (as
     wait or lease times they would park a request or hold a message forever), and so are integers beyond 64 bits
     (no id or count is larger, and SQLite holds no larger).
 
     Parsed by the C decoder alone (a hook per number costs more than the parse), then the numbers are checked."""
-    value = json.loads(text, parse_constant=_not_json)
+    if not isinstance(text, str):
+        text = text.decode("utf-8")
+    value = _DECODER.decode(text)
     _check_numbers(value)
     return value
 
@@ -281,7 +631,7 @@ def private_dir(path: Path, mode: int = 0o700) -> None:
 
 
 class SocketServer:
-    """One listening socket bound to one identity, served by a thread per connection.
+    """One listening socket bound to one identity, served by the process's socket loop (``_Loop``).
 
     The socket is bound in a fresh private directory (mode 0700, made by ``mkdtemp`` in the run directory), given
     its mode (and, when the service runs as root, the owner of the directory it is meant for) there, where nobody
@@ -289,11 +639,17 @@ class SocketServer:
     ``chmod`` or ``chown`` can be made to follow a link planted at its path. ``rename`` replaces a stale socket or
     a link planted at the path (it never follows one); a directory there makes this one socket fail
     (``SocketError``), not the service.
+
+    ``inline(identity, request)`` says which requests run on the loop itself (quick ones that never block), all
+    those of one turn of the loop inside one ``batch()`` (a context manager: the store's group transaction); every
+    other request runs on a worker thread.
     """
 
     def __init__(self, path: Path, identity: Identity, handler: Handler, max_line: Callable[[], int],
                  mode: int = 0o600, on_close: Callable[[Connection], None] | None = None,
-                 limits: Callable[[], Limits] | None = None, staging: Path | None = None):
+                 limits: Callable[[], Limits] | None = None, staging: Path | None = None,
+                 batch: Callable[[], ContextManager] | None = None,
+                 inline: Callable[[Identity, dict], bool] | None = None):
         self.path = Path(path)
         self.identity = identity
         parent = self.path.parent
@@ -305,15 +661,18 @@ class SocketServer:
         # Staged in a directory only the service writes (the run directory): never inside the agent's own.
         tmp = Path(tempfile.mkdtemp(prefix=".sock-", dir=staging or parent))
         staged = tmp / "s"
-        old_umask = os.umask(0o177)  # never exist with wider permissions than asked, even briefly
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            server = _Server(str(staged), identity, handler, max_line, on_close, limits)
-        finally:
-            os.umask(old_umask)
-        try:
+            old_umask = os.umask(0o177)  # never exist with wider permissions than asked, even briefly
+            try:
+                sock.bind(str(staged))
+            finally:
+                os.umask(old_umask)
             os.chmod(staged, mode)  # inside our private directory: nothing to follow
             if os.geteuid() == 0 and owner != 0:
                 os.chown(staged, owner, -1)  # the container's mapped root reaches its own socket
+            sock.listen(128)
+            sock.setblocking(False)
             try:
                 os.rename(staged, self.path)
             except OSError as e:
@@ -321,7 +680,7 @@ class SocketServer:
                                   "(remove what is there; the agent's socket directory is its own)") from None
             self._inode = os.lstat(self.path).st_ino
         except BaseException:
-            server.server_close()
+            sock.close()
             raise
         finally:
             try:
@@ -329,22 +688,19 @@ class SocketServer:
             except FileNotFoundError:
                 pass
             os.rmdir(tmp)
-        server.server_address = str(self.path)
-        self._server = server
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name=f"socket-{identity.name}", daemon=True)
+        self._server = _Server(sock, identity, handler, max_line, on_close, limits, batch, inline)
+        self._loop = _loop()
 
     def start(self) -> "SocketServer":
-        self._thread.start()
+        self._loop.call(lambda: self._loop.add(self._server))
         return self
 
     def active_connections(self) -> int:
-        return self._server.active_connections()
+        return len(self._server.conns)
 
     def close(self) -> None:
-        self._server.closing.set()
-        self._server.shutdown()
-        self._server.server_close()
+        """Stop accepting, hang up every connection of this socket, and remove the socket file."""
+        self._loop.call(lambda: self._loop.remove(self._server))
         try:  # only our own socket: what the agent put there since is its business
             if os.lstat(self.path).st_ino == self._inode:
                 os.unlink(self.path)

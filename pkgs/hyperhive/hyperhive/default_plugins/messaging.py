@@ -79,7 +79,7 @@ def mark_read(hive, who, args):
 def broker_ops(hive):
     return {
         "whoami": Op(whoami, ROLES_ALL, "who this socket speaks for"),
-        "send": Op(send, ROLES_ALL, "send a message"),
+        "send": Op(send, ROLES_ALL, "send a message", inline=True),
         "recv": Op(recv, ROLES_ALL, "receive messages (peek, or park with wait_seconds)"),
         "ack": Op(ack, ROLES_ALL, "acknowledge received messages"),
         "status": Op(status, ROLES_ALL, "count unread and leased messages"),
