@@ -14,6 +14,9 @@ printed with its target and whether it was met (2 cores):
   none waiting;
 - send -> parked ``recv`` wake: p50 < 2 ms, p99 < 10 ms;
 - 100 parked receivers all woken while 8 clients send.
+
+It also prints the service's CPU time per send with one client and with eight (from /proc): one loop thread answers
+every send, so the second bounds what any number of clients can reach.
 """
 
 from __future__ import annotations
@@ -239,6 +242,12 @@ def bench_many_parked(config, parked: int, senders: int) -> tuple[int, int, floa
     return woken, parked, elapsed
 
 
+def service_cpu(pid: int) -> float:
+    """CPU seconds (user and system) the service process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "NOT MET"
 
@@ -260,8 +269,11 @@ def main() -> int:
         sqlite_rate = bench_bare_sqlite(directory, n)
         schema_rate = bench_schema_floor(directory, n)
         socket_rate = bench_bare_socket(directory, n)
+        cpu = service_cpu(proc.pid)
         one = bench_sends(config, 1, n)
+        cpu_one, cpu = (service_cpu(proc.pid) - cpu) / n, service_cpu(proc.pid)
         eight = bench_sends(config, 8, n // 8 * 2)
+        cpu_eight = (service_cpu(proc.pid) - cpu) / (n // 8 * 2 * 8)
         backlog = bench_backlog(config, 200 if args.quick else 1000, depth)
         wake = bench_wake(config, rounds)
         woken, expected, many_s = bench_many_parked(config, 100, 8)
@@ -296,6 +308,8 @@ def main() -> int:
     print(f"    {'bare socket round trips/s':<44} {socket_rate:>10,.0f}")
     print(f"    one durable send = {1e6 / one:.0f} µs; floors: {1e6 / schema_rate:.0f} µs commit + "
           f"{1e6 / socket_rate:.0f} µs round trip")
+    print(f"    service CPU per send: {cpu_one * 1e6:.0f} µs with 1 client, {cpu_eight * 1e6:.0f} µs with 8 "
+          f"(one loop thread answers every send: 8 clients can reach at most ~{1 / cpu_eight:,.0f}/s)")
     print("  figures:")
     for name, value, note, ok in checks:
         print(f"    {name:<44} {value:>10}  {note}: {verdict(ok)}")
