@@ -124,7 +124,7 @@ class _Workers:
 class _Conn:
     """The loop's side of one client connection."""
 
-    __slots__ = ("server", "sock", "conn", "buf", "discarding", "out", "answers", "deferred", "busy", "eof",
+    __slots__ = ("server", "sock", "conn", "buf", "discarding", "out", "sent", "answers", "deferred", "busy", "eof",
                  "closed", "broken", "interest", "last")
 
     def __init__(self, server: "_Server", sock: socket.socket):
@@ -134,6 +134,7 @@ class _Conn:
         self.buf = bytearray()  # what came in and is not yet a request
         self.discarding = False  # inside an over-long line, skipping to its end
         self.out = bytearray()  # answers not yet written
+        self.sent = 0  # how much of out is written
         self.answers: list[dict] = []  # answers of this turn, written once its batch has committed
         self.deferred: dict | None = None  # the request to hand to a worker once this turn's answers are out
         self.busy = False  # a worker has this connection's request
@@ -445,16 +446,19 @@ class _Loop:
         self._again.append(c)
 
     def _flush(self, c: _Conn) -> None:
-        while c.out:
+        """Write what the socket takes now; the rest waits for it to be writable (from an offset: a large answer
+        is not copied again after every partial write)."""
+        while c.sent < len(c.out):
             try:
-                sent = c.sock.send(c.out)
+                with memoryview(c.out) as view, view[c.sent:] as rest:
+                    c.sent += c.sock.send(rest)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                c.out.clear()
                 c.broken = True
-                return
-            del c.out[:sent]
+                break
+        c.out.clear()
+        c.sent = 0
 
     def _settle(self, c: _Conn) -> None:
         """Close a connection that is done, or register what it waits for."""

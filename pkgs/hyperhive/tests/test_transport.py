@@ -173,3 +173,20 @@ def test_a_socket_of_the_loop_closes_its_connections_and_file(tmp_path):
     with pytest.raises(ConnectionError):
         c.call("x")
     c.close()
+
+
+def test_a_large_answer_to_a_slow_reader_arrives_whole_and_others_are_served_meanwhile(tmp_path):
+    big = "x" * (6 << 20)
+    server = SocketServer(tmp_path / "s.sock", Identity("alice", "agent"),
+                          lambda who, request: {"ok": True, "result": big if request["op"] == "big" else "small"},
+                          lambda: 65536).start()
+    try:
+        with socket.socket(socket.AF_UNIX) as slow, Client(tmp_path / "s.sock", timeout=10) as quick:
+            slow.connect(str(tmp_path / "s.sock"))
+            slow.sendall(b'{"op": "big"}\n{"op": "small"}\n')
+            time.sleep(0.2)  # the socket's buffer is full; the loop waits for it to drain, serving others
+            assert quick.call("x") == "small"
+            answers = _lines(slow, 2)
+        assert answers[0]["result"] == big and answers[1]["result"] == "small"
+    finally:
+        server.close()
