@@ -291,6 +291,19 @@ class _Loop:
                 self._sweep()
                 next_sweep = time.monotonic() + self.SWEEP_SECONDS
 
+    def _poll_connections(self) -> list[_Conn]:
+        """The connections that have something now (no wait); listeners and the wake pipe stay for the loop."""
+        ready = []
+        for key, mask in self.sel.select(0):
+            c = key.data
+            if type(c) is _Conn:
+                if mask & selectors.EVENT_WRITE:
+                    self._flush(c)
+                if mask & selectors.EVENT_READ:
+                    self._read(c)
+                ready.append(c)
+        return ready
+
     def _accept(self, server: _Server) -> None:
         if time.monotonic() < server.paused_until:
             return
@@ -360,6 +373,13 @@ class _Loop:
                 turn.append(c)
                 if not c.busy:
                     self._advance(c, batches)
+            if batches:  # before committing, take in the requests that came meanwhile: one commit for them too
+                for c in self._poll_connections():
+                    if id(c) not in seen and not c.closed:
+                        seen.add(id(c))
+                        turn.append(c)
+                        if not c.busy:
+                            self._advance(c, batches)
         except Exception as e:  # a bug: what was written in this turn is rolled back and said to have failed
             log.exception("the socket loop failed in the middle of a turn")
             failure = e
