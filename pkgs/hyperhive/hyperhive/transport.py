@@ -581,6 +581,16 @@ def _loop() -> _Loop:
         return _loop_instance
 
 
+def _forget_loop() -> None:
+    """In a forked child the loop's thread is gone: its first socket starts a loop of its own."""
+    global _loop_instance, _loop_lock
+    _loop_instance = None
+    _loop_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_loop)
+
+
 _ENCODER = json.JSONEncoder(ensure_ascii=False)  # made once: json.dumps with options makes one per call
 
 

@@ -190,3 +190,34 @@ def test_a_large_answer_to_a_slow_reader_arrives_whole_and_others_are_served_mea
         assert answers[0]["result"] == big and answers[1]["result"] == "small"
     finally:
         server.close()
+
+
+def test_a_forked_child_serves_its_own_sockets(tmp_path):
+    import os
+
+    first = SocketServer(tmp_path / "a.sock", Identity("alice", "agent"),
+                         lambda who, request: {"ok": True, "result": "parent"}, lambda: 65536).start()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's loop thread did not come along
+            code = 1
+            try:
+                child = SocketServer(tmp_path / "b.sock", Identity("bob", "agent"),
+                                     lambda who, request: {"ok": True, "result": "child"}, lambda: 65536).start()
+                with Client(tmp_path / "b.sock", timeout=5) as c:
+                    code = 0 if c.call("x") == "child" else 2
+                child.close()
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 20
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child's socket never started: it waited for the parent's loop thread")
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+        with Client(tmp_path / "a.sock", timeout=5) as c:
+            assert c.call("x") == "parent"
+    finally:
+        first.close()
