@@ -214,6 +214,7 @@ class _Loop:
         self._again: list[_Conn] = []  # connections a worker has answered: go on with what they sent since
         self.workers = _Workers()
         self.servers: set[_Server] = set()
+        self._reading = 0  # connections waiting for a request (registered for reading)
         self.thread = threading.Thread(target=self._run, name="sockets", daemon=True)
         self.thread.start()
 
@@ -373,7 +374,7 @@ class _Loop:
                 turn.append(c)
                 if not c.busy:
                     self._advance(c, batches)
-            if batches:  # before committing, take in the requests that came meanwhile: one commit for them too
+            if batches and self._reading > len(turn):  # others might have sent meanwhile: one commit for them too
                 for c in self._poll_connections():
                     if id(c) not in seen and not c.closed:
                         seen.add(id(c))
@@ -500,6 +501,7 @@ class _Loop:
             want = selectors.EVENT_READ
         if want == c.interest:
             return
+        self._reading += (want == selectors.EVENT_READ) - (c.interest == selectors.EVENT_READ)
         if c.interest == 0:
             self.sel.register(c.sock, want, c)
         elif want == 0:
@@ -513,6 +515,7 @@ class _Loop:
             return
         c.closed = c.conn.closed = True
         if c.interest:
+            self._reading -= c.interest == selectors.EVENT_READ
             self.sel.unregister(c.sock)
             c.interest = 0
         if c.busy:  # its worker still holds the descriptor (a parked recv polls it): hang up, close later
