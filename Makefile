@@ -9,9 +9,10 @@ CONFIG ?= examples/hive.toml
 PYTEST_ARGS ?=
 # make test runs the tests in this many pytest-xdist worker processes, each test file on one worker (its
 # module-scoped services and browser shared there). Most of a test's time is spent waiting on real processes (the
-# Claude Code CLI, the service, Chromium, nix-instantiate), so two workers overlap that waiting even on two cores.
-# Every test has its own directories, sockets and loopback ports. PYTEST_WORKERS=0 runs them in one process.
-PYTEST_WORKERS ?= 2
+# Claude Code CLI, the service, Chromium, nix-instantiate): on two cores, three workers still leave CPU idle (the
+# whole suite: about 700 s in one process, 420 s with two workers, 360 s with three on a busy machine). Every test
+# has its own directories, sockets and loopback ports. PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= 3
 # nixpkgs' lib/ directory (e.g. an extract of nix-community/nixpkgs.lib): when set, test_nix.py also evaluates the
 # modules with lib.evalModules, the flake's outputs with the real lib, and a real meta flake.
 NIXPKGS_LIB ?=
