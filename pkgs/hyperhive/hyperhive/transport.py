@@ -194,6 +194,12 @@ def _too_large(limit: int) -> dict:
     return error_response("too_large", f"request line exceeds {limit} bytes (maxMessageBytes plus envelope)")
 
 
+# How long the loop looks for the next request without sleeping after it answered: a client's next request usually
+# comes within this, and taking it then saves the wake-up of the loop's thread (on a 2-core VM, sequential sends
+# from one client went from about 4,000/s to about 6,000/s). It costs at most this much CPU after a burst.
+_SPIN_SECONDS = 0.00015
+
+
 class _Loop:
     """The one thread that serves every socket of the process (``selectors``: epoll on Linux).
 
@@ -215,6 +221,7 @@ class _Loop:
         self.workers = _Workers()
         self.servers: set[_Server] = set()
         self._reading = 0  # connections waiting for a request (registered for reading)
+        self._spin_until = 0.0  # look for events without sleeping until then (see _run)
         self.thread = threading.Thread(target=self._run, name="sockets", daemon=True)
         self.thread.start()
 
@@ -254,8 +261,11 @@ class _Loop:
     def _run(self) -> None:
         next_sweep = time.monotonic() + self.SWEEP_SECONDS
         while True:
+            now = time.monotonic()
             try:
-                events = self.sel.select(max(0.0, next_sweep - time.monotonic()))
+                # Right after answering, look without sleeping for a while: a client's next request usually comes
+                # within that, and is then taken without the cost of waking this thread.
+                events = self.sel.select(0 if now < self._spin_until else max(0.0, next_sweep - now))
             except InterruptedError:
                 continue
             ready: list[_Conn] = []
@@ -393,6 +403,8 @@ class _Loop:
                     raise failure
             except Exception as e:
                 self._batch_failed(answers, e)
+        if turn:
+            self._spin_until = time.monotonic() + _SPIN_SECONDS
         for c in turn:
             if c.answers:
                 for answer in c.answers:
