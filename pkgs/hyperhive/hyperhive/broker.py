@@ -46,7 +46,7 @@ class Op:
     # waiting, no git, no process, no lock held for long). They write only through ``store.insert_raw`` or
     # ``store.raw_write`` and act on what they wrote through ``store.after_commit``: all inline requests of one
     # turn of the loop share one transaction, answered once it has committed.
-    inline: bool = False
+    inline: bool | Callable[[dict], bool] = False  # or, per request, a test of its arguments
 
 
 def message_dict(row) -> dict:
@@ -138,7 +138,9 @@ class Broker:
     def runs_inline(self, identity: Identity, request: dict) -> bool:
         """Whether the socket loop answers ``request`` itself (an inline op, or one refused at once)."""
         op = self.ops.get(request.get("op")) if isinstance(request.get("op"), str) else None
-        return op is None or op.inline or identity.role not in op.roles
+        if op is None or identity.role not in op.roles:
+            return True  # refused at once
+        return op.inline(request) if callable(op.inline) else op.inline
 
     # --- messages ---------------------------------------------------------------------------------------
 

@@ -464,18 +464,32 @@ class _Loop:
 
     def _dispatch(self, c: _Conn, request: dict) -> None:
         def work():
-            answer = c.server.call(c, request)
-            self.post(lambda: self._finished(c, answer))
+            data = dumps(c.server.call(c, request)) + b"\n"
+            # The worker writes the answer itself when nothing is waiting to be written before it (nothing is
+            # added to a busy connection's out meanwhile), so a woken recv's answer does not wait for the loop.
+            written = 0
+            if not c.out and not c.closed:
+                try:
+                    written = c.sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
+                    written = -1
+            self.post(lambda: self._finished(c, data[written:] if written >= 0 else None))
 
         self.workers.submit(work)
 
-    def _finished(self, c: _Conn, answer: dict) -> None:
+    def _finished(self, c: _Conn, rest: bytes | None) -> None:
+        """A worker answered (``rest``: what of the answer it could not write; None: the client has gone)."""
         c.busy = False
         c.last = time.monotonic()
         if c.closed:
             self._release(c)  # closed while its request ran: now nothing uses its descriptor
             return
-        c.answers.append(answer)
+        if rest is None:
+            c.broken = True
+        else:
+            c.out += rest
         self._again.append(c)
 
     def _flush(self, c: _Conn) -> None:

@@ -36,6 +36,11 @@ def recv(hive, who, args):
                             peer_connected=peer_connected, owner=current_connection())
 
 
+def _does_not_wait(request: dict) -> bool:
+    """A recv that only peeks runs on the socket loop; one that may park runs on a worker."""
+    return not request.get("wait_seconds")
+
+
 def ack(hive, who, args):
     no_extra_args(args, ("ids",))
     ids = arg(args, "ids", list)
@@ -80,9 +85,10 @@ def broker_ops(hive):
     return {
         "whoami": Op(whoami, ROLES_ALL, "who this socket speaks for"),
         "send": Op(send, ROLES_ALL, "send a message", inline=True),
-        "recv": Op(recv, ROLES_ALL, "receive messages (peek, or park with wait_seconds)"),
-        "ack": Op(ack, ROLES_ALL, "acknowledge received messages"),
-        "status": Op(status, ROLES_ALL, "count unread and leased messages"),
+        "recv": Op(recv, ROLES_ALL, "receive messages (peek, or park with wait_seconds)",
+                   inline=_does_not_wait),
+        "ack": Op(ack, ROLES_ALL, "acknowledge received messages", inline=True),
+        "status": Op(status, ROLES_ALL, "count unread and leased messages", inline=True),
         "list_agents": Op(list_agents, ROLES_ALL, "the agents and their state"),
         "inbox": Op(inbox, ROLES_OPERATOR, "the last messages to the operator"),
         "mark_read": Op(mark_read, ROLES_OPERATOR,
