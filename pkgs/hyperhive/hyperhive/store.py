@@ -302,24 +302,14 @@ MIGRATIONS: list[Callable[[Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class _Insert:
-    __slots__ = ("sql", "params", "check", "undo", "rowid", "error", "done")
-
-    def __init__(self, sql: str, params: tuple, check):
-        self.sql, self.params, self.check = sql, params, check
-        self.undo = self.rowid = self.error = None
-        self.done = False
-
-
 class _Group:
     """The transaction of one ``Store.group()``, begun at its first write."""
 
-    __slots__ = ("store", "raw", "undo", "after")
+    __slots__ = ("store", "raw", "after")
 
     def __init__(self, store: "Store"):
         self.store = store
         self.raw: sqlite3.Connection | None = None  # set once begun (the write lock is then held)
-        self.undo: list[Callable[[], None]] = []
         self.after: list[Callable[[], None]] = []
 
     def __enter__(self) -> "_Group":
@@ -356,9 +346,7 @@ class _Group:
     def insert(self, sql: str, params: tuple, check) -> int:
         raw = self.begin()
         if check is not None:
-            undo = check(raw)
-            if undo is not None:
-                self.undo.append(undo)
+            check(raw)
         return raw.execute(sql, params).lastrowid
 
     def commit(self) -> None:
@@ -384,12 +372,8 @@ class _Group:
 
     def _rolled_back(self, raw: sqlite3.Connection) -> None:
         self.after.clear()
-        try:
-            if raw.in_transaction:
-                raw.rollback()
-        finally:
-            for undo in self.undo:
-                undo()
+        if raw.in_transaction:
+            raw.rollback()
 
 
 class Store:
@@ -400,8 +384,6 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         owner_only(self.path)
         self._write_lock = threading.RLock()
-        self._queue_lock = threading.Lock()
-        self._queue: list[_Insert] = []  # inserts waiting for the next group commit
         self._local = threading.local()
         self._writer: Connection | None = None
         self.engine: Engine = create_engine(f"sqlite:///{self.path}", pool_size=20, max_overflow=200)
@@ -432,29 +414,16 @@ class Store:
         return self._writer
 
     def insert_raw(self, sql: str, params: tuple, check: Callable[[Any], Any] | None = None) -> int:
-        """One INSERT, durable when this returns (or, inside ``group()``, when the group commits); the new rowid.
+        """One INSERT, durable when this returns (inside ``group()``, when the group commits); the new rowid.
         For the hottest path (every send), where SQLAlchemy's per-statement machinery costs more than SQLite's
-        commit.
-
-        Group commit: inserts that arrive while another commit is in flight wait for it, and the first of them to
-        get the write lock commits all that queued up in one transaction. Each caller still returns only once
-        the transaction holding its own row has committed (or raises if it failed), so an answered insert is
-        exactly as durable as before. ``check(raw)`` runs in that transaction just before this insert (e.g. a
-        quota count); raising from it refuses this insert alone. It may return ``undo()``, called if the
-        transaction is rolled back after it passed.
+        commit. ``check(raw)`` runs in the same transaction just before the insert (e.g. a quota count); raising
+        from it refuses this insert alone. Sends share commits through the socket loop's group of each turn.
         """
         group = getattr(self._local, "group", None)
         if group is not None:
             return group.insert(sql, params, check)
-        item = _Insert(sql, params, check)
-        with self._queue_lock:
-            self._queue.append(item)
-        with self._write_lock:
-            if not item.done:
-                self._commit_queue()
-        if item.error is not None:
-            raise item.error
-        return item.rowid
+        with self.group() as group:
+            return group.insert(sql, params, check)
 
     def group(self) -> "_Group":
         """One transaction for every ``insert_raw`` (and ``raw_write``) this thread makes in the ``with`` block,
@@ -472,38 +441,6 @@ class Store:
         else:
             group.after.append(fn)
 
-    def _commit_queue(self) -> None:
-        """Commit every queued insert in one transaction. Call with the write lock held."""
-        with self._queue_lock:
-            batch, self._queue = self._queue, []
-        raw = self._writer_connection().connection.dbapi_connection
-        passed: list[_Insert] = []
-        try:
-            raw.execute("BEGIN IMMEDIATE")
-            for item in batch:
-                if item.check is not None:
-                    try:
-                        item.undo = item.check(raw)
-                    except Exception as e:  # this insert is refused; the others go on
-                        item.error = e
-                        continue
-                passed.append(item)
-                item.rowid = raw.execute(item.sql, item.params).lastrowid
-            raw.commit()
-        except BaseException as e:
-            if raw.in_transaction:
-                raw.rollback()
-            for item in passed:
-                item.rowid = None
-                item.error = e
-                if item.undo is not None:
-                    item.undo()
-            if not isinstance(e, Exception):
-                raise
-        finally:
-            for item in batch:
-                item.done = True
-
     @contextmanager
     def raw_write(self) -> Iterator[sqlite3.Connection]:
         """A serialized write transaction on the writer's DB-API connection, for the broker's hot paths (inside a
@@ -520,16 +457,8 @@ class Store:
                 raise
             raw.execute("RELEASE raw_write")
             return
-        with self._write_lock:
-            raw = self._writer_connection().connection.dbapi_connection
-            raw.execute("BEGIN IMMEDIATE")
-            try:
-                yield raw
-            except BaseException:
-                if raw.in_transaction:
-                    raw.rollback()
-                raise
-            raw.commit()
+        with self.group() as group:
+            yield group.begin()
 
     def raw_reader(self) -> sqlite3.Connection:
         """This thread's own DB-API connection for reads (autocommit: each statement sees the last commit), for
