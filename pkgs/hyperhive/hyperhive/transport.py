@@ -11,6 +11,7 @@ transaction; the rest run on worker threads, one request at a time per connectio
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import json
 import logging
 import math
@@ -241,23 +242,16 @@ class _Loop:
         """Run ``fn`` on the loop and return what it returns (the selector is the loop's alone)."""
         if threading.current_thread() is self.thread:
             return fn()
-        done = threading.Event()
-        box: list = []
+        future: concurrent.futures.Future = concurrent.futures.Future()
 
         def run():
             try:
-                box.append((True, fn()))
+                future.set_result(fn())
             except BaseException as e:
-                box.append((False, e))
-            finally:
-                done.set()
+                future.set_exception(e)
 
         self.post(run)
-        done.wait()
-        ok, value = box[0]
-        if not ok:
-            raise value
-        return value
+        return future.result()
 
     # --- the loop --------------------------------------------------------------------------------------
 
@@ -283,11 +277,7 @@ class _Loop:
                 elif type(data) is _Server:
                     self._accept(data)
                 else:
-                    if mask & selectors.EVENT_WRITE:
-                        self._flush(data)
-                    if mask & selectors.EVENT_READ:
-                        self._read(data)
-                    ready.append(data)
+                    ready.append(self._on_event(data, mask))
             while self._posted:
                 try:
                     self._posted.popleft()()
@@ -305,18 +295,16 @@ class _Loop:
                 self._sweep()
                 next_sweep = time.monotonic() + self.SWEEP_SECONDS
 
+    def _on_event(self, c: _Conn, mask: int) -> _Conn:
+        if mask & selectors.EVENT_WRITE:
+            self._flush(c)
+        if mask & selectors.EVENT_READ:
+            self._read(c)
+        return c
+
     def _poll_connections(self) -> list[_Conn]:
         """The connections that have something now (no wait); listeners and the wake pipe stay for the loop."""
-        ready = []
-        for key, mask in self.sel.select(0):
-            c = key.data
-            if type(c) is _Conn:
-                if mask & selectors.EVENT_WRITE:
-                    self._flush(c)
-                if mask & selectors.EVENT_READ:
-                    self._read(c)
-                ready.append(c)
-        return ready
+        return [self._on_event(key.data, mask) for key, mask in self.sel.select(0) if type(key.data) is _Conn]
 
     def _accept(self, server: _Server) -> None:
         if time.monotonic() < server.paused_until:
@@ -375,25 +363,21 @@ class _Loop:
     def _answer(self, ready: list[_Conn]) -> None:
         """Answer what each ready connection sent: inline requests inside one batch, committed before any of
         their answers is written."""
-        seen: set[int] = set()
-        turn: list[_Conn] = []
+        turn: dict[_Conn, None] = {}  # in order, each once
         batches: dict = {}  # batch factory -> (its open context, the answers given inside it)
         failure: BaseException | None = None
+
+        def take(conns: list[_Conn]) -> None:
+            for c in conns:
+                if c not in turn and not c.closed:
+                    turn[c] = None
+                    if not c.busy:
+                        self._advance(c, batches)
+
         try:
-            for c in ready:
-                if id(c) in seen or c.closed:
-                    continue
-                seen.add(id(c))
-                turn.append(c)
-                if not c.busy:
-                    self._advance(c, batches)
+            take(ready)
             if batches and self._reading > len(turn):  # others might have sent meanwhile: one commit for them too
-                for c in self._poll_connections():
-                    if id(c) not in seen and not c.closed:
-                        seen.add(id(c))
-                        turn.append(c)
-                        if not c.busy:
-                            self._advance(c, batches)
+                take(self._poll_connections())
         except Exception as e:  # a bug: what was written in this turn is rolled back and said to have failed
             log.exception("the socket loop failed in the middle of a turn")
             failure = e
