@@ -50,18 +50,13 @@ class Op:
 
 
 def message_dict(row) -> dict:
-    out = {"id": row.id, "from": row.sender, "to": row.recipient, "kind": row.kind, "body": row.body,
-           "sent_at": db.iso(row.sent_at)}
-    data = db.loads_json(getattr(row, "data", None))
-    if data is not None:
-        out["data"] = data
-    if getattr(row, "reply_to", None) is not None:
-        out["in_reply_to"] = row.reply_to
-    return out
+    """The wire form of a messages row (a SQLAlchemy row, by column name)."""
+    return _message_from_tuple((row.id, row.sender, row.recipient, row.kind, row.body, getattr(row, "data", None),
+                                row.sent_at, getattr(row, "reply_to", None)))
 
 
 def _message_from_tuple(row: tuple) -> dict:
-    """``message_dict`` of a raw ``(id, sender, recipient, kind, body, data, sent_at, reply_to)`` row."""
+    """The wire form of a raw ``(id, sender, recipient, kind, body, data, sent_at, reply_to)`` row."""
     out = {"id": row[0], "from": row[1], "to": row[2], "kind": row[3], "body": row[4], "sent_at": db.iso(row[6])}
     data = db.loads_json(row[5])
     if data is not None:
@@ -238,14 +233,10 @@ class Broker:
         ``up_to`` (everything when None); what a sender has waiting stops counting against its quota."""
         with self.hive.store.raw_write() as raw:
             if up_to is None:
-                senders = raw.execute(
-                    "UPDATE messages SET acked_at = ? WHERE recipient = ? AND acked_at IS NULL RETURNING sender",
-                    (time.time(), recipient)).fetchall()
-            else:
-                senders = raw.execute(
-                    "UPDATE messages SET acked_at = ? WHERE recipient = ? AND acked_at IS NULL AND id <= ? "
-                    "RETURNING sender", (time.time(), recipient, up_to)).fetchall()
-        return len(senders)
+                return raw.execute("UPDATE messages SET acked_at = ? WHERE recipient = ? AND acked_at IS NULL",
+                                   (time.time(), recipient)).rowcount
+            return raw.execute("UPDATE messages SET acked_at = ? WHERE recipient = ? AND acked_at IS NULL "
+                               "AND id <= ?", (time.time(), recipient, up_to)).rowcount
 
     def event(self, recipient: str, body: str, **data: Any) -> int | None:
         """Store an event from ``system`` (no policy); None when the recipient is gone."""
@@ -340,16 +331,16 @@ class Broker:
             return 0
         ids = list(dict.fromkeys(ids))[:1000]
         with self.hive.store.raw_write() as raw:
-            senders = raw.execute(
+            acked = raw.execute(
                 "UPDATE messages SET acked_at = ? WHERE recipient = ? AND acked_at IS NULL "
-                f"AND id IN ({','.join('?' * len(ids))}) RETURNING sender", (time.time(), recipient, *ids)).fetchall()
+                f"AND id IN ({','.join('?' * len(ids))})", (time.time(), recipient, *ids)).rowcount
             with self._lock:
                 for i in ids:
                     holder = self._lease_owner.get(i)
                     if holder is not None and holder.identity.name == recipient:
                         del self._lease_owner[i]
                         holder.leases.discard(i)
-        return len(senders)
+        return acked
 
     def release(self, owner: Connection) -> int:
         """A connection closed: what it leased and did not acknowledge can be delivered again at once."""
