@@ -167,10 +167,7 @@ class Hive:
                 try:
                     if path.parent.parent != run_dir:
                         private_dir(path.parent.parent)  # <runDir>/agents
-                    self.sockets[name] = SocketServer(
-                        path, Identity(name, role), self.broker.handle, self._max_line, mode=0o600,
-                        on_close=self.broker.release, limits=self._agent_limits, staging=run_dir,
-                        batch=self.store.group, inline=self.broker.runs_inline).start()
+                    self.sockets[name] = self._socket(path, Identity(name, role), self._agent_limits)
                     self.socket_errors.pop(name, None)
                 except (SocketError, OSError) as e:
                     message = str(e) if isinstance(e, SocketError) else f"{path}: {e.strerror or e}"
@@ -178,10 +175,14 @@ class Hive:
                         log.error("no socket for %s: %s", name, message)
                     self.socket_errors[name] = message
             if "operator" not in self.sockets:
-                self.sockets["operator"] = SocketServer(
-                    self.config.host_socket, Identity("operator", "operator"), self.broker.handle,
-                    self._max_line, mode=0o600, on_close=self.broker.release, limits=self._operator_limits,
-                    staging=run_dir, batch=self.store.group, inline=self.broker.runs_inline).start()
+                self.sockets["operator"] = self._socket(self.config.host_socket, Identity("operator", "operator"),
+                                                        self._operator_limits)
+
+    def _socket(self, path: Path, identity: Identity, limits) -> SocketServer:
+        """A started socket of the broker for ``identity`` (staged in the run directory)."""
+        return SocketServer(path, identity, self.broker.handle, self._max_line, mode=0o600,
+                            on_close=self.broker.release, limits=limits, staging=self.config.run_dir,
+                            batch=self.store.group, inline=self.broker.runs_inline).start()
 
     # --- life cycle ------------------------------------------------------------------------------------
 
