@@ -181,3 +181,57 @@ def test_a_refused_insert_in_a_group_leaves_the_others_stored(tmp_path):
     assert s.insert_raw(INSERT, ("a", "b", "kept")) == 1
     assert db.run_sql(s, "SELECT body FROM messages") == [("kept",)]
     s.close()
+
+
+def _rows_in_the_database_file_alone(path, tmp_path) -> int:
+    """Rows of messages in the main database file without its WAL: what a checkpoint has copied back."""
+    alone = tmp_path / "alone.db"
+    alone.write_bytes(path.read_bytes())
+    con = sqlite3.connect(alone)
+    try:
+        if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages'").fetchone():
+            return 0  # not even the schema has been copied back yet
+        return con.execute("SELECT count(*) FROM messages").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_the_wal_is_copied_back_by_a_thread_of_its_own_not_by_the_thread_that_commits(tmp_path, monkeypatch):
+    """A checkpoint stalled the committing thread (the socket loop) for milliseconds every ~1,000 WAL pages; the
+    store's checkpoint thread does it instead, and the writer checkpoints itself only past a larger backstop."""
+    path = tmp_path / "hive.db"
+    s = Store(path)
+    body = "x" * 20_000  # about 5 pages a row: 300 rows is past SQLite's default of 1,000 pages
+    poke = s._checkpointer.poke
+    monkeypatch.setattr(s._checkpointer, "poke", lambda: None)  # the thread stays away: what does the writer do?
+    for i in range(300):
+        s.insert_raw(INSERT, ("a", "b", f"{i} {body}"))
+    assert _rows_in_the_database_file_alone(path, tmp_path) == 0  # the committing thread copied nothing back
+    assert s.raw_reader().execute("SELECT count(*) FROM messages").fetchone()[0] == 300  # all committed (WAL)
+
+    monkeypatch.setattr(s._checkpointer, "poke", poke)
+    s.insert_raw(INSERT, ("a", "b", "one more"))
+    for _ in range(100):
+        if s._checkpointer.checkpoints:
+            break
+        threading.Event().wait(0.05)
+    assert s._checkpointer.checkpoints >= 1
+    assert _rows_in_the_database_file_alone(path, tmp_path) == 301
+    thread = s._checkpointer._thread
+    assert thread.name == "checkpoint" and thread.is_alive()
+    s.close()
+    assert not thread.is_alive()  # close stops it
+
+
+def test_the_writer_still_checkpoints_past_the_backstop_when_the_thread_cannot(tmp_path, monkeypatch):
+    """If the checkpoint thread never runs (or writes never pause for it), the WAL does not grow without bound."""
+    path = tmp_path / "hive.db"
+    s = Store(path)
+    monkeypatch.setattr(s._checkpointer, "poke", lambda: None)
+    body = "x" * 20_000
+    for i in range(db.WRITER_CHECKPOINT_PAGES // 5 + 200):
+        s.insert_raw(INSERT, ("a", "b", f"{i} {body}"))
+    assert _rows_in_the_database_file_alone(path, tmp_path) > 0
+    wal = path.with_name(path.name + "-wal")
+    assert wal.stat().st_size < 2 * db.WRITER_CHECKPOINT_PAGES * 4200
+    s.close()
