@@ -316,6 +316,8 @@ WRITER_CHECKPOINT_PAGES = 4000
 class _Checkpointer:
     """The thread that checkpoints the WAL of one store after it was written (``poke``)."""
 
+    RETRY_SECONDS = 30
+
     def __init__(self, path: Path):
         self.path = path
         self._due = threading.Event()
@@ -323,6 +325,7 @@ class _Checkpointer:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.checkpoints = 0  # done so far (for tests and the curious)
+        self._retry_at = 0.0  # the thread could not open the database: not started again before then
 
     def poke(self) -> None:
         """Something was committed: checkpoint soon. Starts the thread when it is not running (first commit, or in
@@ -331,14 +334,23 @@ class _Checkpointer:
         thread = self._thread
         if thread is None or not thread.is_alive():
             with self._start_lock:
-                if not self._stopping.is_set() and (self._thread is None or not self._thread.is_alive()):
+                if (not self._stopping.is_set() and (self._thread is None or not self._thread.is_alive())
+                        and time.monotonic() >= self._retry_at):
                     self._thread = threading.Thread(target=self._run, name="checkpoint", daemon=True)
                     self._thread.start()
 
     def _run(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA journal_mode").fetchone()  # opens the file (connect alone does not)
+        except sqlite3.Error as e:  # the writer's own checkpoint past WRITER_CHECKPOINT_PAGES keeps the WAL bounded
+            log.warning("cannot checkpoint %s on a thread of its own (%s); trying again in %d s", self.path, e,
+                        self.RETRY_SECONDS)
+            self._retry_at = time.monotonic() + self.RETRY_SECONDS
+            return
+        warn_after = 0.0
+        try:
             while not self._stopping.is_set():
                 self._due.wait()
                 if self._stopping.wait(CHECKPOINT_SECONDS):  # writes that come meanwhile share this copy
@@ -348,7 +360,9 @@ class _Checkpointer:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     self.checkpoints += 1
                 except sqlite3.Error as e:  # the writer's own checkpoint past WRITER_CHECKPOINT_PAGES covers it
-                    log.warning("checkpoint of %s failed: %s", self.path, e)
+                    if time.monotonic() >= warn_after:  # said once a minute, not at every try
+                        log.warning("checkpoint of %s failed: %s", self.path, e)
+                        warn_after = time.monotonic() + 60
         finally:
             conn.close()
 

@@ -235,3 +235,21 @@ def test_the_writer_still_checkpoints_past_the_backstop_when_the_thread_cannot(t
     wal = path.with_name(path.name + "-wal")
     assert wal.stat().st_size < 2 * db.WRITER_CHECKPOINT_PAGES * 4200
     s.close()
+
+
+def test_a_checkpoint_thread_that_cannot_open_the_database_is_said_once_and_writes_go_on(tmp_path, caplog):
+    path = tmp_path / "hive.db"
+    s = Store(path)
+    s._checkpointer.stop()  # the one the migrations started; its successor cannot open the database
+    s._checkpointer = db._Checkpointer(tmp_path / "no" / "such" / "directory" / "hive.db")
+    with caplog.at_level("WARNING", logger="hyperhive.store"):
+        for i in range(20):
+            s.insert_raw(INSERT, ("a", "b", f"m{i}"))
+            thread = s._checkpointer._thread
+            if thread is not None:
+                thread.join(5)
+    said = [r.getMessage() for r in caplog.records if "cannot checkpoint" in r.getMessage()]
+    assert len(said) == 1 and "no/such/directory/hive.db" in said[0] and "trying again in 30 s" in said[0]
+    assert not s._checkpointer._thread.is_alive()  # not started again at every commit
+    assert s.raw_reader().execute("SELECT count(*) FROM messages").fetchone()[0] == 20
+    s.close()
