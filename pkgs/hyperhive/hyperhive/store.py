@@ -328,8 +328,7 @@ class _Checkpointer:
         self._retry_at = 0.0  # the thread could not open the database: not started again before then
 
     def poke(self) -> None:
-        """Something was committed: checkpoint soon. Starts the thread when it is not running (first commit, or in
-        a forked child, where the parent's thread does not exist)."""
+        """Something was committed: checkpoint soon. Starts the thread at the first commit."""
         self._due.set()
         thread = self._thread
         if thread is None or not thread.is_alive():
