@@ -196,20 +196,28 @@ def _rows_in_the_database_file_alone(path, tmp_path) -> int:
         con.close()
 
 
+def _store_whose_checkpoint_thread_waits(path, monkeypatch) -> Store:
+    """A store whose checkpoint thread does nothing until ``monkeypatch.undo()``: the one its migrations started
+    is stopped (it could copy pages back while the test looks), and its successor is not poked."""
+    s = Store(path)
+    s._checkpointer.stop()
+    s._checkpointer = db._Checkpointer(path)
+    monkeypatch.setattr(s._checkpointer, "poke", lambda: None)
+    return s
+
+
 def test_the_wal_is_copied_back_by_a_thread_of_its_own_not_by_the_thread_that_commits(tmp_path, monkeypatch):
     """A checkpoint stalled the committing thread (the socket loop) for milliseconds every ~1,000 WAL pages; the
     store's checkpoint thread does it instead, and the writer checkpoints itself only past a larger backstop."""
     path = tmp_path / "hive.db"
-    s = Store(path)
+    s = _store_whose_checkpoint_thread_waits(path, monkeypatch)
     body = "x" * 20_000  # about 5 pages a row: 300 rows is past SQLite's default of 1,000 pages
-    poke = s._checkpointer.poke
-    monkeypatch.setattr(s._checkpointer, "poke", lambda: None)  # the thread stays away: what does the writer do?
     for i in range(300):
         s.insert_raw(INSERT, ("a", "b", f"{i} {body}"))
     assert _rows_in_the_database_file_alone(path, tmp_path) == 0  # the committing thread copied nothing back
     assert s.raw_reader().execute("SELECT count(*) FROM messages").fetchone()[0] == 300  # all committed (WAL)
 
-    monkeypatch.setattr(s._checkpointer, "poke", poke)
+    monkeypatch.undo()  # the thread may come now
     s.insert_raw(INSERT, ("a", "b", "one more"))
     for _ in range(100):
         if s._checkpointer.checkpoints:
@@ -226,8 +234,7 @@ def test_the_wal_is_copied_back_by_a_thread_of_its_own_not_by_the_thread_that_co
 def test_the_writer_still_checkpoints_past_the_backstop_when_the_thread_cannot(tmp_path, monkeypatch):
     """If the checkpoint thread never runs (or writes never pause for it), the WAL does not grow without bound."""
     path = tmp_path / "hive.db"
-    s = Store(path)
-    monkeypatch.setattr(s._checkpointer, "poke", lambda: None)
+    s = _store_whose_checkpoint_thread_waits(path, monkeypatch)
     body = "x" * 20_000
     for i in range(db.WRITER_CHECKPOINT_PAGES // 5 + 200):
         s.insert_raw(INSERT, ("a", "b", f"{i} {body}"))
