@@ -629,14 +629,12 @@ def _not_json(name: str):
 _DECODER = json.JSONDecoder(parse_constant=_not_json)  # made once, as _ENCODER
 
 
-def loads_strict(text: str | bytes) -> Any:
+def loads_strict(text: str) -> Any:
     """JSON as RFC 8259 has it: Python's NaN, Infinity and overflowing numbers such as 1e999 are refused (as
     wait or lease times they would park a request or hold a message forever), and so are integers beyond 64 bits
     (no id or count is larger, and SQLite holds no larger).
 
     Parsed by the C decoder alone (a hook per number costs more than the parse), then the numbers are checked."""
-    if not isinstance(text, str):
-        text = text.decode("utf-8")
     value = _DECODER.decode(text)
     _check_numbers(value)
     return value
