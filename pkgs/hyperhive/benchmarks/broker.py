@@ -269,11 +269,13 @@ def main() -> int:
         sqlite_rate = bench_bare_sqlite(directory, n)
         schema_rate = bench_schema_floor(directory, n)
         socket_rate = bench_bare_socket(directory, n)
-        cpu = service_cpu(proc.pid)
+        per_client = n // 8 * 2
+        cpu_before = service_cpu(proc.pid)
         one = bench_sends(config, 1, n)
-        cpu_one, cpu = (service_cpu(proc.pid) - cpu) / n, service_cpu(proc.pid)
-        eight = bench_sends(config, 8, n // 8 * 2)
-        cpu_eight = (service_cpu(proc.pid) - cpu) / (n // 8 * 2 * 8)
+        cpu_after_one = service_cpu(proc.pid)
+        eight = bench_sends(config, 8, per_client)
+        cpu_one = (cpu_after_one - cpu_before) / n
+        cpu_eight = (service_cpu(proc.pid) - cpu_after_one) / (per_client * 8)
         backlog = bench_backlog(config, 200 if args.quick else 1000, depth)
         wake = bench_wake(config, rounds)
         woken, expected, many_s = bench_many_parked(config, 100, 8)
