@@ -146,6 +146,8 @@ class Broker:
         hive = self.hive
         if not isinstance(body, str):
             raise bad_request('"body" must be a string')
+        if not body.strip():  # it would wake its recipient into a model turn about nothing
+            raise bad_request('"body" is empty: write what the message says')
         if in_reply_to is not None:
             self._check_reply(sender, recipient, in_reply_to)
         limit = hive.config.broker.max_message_bytes

@@ -482,7 +482,7 @@ BUILTIN_TOOLS: tuple[Tool, ...] = (
          "you can send to: a refusal names the recipients you may use.",
          schema({"to": {"type": "string", "description": 'Recipient: an agent name, the manager\'s name, or '
                                                          '"operator".'},
-                 "body": {"type": "string", "description": "The message text."},
+                 "body": {"type": "string", "minLength": 1, "description": "The message text."},
                  "in_reply_to": {"type": "integer", "description": "Optional: the id of the message from `to` "
                                                                   "that this answers (recv shows it); they see it."}},
                 ("to", "body")),

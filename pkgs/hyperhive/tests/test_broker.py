@@ -185,6 +185,7 @@ def test_kill_9_after_a_burst_of_acknowledged_sends_loses_nothing(start_broker):
     (b'{"op": "send", "to": "carl", "body": "x"}\n', "not_found"),
     (b'{"op": "send", "to": "bob"}\n', "bad_request"),
     (b'{"op": "send", "to": "bob", "body": 5}\n', "bad_request"),
+    (b'{"op": "send", "to": "bob", "body": ""}\n', "bad_request"),
     (b'{"op": "recv", "wait_seconds": -1}\n', "bad_request"),
     (b'{"op": "ack", "ids": ["x"]}\n', "bad_request"),
     (b'{"op": "request_spawn", "name": "zed"}\n', "forbidden"),
@@ -212,6 +213,22 @@ def test_unknown_recipient_names_the_known_ones(start_broker):
         hp.client("alice").call("send", to="carl", body="hi")
     assert e.value.code == "not_found"
     assert '"carl"' in e.value.message and "bob" in e.value.message
+
+
+def test_an_empty_message_is_refused_and_stores_nothing(start_broker):
+    """An empty or blank body would wake its recipient into a model turn about nothing: the agent's socket and the
+    operator's CLI refuse it (as the dashboard does), and nothing is stored."""
+    hp = start_broker()
+    for body in ("", "  \n\t "):
+        with pytest.raises(HiveError) as e:
+            hp.client("alice").call("send", to="bob", body=body)
+        assert e.value.code == "bad_request" and '"body" is empty' in e.value.message
+        refused = hp.cli("send", "bob", body, check=False)
+        assert refused.returncode != 0 and '"body" is empty' in refused.stderr
+    assert stored_messages(hp) == []
+    assert hp.client("bob").call("status") == {"unread": 0, "leased": 0}
+    hp.client("alice").call("send", to="bob", body=" x ")  # blank around text is text
+    assert [r[3] for r in stored_messages(hp)] == [" x "]
 
 
 def test_oversized_requests_are_refused_and_the_connection_survives(start_broker):
