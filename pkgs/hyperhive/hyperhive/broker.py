@@ -377,11 +377,11 @@ class Broker:
                 "UPDATE messages SET lease_until = NULL WHERE acked_at IS NULL AND lease_until IS NOT NULL"
             ).rowcount
 
-    def inbox(self, recipient: str, limit: int = 50) -> list[dict]:
-        """The last ``limit`` messages to ``recipient``, newest last (for the operator's inbox)."""
+    def operator_inbox(self, limit: int = 50) -> list[dict]:
+        """The last ``limit`` messages to the operator, read or not, newest last (index ``messages_operator``)."""
         m = db.messages
         with self.hive.store.read() as conn:
-            rows = conn.execute(select(m).where(m.c.recipient == recipient)
+            rows = conn.execute(select(m).where(m.c.recipient == OPERATOR)
                                 .order_by(m.c.id.desc()).limit(limit)).all()
         out = []
         for r in reversed(rows):

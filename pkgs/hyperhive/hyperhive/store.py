@@ -297,8 +297,21 @@ def _lean_messages(conn: Connection) -> None:
         conn.exec_driver_sql(ddl)
 
 
+def _operator_inbox_index(conn: Connection) -> None:
+    """Index by recipient only what the operator's inbox reads: the messages to ``operator``.
+
+    ``messages_recipient`` indexed every message by recipient, but only the operator's inbox (every message to
+    ``operator``, read or not, newest first) read it; an agent's inbox is ``messages_inbox``. Each send paid for it:
+    a commit of sends to several recipients wrote one more index page per recipient (in a benchmark of seven
+    sends to seven of 64 recipients, 19 pages a commit instead of 11). ``messages_operator`` holds only the
+    operator's messages.
+    """
+    conn.exec_driver_sql("DROP INDEX IF EXISTS messages_recipient")
+    conn.exec_driver_sql("CREATE INDEX messages_operator ON messages (id) WHERE recipient = 'operator'")
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3, _add_insight_tables,
-                                                  _lean_messages]
+                                                  _lean_messages, _operator_inbox_index]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -138,7 +138,7 @@ def test_message_ids_stay_unique_and_increasing_after_deletes(tmp_path):
 
 def test_an_autoincrement_database_is_migrated_with_its_rows_and_ids(tmp_path):
     path = tmp_path / "hive.db"
-    old = Store(path, target_version=SCHEMA_VERSION - 1)
+    old = Store(path, target_version=MIGRATIONS.index(db._lean_messages))
     ids = [old.insert_raw(INSERT, ("a", "b", f"m{i}")) for i in range(5)]
     db.run_sql(old, "UPDATE messages SET acked_at = 1 WHERE id = ?", (ids[0],))
     db.run_sql(old, "DELETE FROM messages WHERE id = ?", (ids[-1],))  # AUTOINCREMENT never gives this id again
@@ -259,4 +259,27 @@ def test_a_checkpoint_thread_that_cannot_open_the_database_is_said_once_and_writ
     assert len(said) == 1 and "no/such/directory/hive.db" in said[0] and "trying again in 30 s" in said[0]
     assert not s._checkpointer._thread.is_alive()  # not started again at every commit
     assert s.raw_reader().execute("SELECT count(*) FROM messages").fetchone()[0] == 20
+    s.close()
+
+
+def test_only_the_operators_messages_are_indexed_by_recipient_and_an_old_database_keeps_them(tmp_path):
+    """A send to an agent writes the table and ``messages_inbox`` (and the counts), no index by recipient
+    besides: the operator's inbox, the one reader of every message to one recipient, has its own partial index.
+    A database from before keeps every message and reads the same operator inbox."""
+    path = tmp_path / "hive.db"
+    old = Store(path, target_version=MIGRATIONS.index(db._operator_inbox_index))
+    for i in range(30):
+        old.insert_raw(INSERT, ("alice" if i % 3 else "bob", "operator" if i % 5 == 0 else f"a{i % 7}", f"m{i}"))
+    old.close()
+    s = Store(path)
+    with s.read() as conn:
+        indexes = {name: sql for name, sql in conn.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")}
+        plan = " ".join(str(row) for row in conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT * FROM messages WHERE recipient = ? ORDER BY id DESC LIMIT 50",
+            ("operator",)))
+    assert set(indexes) == {"messages_inbox", "messages_leased", "messages_operator"}
+    assert "WHERE recipient = 'operator'" in indexes["messages_operator"]
+    assert "messages_operator" in plan  # the operator's inbox reads its index, not every message
+    assert db.run_sql(s, "SELECT count(*) FROM messages") == [(30,)]
     s.close()

@@ -236,7 +236,7 @@ def _page(section: str, offset: int, total: int | None, shown: int) -> dict:
 
 def _inbox_page(hive, offset: int) -> list[dict]:
     """The operator's messages, newest first from ``offset`` (the list is shown newest first)."""
-    newest = hive.broker.inbox("operator", INBOX_LIMIT + offset)
+    newest = hive.broker.operator_inbox(INBOX_LIMIT + offset)
     return newest[:len(newest) - offset] if offset else newest
 
 
@@ -259,7 +259,7 @@ def collect_state(hive, offsets: dict[str, int] | None = None) -> dict:
         _count(hive, "SELECT count(*) FROM questions WHERE status = 'pending'")), ([], (0,)))
     inbox, (n_inbox, unread) = _load(errors, "inbox", lambda: (
         [preview(m, "body") for m in _inbox_page(hive, offsets["inbox"])],
-        # two index-only counts (messages_recipient, messages_inbox): no table row is read
+        # two index-only counts (messages_operator, messages_inbox): no table row is read
         _count(hive, "SELECT (SELECT count(*) FROM messages WHERE recipient = 'operator'), "
                      "(SELECT count(*) FROM messages WHERE recipient = 'operator' AND acked_at IS NULL)")),
         ([], (0, 0)))

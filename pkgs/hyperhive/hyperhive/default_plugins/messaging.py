@@ -64,7 +64,7 @@ def inbox(hive, who, args):
     limit = arg(args, "limit", int, 50)
     if not 1 <= limit <= 1000:
         raise bad_request('"limit" must be from 1 to 1000')
-    return {"messages": hive.broker.inbox("operator", limit)}
+    return {"messages": hive.broker.operator_inbox(limit)}
 
 
 def mark_read(hive, who, args):
