@@ -86,6 +86,8 @@ def test_the_report_and_the_stats_cli_agree_on_cost_tokens_and_mixes(start_broke
     assert hive_wide["wakes"] == {"message": 2, "reminder": 1}
     text = hive.cli("stats", "alice", "--window", "7d").stdout
     assert "$0.7500" in text and "turns      2" in text and len(report["buckets"]) in (24, 25)
+    one = hive.cli("stats", "bob").stdout  # counts read as words: "1 turn", not "1 turns"
+    assert "(and 0 compactions)" in one and "(1 turn, $1.0000)" in one and " 1 turns" not in one, one
     week = hive.host().call("report", agent="alice", window="7d")
     assert len(week["buckets"]) in (7, 8)
     assert "window" in refused(lambda: hive.host().call("report", window="1y"), "bad_request")

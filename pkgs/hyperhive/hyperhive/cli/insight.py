@@ -20,6 +20,10 @@ def _tokens(totals: dict) -> int:
     return sum(totals.get(f"tokens_{f}", 0) for f in ("input", "output", "cache_read", "cache_write"))
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def _secs(value) -> str:
     return "-" if value is None else f"{value:.1f}s"
 
@@ -39,10 +43,10 @@ def stats(name, window, config_path, as_json):
     click.echo(f"  cost       {_usd(t['cost_usd'])}")
     click.echo(f"  tokens     {_tokens(t):,} (input {t['tokens_input']:,}, output {t['tokens_output']:,}, "
                f"cache read {t['tokens_cache_read']:,}, cache write {t['tokens_cache_write']:,})")
-    click.echo(f"  turns      {t['turns']} (and {t['compactions']} compaction(s)); duration p50 "
+    click.echo(f"  turns      {t['turns']:,} (and {_count(t['compactions'], 'compaction')}); duration p50 "
                f"{_secs(r['duration_s']['p50'])}, p95 {_secs(r['duration_s']['p95'])}")
     if r["models"]:
-        click.echo(one_line("  models     " + ", ".join(f"{m} ({v['turns']} turns, {_usd(v['cost_usd'])})"
+        click.echo(one_line("  models     " + ", ".join(f"{m} ({_count(v['turns'], 'turn')}, {_usd(v['cost_usd'])})"
                                                        for m, v in r["models"].items())))
     if r["top_tools"]:
         click.echo(one_line("  top tools  " + ", ".join(f"{x['tool']} {x['calls']}" for x in r["top_tools"])))
@@ -56,7 +60,7 @@ def stats(name, window, config_path, as_json):
     if busy:
         click.echo(f"  per {'hour' if r['bucket_seconds'] < 86400 else 'day'}:")
         for b in busy:
-            click.echo(f"    {when(b['start'])}  {b['turns']:>4} turns  {_usd(b['cost_usd']):>12}  "
+            click.echo(f"    {when(b['start'])}  {_count(b['turns'], 'turn'):>10}  {_usd(b['cost_usd']):>12}  "
                        f"{_tokens(b):>10,} tokens")
 
 
