@@ -4,6 +4,7 @@ reminders on its page, and the before/after figures on a deployed approval."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -43,6 +44,14 @@ def test_the_operator_reads_what_the_swarm_costs(start_hive, browser_page):
     assert charts.count() == 3  # cost, tokens, turns
     assert page.locator("svg.cost-chart[data-series='cost_usd'] rect.bar").count() >= 24
     assert page.locator(f"svg.cost-chart line.deploy[data-tag='deployed/{approval_id}']").count() == 3
+    # the charts stretch to the page: no text inside them (it would stretch too); times read as everywhere else
+    assert page.locator("svg.cost-chart text").count() == 0
+    foot = page.locator(".chart-box .chart-foot").first.inner_text()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\s+now", foot.strip()), foot
+    bar_title = page.locator("svg.cost-chart[data-series='cost_usd'] rect.bar title").last.text_content()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:00:00 UTC: \$\d+\.\d{4}", bar_title), bar_title
+    deploy_title = page.locator(f"svg.cost-chart line.deploy[data-tag='deployed/{approval_id}'] title").first
+    assert re.search(r"deployed at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", deploy_title.text_content())
     assert "$0.7000" in page.locator("#stats-totals").inner_text()
     assert "claude-sonnet-4-5" in page.locator("#stats-models").inner_text()
     screenshot(page, "stats-24h")

@@ -16,6 +16,7 @@ from markupsafe import Markup, escape
 
 from .. import insight, reminders
 from ..errors import HiveError, bad_request, not_found
+from ..times import when
 from .api import _sse, agent_name, body, done, int_query
 
 bp = Blueprint("insight", __name__)
@@ -52,30 +53,30 @@ def _iso_ts(value) -> float:
 
 
 def chart_svg(report: dict, key: str, label: str, value, fmt) -> Markup:
-    """One series of ``report`` as an SVG bar chart, deploys marked; every bar has a title with its figure."""
+    """One series of ``report`` as an SVG bar chart, deploys marked; every bar has a title with its figure. The
+    chart stretches to the page's width, so its time axis is HTML below it (text inside would stretch too)."""
     buckets = report["buckets"]
-    width, height, pad = 600, 120, 18
+    width, height = 600, 120
     n = max(len(buckets), 1)
     values = [value(b) for b in buckets]
     top = max(values) if values and max(values) > 0 else 1
     bar = (width - 2) / n
-    parts = [f'<svg class="cost-chart" role="img" viewBox="0 0 {width} {height + pad}" preserveAspectRatio="none" '
+    parts = [f'<svg class="cost-chart" role="img" viewBox="0 0 {width} {height}" preserveAspectRatio="none" '
              f'data-series="{escape(key)}" aria-label="{escape(label)} per bucket, total '
              f'{escape(fmt(sum(values)))}">',
              f'<title>{escape(label)}: total {escape(fmt(sum(values)))} in the last {escape(report["window"])}</title>']
     for i, (b, v) in enumerate(zip(buckets, values)):
         h = 0 if v <= 0 else max(1.5, (v / top) * (height - 4))
         parts.append(f'<rect class="bar" x="{1 + i * bar:.2f}" y="{height - h:.2f}" width="{max(bar - 1, 0.5):.2f}" '
-                     f'height="{h:.2f}"><title>{escape(b["start"])}: {escape(fmt(v))}</title></rect>')
+                     f'height="{h:.2f}"><title>{escape(when(b["start"]))}: {escape(fmt(v))}</title></rect>')
     start = _iso_ts(report["since"])
     span = max(_iso_ts(report["until"]) - start, 1)
     for d in report["deploys"]:
         x = 1 + (width - 2) * min(max((_iso_ts(d["at"]) - start) / span, 0), 1)
         parts.append(f'<line class="deploy" x1="{x:.2f}" x2="{x:.2f}" y1="0" y2="{height}" data-tag="{escape(d["tag"])}">'
-                     f'<title>{escape(d["agent"])} {escape(d["tag"])} deployed at {escape(d["at"])}</title></line>')
-    parts.append(f'<text class="axis" x="2" y="{height + pad - 4}">{escape(report["since"][:16])}</text>')
-    parts.append(f'<text class="axis" x="{width - 2}" y="{height + pad - 4}" text-anchor="end">now</text>')
+                     f'<title>{escape(d["agent"])} {escape(d["tag"])} deployed at {escape(when(d["at"]))}</title></line>')
     parts.append("</svg>")
+    parts.append(f'<div class="chart-foot"><span>{escape(when(report["since"]))}</span><span>now</span></div>')
     return Markup("".join(parts))
 
 
