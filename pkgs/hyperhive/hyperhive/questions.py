@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 from . import store as db
 from .due import DueThread
 from .errors import HiveError, bad_request, conflict, not_found
+from .times import when
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ def _finish(hive, question_id: int, status: str, text: str, now: float | None = 
             what = {"answered": f'answered ("{done["answer"]}")', "cancelled": "cancelled",
                     "expired": "expired"}.get(done["status"], done["status"])
             raise conflict(f"question #{qid} is no longer pending: it was {what}"
-                           + (f" at {done['answered_at']}" if done.get("answered_at") else ""))
+                           + (f" at {when(done['answered_at'])}" if done.get("answered_at") else ""))
         conn.execute(update(q).where(q.c.id == qid, q.c.status == "pending")
                      .values(status=status, answer=text, answered_at=now))
         row = conn.execute(select(q).where(q.c.id == qid)).first()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from conftest import HiveProcess, event_about, refused, write_config
@@ -33,6 +34,8 @@ def test_answer_reaches_the_asker_and_the_manager(start_broker):
 
     message = refused(lambda: hive.host().call("answer", id=question_id, answer="no"), "conflict")
     assert "already" in message or "no longer pending" in message
+    # its time reads as every time the operator sees (CLI, pages), not as stored
+    assert re.search(r'answered \("yes"\) at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$', message), message
     refused(lambda: hive.host().call("cancel", id=question_id), "conflict")
 
 
