@@ -141,16 +141,17 @@ def deployed_at(hive, agent: str) -> tuple[str | None, str | None]:
 
 
 def record_turn(hive, agent: str, record: dict) -> int:
-    """Store one checked session of ``agent`` with its deployed tag, and its telemetry samples."""
+    """Store one checked session of ``agent`` with its deployed tag, and its telemetry samples, in one
+    transaction: whoever reads the turn reads its samples too."""
     tag, sha = deployed_at(hive, agent)
-    with hive.store.write() as conn:
-        turn_id = conn.execute(insert(db.turns).values(agent=agent, deployed_tag=tag, deployed_sha=sha,
-                                                       **record)).inserted_primary_key[0]
     prefix = "turn" if record["kind"] == "turn" else "compaction"
     samples = [{"key": f"{prefix}.tokens.{f}", "value": float(record[f"tokens_{f}"]), "ts": record["ended_at"]}
                for f in TOKEN_FIELDS]
     samples.append({"key": f"{prefix}.cost_usd", "value": record["cost_usd"], "ts": record["ended_at"]})
-    telemetry.record(hive, agent, samples)
+    with hive.store.write() as conn:
+        turn_id = conn.execute(insert(db.turns).values(agent=agent, deployed_tag=tag, deployed_sha=sha,
+                                                       **record)).inserted_primary_key[0]
+        telemetry.record(hive, agent, samples, conn)
     hive.bus.publish("state", {"section": "costs", "agent": agent, "what": "turn"})
     budget_changed(hive)  # a parked turn_ready re-checks its budget (the hive's may be crossed now)
     return turn_id

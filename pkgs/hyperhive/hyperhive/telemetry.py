@@ -42,11 +42,14 @@ def validate_samples(samples) -> list[dict]:
     return rows
 
 
-def record(hive, agent: str, samples: list[dict]) -> int:
+def record(hive, agent: str, samples: list[dict], conn=None) -> int:
+    """Store checked ``samples`` of ``agent``: in a transaction of their own, or in the caller's ``conn``."""
     if not samples:
         return 0
-    with hive.store.write() as conn:
-        conn.execute(insert(db.stats), [{"agent": agent, **s} for s in samples])
+    if conn is None:
+        with hive.store.write() as conn:
+            return record(hive, agent, samples, conn)
+    conn.execute(insert(db.stats), [{"agent": agent, **s} for s in samples])
     return len(samples)
 
 

@@ -355,3 +355,24 @@ def test_agent_text_in_the_insight_verbs_cannot_drive_the_terminal(start_broker)
     log_path.write_text("turn ok\x1b[2K\rforged\n")
     out = hive.cli("logs", "alice").stdout
     assert "\x1b" not in out and "\r" not in out and "\\x1b[2K" in out
+
+
+def test_a_turn_and_its_samples_are_stored_together_or_not_at_all(start_broker):
+    """Whoever reads a recorded turn reads its token and cost samples too (one transaction): a turn whose samples
+    cannot be stored is refused whole, so the harness's retry does not store it twice."""
+    import sqlite3
+
+    hive = start_broker(AGENTS)
+    alice = hive.client("alice")
+    con = sqlite3.connect(hive.config.db_path)
+    con.execute("CREATE TRIGGER no_samples BEFORE INSERT ON stats BEGIN SELECT RAISE(ABORT, 'the disk is full'); END")
+    con.commit()
+    refused(lambda: alice.call("turn_record", turn=turn(cost=0.5)), "internal")
+    assert hive.host().call("turns", agent="alice")["turns"] == []
+    con.execute("DROP TRIGGER no_samples")
+    con.commit()
+    con.close()
+    alice.call("turn_record", turn=turn(cost=0.5))
+    assert len(hive.host().call("turns", agent="alice")["turns"]) == 1
+    samples = {s["key"]: s["value"] for s in get_json(f"{hive.dashboard_url}/api/stats?agent=alice")}
+    assert samples["turn.cost_usd"] == 0.5 and samples["turn.tokens.input"] == 1000
