@@ -91,6 +91,14 @@ def test_every_page_meets_wcag_22_aa(start_broker, browser_page, state):
             violations = audit(page)
             if violations:
                 problems.append(readable(violations, f"{path} ({state}, 390 pixels wide)"))
+        # WCAG 1.4.10 (reflow): at 320 CSS pixels no page scrolls sideways; a wide table, diff or log scrolls in a
+        # region of its own
+        page.set_viewport_size({"width": 320, "height": 800})
+        for path in pages(hive, seeded["approval"], seeded["sha"]):
+            page.goto(f"{url}{path}")
+            wide = page.evaluate("document.documentElement.scrollWidth")
+            if wide > 320:
+                problems.append(f"{path} ({state}, 320 pixels wide): the page is {wide} pixels wide")
     assert not problems, "\n\n".join(problems)
     assert console_errors(page, ignore=("404",)) == []
 

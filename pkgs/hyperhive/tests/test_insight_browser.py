@@ -20,7 +20,7 @@ def record(client, cost, started, status="ok"):
         "started_at": started, "ended_at": started + 2.0, "status": status, "model": "claude-sonnet-4-5",
         "wake": {"kind": "message", "from": "bob"}, "cost_usd": cost,
         "tokens": {"input": 1000, "output": 100, "cache_read": 0, "cache_write": 0},
-        "tools": {"Bash": 1}})
+        "tools": {"Bash": 1, "mcp__hyperhive__list_agents": 1}})
 
 
 def test_the_operator_reads_what_the_swarm_costs(start_hive, browser_page):
@@ -94,4 +94,10 @@ def test_the_operator_reads_what_the_swarm_costs(start_hive, browser_page):
     after = page.locator("#impact-table tr[data-period='after']").inner_text()
     assert "$0.4000" in before and "0%" in before
     assert "$0.1500" in after and "50%" in after
+    # WCAG 1.4.10 (reflow): at 320 CSS pixels neither page scrolls sideways (the table scrolls in its own region,
+    # a long tool name wraps)
+    page.set_viewport_size({"width": 320, "height": 800})
+    for path in (f"/approvals/{approval_id}", "/stats"):
+        page.goto(f"{url}{path}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 320, path
     assert console_errors(page) == []
