@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -25,6 +27,45 @@ from .transport import ENVELOPE_BYTES, Identity, Limits, SocketError, SocketServ
 log = logging.getLogger(__name__)
 
 
+class StartError(SystemExit):
+    """The service cannot start (another holds its state directory); it stops with this sentence, having touched
+    nothing of the hive."""
+
+    def __init__(self, message: str):
+        super().__init__(f"hyperhive: {message}")
+        self.message = message
+
+
+LOCK_FILE = "service.lock"
+
+
+def claim_state_dir(state_dir: Path) -> int | None:
+    """Make the state directory this process's alone, for as long as it runs: an exclusive ``flock`` on
+    ``<stateDir>/service.lock`` (the kernel drops it when the process ends, ``kill -9`` included), which holds
+    the holder's pid. A second service on the same hive would take over its sockets and then remove them, and
+    put back in the queue the messages its agents had leased; it stops here instead. Returns the lock's file
+    descriptor, or None on a filesystem that has no such locks (said in the log)."""
+    path = state_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:  # a link or a directory in its place: never followed
+        raise StartError(f"cannot open the service's lock {path}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise StartError(
+                f"another hyperhive service{f' (pid {holder})' if holder.isdigit() else ''} runs this hive: it "
+                f"holds {path}; stop it first (one service per state directory)") from None
+        log.warning("cannot lock %s (%s): nothing keeps a second service off this hive", path, e.strerror or e)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 class Hive:
     """One running hive. Everything the sockets, the dashboard and the plugins need hangs off this object."""
 
@@ -39,6 +80,7 @@ class Hive:
         self._refused_digest: str | None = None
         self.started_at = time.time()
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = claim_state_dir(config.state_dir)  # before anything of the hive is touched
         self.store = Store(config.db_path)
         self.pm = make_plugin_manager(load_entry_points)
         self.bus = EventBus()
@@ -215,6 +257,9 @@ class Hive:
                     server.close()
                 self.sockets.clear()
             self.store.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # the state directory is free for the next service
+                self._lock_fd = None
 
     # --- config reload ---------------------------------------------------------------------------------
 

@@ -216,6 +216,33 @@ def test_a_busy_dashboard_port_names_dashboard_listen(tmp_path):
         busy.close()
 
 
+def test_a_second_service_on_the_same_hive_stops_and_the_first_goes_on(start_broker):
+    """A second `hyperhive serve` (or `up`) of a running hive stops at once, naming the one that runs it. Before,
+    it took over the sockets, removed them when it stopped (on the busy dashboard port), and put the messages the
+    agents had leased back in the queue: the running hive lost every socket."""
+    from conftest import HiveProcess
+
+    hive = start_broker()
+    hive.client("alice").call("send", to="bob", body="leased before the second start")
+    assert len(hive.client("bob").call("recv", max=1)["messages"]) == 1
+    second = HiveProcess(hive.config_path, args=("--no-agents",))
+    with pytest.raises(RuntimeError) as failed:
+        second.start(timeout=20)
+    assert f"another hyperhive service (pid {hive.proc.pid}) runs this hive" in str(failed.value)
+    assert str(hive.config.state_dir / "service.lock") in str(failed.value)
+    # the first goes on: its sockets answer, bob's lease stands, the operator's CLI reaches it
+    assert hive.client("bob").call("status") == {"unread": 0, "leased": 1}
+    assert hive.host().call("whoami")["name"] == "operator"
+    assert "alice" in hive.cli("list").stdout
+    hive.stop()
+    third = HiveProcess(hive.config_path, args=("--no-agents",))  # once it has stopped, the hive is free
+    third.start(timeout=30)
+    try:
+        assert third.client("bob").call("status") == {"unread": 1, "leased": 0}  # requeued by the next start
+    finally:
+        third.stop()
+
+
 def test_one_log_line_per_refused_and_per_accepted_reload(start_broker):
     import json
     import os
