@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,8}$")
+MAX_SOCKET_PATH_BYTES = 107  # sun_path holds 108 bytes with the closing NUL (unix(7))
 # Names the service speaks as or records under itself: "system" sends events, "operator" is the human, "hive"
 # holds host-wide telemetry (approvals.queue): an agent named so would forge them or overwrite their series.
 RESERVED_NAMES = frozenset({"manager", "operator", "system", "hive"})
@@ -171,9 +172,7 @@ class Config:
         return self.run_dir / "host.sock"
 
     def agent_socket(self, name: str) -> Path:
-        if name == self.manager:
-            return self.run_dir / "manager" / "mcp.sock"
-        return self.run_dir / "agents" / name / "mcp.sock"
+        return agent_socket_path(self.run_dir, name, self.manager)
 
     def to_json(self) -> dict:
         """The config in hive.json form (what ``hyperhive init`` writes as TOML)."""
@@ -461,6 +460,11 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
             if to not in known:
                 r.error(f"agents.{name}.allowedRecipients[{i}]", f'unknown agent "{to}"')
 
+    for name in (manager, *sorted(agents)):
+        problem = socket_too_long(run_dir, name, manager, "runDir" not in raw)
+        if problem:
+            r.error("runDir", problem)
+            break
     if r.errors:
         raise ConfigError(source, r.errors)
     return Config(
@@ -470,6 +474,23 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
         operator_pronouns=r.get(raw, "", "operatorPronouns", str, "they/them"),
         claude_command=claude_command, version=version, budget=_budget(r, raw, ""),
     )
+
+
+def agent_socket_path(run_dir: Path, name: str, manager: str) -> Path:
+    if name == manager:
+        return run_dir / "manager" / "mcp.sock"
+    return run_dir / "agents" / name / "mcp.sock"
+
+
+def socket_too_long(run_dir: Path, name: str, manager: str, default_run_dir: bool = False) -> str | None:
+    """Why ``name``'s socket cannot be made under ``run_dir`` (a Unix socket path has at most 107 bytes), if so."""
+    path = agent_socket_path(run_dir, name, manager)
+    if len(bytes(path)) <= MAX_SOCKET_PATH_BYTES:
+        return None
+    room = MAX_SOCKET_PATH_BYTES - (len(bytes(path)) - len(bytes(run_dir)))
+    return (f"{run_dir} is too long for the socket of {name} ({path}: {len(bytes(path))} bytes; a Unix socket path "
+            f"may have at most {MAX_SOCKET_PATH_BYTES}): set runDir to a directory of at most {room} bytes"
+            + (" (it defaults to <stateDir>/run)" if default_run_dir else ""))
 
 
 def _manager_name(value: str) -> str | None:

@@ -13,7 +13,7 @@ import time
 from sqlalchemy import insert, select, update
 
 from . import store as db
-from .config import check_name
+from .config import check_name, socket_too_long
 from .errors import bad_request, conflict
 
 
@@ -54,6 +54,9 @@ def check_new_name(hive, name, *, allow_tombstone: bool = False) -> str:
         raise bad_request(problem)
     if name == hive.config.manager:
         raise conflict(f'"{name}" is the manager')
+    too_long = socket_too_long(hive.config.run_dir, name, hive.config.manager)
+    if too_long:  # the new agent could never be reached
+        raise bad_request(f'"{name}" cannot be an agent of this hive: {too_long}')
     if name in hive.config.agents:
         raise conflict(f'"{name}" is already an agent (declared in the config)')
     row = agent_row(hive, name)

@@ -217,8 +217,13 @@ class Hive:
                         log.error("no socket for %s: %s", name, message)
                     self.socket_errors[name] = message
             if "operator" not in self.sockets:
-                self.sockets["operator"] = self._socket(self.config.host_socket, Identity("operator", "operator"),
-                                                        self._operator_limits)
+                try:
+                    self.sockets["operator"] = self._socket(self.config.host_socket,
+                                                            Identity("operator", "operator"), self._operator_limits)
+                except (SocketError, OSError) as e:  # no operator, no service: say why, not a traceback
+                    raise StartError(str(e) if isinstance(e, SocketError) else
+                                     f"cannot open the host socket {self.config.host_socket}: {e.strerror or e}"
+                                     ) from None
 
     def _socket(self, path: Path, identity: Identity, limits) -> SocketServer:
         """A started socket of the broker for ``identity`` (staged in the run directory)."""

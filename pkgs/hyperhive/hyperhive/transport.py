@@ -725,7 +725,7 @@ class SocketServer:
                 os.rename(staged, self.path)
             except OSError as e:
                 raise SocketError(f"cannot put the socket at {self.path}: {e.strerror or e} "
-                                  "(remove what is there; the agent's socket directory is its own)") from None
+                                  "(remove what is there)") from None
             self._inode = os.lstat(self.path).st_ino
         except BaseException:
             sock.close()

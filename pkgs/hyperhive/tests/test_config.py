@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +181,39 @@ def test_the_bundled_example_hive_checks(repo_root):
     assert config.backend == "local" and set(config.agents) == {"alice", "bob"}
     assert config.state_dir == (REPO_ROOT / "examples" / "state").resolve()
     assert config.agents["alice"].allowed_recipients == ("bob", "manager", "operator")
+
+
+def test_a_run_directory_too_long_for_socket_paths_is_named_before_anything_starts(tmp_path):
+    """A Unix socket path has at most 107 bytes: `hyperhive up` in a deep directory stops with the config error
+    (before, the agents' sockets failed one by one in the log and the host socket's failure was a traceback)."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    init = run_cli("init", str(deep / "h"))  # written, and said what keeps it from running there
+    assert init.returncode == 1 and "wrote " in init.stderr and "runDir: " in init.stderr, init
+    assert (deep / "h" / "hive.toml").exists()
+    for args in (["up", "--config", str(deep / "h" / "hive.toml")], ["config", "check", str(deep / "h" / "hive.toml")]):
+        run = run_cli(*args)
+        assert run.returncode == 1, run
+        assert "runDir: " in run.stderr + run.stdout and "a Unix socket path may have at most 107" in run.stderr + run.stdout
+        assert re.search(r"mcp\.sock: \d+ bytes", run.stderr)  # names the socket that would not fit, and its length
+        assert "(it defaults to <stateDir>/run)" in run.stderr + run.stdout and "Traceback" not in run.stderr
+    assert not (deep / "h" / "state").exists()  # nothing was started
+    # the limit is exact, and counts the agents the hive has: a 9-character name needs 26 bytes past runDir
+    fits = "/" + "r" * 80
+    assert len(str(parse_config({"runDir": fits, "agents": {"abcdefghi": {}}}).agent_socket("abcdefghi"))) == 107
+    assert errors_of({"runDir": fits + "r", "agents": {"abcdefghi": {}}}) == [
+        f"runDir: {fits}r is too long for the socket of abcdefghi ({fits}r/agents/abcdefghi/mcp.sock: 108 bytes; a "
+        "Unix socket path may have at most 107): set runDir to a directory of at most 81 bytes"]
+    assert parse_config({"runDir": fits + "r", "agents": {"alice": {}}}).run_dir == Path(fits + "r")
+
+
+def test_a_host_socket_that_cannot_be_made_is_one_sentence_not_a_traceback(tmp_path):
+    assert run_cli("init", str(tmp_path)).returncode == 0
+    (tmp_path / "state" / "run" / "host.sock").mkdir(parents=True)  # something in its place
+    (tmp_path / "state" / "run" / "host.sock" / "kept").write_text("not ours")
+    toml = tmp_path / "hive.toml"
+    toml.write_text(toml.read_text().replace("127.0.0.1:8080", "127.0.0.1:0"))
+    run = run_cli("up", "--config", str(toml))
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run
+    assert f"cannot put the socket at {tmp_path / 'state' / 'run' / 'host.sock'}: Is a directory" in run.stderr
+    assert (tmp_path / "state" / "run" / "host.sock" / "kept").read_text() == "not ours"

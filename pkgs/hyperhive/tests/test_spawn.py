@@ -396,3 +396,18 @@ def test_a_spawn_deploys_the_template_it_showed_not_a_repo_planted_for_the_name(
     assert deployed != planted_sha
     assert "planted before the spawn" not in git(applied, "show", "deployed/0:agent.nix")
     assert git(planted, "rev-parse", "HEAD") == planted_sha  # the manager's repo is left as it was
+
+
+def test_a_name_whose_socket_path_would_not_fit_is_refused_at_the_spawn(start_broker, hive_dir):
+    """A runDir with room for the declared agents' sockets but not for a 9-character name: spawning that name is
+    refused, naming runDir, instead of an agent whose socket can never be made."""
+    run_dir = hive_dir / ("r" * (83 - len(str(hive_dir)) - 1))
+    assert len(str(run_dir)) == 83
+    hive = start_broker(runDir=str(run_dir))
+    message = refused(lambda: hive.host().call("spawn", name="abcdefghi"), "bad_request")
+    assert f"{run_dir} is too long for the socket of abcdefghi" in message and "at most 81 bytes" in message
+    message = refused(lambda: hive.client("manager").call("request_spawn", name="abcdefghi"), "bad_request")
+    assert "too long for the socket of abcdefghi" in message
+    hive.host().call("spawn", name="carol")  # a shorter name fits
+    assert wait_for(lambda: (hive.config.agent_socket("carol").exists()
+                             and hive.client("carol").call("whoami")["name"] == "carol"), message="carol's socket")

@@ -107,7 +107,10 @@ def init(directory, force):
         raise click.ClickException(f"{target} exists; use --force to overwrite it")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(INIT_HEADER + tomli_w.dumps(_drop_nulls(example_config())), encoding="utf-8")
-    load_config(target)  # what we write must load
+    try:
+        load_config(target)  # what we write loads, unless where it is written does not suit it (a deep runDir)
+    except ConfigError as e:
+        raise click.ClickException(f"wrote {target}, but it cannot run from there yet; edit it:\n{e}") from None
     click.echo(f"wrote {target}; run it with: hyperhive up --config {target}")
 
 
