@@ -9,11 +9,13 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+import sqlalchemy.exc
 from sqlalchemy import select
 
 from . import store as db
@@ -21,7 +23,7 @@ from .broker import Broker
 from .events import EventBus
 from .config import AgentConfig, Config, ConfigError, _agent, _Reader, load_config
 from .plugins import make_plugin_manager
-from .store import Store
+from .store import NewerSchema, Store
 from .transport import ENVELOPE_BYTES, Identity, Limits, SocketError, SocketServer, private_dir
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,14 @@ class Hive:
         self.started_at = time.time()
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = claim_state_dir(config.state_dir)  # before anything of the hive is touched
-        self.store = Store(config.db_path)
+        try:
+            self.store = Store(config.db_path)
+        except NewerSchema as e:
+            raise StartError(str(e)) from None
+        except (sqlalchemy.exc.DatabaseError, sqlite3.DatabaseError) as e:  # not SQLite, or damaged
+            reason = getattr(e, "orig", None) or e
+            raise StartError(f"cannot open the hive's database {config.db_path}: {reason}. It is left as it is: "
+                             "restore it from a backup, or move it away to start the hive with an empty one") from None
         self.pm = make_plugin_manager(load_entry_points)
         self.bus = EventBus()
         self.broker = Broker(self)

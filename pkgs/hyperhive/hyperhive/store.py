@@ -461,6 +461,10 @@ class _Group:
             raw.rollback()
 
 
+class NewerSchema(RuntimeError):
+    """The database was made by a newer hyperhive; it is left untouched."""
+
+
 class Store:
     """The database of one hive. Thread-safe; create one per process."""
 
@@ -583,7 +587,7 @@ class Store:
             if row is None:
                 conn.exec_driver_sql("INSERT INTO schema_version (version) VALUES (0)")
             if current > SCHEMA_VERSION:
-                raise RuntimeError(
+                raise NewerSchema(
                     f"{self.path} has schema version {current}, newer than this hyperhive "
                     f"({SCHEMA_VERSION}); upgrade hyperhive")
             for version in range(current, target):

@@ -283,3 +283,32 @@ def test_only_the_operators_messages_are_indexed_by_recipient_and_an_old_databas
     assert "messages_operator" in plan  # the operator's inbox reads its index, not every message
     assert db.run_sql(s, "SELECT count(*) FROM messages") == [(30,)]
     s.close()
+
+
+def test_a_damaged_or_newer_database_stops_the_start_in_one_sentence_and_stays_as_it_was(tmp_path):
+    """What is not a database this hyperhive can open (random bytes, a torn header, a newer schema) is named with
+    what to do, and not a byte of it changes: it may be all that is left of the hive's history."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import write_config
+
+    config = write_config(tmp_path)
+    path = tmp_path / "state" / "hive.db"
+    path.parent.mkdir(parents=True)
+    newer = tmp_path / "newer.db"
+    Store(newer).close()
+    con = sqlite3.connect(newer)
+    con.execute("UPDATE schema_version SET version = 99")
+    con.commit()
+    con.close()
+    for content, said in ((os.urandom(8192), "file is not a database"),
+                          (b"SQLite format 3\0" + b"\xff" * 200, "is not a database"),
+                          (newer.read_bytes(), "newer than this hyperhive")):
+        path.write_bytes(content)
+        run = subprocess.run([sys.executable, "-m", "hyperhive", "serve", "--no-agents", "--config", str(config)],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+        assert said in run.stderr and str(path) in run.stderr, run.stderr
+        assert path.read_bytes() == content
