@@ -99,12 +99,12 @@ def test_broken_files_name_the_problem(tmp_path):
         load_config(top_list)
 
 
-def test_relative_dirs_are_taken_relative_to_the_file(tmp_path):
-    (tmp_path / "sub").mkdir()
-    path = tmp_path / "sub" / "hive.toml"
+def test_relative_dirs_are_taken_relative_to_the_file(hive_dir):  # a short path: sockets go under it
+    (hive_dir / "sub").mkdir()
+    path = hive_dir / "sub" / "hive.toml"
     path.write_text('stateDir = "state"\n')
     config = load_config(path)
-    assert config.state_dir == (tmp_path / "sub" / "state").resolve()
+    assert config.state_dir == (hive_dir / "sub" / "state").resolve()
     assert config.run_dir == config.state_dir / "run"
 
 
@@ -113,17 +113,17 @@ def run_cli(*args, cwd=None):
                           timeout=60)
 
 
-def test_init_writes_a_hive_toml_that_checks(tmp_path):
-    result = run_cli("init", str(tmp_path))
+def test_init_writes_a_hive_toml_that_checks(hive_dir):  # a short path: sockets go under it
+    result = run_cli("init", str(hive_dir))
     assert result.returncode == 0, result.stderr
-    text = (tmp_path / "hive.toml").read_text()
+    text = (hive_dir / "hive.toml").read_text()
     assert text.startswith("# hive.toml")
-    config = load_config(tmp_path / "hive.toml")
+    config = load_config(hive_dir / "hive.toml")
     assert set(config.agents) == {"alice", "bob"} and config.manager == "manager"
     assert config.agents["bob"].allowed_recipients is None
-    again = run_cli("init", str(tmp_path))
+    again = run_cli("init", str(hive_dir))
     assert again.returncode != 0 and "exists" in again.stderr
-    check = run_cli("config", "check", str(tmp_path / "hive.toml"))
+    check = run_cli("config", "check", str(hive_dir / "hive.toml"))
     assert check.returncode == 0 and "ok" in check.stdout
 
 
@@ -207,13 +207,13 @@ def test_a_run_directory_too_long_for_socket_paths_is_named_before_anything_star
     assert parse_config({"runDir": fits + "r", "agents": {"alice": {}}}).run_dir == Path(fits + "r")
 
 
-def test_a_host_socket_that_cannot_be_made_is_one_sentence_not_a_traceback(tmp_path):
-    assert run_cli("init", str(tmp_path)).returncode == 0
-    (tmp_path / "state" / "run" / "host.sock").mkdir(parents=True)  # something in its place
-    (tmp_path / "state" / "run" / "host.sock" / "kept").write_text("not ours")
-    toml = tmp_path / "hive.toml"
+def test_a_host_socket_that_cannot_be_made_is_one_sentence_not_a_traceback(hive_dir):  # a short path: sockets go under it
+    assert run_cli("init", str(hive_dir)).returncode == 0
+    (hive_dir / "state" / "run" / "host.sock").mkdir(parents=True)  # something in its place
+    (hive_dir / "state" / "run" / "host.sock" / "kept").write_text("not ours")
+    toml = hive_dir / "hive.toml"
     toml.write_text(toml.read_text().replace("127.0.0.1:8080", "127.0.0.1:0"))
     run = run_cli("up", "--config", str(toml))
     assert run.returncode == 1 and "Traceback" not in run.stderr, run
-    assert f"cannot put the socket at {tmp_path / 'state' / 'run' / 'host.sock'}: Is a directory" in run.stderr
-    assert (tmp_path / "state" / "run" / "host.sock" / "kept").read_text() == "not ours"
+    assert f"cannot put the socket at {hive_dir / 'state' / 'run' / 'host.sock'}: Is a directory" in run.stderr
+    assert (hive_dir / "state" / "run" / "host.sock" / "kept").read_text() == "not ours"
