@@ -1,4 +1,5 @@
-"""The error every part of the hive raises for a request it refuses; the wire codes of DESIGN."""
+"""The error every part of the hive raises for a request it refuses (the wire codes of DESIGN), and the one that
+stops the service's start."""
 
 from __future__ import annotations
 
@@ -32,3 +33,12 @@ def not_found(message: str) -> HiveError:
 
 def conflict(message: str) -> HiveError:
     return HiveError("conflict", message)
+
+
+class StartError(SystemExit):
+    """The service cannot start (its state directory is another's, its database or a socket cannot be opened, the
+    dashboard cannot listen): it stops with this sentence instead of a traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(f"hyperhive: {message}")
+        self.message = message

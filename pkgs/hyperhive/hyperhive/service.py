@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from . import store as db
 from .broker import Broker
+from .errors import StartError
 from .events import EventBus
 from .config import AgentConfig, Config, ConfigError, _agent, _Reader, load_config
 from .plugins import make_plugin_manager
@@ -27,15 +28,6 @@ from .store import NewerSchema, Store
 from .transport import ENVELOPE_BYTES, Identity, Limits, SocketError, SocketServer, private_dir
 
 log = logging.getLogger(__name__)
-
-
-class StartError(SystemExit):
-    """The service cannot start (another holds its state directory); it stops with this sentence, having touched
-    nothing of the hive."""
-
-    def __init__(self, message: str):
-        super().__init__(f"hyperhive: {message}")
-        self.message = message
 
 
 LOCK_FILE = "service.lock"

@@ -32,6 +32,7 @@ from collections import deque
 from pathlib import Path
 
 from ..config import is_loopback_host
+from ..errors import StartError
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,8 @@ class TokenError(Exception):
     """The token file cannot be used."""
 
 
-class DashboardStartError(SystemExit):
+class DashboardStartError(StartError):
     """The dashboard cannot start safely; the service stops with this sentence instead of a traceback."""
-
-    def __init__(self, message: str):
-        super().__init__(f"hyperhive: {message}")
-        self.message = message
 
 
 def _load_secret(state_dir: Path) -> bytes:
