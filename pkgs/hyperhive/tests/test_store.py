@@ -40,13 +40,18 @@ def test_every_migration_path_ends_in_the_same_schema(tmp_path):
         assert schema(tmp_path / f"from{start}.db") == schema(tmp_path / "fresh.db")
 
 
-def test_a_newer_database_is_refused_not_damaged(tmp_path):
-    path = tmp_path / "hive.db"
+def newer_database(path):
+    """A database as a newer hyperhive would leave it (a schema version above this one's)."""
     Store(path).close()
     con = sqlite3.connect(path)
     con.execute("UPDATE schema_version SET version = 99")
     con.commit()
     con.close()
+    return path
+
+
+def test_a_newer_database_is_refused_not_damaged(tmp_path):
+    path = newer_database(tmp_path / "hive.db")
     with pytest.raises(RuntimeError, match="newer than this hyperhive"):
         Store(path)
 
@@ -297,12 +302,7 @@ def test_a_damaged_or_newer_database_stops_the_start_in_one_sentence_and_stays_a
     config = write_config(tmp_path)
     path = tmp_path / "state" / "hive.db"
     path.parent.mkdir(parents=True)
-    newer = tmp_path / "newer.db"
-    Store(newer).close()
-    con = sqlite3.connect(newer)
-    con.execute("UPDATE schema_version SET version = 99")
-    con.commit()
-    con.close()
+    newer = newer_database(tmp_path / "newer.db")
     for content, said in ((os.urandom(8192), "file is not a database"),
                           (b"SQLite format 3\0" + b"\xff" * 200, "is not a database"),
                           (newer.read_bytes(), "newer than this hyperhive")):
