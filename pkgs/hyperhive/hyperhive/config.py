@@ -376,6 +376,20 @@ def _budget(r: "_Reader", raw: dict, path: str) -> Budget:
     )
 
 
+def _directories(r: "_Reader", raw: dict, base_dir: Path | None) -> tuple[Path, Path]:
+    """``stateDir`` and ``runDir``, relative ones taken relative to ``base_dir``; ``runDir`` defaults to
+    ``<stateDir>/run`` when stateDir is set."""
+    def directory(key, default):
+        value = r.get(raw, "", key, str, default, check=lambda v: None if v else "must not be empty")
+        p = Path(value)
+        if not p.is_absolute():
+            p = (base_dir or Path.cwd()) / p
+        return p.resolve()
+
+    state_dir = directory("stateDir", DEFAULT_STATE_DIR)
+    return state_dir, directory("runDir", DEFAULT_RUN_DIR if "stateDir" not in raw else str(state_dir / "run"))
+
+
 def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = None) -> Config:
     """Validate a raw mapping; relative ``stateDir``/``runDir`` are taken relative to ``base_dir``."""
     r = _Reader()
@@ -387,15 +401,7 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
     backend = r.get(raw, "", "backend", str, "nixos-container",
                     check=lambda v: None if v in BACKENDS else f'unknown backend "{v}" (known: {", ".join(BACKENDS)})')
 
-    def directory(key, default):
-        value = r.get(raw, "", key, str, default, check=lambda v: None if v else "must not be empty")
-        p = Path(value)
-        if not p.is_absolute():
-            p = (base_dir or Path.cwd()) / p
-        return p.resolve()
-
-    state_dir = directory("stateDir", DEFAULT_STATE_DIR)
-    run_dir = directory("runDir", DEFAULT_RUN_DIR if "stateDir" not in raw else str(state_dir / "run"))
+    state_dir, run_dir = _directories(r, raw, base_dir)
 
     d = r.table(r.get(raw, "", "dashboard", dict, {}), "dashboard", {"listen", "tokenFile", "sessionMaxAgeSeconds"})
     dashboard = DashboardConfig(
@@ -504,6 +510,27 @@ def _manager_name(value: str) -> str | None:
 def load_config(path: str | Path) -> Config:
     """Read ``hive.json`` or ``hive.toml`` (by extension; JSON otherwise) and validate it."""
     path = Path(path)
+    return parse_config(_read(path), str(path), base_dir=path.parent.resolve())
+
+
+def host_socket_of(path: str | Path) -> Path | None:
+    """Where the host socket of the hive of ``path`` is, from its stateDir and runDir alone: for the operator's
+    verbs while the file does not validate (the running service keeps its last good config meanwhile). None
+    when even those cannot be read."""
+    path = Path(path)
+    try:
+        raw = _read(path)
+    except ConfigError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    r = _Reader()
+    _state_dir, run_dir = _directories(r, raw, path.parent.resolve())
+    return None if r.errors else run_dir / "host.sock"
+
+
+def _read(path: Path) -> Any:
+    """The parsed content of a config file (TOML by extension, else JSON); a ConfigError naming what is wrong."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -520,7 +547,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(source, [f"not valid TOML: {e}"]) from None
     except json.JSONDecodeError as e:
         raise ConfigError(source, [f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"]) from None
-    return parse_config(raw, source, base_dir=path.parent.resolve())
+    return raw
 
 
 def example_config() -> dict:

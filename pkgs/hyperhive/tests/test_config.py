@@ -217,3 +217,22 @@ def test_a_host_socket_that_cannot_be_made_is_one_sentence_not_a_traceback(hive_
     assert run.returncode == 1 and "Traceback" not in run.stderr, run
     assert f"cannot put the socket at {hive_dir / 'state' / 'run' / 'host.sock'}: Is a directory" in run.stderr
     assert (hive_dir / "state" / "run" / "host.sock" / "kept").read_text() == "not ours"
+
+
+def test_an_edit_that_does_not_validate_leaves_the_operator_the_running_hive(start_broker):
+    """The service refuses the edit and keeps its last good config; the operator's verbs still reach it (with the
+    file's errors on stderr), as they did not before. A file whose stateDir or runDir cannot be read is still an
+    error: there is no socket to find."""
+    hive = start_broker()
+    path = hive.config_path
+    good = json.loads(path.read_text())
+    path.write_text(json.dumps({**good, "agents": {"alice": {"allowedRecipients": ["nobody"]}}}))
+    wait_for(lambda: "refused the new config" in hive.log(), timeout=15, message="the refusal logged")
+    listed = hive.cli("list")
+    assert "alice" in listed.stdout and "bob" in listed.stdout  # the running config, not the refused one
+    assert 'agents.alice.allowedRecipients[0]: unknown agent "nobody"' in listed.stderr
+    assert "keeps its last good config" in listed.stderr
+    assert hive.cli("send", "bob", "still here").stdout.startswith("sent #")
+    path.write_text(json.dumps({**good, "runDir": 5}))
+    broken = hive.cli("list", check=False)
+    assert broken.returncode == 1 and "runDir: must be a string" in broken.stderr, broken.stderr

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import click
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, host_socket_of, load_config
 from ..errors import HiveError
 from ..times import when
 from ..transport import Client
@@ -52,11 +52,17 @@ def host_call(config_path: str | None, op: str, **args: Any) -> Any:
         raise click.ClickException(f"no config at {path} {used}: give --config FILE, run from the directory of "
                                    "your hive.toml, or set $HYPERHIVE_CONFIG")
     try:
-        config = load_config(path)
+        host_socket = load_config(path).host_socket
     except ConfigError as e:
-        raise click.ClickException(f"{e}\n{used}") from None
+        # An edit that does not validate is refused by the running service, which keeps its last good config:
+        # its socket is where the file's stateDir and runDir say, and the operator keeps the hive in hand.
+        host_socket = host_socket_of(path)
+        if host_socket is None or not host_socket.exists():
+            raise click.ClickException(f"{e}\n{used}") from None
+        click.echo(f"warning: {e}\n(the running service keeps its last good config; `hyperhive config check "
+                   f"{path}` lists every error)", err=True)
     try:
-        return socket_call(config.host_socket, op, **args)
+        return socket_call(host_socket, op, **args)
     except click.ClickException as e:
         if isinstance(e, HostRefusal):
             raise
