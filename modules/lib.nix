@@ -12,8 +12,11 @@ let
   # The schema version of hive.json this file renders.
   version = 1;
 
-  # Agent names: the container is `h-<name>` and nixos-container allows eleven characters.
-  namePattern = "[a-z][a-z0-9-]{0,8}";
+  # Agent names: the container is `h-<name>` and nixos-container allows eleven characters. The container's host
+  # name is `h-<name>` too (modules/container-host.nix), and nixpkgs' networking.hostName is a DNS label that ends
+  # with a letter or digit (nixos/modules/tasks/network-interfaces.nix: `^$|^[[:alnum:]]([[:alnum:]_-]{0,61}
+  # [[:alnum:]])?$`; systemd's machine names refuse a trailing '-' as well): so a name ends with one.
+  namePattern = "[a-z]([a-z0-9-]{0,7}[a-z0-9])?";
   # the names the service uses for itself (config.py RESERVED_NAMES): "hive" holds host-wide telemetry
   reservedNames = [ "manager" "operator" "system" "hive" ];
   managerContainer = "hm1nd";
@@ -177,7 +180,7 @@ let
       nameProblems = concatLists (map
         (name:
           if !isName name then
-            [ "${agentPath name}.name: invalid agent name ${toJSON name}: use 1 to 9 characters, a lowercase letter first, then lowercase letters, digits or '-' (the container is h-<name>)" ]
+            [ "${agentPath name}.name: invalid agent name ${toJSON name}: use 1 to 9 characters, a lowercase letter first, then lowercase letters, digits or '-', and a letter or digit last (the container is h-<name>)" ]
           else if name == manager then
             [ "${agentPath name}: ${toJSON name} is the manager's name (hyperhive.manager.name); the manager is not declared as an agent" ]
           else if elem name reservedNames then
@@ -187,7 +190,7 @@ let
 
       managerProblems =
         if !isName manager then
-          [ "hyperhive.manager.name: invalid name ${toJSON manager}: use 1 to 9 characters, a lowercase letter first, then lowercase letters, digits or '-'" ]
+          [ "hyperhive.manager.name: invalid name ${toJSON manager}: use 1 to 9 characters, a lowercase letter first, then lowercase letters, digits or '-', and a letter or digit last" ]
         else if elem manager [ "operator" "system" "hive" ] then
           [ "hyperhive.manager.name: ${toJSON manager} is reserved for the hive itself" ]
         else [ ];

@@ -7,7 +7,8 @@ let
   d = hlib.defaults;
 in
 rec {
-  # 1 to 9 characters: the container is `h-<name>` and nixos-container allows eleven.
+  # 1 to 9 characters, the last a letter or digit: the container is `h-<name>` (nixos-container allows eleven
+  # characters), and its host name too (see lib.nix).
   nameType = types.strMatching hlib.namePattern;
 
   absolutePath = types.strMatching "/.*";

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,8}$")
+NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,7}[a-z0-9])?$")  # modules/lib.nix namePattern: why
 MAX_SOCKET_PATH_BYTES = 107  # sun_path holds 108 bytes with the closing NUL (unix(7))
 # Names the service speaks as or records under itself: "system" sends events, "operator" is the human, "hive"
 # holds host-wide telemetry (approvals.queue): an agent named so would forge them or overwrite their series.
@@ -221,7 +221,7 @@ def check_name(name: Any) -> str | None:
     if not NAME_RE.match(name):
         return (
             f'invalid agent name "{name}": use 1 to 9 characters, a lowercase letter first, '
-            "then lowercase letters, digits or '-'"
+            "then lowercase letters, digits or '-', and a letter or digit last (the name is its container's host name)"
         )
     if name in RESERVED_NAMES:
         return f'"{name}" is reserved and cannot name an agent'

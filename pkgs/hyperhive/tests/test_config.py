@@ -71,6 +71,7 @@ def test_every_error_is_reported_at_once():
 @pytest.mark.parametrize("name, ok", [
     ("a", True), ("alice", True), ("a-1", True), ("abcdefghi", True), ("abcdefghij", False),
     ("1abc", False), ("Alice", False), ("al_ice", False), ("", False), ("-a", False), ("a.b", False),
+    ("bob-", False), ("abcdefgh-", False), ("a--b", True), ("a9", True),
     ("manager", False), ("operator", False), ("system", False), ("../x", False),
 ])
 def test_agent_names(name, ok):

@@ -290,6 +290,9 @@ def test_broken_hives_are_refused_naming_the_option(example):
     ('{ agents.hive = { }; }', 'hyperhive.agents."hive".name'),  # host-wide telemetry is recorded as "hive"
     ('{ manager.name = "hive"; }', "hyperhive.manager.name"),
     ('{ agents.abcdefghij = { }; }', 'hyperhive.agents."abcdefghij".name'),
+    # its container's host name h-<name> would end with '-': nixpkgs' networking.hostName refuses it
+    ('{ agents."bob-" = { }; }', 'hyperhive.agents."bob-".name'),
+    ('{ manager.name = "m-"; }', "hyperhive.manager.name"),
     ('{ manager.name = "operator"; }', "hyperhive.manager.name"),
     ('{ agents.a.extraMcpServers.hyperhive.command = "x"; }', 'hyperhive.agents."a".extraMcpServers.hyperhive'),
     ('{ agents.a.turnTimeoutSeconds = 0; }', 'hyperhive.agents."a".turnTimeoutSeconds'),

@@ -19,7 +19,8 @@ INIT_HEADER = """\
 # broker: maxMessageBytes caps a message body; recvMaxWaitSeconds caps a parked recv; leaseSeconds is how
 #   long a received message stays leased before it comes again unless acknowledged.
 # retention: how long failed/ and denied/ tags are kept; deployed/ tags are always kept.
-# agents.<name>: names are 1-9 characters, [a-z][a-z0-9-]; manager, operator and system are reserved.
+# agents.<name>: names are 1-9 characters, [a-z][a-z0-9-], a letter or digit last; manager, operator and system
+#   are reserved.
 #   allowedRecipients: whom the agent may send to (leave it out for anyone);
 #   bashAllow: the commands Claude Code may run, as permission rules ("git *" becomes Bash(git *));
 #   model: a Claude model name (leave it out for the default); prompt: the agent's standing instructions.

@@ -818,6 +818,7 @@
     if (name.length > 9) return `"${name}" is ${name.length} characters: a name has at most 9`;
     if (!/^[a-z]/.test(name)) return 'a name starts with a lowercase letter';
     if (!/^[a-z][a-z0-9-]*$/.test(name)) return 'a name has only lowercase letters, digits and "-"';
+    if (name.endsWith('-')) return 'a name ends with a letter or digit';
     if (RESERVED.includes(name)) return `"${name}" is reserved`;
     return '';
   }
