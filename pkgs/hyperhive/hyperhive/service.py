@@ -33,13 +33,13 @@ log = logging.getLogger(__name__)
 LOCK_FILE = "service.lock"
 
 
-def claim_state_dir(state_dir: Path) -> int | None:
-    """Make the state directory this process's alone, for as long as it runs: an exclusive ``flock`` on
-    ``<stateDir>/service.lock`` (the kernel drops it when the process ends, ``kill -9`` included), which holds
-    the holder's pid. A second service on the same hive would take over its sockets and then remove them, and
-    put back in the queue the messages its agents had leased; it stops here instead. Returns the lock's file
-    descriptor, or None on a filesystem that has no such locks (said in the log)."""
-    path = state_dir / LOCK_FILE
+def claim(directory: Path, what: str) -> int | None:
+    """Make ``directory`` this process's alone, for as long as it runs: an exclusive ``flock`` on
+    ``<directory>/service.lock`` (the kernel drops it when the process ends, ``kill -9`` included), which holds
+    the holder's pid. ``what`` says what the holder does with it. A second service on the same hive would take
+    over its sockets and then remove them, and put back in the queue the messages its agents had leased; it stops
+    here instead. Returns the lock's file descriptor, or None on a filesystem that has no such locks (logged)."""
+    path = directory / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as e:  # a link or a directory in its place: never followed
@@ -51,9 +51,9 @@ def claim_state_dir(state_dir: Path) -> int | None:
         os.close(fd)
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise StartError(
-                f"another hyperhive service{f' (pid {holder})' if holder.isdigit() else ''} runs this hive: it "
-                f"holds {path}; stop it first (one service per state directory)") from None
-        log.warning("cannot lock %s (%s): nothing keeps a second service off this hive", path, e.strerror or e)
+                f"another hyperhive service{f' (pid {holder})' if holder.isdigit() else ''} {what}: it holds "
+                f"{path}; stop it first (one service per state directory and per run directory)") from None
+        log.warning("cannot lock %s (%s): nothing keeps a second service off it", path, e.strerror or e)
         return None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -74,7 +74,7 @@ class Hive:
         self._refused_digest: str | None = None
         self.started_at = time.time()
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = claim_state_dir(config.state_dir)  # before anything of the hive is touched
+        self._locks = [claim(config.state_dir, "runs this hive")]  # before anything of the hive is touched
         try:
             self.store = Store(config.db_path)
         except NewerSchema as e:
@@ -241,6 +241,8 @@ class Hive:
         raise_open_files_limit()
         self.config.run_dir.parent.mkdir(parents=True, exist_ok=True)
         private_dir(self.config.run_dir)  # 0700: other local users reach no socket through it
+        if self.config.run_dir.resolve() != self.config.state_dir.resolve():  # (one lock file serves both)
+            self._locks.append(claim(self.config.run_dir, "has its sockets in this run directory"))
         self.sync_sockets()
         self.pm.hook.hive_started(hive=self)
         if self.config_path:
@@ -263,9 +265,10 @@ class Hive:
                     server.close()
                 self.sockets.clear()
             self.store.close()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)  # the state directory is free for the next service
-                self._lock_fd = None
+            for fd in self._locks:  # the directories are free for the next service
+                if fd is not None:
+                    os.close(fd)
+            self._locks.clear()
 
     # --- config reload ---------------------------------------------------------------------------------
 

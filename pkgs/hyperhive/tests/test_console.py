@@ -243,6 +243,20 @@ def test_a_second_service_on_the_same_hive_stops_and_the_first_goes_on(start_bro
         third.stop()
 
 
+def test_a_second_hive_on_the_same_run_directory_stops_and_the_first_goes_on(start_broker, tmp_path):
+    """Two hives (two state directories) configured with one runDir: the second would put its sockets over the
+    first's. It stops, naming the run directory's lock."""
+    from conftest import HiveProcess, write_config
+
+    hive = start_broker()
+    second = HiveProcess(write_config(tmp_path, runDir=str(hive.config.run_dir)), args=("--no-agents",))
+    with pytest.raises(RuntimeError) as failed:
+        second.start(timeout=20)
+    assert f"another hyperhive service (pid {hive.proc.pid}) has its sockets in this run directory" in str(failed.value)
+    assert str(hive.config.run_dir / "service.lock") in str(failed.value)
+    assert hive.client("alice").call("whoami")["name"] == "alice" and "bob" in hive.cli("list").stdout
+
+
 def test_one_log_line_per_refused_and_per_accepted_reload(start_broker):
     import json
     import os
