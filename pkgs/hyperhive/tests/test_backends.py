@@ -175,3 +175,27 @@ def test_the_manager_cannot_make_a_deploy_write_through_a_symlink_it_planted(hiv
     assert victim.read_text() == "the host's own file\n"
     written = agent_dir / "agent.json"
     assert not written.is_symlink() and json.loads(written.read_text())["name"] == "alice"
+
+
+def test_without_nixos_container_the_hive_says_so_once_and_pins_nothing(start_hive, hive_dir):
+    """The nixos-container backend off NixOS: said once, up front, in the log, the dashboard's alerts and
+    /api/state, before any flake lock is tried (each tried the network for seconds) or container started."""
+    import os
+    import shutil
+    import sys
+
+    from browser import http
+
+    path = os.pathsep.join(dict.fromkeys([str(Path(shutil.which("git")).parent), str(Path(sys.executable).parent)]))
+    if any(Path(d, "nixos-container").exists() for d in path.split(os.pathsep)):
+        pytest.skip("nixos-container is installed beside git or python here")
+    hive = start_hive(agents={"alice": {}}, backend="nixos-container", env={"PATH": path})
+    errors = http(hive.dashboard_url, "GET", "/api/state").json()["errors"]
+    backend = [e for e in errors if e["section"] == "backend"]
+    assert len(backend) == 1 and "`nixos-container` not found on PATH" in backend[0]["error"], errors
+    assert 'backend = "local"' in backend[0]["error"]
+    page = http(hive.dashboard_url, "GET", "/").text
+    assert "agents not started" in page and "not found on PATH" in page
+    log = hive.log()
+    assert log.count("not found on PATH") == 1 and "flake lock" not in log and "could not start" not in log, log
+    assert calls(hive_dir) == []  # no stand-in either: nothing was run

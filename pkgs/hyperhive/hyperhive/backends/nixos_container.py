@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -86,6 +87,13 @@ class NixosContainerBackend(Backend):
 
     def __init__(self, hive):
         super().__init__(hive)
+        # Said once, before any repo is pinned or container started (each would fail on its own, slowly: a
+        # flake lock that tries the network, a start that finds no nixos-container).
+        missing = [c for c in ("nixos-container", "nix") if shutil.which(c) is None]
+        if missing:
+            raise BuildError(f"{' and '.join(f'`{c}`' for c in missing)} not found on PATH: the nixos-container "
+                             'backend runs each agent as a NixOS container on a NixOS host (backend = "local" runs '
+                             "them as local processes)")
         self._wanted: set[str] = set()
         self._crashes: dict[str, str] = {}
         self._lock = threading.RLock()

@@ -246,6 +246,10 @@ def collect_state(hive, offsets: dict[str, int] | None = None) -> dict:
     rows = _load(errors, "agents", lambda: agents(hive), [])
     if rows:
         _load(errors, "agents.activity", lambda: with_activity(hive, rows), None)
+    if hive.extensions.get("backend_error"):  # no agent can run (the service and its sockets do)
+        errors.append({"section": "backend", "error": hive.extensions["backend_error"]})
+    for name, why in sorted((hive.extensions.get("seed_errors") or {}).items()):  # one agent's repos
+        errors.append({"section": "seeding", "agent": name, "error": why})
     socket_errors = dict(getattr(hive, "socket_errors", None) or {})
     for name, why in sorted(socket_errors.items()):  # one agent's broken socket path costs only its socket
         errors.append({"section": "sockets", "agent": name, "error": why})
