@@ -141,6 +141,28 @@ def test_a_running_agent_whose_harness_takes_nothing_is_stuck(start_hive):
     assert 'class="flag bad" title="1 message(s) waiting for 2 h; no turn yet">STUCK' in page
 
 
+def test_an_agent_whose_turns_keep_failing_is_stuck_with_the_reason(start_hive, hive_dir, claude_cli):
+    """The real Claude Code CLI with no login (no account, no API key): every turn fails at once and ends, so no
+    clock would call the agent stuck. Three failed turns in a row while its message waits do, with the CLI's
+    own reason, in /api/state, the header and `hyperhive list`; a turn that succeeds clears it."""
+    config_dir = hive_dir / "no-login"
+    config_dir.mkdir()
+    hive = start_hive({"alice": {}}, env={"CLAUDE_CONFIG_DIR": str(config_dir)},
+                      harness={"claudeCommand": [claude_cli]})
+    url = hive.dashboard_url
+    hive.host().call("send", to="alice", body="are you there?")
+    alice = wait_for(lambda: next((a for a in get(url, "/api/state").json()["agents"]
+                                   if a["name"] == "alice" and a["stuck"]), None), timeout=90,
+                     message="alice called stuck after three failed turns")
+    assert alice["stuck_reason"].startswith("its last 3 turns failed (claude exited with status 1: "), alice
+    assert "Not logged in" in alice["stuck_reason"] and alice["stuck_reason"].endswith("1 message(s) waiting")
+    assert "alice" in [a["name"] for a in get(url, "/api/attention").json()["stuck"]]  # (the manager's fail too)
+    assert "STUCK (its last 3 turns failed (claude exited with status 1: " in hive.cli("list").stdout
+    now = time.time()  # a turn that went well (the next retry is seconds away) clears it
+    hive.client("alice").call("turn_record", turn={"started_at": now, "ended_at": now + 1, "status": "ok"})
+    assert next(a for a in get(url, "/api/state").json()["agents"] if a["name"] == "alice")["stuck"] is False
+
+
 # --- messages ---------------------------------------------------------------------------------------------
 
 def test_operator_sends_a_message_and_bad_ones_are_refused(hive, url):
