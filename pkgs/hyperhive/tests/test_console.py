@@ -227,7 +227,10 @@ def test_a_second_service_on_the_same_hive_stops_and_the_first_goes_on(start_bro
     assert len(hive.client("bob").call("recv", max=1)["messages"]) == 1
     second = HiveProcess(hive.config_path, args=("--no-agents",))
     with pytest.raises(RuntimeError) as failed:
-        second.start(timeout=20)
+        try:
+            second.start(timeout=20)
+        finally:
+            second.stop()  # (when it did start, the test fails without leaving it running)
     assert f"another hyperhive service (pid {hive.proc.pid}) runs this hive" in str(failed.value)
     assert str(hive.config.state_dir / "service.lock") in str(failed.value)
     # the first goes on: its sockets answer, bob's lease stands, the operator's CLI reaches it
@@ -251,7 +254,10 @@ def test_a_second_hive_on_the_same_run_directory_stops_and_the_first_goes_on(sta
     hive = start_broker()
     second = HiveProcess(write_config(tmp_path, runDir=str(hive.config.run_dir)), args=("--no-agents",))
     with pytest.raises(RuntimeError) as failed:
-        second.start(timeout=20)
+        try:
+            second.start(timeout=20)
+        finally:
+            second.stop()  # (when it did start, the test fails without leaving it running)
     assert f"another hyperhive service (pid {hive.proc.pid}) has its sockets in this run directory" in str(failed.value)
     assert str(hive.config.run_dir / "service.lock") in str(failed.value)
     assert hive.client("alice").call("whoami")["name"] == "alice" and "bob" in hive.cli("list").stdout
