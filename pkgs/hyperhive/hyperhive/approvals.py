@@ -153,17 +153,31 @@ def _template_diff(name: str) -> str:
 
 # --- the queue ---------------------------------------------------------------------------------------------
 
-def _pending_count(hive) -> int:
-    with hive.store.read() as conn:
-        return conn.execute(select(func.count()).select_from(db.approvals)
-                            .where(db.approvals.c.status == "pending")).scalar()
+QUEUE_KEY = "approvals.queue"  # host-wide telemetry (agent "hive"): how many approvals are pending
+
+
+def record_queue(hive, refresh_after: float | None = None) -> bool:
+    """Record ``approvals.queue`` when it differs from the series' last sample (or, with ``refresh_after``, when
+    that sample is older than so many seconds: a flat series still reaches "now"). The count, the look at the
+    last sample and the new one are one write transaction: the service's sampler and a change recorded as it
+    happens never both add the same value."""
+    s = db.stats
+    with hive.store.write() as conn:
+        value = float(conn.execute(select(func.count()).select_from(db.approvals)
+                                   .where(db.approvals.c.status == "pending")).scalar() or 0)
+        last = conn.execute(select(s.c.ts, s.c.value).where(s.c.agent == "hive", s.c.key == QUEUE_KEY)
+                            .order_by(s.c.ts.desc()).limit(1)).first()
+        now = time.time()
+        if last is not None and last.value == value and (refresh_after is None or now - last.ts < refresh_after):
+            return False
+        telemetry.record(hive, "hive", [{"key": QUEUE_KEY, "value": value, "ts": now}], conn)
+        return True
 
 
 def _changed(hive, approval_id: int, status: str) -> None:
     """The queue moved: host-wide telemetry and the live views hear of it."""
     try:
-        telemetry.record(hive, "hive", [{"key": "approvals.queue", "value": float(_pending_count(hive)),
-                                         "ts": time.time()}])
+        record_queue(hive)
     except Exception:
         log.exception("recording approvals.queue")
     hive.bus.publish("state", {"what": "approval", "id": approval_id, "status": status})

@@ -17,10 +17,10 @@ import os
 import threading
 import time
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 
+from .. import approvals
 from .. import store as db
-from .. import telemetry
 from ..broker import ROLES_AGENTS, Op, arg, no_extra_args
 from ..errors import bad_request
 from ..hookspecs import hookimpl
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 TURN_EVENT_TYPES = ("turn_start", "event", "turn_end", "error")
 ERROR_NOTIFY_INTERVAL = 60.0
-HIVE_AGENT = "hive"  # the agent name of host-wide telemetry
 SAMPLE_SECONDS = float(os.environ.get("HYPERHIVE_TELEMETRY_INTERVAL", "60"))
 SAMPLE_UNCHANGED_EVERY = 600.0  # a flat series still gets a point now and then, so charts reach "now"
 
@@ -112,35 +111,10 @@ def broker_ops(hive):
 
 # --- host-wide telemetry ------------------------------------------------------------------------------------
 
-def pending_approvals(hive) -> int:
-    a = db.approvals
-    with hive.store.read() as conn:
-        return conn.execute(select(func.count()).select_from(a).where(a.c.status == "pending")).scalar() or 0
-
-
-def _last_sample(hive, key: str):
-    s = db.stats
-    with hive.store.read() as conn:
-        return conn.execute(select(s.c.ts, s.c.value).where(s.c.agent == HIVE_AGENT, s.c.key == key)
-                            .order_by(s.c.ts.desc()).limit(1)).first()
-
-
-def sample_approval_queue(hive) -> bool:
-    """Record ``approvals.queue`` unless the series already says so recently (the approvals record each change
-    themselves; this catches what changed behind their back and keeps a flat series reaching "now")."""
-    value = float(pending_approvals(hive))
-    now = time.time()
-    last = _last_sample(hive, "approvals.queue")
-    if last is not None and last.value == value and now - last.ts < SAMPLE_UNCHANGED_EVERY:
-        return False
-    telemetry.record(hive, HIVE_AGENT, [{"key": "approvals.queue", "value": value, "ts": now}])
-    return True
-
-
 def _sampler(hive, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
-            sample_approval_queue(hive)
+            approvals.record_queue(hive, refresh_after=SAMPLE_UNCHANGED_EVERY)
         except Exception:  # the store closing under us at shutdown, or a transient lock: try again later
             if stop.is_set():
                 return
