@@ -216,6 +216,17 @@ def test_a_busy_dashboard_port_names_dashboard_listen(tmp_path):
         busy.close()
 
 
+def refused_start(process) -> str:
+    """What a service that must not start said; stopped even when it did start, so a failing test leaves nothing
+    running."""
+    with pytest.raises(RuntimeError) as failed:
+        try:
+            process.start(timeout=20)
+        finally:
+            process.stop()
+    return str(failed.value)
+
+
 def test_a_second_service_on_the_same_hive_stops_and_the_first_goes_on(start_broker):
     """A second `hyperhive serve` (or `up`) of a running hive stops at once, naming the one that runs it. Before,
     it took over the sockets, removed them when it stopped (on the busy dashboard port), and put the messages the
@@ -225,14 +236,9 @@ def test_a_second_service_on_the_same_hive_stops_and_the_first_goes_on(start_bro
     hive = start_broker()
     hive.client("alice").call("send", to="bob", body="leased before the second start")
     assert len(hive.client("bob").call("recv", max=1)["messages"]) == 1
-    second = HiveProcess(hive.config_path, args=("--no-agents",))
-    with pytest.raises(RuntimeError) as failed:
-        try:
-            second.start(timeout=20)
-        finally:
-            second.stop()  # (when it did start, the test fails without leaving it running)
-    assert f"another hyperhive service (pid {hive.proc.pid}) runs this hive" in str(failed.value)
-    assert str(hive.config.state_dir / "service.lock") in str(failed.value)
+    refusal = refused_start(HiveProcess(hive.config_path, args=("--no-agents",)))
+    assert f"another hyperhive service (pid {hive.proc.pid}) runs this hive" in refusal
+    assert str(hive.config.state_dir / "service.lock") in refusal
     # the first goes on: its sockets answer, bob's lease stands, the operator's CLI reaches it
     assert hive.client("bob").call("status") == {"unread": 0, "leased": 1}
     assert hive.host().call("whoami")["name"] == "operator"
@@ -252,14 +258,9 @@ def test_a_second_hive_on_the_same_run_directory_stops_and_the_first_goes_on(sta
     from conftest import HiveProcess, write_config
 
     hive = start_broker()
-    second = HiveProcess(write_config(tmp_path, runDir=str(hive.config.run_dir)), args=("--no-agents",))
-    with pytest.raises(RuntimeError) as failed:
-        try:
-            second.start(timeout=20)
-        finally:
-            second.stop()  # (when it did start, the test fails without leaving it running)
-    assert f"another hyperhive service (pid {hive.proc.pid}) has its sockets in this run directory" in str(failed.value)
-    assert str(hive.config.run_dir / "service.lock") in str(failed.value)
+    refusal = refused_start(HiveProcess(write_config(tmp_path, runDir=str(hive.config.run_dir)), args=("--no-agents",)))
+    assert f"another hyperhive service (pid {hive.proc.pid}) has its sockets in this run directory" in refusal
+    assert str(hive.config.run_dir / "service.lock") in refusal
     assert hive.client("alice").call("whoami")["name"] == "alice" and "bob" in hive.cli("list").stdout
 
 
