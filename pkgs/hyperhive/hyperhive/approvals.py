@@ -153,7 +153,7 @@ def _template_diff(name: str) -> str:
 
 # --- the queue ---------------------------------------------------------------------------------------------
 
-QUEUE_KEY = "approvals.queue"  # host-wide telemetry (agent "hive"): how many approvals are pending
+QUEUE_KEY = "approvals.queue"  # host-wide telemetry (telemetry.HIVE_AGENT): how many approvals are pending
 
 
 def record_queue(hive, refresh_after: float | None = None) -> bool:
@@ -165,12 +165,12 @@ def record_queue(hive, refresh_after: float | None = None) -> bool:
     with hive.store.write() as conn:
         value = float(conn.execute(select(func.count()).select_from(db.approvals)
                                    .where(db.approvals.c.status == "pending")).scalar() or 0)
-        last = conn.execute(select(s.c.ts, s.c.value).where(s.c.agent == "hive", s.c.key == QUEUE_KEY)
+        last = conn.execute(select(s.c.ts, s.c.value).where(s.c.agent == telemetry.HIVE_AGENT, s.c.key == QUEUE_KEY)
                             .order_by(s.c.ts.desc()).limit(1)).first()
         now = time.time()
         if last is not None and last.value == value and (refresh_after is None or now - last.ts < refresh_after):
             return False
-        telemetry.record(hive, "hive", [{"key": QUEUE_KEY, "value": value, "ts": now}], conn)
+        telemetry.record(hive, telemetry.HIVE_AGENT, [{"key": QUEUE_KEY, "value": value, "ts": now}], conn)
         return True
 
 

@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 LOCK_FILE = "service.lock"
 
 
+def _socket_problem(e: Exception, path: Path) -> str:
+    """Why the socket at ``path`` could not be made, naming it."""
+    return str(e) if isinstance(e, SocketError) else f"{path}: {getattr(e, 'strerror', None) or e}"
+
+
 def claim(directory: Path, what: str) -> int | None:
     """Make ``directory`` this process's alone, for as long as it runs: an exclusive ``flock`` on
     ``<directory>/service.lock`` (the kernel drops it when the process ends, ``kill -9`` included), which holds
@@ -213,7 +218,7 @@ class Hive:
                     self.sockets[name] = self._socket(path, Identity(name, role), self._agent_limits)
                     self.socket_errors.pop(name, None)
                 except (SocketError, OSError) as e:
-                    message = str(e) if isinstance(e, SocketError) else f"{path}: {e.strerror or e}"
+                    message = _socket_problem(e, path)
                     if self.socket_errors.get(name) != message:
                         log.error("no socket for %s: %s", name, message)
                     self.socket_errors[name] = message
@@ -222,9 +227,7 @@ class Hive:
                     self.sockets["operator"] = self._socket(self.config.host_socket,
                                                             Identity("operator", "operator"), self._operator_limits)
                 except (SocketError, OSError) as e:  # no operator, no service: say why, not a traceback
-                    raise StartError(str(e) if isinstance(e, SocketError) else
-                                     f"cannot open the host socket {self.config.host_socket}: {e.strerror or e}"
-                                     ) from None
+                    raise StartError(f"no host socket: {_socket_problem(e, self.config.host_socket)}") from None
 
     def _socket(self, path: Path, identity: Identity, limits) -> SocketServer:
         """A started socket of the broker for ``identity`` (staged in the run directory)."""

@@ -13,6 +13,7 @@ from .errors import bad_request
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,100}$")
 MAX_SAMPLES = 1000
+HIVE_AGENT = "hive"  # the agent of host-wide telemetry (config.RESERVED_NAMES keeps it from naming an agent)
 # A sample may be stamped at most this far ahead of the service's clock (the containers share the host's clock;
 # this allows for rounding and a slow request). A turn stamped in the future would make "last turn" look recent
 # for ever and hide a stuck agent.

@@ -159,7 +159,7 @@ def stuck(state: str | None, act: dict, turn_timeout: float, now: float, last_er
     waiting = act["unread"] + act["leased"]
     if not waiting or act["oldest_waiting"] is None or (state or "") in NOT_RUNNING:
         return None
-    if act.get("failed_turns", 0) >= FAILED_TURNS:
+    if act["failed_turns"] >= FAILED_TURNS:
         return f"its last {FAILED_TURNS} turns failed ({last_error or 'its log says why'}); {waiting} message(s) waiting"
     threshold = max(STUCK_IDLE_SECONDS, 2 * turn_timeout) if act["leased"] else STUCK_IDLE_SECONDS
     waited = now - act["oldest_waiting"]
