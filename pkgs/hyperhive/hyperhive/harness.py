@@ -316,7 +316,7 @@ class ClaudeRun:
                 "status": self.status, "exit_status": self.status_for_stats, "model": self.model,
                 "wake": wake or {}, "tokens": dict(self.tokens), "cost_usd": self.cost_usd,
                 "num_turns": self.num_turns, "duration_api_ms": self.duration_api_ms,
-                "model_usage": self.model_usage, "tools": tools}
+                "model_usage": self.model_usage, "tools": tools, "error": None if self.ok else self.reason}
 
     @property
     def status_for_stats(self) -> int:

@@ -38,6 +38,7 @@ STATUSES = ("ok", "failed", "timeout", "too_long")
 WAKE_KINDS = ("message", "event", "reminder", "retry", "operator")
 TOKEN_FIELDS = ("input", "output", "cache_read", "cache_write")
 MAX_MODEL_CHARS = 200
+MAX_ERROR_CHARS = 1000  # why a session failed, as its harness said (longer is cut, not refused)
 MAX_FUTURE_SKEW_SECONDS = 300.0  # a harness clock ahead of the host's by more than this is refused
 
 
@@ -79,7 +80,7 @@ def check_record(record: Any) -> dict:
     if not isinstance(record, dict):
         raise bad_request('"turn" must be an object')
     known = {"kind", "started_at", "ended_at", "status", "exit_status", "model", "wake", "tokens", "cost_usd",
-             "num_turns", "duration_api_ms", "model_usage", "tools"}
+             "num_turns", "duration_api_ms", "model_usage", "tools", "error"}
     extra = sorted(set(record) - known)
     if extra:
         raise bad_request(f"unknown turn field(s) {', '.join(extra)} (known: {', '.join(sorted(known))})")
@@ -110,13 +111,21 @@ def check_record(record: Any) -> dict:
     usage = record.get("model_usage") or {}
     if not isinstance(usage, dict) or len(json.dumps(usage)) > 20000:
         raise bad_request('"model_usage" must be an object (as the CLI reports it), at most 20,000 bytes')
+    status = _choice(record, "status", STATUSES, None) or "ok"
+    error = record.get("error")
+    if error is not None and not isinstance(error, str):
+        raise bad_request('"error" must be a string (why the session failed)')
+    if error is not None and len(error) > MAX_ERROR_CHARS:  # kept, cut: a long reason must not lose the turn's cost
+        error = error[:MAX_ERROR_CHARS - 1] + "…"
+    if error is not None and status == "ok":
+        raise bad_request('"error" says why a session failed: a session whose "status" is ok has none')
     exit_status = record.get("exit_status")
     if exit_status is not None and (isinstance(exit_status, bool) or not isinstance(exit_status, int)):
         raise bad_request('"exit_status" must be an integer')
     return {
         "kind": _choice(record, "kind", KINDS, "turn"),
         "started_at": started, "ended_at": ended,
-        "status": _choice(record, "status", STATUSES, None) or "ok",
+        "status": status,
         "exit_status": exit_status,
         "model": _short_str(record, "model"),
         "wake_kind": _choice(wake, "kind", WAKE_KINDS, None),
@@ -129,6 +138,7 @@ def check_record(record: Any) -> dict:
         "model_usage": json.dumps(usage) if usage else None,
         "tool_calls": sum(tools.values()),
         "tools": json.dumps(tools) if tools else None,
+        "error": error,
     }
 
 
@@ -167,7 +177,8 @@ def _turn_dict(r) -> dict:
             "tokens": {f: getattr(r, f"tokens_{f}") for f in TOKEN_FIELDS}, "cost_usd": r.cost_usd,
             "num_turns": r.num_turns, "duration_api_ms": r.duration_api_ms,
             "model_usage": db.loads_json(r.model_usage, {}), "tool_calls": r.tool_calls,
-            "tools": db.loads_json(r.tools, {}), "deployed_tag": r.deployed_tag, "deployed_sha": r.deployed_sha}
+            "tools": db.loads_json(r.tools, {}), "deployed_tag": r.deployed_tag, "deployed_sha": r.deployed_sha,
+            "error": r.error}
 
 
 def list_turns(hive, agent: str | None = None, limit: int = 50) -> list[dict]:

@@ -127,6 +127,7 @@ turns = Table(
     Column("tools", Text),  # JSON {tool: count}
     Column("deployed_tag", String),
     Column("deployed_sha", String),
+    Column("error", Text),  # why a session that did not end ok failed, as its harness said (schema 7)
 )
 
 reminders = Table(
@@ -310,8 +311,14 @@ def _operator_inbox_index(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX messages_operator ON messages (id) WHERE recipient = 'operator'")
 
 
+def _turn_errors(conn: Connection) -> None:
+    """Keep why a session failed with it (``turns.error``, as its harness said): the dashboard's "stuck" reason
+    and ``hyperhive turns`` read it, across restarts of the service."""
+    conn.exec_driver_sql("ALTER TABLE turns ADD COLUMN error TEXT")
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3, _add_insight_tables,
-                                                  _lean_messages, _operator_inbox_index]
+                                                  _lean_messages, _operator_inbox_index, _turn_errors]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

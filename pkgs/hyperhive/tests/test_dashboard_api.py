@@ -158,6 +158,16 @@ def test_an_agent_whose_turns_keep_failing_is_stuck_with_the_reason(start_hive, 
     assert "Not logged in" in alice["stuck_reason"] and alice["stuck_reason"].endswith("1 message(s) waiting")
     assert "alice" in [a["name"] for a in get(url, "/api/attention").json()["stuck"]]  # (the manager's fail too)
     assert "STUCK (its last 3 turns failed (claude exited with status 1: " in hive.cli("list").stdout
+    # Each failed turn keeps its reason: `hyperhive turns` says it, and a restarted service still knows it.
+    failed = [t for t in hive.host().call("turns", agent="alice")["turns"] if t["status"] == "failed"]
+    assert len(failed) >= 3 and all("Not logged in" in t["error"] for t in failed), failed
+    assert "Not logged in" in hive.cli("turns", "alice").stdout
+    hive.stop()
+    hive = start_hive({"alice": {}}, run_agents=False)
+    url = hive.dashboard_url
+    assert "Not logged in" in hive.cli("turns", "alice").stdout
+    page = get(url, "/agents/alice").text  # the agent page's turns table
+    assert "failed <span class=\"dim\">(claude exited with status 1: " in page and "Not logged in" in page
     now = time.time()  # a turn that went well (the next retry is seconds away) clears it
     hive.client("alice").call("turn_record", turn={"started_at": now, "ended_at": now + 1, "status": "ok"})
     assert next(a for a in get(url, "/api/state").json()["agents"] if a["name"] == "alice")["stuck"] is False

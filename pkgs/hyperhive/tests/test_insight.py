@@ -60,6 +60,8 @@ def test_a_recorded_turn_is_kept_with_its_tokens_cost_and_deployed_tag(start_bro
     ({"status": "exploded"}, "status"),
     ({"ended_at": time.time() + 86400, "started_at": time.time()}, "future"),
     ({"surprise": 1}, "unknown turn field"),
+    ({"status": "failed", "error": 7}, '"error" must be a string'),
+    ({"status": "ok", "error": "it broke"}, "status"),
 ])
 def test_a_bad_turn_record_is_refused_naming_the_field(start_broker, bad, problem):
     hive = start_broker(AGENTS)

@@ -80,7 +80,7 @@ def turns(name, limit, config_path, as_json):
         wake = t["wake"]["kind"] or "?"
         click.echo(one_line(f"#{t['id']} {when(t['started_at'])} {t['agent']:<9} {t['kind']:<10} {t['status']:<8} "
                    f"{t['duration_s']:>7.1f}s {tokens:>9,} tok {_usd(t['cost_usd']):>10}  {t['model'] or '-'}  "
-                   f"woken by {wake}  {t['deployed_tag'] or '-'}"))
+                   f"woken by {wake}  {t['deployed_tag'] or '-'}" + (f"  ({t['error']})" if t.get("error") else "")))
 
 
 @click.command("model")

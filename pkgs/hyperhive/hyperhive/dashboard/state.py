@@ -22,7 +22,6 @@ import time
 from typing import Any, Callable
 
 from .. import approvals, questions, spawn
-from ..default_plugins import harness_ops
 from ..store import iso
 from ..telemetry import MAX_FUTURE_SKEW_SECONDS
 
@@ -120,7 +119,7 @@ def activity(hive, names: list[str]) -> dict[str, dict]:
     """Per agent: waiting messages, the oldest one's age, the last turn and whether a stand-in model runs it."""
     now = time.time()
     out = {n: {"unread": 0, "leased": 0, "oldest_waiting": None, "last_turn": None, "standin": False,
-               "failed_turns": 0} for n in names}
+               "failed_turns": 0, "last_error": None} for n in names}
     with hive.store.read() as conn:
         # Nothing here reads the backlog: the broker counts what is unacknowledged as it goes, the leased rows
         # have their own partial index (messages_leased), and the oldest waiting message is the first entry of
@@ -145,22 +144,25 @@ def activity(hive, names: list[str]) -> dict[str, dict]:
                 " ORDER BY ts DESC LIMIT 1) "
                 "FROM json_each(?) AS j", (now + MAX_FUTURE_SKEW_SECONDS, json.dumps(names))):
             out[agent].update(last_turn=last_turn, standin=bool(standin))
-        # the statuses of each agent's last FAILED_TURNS turns, newest first (turns_agent_started, read backwards)
-        for agent, failed in conn.exec_driver_sql(
+        # of each agent's last FAILED_TURNS turns, newest first (turns_agent_started, read backwards): how many
+        # failed, and why the newest failed (when they all failed, that is the reason it is stuck)
+        for agent, failed, last_error in conn.exec_driver_sql(
                 "SELECT j.value, (SELECT count(*) FROM (SELECT status FROM turns WHERE agent = j.value AND "
-                "kind = 'turn' ORDER BY started_at DESC LIMIT ?) WHERE status != 'ok') FROM json_each(?) AS j",
-                (FAILED_TURNS, json.dumps(names))):
-            out[agent]["failed_turns"] = failed
+                "kind = 'turn' ORDER BY started_at DESC LIMIT ?) WHERE status != 'ok'), "
+                "(SELECT error FROM turns WHERE agent = j.value AND kind = 'turn' ORDER BY started_at DESC LIMIT 1) "
+                "FROM json_each(?) AS j", (FAILED_TURNS, json.dumps(names))):
+            out[agent].update(failed_turns=failed, last_error=last_error)
     return out
 
 
-def stuck(state: str | None, act: dict, turn_timeout: float, now: float, last_error: str | None = None) -> str | None:
+def stuck(state: str | None, act: dict, turn_timeout: float, now: float) -> str | None:
     """Why the agent looks stuck, or None."""
     waiting = act["unread"] + act["leased"]
     if not waiting or act["oldest_waiting"] is None or (state or "") in NOT_RUNNING:
         return None
     if act["failed_turns"] >= FAILED_TURNS:
-        return f"its last {FAILED_TURNS} turns failed ({last_error or 'its log says why'}); {waiting} message(s) waiting"
+        return (f"its last {FAILED_TURNS} turns failed ({act['last_error'] or 'its log says why'}); "
+                f"{waiting} message(s) waiting")
     threshold = max(STUCK_IDLE_SECONDS, 2 * turn_timeout) if act["leased"] else STUCK_IDLE_SECONDS
     waited = now - act["oldest_waiting"]
     since_turn = None if act["last_turn"] is None else now - act["last_turn"]
@@ -190,8 +192,7 @@ def with_activity(hive, rows: list[dict]) -> None:
         if a is None:
             continue
         config = configs.get(row["name"])
-        reason = stuck(row.get("state"), a, config.turn_timeout_seconds if config else 1800, now,
-                       harness_ops.last_turn_error(hive, row["name"]))
+        reason = stuck(row.get("state"), a, config.turn_timeout_seconds if config else 1800, now)
         row.update(unread=a["unread"], leased=a["leased"], last_turn_at=iso(a["last_turn"]),
                    oldest_waiting_at=iso(a["oldest_waiting"]), stuck=reason is not None, stuck_reason=reason,
                    standin=a["standin"])

@@ -34,13 +34,7 @@ SAMPLE_UNCHANGED_EVERY = 600.0  # a flat series still gets a point now and then,
 
 
 def _state(hive) -> dict:
-    return hive.extensions.setdefault("harness_ops", {"last_error_notice": {}, "last_error": {},
-                                                      "lock": threading.Lock()})
-
-
-def last_turn_error(hive, agent: str) -> str | None:
-    """Why the agent's last failed turn failed, as its harness said (since the service started)."""
-    return _state(hive)["last_error"].get(agent)
+    return hive.extensions.setdefault("harness_ops", {"last_error_notice": {}, "lock": threading.Lock()})
 
 
 def turn_event(hive, who, args):
@@ -58,7 +52,6 @@ def turn_event(hive, who, args):
     item = {"agent": who.name, "type": kind, "data": data, "ts": db.iso(time.time())}
     hive.bus.publish(f"turn:{who.name}", item)
     if kind == "error":
-        _state(hive)["last_error"][who.name] = str(data.get("reason") or "unknown cause")[:300]
         _notify_manager(hive, who.name, data)
     return {"published": True}
 
