@@ -73,6 +73,13 @@ let
     && check (!(m ? imports) || m.imports == [ ]) "imports"
     && check (!(m ? options)) "declaring options"
     && check (!(m ? _type)) "a lib.mk* module";
+  # A module with a top-level config (or options) may hold nothing else but these (nixpkgs lib/modules.nix,
+  # unifyModuleSyntax, which throws "has an unsupported attribute"); reading only m.config would take
+  # { hyperhive = ...; config = { }; } for a module that sets no policy, i.e. unrestricted.
+  stray = builtins.attrNames (builtins.removeAttrs m [ "_class" "_file" "key" "disabledModules" "imports" "options" "config" "meta" "freeformType" ]);
+  okSyntax = if m ? config && stray != [ ]
+    then throw "hyperhive-subset: agent.nix sets `${builtins.head stray}' next to a top-level `config' (the module system refuses such a module: move all of them into `config'), so it is outside the subset too"
+    else true;
   h0 = (m.config or m).hyperhive or { };
   h = if builtins.isAttrs h0 && !(h0 ? _type) then h0 else outside "hyperhive set through lib.mk*";
   known = [ KNOWN ];
@@ -95,7 +102,7 @@ let
     extraMcpServers = read [ "extraMcpServers" ];
     privateUsers = read [ "privateUsers" ];
   };
-in builtins.seq ok (builtins.seq okKeys (builtins.deepSeq policy policy))
+in builtins.seq ok (builtins.seq okSyntax (builtins.seq okKeys (builtins.deepSeq policy policy)))
 """.replace("KNOWN", " ".join(f'"{k}"' for k in KNOWN_OPTIONS))
 
 

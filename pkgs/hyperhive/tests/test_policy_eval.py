@@ -76,6 +76,11 @@ def spawn_with(hp, name: str, files: dict[str, str], links: dict[str, str] | Non
     ("imports", '{ imports = [ ./policy.nix ]; }\n'),
     ("config.* reference", '{ config, ... }: { hyperhive.allowedRecipients = [ config.hyperhive.managerName ]; }\n'),
     ("hyperhive.allowedRecipient", '{ hyperhive.allowedRecipient = [ "manager" ]; }\n'),
+    # nixpkgs' lib/modules.nix (unifyModuleSyntax) refuses a module with both: reading config alone was unrestricted
+    ("`hyperhive' next to a top-level `config'",
+     '{ pkgs, ... }: { hyperhive = { allowedRecipients = [ "manager" "operator" ]; }; config = { }; }\n'),
+    ("`hyperhive' next to a top-level `config'",
+     '{ hyperhive.allowedRecipients = [ "manager" ]; config.hyperhive.prompt = "x"; }\n'),
 ])
 def test_a_policy_outside_the_local_subset_fails_the_deploy_closed(shared_hive, construct, agent_nix):
     """The old stub read each of these as null, i.e. unrestricted; the module system would restrict. Under the local
