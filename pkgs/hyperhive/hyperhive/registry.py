@@ -8,6 +8,7 @@ own: neither imports the other for it.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from sqlalchemy import insert, select, update
@@ -64,4 +65,14 @@ def check_new_name(hive, name, *, allow_tombstone: bool = False) -> str:
         raise conflict(f'"{name}" is already an agent')
     if row is not None and row.state == "tombstone" and not allow_tombstone:
         raise conflict(f'"{name}" is a destroyed agent whose config and state are kept: revive it or purge it')
+    if row is None and has_leftovers(hive, name):
+        # A declared agent removed from the config keeps its repos. A new agent of that name would start from the
+        # old one's deployed config (with the policy the config gave it), not from the template the approval says.
+        raise conflict(f'"{name}" was an agent of this hive (removed from the config) whose repos are kept: '
+                       f"declare it there again, or remove what it left (`hyperhive destroy {name} --purge`) first")
     return name
+
+
+def has_leftovers(hive, name: str) -> bool:
+    """Whether a deployed config of ``name`` is kept (``applied/<n>``) though the hive has no such agent."""
+    return os.path.lexists(hive.config.state_dir / "applied" / name)

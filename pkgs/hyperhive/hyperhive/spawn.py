@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
 
-from . import approvals, repos
+from sqlalchemy import delete, func, select, update
+
+from . import approvals, questions, repos
 from . import store as db
 from .config import check_name
-from .registry import agent_row, check_new_name, set_agent_state
+from .registry import agent_row, check_new_name, has_leftovers, set_agent_state
 from .errors import HiveError, bad_request, conflict, forbidden, not_found
 
 log = logging.getLogger(__name__)
@@ -197,12 +199,16 @@ def agent_action(hive, name, action, by: str = "operator") -> dict:
         if problem:
             raise bad_request(problem)
     row = agent_row(hive, name)
+    declared = name == hive.config.manager or name in hive.config.agents
+    if action in ("destroy", "purge") and declared:
+        raise conflict(f"{name} is declared in the config ({hive.config.source}): remove it there instead")
     if action == "revive":
         if row is None or row.state != "tombstone":
             raise not_found(f'there is no destroyed agent "{name}" to revive')
         approval_id = approvals.request_spawn(hive, name, by, revive=True)
         return {"name": name, "state": "tombstone", "approval_id": approval_id}
-    if action == "purge" and row is not None and row.state in ("tombstone", "draft"):
+    if action == "purge" and (row.state in ("tombstone", "draft") if row is not None
+                              else name not in hive.agent_configs() and has_leftovers(hive, name)):
         return _purge(hive, name, by)
     live = name == hive.config.manager or name in hive.agent_configs()
     if not live:
@@ -215,14 +221,13 @@ def agent_action(hive, name, action, by: str = "operator") -> dict:
     deploy_lock = approvals.deploy_lock
 
     if action in ("destroy", "purge"):
-        if name == hive.config.manager or name in hive.config.agents:
-            raise conflict(f"{name} is declared in the config ({hive.config.source}): remove it there instead")
         with deploy_lock(hive):
             backend.destroy(name)
             set_agent_state(hive, name, "tombstone")
             repos.sync_meta(hive, f"meta: {name} destroyed")
         hive.notify(hive.config.manager, f"{name} was destroyed by {by}; its config and state are kept",
                     event="destroyed", name=name, by=by)
+        questions.cancel_all(hive, name)  # nobody would hear their answers
         for waiting in approvals.list_approvals(hive, "pending"):
             if waiting["agent"] == name and waiting["kind"] == "apply":
                 approvals.deny(hive, waiting["id"], f"{name} was destroyed")
@@ -251,13 +256,21 @@ def agent_action(hive, name, action, by: str = "operator") -> dict:
 
 
 def _purge(hive, name: str, by: str) -> dict:
-    """Everything of the agent goes: its repos, its state, its row (the approvals table keeps its rows)."""
+    """Everything of the agent goes: its repos, its state, its row, and what still waited for it (its unread
+    messages count as read, its reminders are cancelled), so that a new agent of the name inherits none of it. The
+    approvals, messages and turns stay as the hive's history."""
     # rmtree does not follow links (a link planted at agents/<n> is refused, not its target emptied)
     for path in (repos.config_path(hive, name).parent, repos.applied_path(hive, name),
                  repos.quarantine_path(hive, name)):
         shutil.rmtree(path, ignore_errors=True)
+    questions.cancel_all(hive, name)
+    now = time.time()
     with hive.store.write() as conn:
         conn.execute(delete(db.agents).where(db.agents.c.name == name))
+        conn.execute(update(db.messages).where(db.messages.c.recipient == name, db.messages.c.acked_at.is_(None))
+                     .values(acked_at=now, lease_until=None))
+        conn.execute(update(db.reminders).where(db.reminders.c.agent == name, db.reminders.c.status == "pending")
+                     .values(status="cancelled"))
     hive.agents_changed()
     hive.bus.publish("state", {"what": "agent", "name": name, "state": "purged"})
     hive.notify(hive.config.manager, f"{name} was purged by {by}: its config and state are gone",

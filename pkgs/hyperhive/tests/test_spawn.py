@@ -175,6 +175,45 @@ def test_destroy_revive_and_purge(hive):
     assert "deployed/0" in hive.cli("spawn", "fred").stdout
 
 
+def test_a_purged_name_inherits_nothing_and_a_declared_one_is_never_purged(hive, hive_dir):
+    """What waited for a purged agent (unread messages, reminders, questions) does not reach a new agent of its name;
+    and a name declared in the config is never purged, even when a destroyed agent of that name is kept."""
+    from conftest import write_config
+
+    sd = state_dir(hive)
+    host = hive.host()
+    hive.cli("spawn", "gus")
+    wait_for(lambda: standin_info(hive, "gus"), message="gus running")
+    gus = hive.client("gus")
+    question = gus.call("ask_operator", question="may I?")["id"]
+    gus.call("remind", body="old reminder", in_seconds=3600)
+    hive.cli("kill", "gus")
+    host.call("send", to="gus", body="a secret for the old gus")
+    hive.cli("destroy", "gus")
+    # its question was cancelled at the destroy: an answer nobody would hear is refused, not lost
+    status = {q["id"]: q["status"] for q in host.call("questions", status="all")["questions"]}
+    assert status[question] == "cancelled"
+    assert hive.cli("destroy", "gus", "--purge").stdout.strip() == "gus: purged"
+    assert [r for r in host.call("reminders", agent="gus")["reminders"] if r["status"] == "pending"] == []
+    import sqlite3
+
+    with sqlite3.connect(f"file:{sd / 'hive.db'}?mode=ro", uri=True) as conn:  # nothing waits for a gus any more
+        assert conn.execute("SELECT count(*) FROM messages WHERE recipient = 'gus' AND acked_at IS NULL").fetchone() \
+            == (0,)
+    hive.cli("spawn", "gus")
+    wait_for(lambda: standin_info(hive, "gus"), message="the new gus running")
+    bodies = [m["body"] for m in hive.client("gus").call("recv", wait_seconds=2, max=50)["messages"]]
+    assert not any("secret" in b for b in bodies), bodies
+    assert not any("secret" in m["body"] for m in host.call("inbox")["messages"])  # no answer quoting it
+
+    hive.cli("destroy", "gus")  # a tombstone, and then the operator declares the name
+    write_config(hive_dir, agents={"alice": {}, "gus": {}})
+    wait_for(lambda: standin_info(hive, "gus"), message="the declared gus running")
+    result = hive.cli("destroy", "gus", "--purge", check=False)
+    assert result.returncode != 0 and "declared in the config" in result.stderr
+    assert (sd / "agents" / "gus" / "config" / ".git").is_dir() and (sd / "applied" / "gus").is_dir()
+
+
 def test_what_cannot_be_spawned_or_destroyed(hive):
     manager = hive.client("manager")
     for name, code in (("Bad!", "bad_request"), ("waytoolongname", "bad_request"), ("system", "bad_request"),
@@ -207,13 +246,28 @@ def test_agents_declared_or_removed_at_run_time(hive, hive_dir):
                      message="alice restarted")
     assert alice["agent_config"]["prompt"] == "a new prompt"
 
+    question = hive.client("hank").call("ask_operator", question="still there?")["id"]
     write_config(hive_dir, agents={"alice": {"prompt": "a new prompt"}})
     wait_for(lambda: "hank" not in names(hive.host()), message="hank gone from the list")
+    result = hive.cli("answer", str(question), "yes", check=False)  # nobody would hear it: refused, not lost
+    assert result.returncode != 0 and "no longer an agent" in result.stderr and "cancel" in result.stderr
     with pytest.raises(ProcessLookupError):
         wait_for(lambda: os.kill(info["pid"], 0) and False, timeout=5)
     wait_for(lambda: '"hank" = container' not in (sd / "meta" / "flake.nix").read_text(),
              message="hank gone from the meta flake")
     assert (sd / "applied" / "hank" / ".git").is_dir()  # its history stays
+
+    # A new "hank" would start from the removed one's deployed config (with the policy hive.toml gave it, here
+    # unrestricted), not from the template its approval names: refused, until its leftovers are purged.
+    manager = hive.client("manager")
+    message = refused(lambda: manager.call("request_spawn", name="hank"), "conflict")
+    assert "removed from the config" in message and "hyperhive destroy hank --purge" in message
+    refused(lambda: manager.call("request_spawn_draft", name="hank"), "conflict")
+    assert hive.cli("destroy", "hank", "--purge").stdout.strip() == "hank: purged"
+    assert not (sd / "applied" / "hank").exists() and not (sd / "agents" / "hank").exists()
+    assert "deployed/0" in hive.cli("spawn", "hank").stdout
+    hank = wait_for(lambda: standin_info(hive, "hank"), message="the new hank running")
+    assert hank["agent_config"]["allowedRecipients"] == ["manager", "operator"]  # the template's policy
 
 
 def test_a_denied_spawn_creates_nothing(hive):
