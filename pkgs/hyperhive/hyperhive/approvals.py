@@ -76,7 +76,8 @@ def get_approval(hive, approval_id: int) -> dict:
     out = _dict(row)
     out["flags"] = _flags(hive, row)
     try:
-        out["diff"] = _diff(hive, row)
+        out["diff"] = (f"(the change can no longer be shown: the repos of {row.agent} are gone, purged; this "
+                       "record is what remains of it)" if _repos_gone(hive, row) else _diff(hive, row))
     except Exception as e:  # a repo that went missing must not hide the approval itself
         log.warning("diff of approval #%s: %s", row.id, e)
         out["diff"] = f"(the diff cannot be shown: {e})"
@@ -101,9 +102,15 @@ def _review_repo(hive, name: str, *shas):
     return repo
 
 
+def _repos_gone(hive, row) -> bool:
+    """Whether the repos that held the approval's commit are gone (its agent was purged)."""
+    return bool(row.sha) and not repos.applied_path(hive, row.agent).exists() \
+        and not repos.quarantine_path(hive, row.agent).exists()
+
+
 def _flags(hive, row) -> list[dict]:
     """What deserves a second look in the approval's change (symlinks, modes, attributes, binary content)."""
-    if not row.sha:
+    if not row.sha or _repos_gone(hive, row):  # (nothing to inspect, and no quarantine made for a purged agent)
         return []
     try:
         base = _base(hive, row)

@@ -170,7 +170,14 @@ def test_destroy_revive_and_purge(hive):
     assert hive.cli("destroy", "fred", "--purge").stdout.strip() == "fred: purged"
     assert not (sd / "agents" / "fred").exists() and not (sd / "applied" / "fred").exists()
     assert host.call("agents_overview")["tombstones"] == [] and "fred" not in names(host)
-    assert any(a["agent"] == "fred" for a in host.call("pending", status="all")["approvals"])  # rows stay
+    freds = [a for a in host.call("pending", status="all")["approvals"] if a["agent"] == "fred"]
+    assert freds  # the rows stay; what they changed cannot be shown any more, and says so
+    for a in freds:
+        shown = host.call("approval", id=a["id"])
+        assert shown["flags"] == [] and ("purged" in shown["diff"] or not a["sha"]), shown
+    assert not (sd / "agents" / "fred").exists() and not (sd / "applied" / "fred").exists()
+    audit = hive.cli("pending", "--all", "--diff").stdout
+    assert "UNKNOWN" not in audit and "fatal" not in audit, audit
     # the name is free again
     assert "deployed/0" in hive.cli("spawn", "fred").stdout
 
