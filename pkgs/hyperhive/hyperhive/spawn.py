@@ -215,7 +215,8 @@ def agent_action(hive, name, action, by: str = "operator") -> dict:
         if row is not None and row.state == "tombstone":
             raise conflict(f"{name} was destroyed: revive it first (or purge it)")
         if row is not None and row.state == "draft":
-            raise conflict(f"{name} is a draft: queue it with request_spawn_commit")
+            raise conflict(f"{name} is a draft, with no container to {action}: the manager queues it with "
+                           f"request_spawn_commit, or `hyperhive destroy {name} --purge` removes it")
         raise not_found(f'unknown agent "{name}"')
     backend = _backend(hive)
     deploy_lock = approvals.deploy_lock

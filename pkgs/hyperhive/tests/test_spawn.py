@@ -80,6 +80,8 @@ def test_two_step_spawn_from_a_draft(hive):
     assert "dave" not in names(manager)  # no container, no socket yet
     assert not hive.config.agent_socket("dave").exists()
     refused(lambda: manager.call("request_spawn_draft", name="dave"), "conflict")
+    result = hive.cli("destroy", "dave", check=False)  # nothing runs to destroy: the operator is told what can be done
+    assert result.returncode != 0 and "a draft" in result.stderr and "hyperhive destroy dave --purge" in result.stderr
 
     sha = commit_change(hive, "dave", agent_nix("You test everything twice.", '[ "manager" "alice" ]'),
                         message="dave: a tester")
