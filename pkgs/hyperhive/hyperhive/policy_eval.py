@@ -80,7 +80,9 @@ let
   okSyntax = if m ? config && stray != [ ]
     then throw "hyperhive-subset: agent.nix sets `${builtins.head stray}' next to a top-level `config' (the module system refuses such a module: move all of them into `config'), so it is outside the subset too"
     else true;
-  h0 = (m.config or m).hyperhive or { };
+  # config itself may be no lib.mk* value either (a hand-written { _type = "merge"; ... } has no hyperhive to read)
+  c = if m ? config then (if builtins.isAttrs m.config && !(m.config ? _type) then m.config else outside "config set through lib.mk*") else m;
+  h0 = c.hyperhive or { };
   h = if builtins.isAttrs h0 && !(h0 ? _type) then h0 else outside "hyperhive set through lib.mk*";
   known = [ KNOWN ];
   unknown = builtins.filter (k: !(builtins.elem k known)) (builtins.attrNames h);

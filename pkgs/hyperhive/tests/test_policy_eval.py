@@ -81,6 +81,11 @@ def spawn_with(hp, name: str, files: dict[str, str], links: dict[str, str] | Non
      '{ pkgs, ... }: { hyperhive = { allowedRecipients = [ "manager" "operator" ]; }; config = { }; }\n'),
     ("`hyperhive' next to a top-level `config'",
      '{ hyperhive.allowedRecipients = [ "manager" ]; config.hyperhive.prompt = "x"; }\n'),
+    # lib.mkMerge and lib.mkIf written out by hand as config itself: there is no config.hyperhive to read
+    ("config set through lib.mk*", '{ config = { _type = "merge"; contents = [ { hyperhive.allowedRecipients = '
+                                   '[ "manager" ]; } ]; }; }\n'),
+    ("config set through lib.mk*", '{ config = { _type = "if"; condition = true; content = '
+                                   '{ hyperhive.allowedRecipients = [ "manager" ]; }; }; }\n'),
 ])
 def test_a_policy_outside_the_local_subset_fails_the_deploy_closed(shared_hive, construct, agent_nix):
     """The old stub read each of these as null, i.e. unrestricted; the module system would restrict. Under the local
@@ -95,6 +100,7 @@ def test_a_policy_outside_the_local_subset_fails_the_deploy_closed(shared_hive, 
         assert name not in names
         assert not hive.config.agent_socket(name).exists()
     finally:
+        hive.cli("destroy", name, "--purge", check=False)  # its draft goes (limits.maxDrafts counts them)
         hive.close_clients()
 
 
