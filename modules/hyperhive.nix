@@ -179,8 +179,10 @@ in
         default = d.tokenFile;
         example = "/run/secrets/hyperhive-dashboard-token";
         description = ''
-          File holding the dashboard's bearer token; when set, every request needs it. A string path, so the
-          secret is never copied into the Nix store.
+          File holding the dashboard's bearer token; every request needs it. A string path, so the secret is
+          never copied into the Nix store. Left null with the nixos-container backend, the service makes
+          `<stateDir>/dashboard.token` (0600): the containers share the host's network (privateNetwork = false), so
+          the dashboard is never without a token there.
         '';
       };
       openFirewall = mkOption {

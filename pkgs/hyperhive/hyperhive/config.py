@@ -171,6 +171,15 @@ class Config:
     def host_socket(self) -> Path:
         return self.run_dir / "host.sock"
 
+    @property
+    def dashboard_token_file(self) -> str | None:
+        """The file of the dashboard's token: ``dashboard.tokenFile``; with none, under the nixos-container backend,
+        ``<stateDir>/dashboard.token``, which the service makes (dashboard/security.py: its containers share the
+        host's network, so a token is never left out there)."""
+        if self.dashboard.token_file or self.backend != "nixos-container":
+            return self.dashboard.token_file
+        return str(self.state_dir / "dashboard.token")
+
     def agent_socket(self, name: str) -> Path:
         return agent_socket_path(self.run_dir, name, self.manager)
 

@@ -190,11 +190,12 @@ def test_without_nixos_container_the_hive_says_so_once_and_pins_nothing(start_hi
     if any(Path(d, "nixos-container").exists() for d in path.split(os.pathsep)):
         pytest.skip("nixos-container is installed beside git or python here")
     hive = start_hive(agents={"alice": {}}, backend="nixos-container", env={"PATH": path})
-    errors = http(hive.dashboard_url, "GET", "/api/state").json()["errors"]
+    token = (hive.config.state_dir / "dashboard.token").read_text().strip()  # (this backend's dashboard needs one)
+    errors = http(hive.dashboard_url, "GET", "/api/state", token=token).json()["errors"]
     backend = [e for e in errors if e["section"] == "backend"]
     assert len(backend) == 1 and "`nixos-container` not found on PATH" in backend[0]["error"], errors
     assert 'backend = "local"' in backend[0]["error"]
-    page = http(hive.dashboard_url, "GET", "/").text
+    page = http(hive.dashboard_url, "GET", "/", token=token).text
     assert "agents not started" in page and "not found on PATH" in page
     log = hive.log()
     assert log.count("not found on PATH") == 1 and "flake lock" not in log and "could not start" not in log, log

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -93,6 +94,33 @@ def test_without_a_token_cross_site_requests_are_refused_and_scripts_work(start_
     rebound = http(url, "GET", "/api/state", headers={"Host": "evil.example:8080"})
     assert rebound.status == 403 and "Host" in rebound.error["message"]
     assert http(url, "GET", "/api/state", headers={"Host": "localhost:8080"}).status == 200
+
+
+def test_under_the_nixos_container_backend_the_dashboard_always_needs_a_token(start_broker):
+    """Its containers share the host's network (privateNetwork = false, modules/hyperhive.nix): a dashboard on the
+    host's loopback without a token would let any agent, or the manager, approve its own proposals. With no
+    tokenFile the service makes one in the state directory (0600; no container mounts it) and every request needs
+    it; a restart keeps it."""
+    import shutil
+    import stat
+
+    path = os.pathsep.join(dict.fromkeys([str(Path(shutil.which("git")).parent), str(Path(sys.executable).parent)]))
+    if any(Path(d, "nixos-container").exists() for d in path.split(os.pathsep)):
+        pytest.skip("nixos-container is installed beside git or python here: this hive would start containers")
+    hive = start_broker({"alice": {}}, backend="nixos-container", env={"PATH": path})
+    token_file = hive.config.state_dir / "dashboard.token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    assert len(token) >= 40
+    url = hive.dashboard_url
+    assert http(url, "GET", "/api/state").status == 401
+    assert http(url, "POST", "/api/approvals/1/approve", json={}).status == 401  # what an agent would try
+    assert http(url, "POST", "/api/messages", json={"to": "alice", "body": "as the operator"}).status == 401
+    assert http(url, "GET", "/api/state", token=token).status == 200
+    hive.stop()
+    again = start_broker({"alice": {}}, backend="nixos-container", env={"PATH": path})
+    assert token_file.read_text().strip() == token
+    assert http(again.dashboard_url, "GET", "/api/state", token=token).status == 200
 
 
 def test_with_a_token_every_request_needs_it(start_broker, hive_dir):

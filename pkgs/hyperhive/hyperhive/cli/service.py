@@ -87,6 +87,8 @@ def up(config_path):
         for name in [config.manager, *sorted(hive.agent_configs())]:
             click.echo(f"  {name + ':':<13} {config.agent_socket(name)}")
         click.echo(f"  dashboard:    {hive.extensions.get('dashboard_url') or 'not running (see the log above)'}")
+        if config.dashboard_token_file:
+            click.echo(f"  login token:  in {config.dashboard_token_file}")
         if hive.extensions.get("backend") is None:
             click.echo(f"  agents:       not started: {hive.extensions.get('backend_error', 'see the log above')}")
         else:

@@ -11,6 +11,10 @@
   authentication attempt until the oldest failure leaves the window.
 - Without a token the dashboard only listens on loopback (config.py refuses anything else), and the Host header
   must name a loopback host, so a web page cannot reach it through DNS rebinding.
+- Never without a token under the ``nixos-container`` backend: its containers share the host's network
+  (``privateNetwork = false`` in modules/hyperhive.nix), so the host's loopback is every agent's loopback, and an
+  agent (or the manager) could approve its own proposals there. With no ``tokenFile`` the service makes one,
+  ``<stateDir>/dashboard.token`` (0600, random), which no container mounts.
 - Cross-site requests: every state-changing request is refused when ``Sec-Fetch-Site`` says cross-site or
   same-site, or when ``Origin`` names another origin; a request a browser could send with the cookies (a form, or
   anything carrying our cookies) must also carry the CSRF token (an HMAC of the per-browser ``hh_sid`` cookie).
@@ -125,12 +129,27 @@ class LoginLimiter:
             return max(1, math.ceil(times[0] + self.window - now))
 
 
+def _make_token(path: Path) -> None:
+    """A random token at ``path`` unless a file is there (never through a link planted there)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return
+    except OSError as e:
+        raise DashboardStartError(f"cannot make the dashboard token {path}: {e.strerror or e}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    log.info("made the dashboard token %s (the containers share the host's network)", path)
+
+
 class Guard:
     def __init__(self, hive):
         self.hive = hive
         self.login_limiter = LoginLimiter()
         self._secret = _load_secret(hive.config.state_dir)
         self._token_cache: tuple[str | None, tuple | None, str | None] = (None, None, None)
+        if self.token_file != hive.config.dashboard.token_file:  # the one the service makes
+            _make_token(Path(self.token_file))
         if self.token_file:
             try:
                 self.token()  # fail the start now when the file is missing or empty
@@ -145,7 +164,7 @@ class Guard:
 
     @property
     def token_file(self) -> str | None:
-        return self.hive.config.dashboard.token_file
+        return self.hive.config.dashboard_token_file
 
     def token(self) -> str | None:
         """The current token (None when none is configured); raises TokenError when there is none to use."""
