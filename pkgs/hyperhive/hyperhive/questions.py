@@ -276,7 +276,7 @@ def _finish(hive, question_id: int, status: str, text: str, now: float | None = 
                     "expired": "expired"}.get(done["status"], done["status"])
             raise conflict(f"question #{qid} is no longer pending: it was {what}"
                            + (f" at {when(done['answered_at'])}" if done.get("answered_at") else ""))
-        if status == "answered" and row.asker not in hive.recipients(fresh=True):
+        if status == "answered" and row.asker != "system" and row.asker not in hive.recipients(fresh=True):
             raise conflict(f"{row.asker} is no longer an agent of this hive, so it would never hear the answer to "
                            f"question #{qid}: cancel the question instead")
         conn.execute(update(q).where(q.c.id == qid, q.c.status == "pending")
