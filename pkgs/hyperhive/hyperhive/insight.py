@@ -91,6 +91,8 @@ def check_record(record: Any) -> dict:
         raise bad_request('"started_at" and "ended_at" (seconds since the epoch) are required')
     if ended < started:
         raise bad_request('"ended_at" is before "started_at"')
+    if started < now - telemetry.MAX_AGE_SECONDS:
+        raise bad_request(f'"started_at" lies more than {telemetry.MAX_AGE_SECONDS // 86400} days in the past')
     if ended > now + MAX_FUTURE_SKEW_SECONDS:
         raise bad_request(f'"ended_at" lies in the future (more than {MAX_FUTURE_SKEW_SECONDS:g}s ahead)')
     tokens = record.get("tokens") or {}

@@ -18,6 +18,9 @@ HIVE_AGENT = "hive"  # the agent of host-wide telemetry (config.RESERVED_NAMES k
 # this allows for rounding and a slow request). A turn stamped in the future would make "last turn" look recent
 # for ever and hide a stuck agent.
 MAX_FUTURE_SKEW_SECONDS = 60
+# ... and at most this far behind it: a harness reports what just happened, and a time such as -1e308 only breaks
+# every chart and time the console shows.
+MAX_AGE_SECONDS = 30 * 86400
 
 
 def validate_samples(samples) -> list[dict]:
@@ -39,6 +42,9 @@ def validate_samples(samples) -> list[dict]:
         if ts > now + MAX_FUTURE_SKEW_SECONDS:
             raise bad_request(f"samples[{i}].ts is {ts - now:.0f} s in the future; a sample may be at most "
                               f"{MAX_FUTURE_SKEW_SECONDS} s ahead of the service's clock (leave ts out for now)")
+        if ts < now - MAX_AGE_SECONDS:
+            raise bad_request(f"samples[{i}].ts lies more than {MAX_AGE_SECONDS // 86400} days in the past; a "
+                              "sample tells what just happened (leave ts out for now)")
         rows.append({"key": key, "value": float(value), "ts": float(ts)})
     return rows
 

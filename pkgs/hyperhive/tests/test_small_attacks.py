@@ -45,6 +45,13 @@ def test_telemetry_stamped_far_in_the_future_is_refused(start_broker):
     message = refused(lambda: alice.call("stats", samples=[
         {"key": "turn.duration_s", "value": 1, "ts": future}]), "bad_request")
     assert "samples[0].ts" in message and "future" in message
+    for past in (-1e308, 0, time.time() - 40 * 86400):  # nor far in the past: every chart would start in year 1
+        message = refused(lambda: alice.call("stats", samples=[{"key": "turn.duration_s", "value": 1, "ts": past}]),
+                          "bad_request")
+        assert "samples[0].ts" in message and "past" in message
+    message = refused(lambda: alice.call("turn_record", turn={"started_at": 1.0, "ended_at": time.time()}),
+                      "bad_request")
+    assert "started_at" in message and "past" in message
     # a sample stamped now, or a little ahead (rounding), is stored
     alice.call("stats", samples=[{"key": "turn.duration_s", "value": 2, "ts": time.time() + 1},
                                  {"key": "turn.duration_s", "value": 3}])
