@@ -78,9 +78,10 @@
     const kind = form.dataset.api;
     const fd = new FormData(form);
     if (kind === 'answer') {
+      // a clicked option is the answer, whatever is typed (Enter in the text field submits with no option)
+      if (submitter && submitter.name === 'choice') return { answer: submitter.value };
       const text = String(fd.get('answer') || '').trim();
       if (text) return { answer: text };
-      if (submitter && submitter.name === 'choice') return { answer: submitter.value };
       const chosen = fd.getAll('choice').map(String);
       if (!chosen.length) throw new Error(form.dataset.multi === '1'
         ? 'tick at least one option, or write an answer' : 'write an answer, or click an option');
