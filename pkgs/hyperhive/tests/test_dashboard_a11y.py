@@ -239,6 +239,35 @@ def test_the_console_works_from_the_keyboard_and_keeps_focus(start_hive, browser
     assert console_errors(page) == []
 
 
+@pytest.mark.browser
+def test_focus_after_kill_and_revive_never_lands_on_a_more_destructive_button(start_hive, browser_page):
+    # Enter on "kill dave" used to leave focus on "destroy dave" (the like-styled button), so a second Enter
+    # destroyed dave; "revive dave" left it on "purge dave"
+    hive = start_hive(agents={"alice": {}}, env=AGENT_ENV)
+    hive.cli("spawn", "dave")
+    wait_for(lambda: standin_info(hive, "dave"), timeout=30, message="dave running")
+    page = browser_page
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{hive.dashboard_url}/")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.locator('[data-key="a-dave"] .badge', has_text="running").wait_for()
+
+    page.get_by_role("button", name="kill dave", exact=True).focus()
+    page.keyboard.press("Enter")
+    page.locator('#containers [data-key="a-dave"] form[data-state="stopped"]').wait_for()
+    now = settled_focus(page, lambda f: f["key"] == "a-dave", "dave's row")
+    assert now["text"] == "start dave", now
+
+    page.get_by_role("button", name="destroy dave", exact=True).click()
+    page.locator('#kept [data-key="t-dave"]').wait_for()
+    page.get_by_role("button", name="revive dave", exact=True).focus()
+    page.keyboard.press("Enter")
+    page.locator('#kept [data-key="t-dave"] a', has_text="revive queued").wait_for()
+    now = settled_focus(page, lambda f: f["key"] == "t-dave", "dave's kept row")
+    assert now["text"].startswith("revive queued"), now
+    assert console_errors(page) == []
+
+
 def event_answer(client, question_id: int) -> str:
     from conftest import event_about
 

@@ -201,9 +201,12 @@
     const scope = (ctx.item && byKey(section || root, ctx.item)) || (!ctx.item && section) || null;
     let target = scope && tabbable(scope).concat($$('[tabindex="-1"]', scope)).find((e) => sameControl(e, ctx.sig));
     if (!target && ctx.item && scope) {
-      // the row is still there with other buttons (a started agent offers restart, not start): stay in it
-      const controls = tabbable(scope);
-      target = controls.find((e) => likeControl(e, ctx.sig)) || controls.find((e) => e.tagName === ctx.sig.tag);
+      // the row is still there with other buttons (a killed agent offers start, a revived one "revive queued"):
+      // stay in it, on what the same action left (the link in its form), else a like control, but never on a
+      // danger button (a second Enter on "kill" would destroy the agent, one on "revive" purge it)
+      const controls = tabbable(scope).filter((e) => !e.classList.contains('danger'));
+      target = controls.find((e) => actionOf(e) === ctx.sig.action) || controls.find((e) => likeControl(e, ctx.sig))
+        || controls.find((e) => e.tagName === ctx.sig.tag) || controls[0];
     }
     for (const key of ctx.after.concat(ctx.before)) {
       if (target) break;
