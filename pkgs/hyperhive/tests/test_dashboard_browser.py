@@ -122,6 +122,12 @@ def test_operator_message_form_reaches_the_agent_and_the_flow_is_live(start_brok
     from playwright.sync_api import expect
 
     expect(page.locator("#compose-body")).to_have_value("")
+    # the next message goes to the same agent (only the body was cleared)
+    assert page.locator("#compose-to").input_value() == "bob"
+    page.fill("#compose-body", "And the docs too.")
+    page.get_by_role("button", name="send →").click()
+    result = hive.client("bob").call("recv", wait_seconds=10)
+    assert [(m["from"], m["body"]) for m in result["messages"]] == [("operator", "And the docs too.")]
 
     # What agents send shows in the inbox and the live flow without a reload.
     hive.client("alice").call("send", to="operator", body="docs build is green again")

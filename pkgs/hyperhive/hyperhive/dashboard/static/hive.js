@@ -125,7 +125,9 @@
       const result = await api('POST', url, payload);
       toast(describe(url.replace(location.origin, ''), result || {}));
       if (form.dataset.reset) {
+        const chosen = $$('select', form).map((s) => [s, s.value]);
         form.reset();
+        chosen.forEach(([s, value]) => { s.value = value; }); // the next message goes to the same agent
         // ready for the next one: back to the first text field (the message, the spawn name)
         const field = $('textarea, input[type="text"]', form);
         if (field && form.contains(document.activeElement)) field.focus();
