@@ -161,6 +161,49 @@ def test_buttons_follow_the_agents_state_and_say_what_they_do(hive, browser_page
     assert console_errors(page) == []
 
 
+def test_the_agent_and_approval_pages_follow_what_happens_live(hive, browser_page):
+    url = hive.dashboard_url
+    page = browser_page
+    page.on("dialog", lambda dialog: dialog.accept())
+    focused = "() => document.activeElement.textContent.replace(/\\s+/g, ' ').trim()"
+
+    page.goto(f"{url}/agents/alice")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    head = page.locator("#agent")
+    head.locator("h1 .badge", has_text="running").wait_for()
+    hive.cli("kill", "alice")  # elsewhere: the page follows, and offers start instead of kill
+    head.locator("h1 .badge", has_text="stopped").wait_for()
+    start = head.get_by_role("button", name="start alice", exact=True)
+    start.wait_for()
+    assert head.get_by_role("button", name="kill alice", exact=True).count() == 0
+    start.focus()  # here, from the keyboard: the page follows too, and focus stays on a like (not a danger) button
+    page.keyboard.press("Enter")
+    head.locator("h1 .badge", has_text="running").wait_for()
+    wait_for(lambda: page.evaluate(focused) == "restart alice", message="focus on restart alice")
+
+    manager, host = hive.client("manager"), hive.host()
+    first = manager.call("request_spawn", name="carol")["approval_id"]
+    page.goto(f"{url}/approvals/{first}")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.evaluate("window.__sameDocument = true")
+    host.call("deny", id=first, note="not carol")  # elsewhere (the CLI's socket)
+    page.locator("#approval h1 .badge", has_text="denied").wait_for()
+    page.locator('#approval [data-role="outcome"]', has_text="not carol").wait_for()
+    assert page.locator("#approval button").count() == 0  # nothing stale left to click
+    second = manager.call("request_spawn", name="dave")["approval_id"]
+    page.goto(f"{url}/approvals/{second}")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.evaluate("window.__sameDocument = true")
+    page.locator('#approval input[name="reason"]').fill("not dave either")
+    page.keyboard.press("Enter")
+    page.locator('#approval [data-role="outcome"]', has_text="not dave either").wait_for()
+    assert page.locator("#approval button").count() == 0
+    wait_for(lambda: page.evaluate("document.activeElement.id") == "approval-h", message="focus on the heading")
+    assert page.evaluate("window.__sameDocument === true")
+    assert console_errors(page) == []
+
+
 def test_a_reply_in_thread_from_the_inbox_reaches_the_agent(start_broker, browser_page):
     hive = start_broker()
     alice = hive.client("alice")

@@ -257,9 +257,11 @@
     target.scrollIntoView({ block: 'start' });
   });
 
-  // --- the main page: live sections ------------------------------------------------------------------------
+  // --- live sections ----------------------------------------------------------------------------------------
   // The server renders the sections; when the event stream says something changed we fetch them again and
-  // replace only the keyed rows whose HTML differs, so what the operator is typing stays where it is.
+  // replace only the keyed rows whose HTML differs, so what the operator is typing stays where it is. On / that
+  // is #home (from /fragments/home); on another page, each part marked data-live (an approval, an agent's head),
+  // from the page itself.
 
   const served = new WeakMap(); // element -> its HTML as the server last sent it
 
@@ -314,27 +316,32 @@
   let lastRefresh = 0;
 
   function scheduleRefresh(delay) {
-    if (!$('#home')) return;
+    if (!$('#home, [data-live]')) return;
     clearTimeout(refreshTimer);
     const wait = delay !== undefined ? delay : Math.max(120, 400 - (Date.now() - lastRefresh));
     refreshTimer = setTimeout(refresh, wait);
   }
 
   async function refresh() {
-    const root = $('#home');
-    if (!root) return;
+    const home = $('#home');
+    const parts = home ? [home] : $$('[data-live]');
+    if (!parts.length) return;
     if (refreshing) { refreshAgain = true; return; }
     refreshing = true;
     lastRefresh = Date.now();
     try {
-      const r = await fetch('/fragments/home' + location.search, { credentials: 'same-origin', headers: { Accept: 'text/html' } });
-      if (r.status === 401) { location.href = '/login?next=/'; return; }
+      const src = (home ? '/fragments/home' : location.pathname) + location.search;
+      const r = await fetch(src, { credentials: 'same-origin', headers: { Accept: 'text/html' } });
+      if (r.status === 401) { location.href = '/login?next=' + encodeURIComponent(location.pathname); return; }
       if (!r.ok) throw new Error(`refresh failed: ${r.status}`);
       const html = await r.text();
-      const doc = new DOMParser().parseFromString(`<div id="home">${html}</div>`, 'text/html');
+      const doc = new DOMParser().parseFromString(home ? `<div id="home">${html}</div>` : html, 'text/html');
+      const root = home || $('#main');
       const focus = focusContext(root);
-      sync(root, doc.getElementById('home'));
-      afterRender(root);
+      for (const old of parts) {
+        const neu = doc.getElementById(old.id);
+        if (neu) afterRender(sync(old, neu));
+      }
       restoreFocus(root, focus);
     } catch (e) {
       setLive('offline', 'refresh failed');
@@ -470,12 +477,28 @@
     show();
   }
 
+  // A state event concerns a page's live part when it names the part's approval or agent (any approval may be
+  // the agent's: a revive it queued, a commit it proposed).
+  function concerns(d) {
+    return $$('[data-live]').some((p) => (d.what === 'approval'
+      && (!p.dataset.approval || Number(p.dataset.approval) === d.id))
+      || (p.dataset.agent && (d.name || d.agent) === p.dataset.agent));
+  }
+
   function connectAttention() {
-    // Pages other than / have no message stream of their own: this one only keeps the header current.
+    // Pages other than / have no message stream of their own: this one keeps the header and the live parts current.
     const es = new EventSource('/api/messages/stream?state=1');
     es.onmessage = () => scheduleAttention();
-    es.addEventListener('state', () => scheduleAttention());
-    es.onopen = () => scheduleAttention(0);
+    es.addEventListener('state', (e) => {
+      scheduleAttention();
+      try { if (concerns(JSON.parse(e.data))) scheduleRefresh(); } catch (_) { /* keep going */ }
+    });
+    es.onopen = () => {
+      setLive('live', 'live');
+      scheduleAttention(0);
+      scheduleRefresh(0); // catch up on what changed since the page was rendered, or while the stream was down
+    };
+    es.onerror = () => setLive('connecting', 'reconnecting');
   }
 
   // --- live message flow -----------------------------------------------------------------------------------
@@ -843,7 +866,8 @@
   document.addEventListener('DOMContentLoaded', () => {
     const page = document.body.dataset.page;
     const root = $('#home');
-    if (root) mark(root); // before anything rewrites the server's HTML (relative times)
+    // before anything rewrites the server's HTML (relative times)
+    for (const part of root ? [root] : $$('[data-live]')) mark(part);
     updateTimes();
     fitScroll();
     fitHeader();
