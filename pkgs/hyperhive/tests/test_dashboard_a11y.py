@@ -268,6 +268,30 @@ def test_focus_after_kill_and_revive_never_lands_on_a_more_destructive_button(st
     assert console_errors(page) == []
 
 
+@pytest.mark.browser
+def test_a_reply_from_the_keyboard_leaves_focus_in_the_inbox(start_broker, browser_page):
+    # the replied message is read (a row of its own): focus went to the next message's reply box, hidden in its
+    # closed <details>, and so fell to <body>
+    hive = start_broker()
+    alice = hive.client("alice")
+    older = alice.call("send", to="operator", body="May I rename docs/old.md?")["id"]
+    newer = alice.call("send", to="operator", body="And docs/older.md?")["id"]
+    page = browser_page
+    page.goto(f"{hive.dashboard_url}/")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.locator(f'#inbox [data-message-id="{newer}"] summary').focus()
+    page.keyboard.press("Enter")  # opens the reply box
+    tab_until(page, lambda f: f["id"] == f"reply-{newer}", limit=3)
+    page.keyboard.type("Yes to both.")
+    tab_until(page, lambda f: f["text"].startswith("send reply"), limit=2)
+    page.keyboard.press("Enter")
+    page.locator(f'#inbox [data-message-id="{newer}"].read').wait_for()
+    now = settled_focus(page, lambda f: f["section"] == "inbox", "the inbox")
+    assert now["key"] == f"i{older}-u", now
+    assert [m["body"] for m in alice.call("recv", max=10)["messages"]] == ["Yes to both."]
+    assert console_errors(page) == []
+
+
 def event_answer(client, question_id: int) -> str:
     from conftest import event_about
 

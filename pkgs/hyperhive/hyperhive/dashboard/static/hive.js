@@ -150,9 +150,10 @@
 
   const FOCUSABLE = 'a[href], button, input:not([type="hidden"]), select, textarea, [tabindex]:not([tabindex="-1"])';
 
+  // (what a closed <details> holds has client rects in Chromium, yet cannot take focus)
   function tabbable(root) {
     return $$(FOCUSABLE, root).filter((e) => !e.disabled && e.getClientRects().length
-      && !e.closest('[hidden], .leaving'));
+      && !e.closest('[hidden], .leaving, details:not([open]) > :not(summary)'));
   }
 
   function sameControl(e, sig) {
