@@ -91,6 +91,7 @@
     for (const [k, v] of fd.entries()) {
       if (k !== 'csrf_token' && k !== 'next' && k !== 'choice') out[k] = String(v);
     }
+    if (submitter && submitter.name) out[submitter.name] = submitter.value; // ("back to the default" model: reset=1)
     return out;
   }
 
@@ -99,6 +100,9 @@
     if ((m = path.match(/^\/api\/questions\/(\d+)\/answer$/))) return `answered #${m[1]}: ${r.answer || ''}`;
     if ((m = path.match(/^\/api\/questions\/(\d+)\/cancel$/))) return `cancelled question #${m[1]}`;
     if ((m = path.match(/^\/api\/approvals\/(\d+)\/(approve|deny)$/))) return `approval #${m[1]}: ${r.status || m[2]}`;
+    if ((m = path.match(/^\/api\/agents\/([^/]+)\/model$/))) return `model of ${m[1]}: ${r.model || "the CLI's default"}`;
+    if ((m = path.match(/^\/api\/reminders\/(\d+)\/cancel$/))) return `cancelled reminder #${m[1]}`;
+    if (path === '/api/budget') return `today's limit${r.agent ? ` of ${r.agent}` : ''} raised`;
     if ((m = path.match(/^\/api\/agents\/([^/]+)\/(\w+)$/))) return `${m[2]} ${m[1]}${r.state ? ` → ${r.state}` : ''}`;
     if (path === '/api/messages') return `sent (#${r.id})`;
     if (path === '/api/inbox/read') return `marked ${r.marked} read`;
