@@ -392,6 +392,22 @@ def test_focus_is_never_hidden_under_the_header_of_a_narrow_window(start_broker,
         assert len(seen) > 10, (path, seen)
 
 
+@pytest.mark.browser
+def test_a_long_option_wraps_inside_its_card(start_broker, browser_page):
+    hive = start_broker()
+    option = "Yes, but only after " + "the docs build, the link check and the spelling pass have all run " * 4 + "again"
+    qid = hive.client("alice").call("ask_operator", question="Ship it?", options=[option[:300], "no"])["id"]
+    page = browser_page
+    for width in (1440, 320):
+        page.set_viewport_size({"width": width, "height": 800})
+        page.goto(f"{hive.dashboard_url}/")
+        button = page.locator(f'[data-question-id="{qid}"] button[name="choice"]').first
+        card = page.locator(f'[data-question-id="{qid}"]').bounding_box()
+        box = button.bounding_box()
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, width  # no sideways scroll
+        assert box["x"] + box["width"] <= card["x"] + card["width"], (width, box, card)
+
+
 CSS = Path(__file__).resolve().parent.parent / "hyperhive" / "dashboard" / "static" / "hive.css"
 
 
