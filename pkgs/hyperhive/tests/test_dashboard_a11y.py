@@ -408,6 +408,23 @@ def test_a_long_option_wraps_inside_its_card(start_broker, browser_page):
         assert box["x"] + box["width"] <= card["x"] + card["width"], (width, box, card)
 
 
+@pytest.mark.browser
+def test_the_spawn_form_fits_a_narrow_window(start_broker, browser_page):
+    # at 320 pixels its name field was 36 pixels wide, its button 24, with the text spilling out
+    hive = start_broker()
+    page = browser_page
+    page.set_viewport_size({"width": 320, "height": 800})
+    page.goto(f"{hive.dashboard_url}/")
+    form = page.locator("form.spawn")
+    field, button = form.locator("#spawn-name").bounding_box(), form.get_by_role("button", name="spawn now")
+    assert field["width"] >= 120, field
+    assert button.evaluate("e => e.scrollWidth <= e.clientWidth"), button.bounding_box()  # its text inside it
+    assert form.evaluate("e => e.scrollWidth <= e.clientWidth")
+    box = form.bounding_box()
+    for part in (field, button.bounding_box(), form.locator("#spawn-name-rule").bounding_box()):
+        assert box["x"] <= part["x"] and part["x"] + part["width"] <= box["x"] + box["width"], (part, box)
+
+
 CSS = Path(__file__).resolve().parent.parent / "hyperhive" / "dashboard" / "static" / "hive.css"
 
 
