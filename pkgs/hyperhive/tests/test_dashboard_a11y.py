@@ -425,6 +425,21 @@ def test_the_spawn_form_fits_a_narrow_window(start_broker, browser_page):
         assert box["x"] <= part["x"] and part["x"] + part["width"] <= box["x"] + box["width"], (part, box)
 
 
+@pytest.mark.browser
+def test_a_message_that_scrolls_in_the_inbox_and_the_flow_has_a_name_in_each(start_broker, browser_page):
+    # both copies were regions named "message #N" (axe: landmark-unique)
+    hive = start_broker()
+    hive.client("alice").call("send", to="operator", body="the build log, line by line:\n" + "a line of it\n" * 40)
+    page = browser_page
+    page.set_viewport_size({"width": 320, "height": 800})
+    page.goto(f"{hive.dashboard_url}/")
+    page.wait_for_selector('#live[data-state="live"]')
+    names = page.locator('[role="region"][data-scroll-name]').evaluate_all("es => es.map((e) => e.ariaLabel)")
+    assert len(names) >= 2 and len(set(names)) == len(names), names
+    violations = audit(page)
+    assert not violations, readable(violations, "/ (320 pixels wide, a long message to the operator)")
+
+
 CSS = Path(__file__).resolve().parent.parent / "hyperhive" / "dashboard" / "static" / "hive.css"
 
 

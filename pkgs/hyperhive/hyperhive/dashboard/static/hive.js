@@ -529,7 +529,7 @@
     if (m.kind !== 'message') head.append(' ', el('span', 'tag', m.kind));
     if (m.in_reply_to) head.append(' ', el('span', 'dim', `↩ re #${m.in_reply_to}`));
     const body = el('pre', 'body', m.body);
-    body.dataset.scrollName = `message #${m.id}`;
+    body.dataset.scrollName = `message #${m.id} in the flow`; // (as the page names it: the inbox has a copy)
     li.append(head, body);
     if (m.body_chars) {  // the stream cuts a long body; the whole is one request away
       const cut = el('p', 'note dim', `… cut: ${m.body_chars} characters in all · `);
