@@ -233,6 +233,21 @@ def test_a_reply_in_thread_from_the_inbox_reaches_the_agent(start_broker, browse
     assert console_errors(page) == []
 
 
+def test_mark_all_read_marks_only_what_the_page_showed(start_broker, browser_page):
+    hive = start_broker()
+    alice = hive.client("alice")
+    shown = alice.call("send", to="operator", body="the build is green")["id"]
+    page = browser_page
+    page.route("**/api/messages/stream*", lambda route: route.abort())  # the page hears of nothing new
+    page.goto(f"{hive.dashboard_url}/")
+    page.locator(f'#inbox [data-message-id="{shown}"].unread').wait_for()
+    unseen = alice.call("send", to="operator", body="the build is red again")["id"]  # after the page was rendered
+    page.get_by_role("button", name="mark all read").click()
+    page.locator(".toast.ok", has_text="marked 1 read").wait_for()
+    inbox = {m["id"]: m["read"] for m in http(hive.dashboard_url, "GET", "/api/state").json()["inbox"]}
+    assert inbox == {shown: True, unseen: False}
+
+
 def test_the_agent_page_shows_the_proposed_and_the_applied_repo_apart(hive, browser_page):
     url = hive.dashboard_url
     manager, host = hive.client("manager"), hive.host()
