@@ -154,6 +154,8 @@ def test_buttons_follow_the_agents_state_and_say_what_they_do(hive, browser_page
     page.locator('#kept [data-key="t-carol"] button:has-text("revive")').click()
     queued = page.locator('#kept [data-key="t-carol"] a:has-text("revive queued")')
     queued.wait_for()
+    approval = queued.get_attribute("href").rsplit("/", 1)[-1]
+    page.locator(".toast.ok", has_text=f"revive carol queued: approve #{approval} to bring carol back").wait_for()
     assert page.locator('#kept [data-key="t-carol"] button:has-text("revive")').count() == 0  # not offered twice
     page.goto(f"{url}/agents/carol")
     assert page.locator("#agent a:has-text('revive queued')").count() == 1

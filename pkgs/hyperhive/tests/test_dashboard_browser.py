@@ -420,6 +420,7 @@ def test_a_flood_of_questions_is_paged_and_cancelled_with_one_click(start_broker
     assert page.locator(f'[data-question-id="{ids[0]}"]').count() == 0
 
     page.get_by_role("button", name="cancel all pending questions").click()
+    page.locator(".toast.ok", has_text="cancelled 45 questions").wait_for()
     page.locator("#questions .card.question").first.wait_for(state="detached", timeout=10000)
     assert asked and "Cancel all 45 pending questions" in asked[-1]
     assert hive.host().call("questions")["questions"] == []

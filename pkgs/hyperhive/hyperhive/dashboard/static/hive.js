@@ -99,10 +99,13 @@
     let m;
     if ((m = path.match(/^\/api\/questions\/(\d+)\/answer$/))) return `answered #${m[1]}: ${r.answer || ''}`;
     if ((m = path.match(/^\/api\/questions\/(\d+)\/cancel$/))) return `cancelled question #${m[1]}`;
+    if (path === '/api/questions/cancel') return `cancelled ${r.cancelled} question${r.cancelled === 1 ? '' : 's'}`;
     if ((m = path.match(/^\/api\/approvals\/(\d+)\/(approve|deny)$/))) return `approval #${m[1]}: ${r.status || m[2]}`;
     if ((m = path.match(/^\/api\/agents\/([^/]+)\/model$/))) return `model of ${m[1]}: ${r.model || "the CLI's default"}`;
     if ((m = path.match(/^\/api\/reminders\/(\d+)\/cancel$/))) return `cancelled reminder #${m[1]}`;
     if (path === '/api/budget') return `today's limit${r.agent ? ` of ${r.agent}` : ''} raised`;
+    // (a revive queues a spawn: the agent stays a tombstone until that is approved)
+    if ((m = path.match(/^\/api\/agents\/([^/]+)\/revive$/))) return `revive ${m[1]} queued: approve #${r.approval_id} to bring ${m[1]} back`;
     if ((m = path.match(/^\/api\/agents\/([^/]+)\/(\w+)$/))) return `${m[2]} ${m[1]}${r.state ? ` → ${r.state}` : ''}`;
     if (path === '/api/messages') return `sent (#${r.id})`;
     if (path === '/api/inbox/read') return `marked ${r.marked} read`;
