@@ -342,6 +342,9 @@ def test_the_spawn_name_field_says_what_a_valid_name_is_and_keeps_what_was_typed
     assert page.locator("#spawn-name-problem").inner_text() == "a name ends with a letter or digit"
     assert field.evaluate("e => e.validity.patternMismatch") is True
     assert "a letter or digit last" in rule
+    field.fill("hive")  # the service's own name, refused by the server like the other reserved ones
+    assert page.locator("#spawn-name-problem").inner_text() == '"hive" is reserved'
+    assert "hive are reserved" in rule
     field.fill("documentation")
     page.get_by_role("button", name="spawn now").click()
     assert http(hive.dashboard_url, "GET", "/api/approvals?status=all").json()["approvals"] == []  # not sent

@@ -848,7 +848,7 @@
 
   // --- the spawn form: say what is wrong with a name as it is typed (nothing is cut) --------------------------
 
-  const RESERVED = ['manager', 'operator', 'system'];
+  const RESERVED = ['manager', 'operator', 'system', 'hive']; // config.RESERVED_NAMES
 
   function nameProblem(name) {
     if (!name) return '';
