@@ -154,10 +154,55 @@ def test_buttons_follow_the_agents_state_and_say_what_they_do(hive, browser_page
     page.locator('#kept [data-key="t-carol"] button:has-text("revive")').click()
     queued = page.locator('#kept [data-key="t-carol"] a:has-text("revive queued")')
     queued.wait_for()
+    approval = queued.get_attribute("href").rsplit("/", 1)[-1]
+    page.locator(".toast.ok", has_text=f"revive carol queued: approve #{approval} to bring carol back").wait_for()
     assert page.locator('#kept [data-key="t-carol"] button:has-text("revive")').count() == 0  # not offered twice
     page.goto(f"{url}/agents/carol")
     assert page.locator("#agent a:has-text('revive queued')").count() == 1
     assert page.locator("#agent button:has-text('revive')").count() == 0
+    assert console_errors(page) == []
+
+
+def test_the_agent_and_approval_pages_follow_what_happens_live(hive, browser_page):
+    url = hive.dashboard_url
+    page = browser_page
+    page.on("dialog", lambda dialog: dialog.accept())
+    focused = "() => document.activeElement.textContent.replace(/\\s+/g, ' ').trim()"
+
+    page.goto(f"{url}/agents/alice")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    head = page.locator("#agent")
+    head.locator("h1 .badge", has_text="running").wait_for()
+    hive.cli("kill", "alice")  # elsewhere: the page follows, and offers start instead of kill
+    head.locator("h1 .badge", has_text="stopped").wait_for()
+    start = head.get_by_role("button", name="start alice", exact=True)
+    start.wait_for()
+    assert head.get_by_role("button", name="kill alice", exact=True).count() == 0
+    start.focus()  # here, from the keyboard: the page follows too, and focus stays on a like (not a danger) button
+    page.keyboard.press("Enter")
+    head.locator("h1 .badge", has_text="running").wait_for()
+    wait_for(lambda: page.evaluate(focused) == "restart alice", message="focus on restart alice")
+
+    manager, host = hive.client("manager"), hive.host()
+    first = manager.call("request_spawn", name="carol")["approval_id"]
+    page.goto(f"{url}/approvals/{first}")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.evaluate("window.__sameDocument = true")
+    host.call("deny", id=first, note="not carol")  # elsewhere (the CLI's socket)
+    page.locator("#approval h1 .badge", has_text="denied").wait_for()
+    page.locator('#approval [data-role="outcome"]', has_text="not carol").wait_for()
+    assert page.locator("#approval button").count() == 0  # nothing stale left to click
+    second = manager.call("request_spawn", name="dave")["approval_id"]
+    page.goto(f"{url}/approvals/{second}")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.evaluate("window.__sameDocument = true")
+    page.locator('#approval input[name="reason"]').fill("not dave either")
+    page.keyboard.press("Enter")
+    page.locator('#approval [data-role="outcome"]', has_text="not dave either").wait_for()
+    assert page.locator("#approval button").count() == 0
+    wait_for(lambda: page.evaluate("document.activeElement.id") == "approval-h", message="focus on the heading")
+    assert page.evaluate("window.__sameDocument === true")
     assert console_errors(page) == []
 
 
@@ -188,6 +233,21 @@ def test_a_reply_in_thread_from_the_inbox_reaches_the_agent(start_broker, browse
     fresh.get_by_role("button", name="mark read").click()
     page.locator(f'#inbox [data-message-id="{second}"].read').wait_for()
     assert console_errors(page) == []
+
+
+def test_mark_all_read_marks_only_what_the_page_showed(start_broker, browser_page):
+    hive = start_broker()
+    alice = hive.client("alice")
+    shown = alice.call("send", to="operator", body="the build is green")["id"]
+    page = browser_page
+    page.route("**/api/messages/stream*", lambda route: route.abort())  # the page hears of nothing new
+    page.goto(f"{hive.dashboard_url}/")
+    page.locator(f'#inbox [data-message-id="{shown}"].unread').wait_for()
+    unseen = alice.call("send", to="operator", body="the build is red again")["id"]  # after the page was rendered
+    page.get_by_role("button", name="mark all read").click()
+    page.locator(".toast.ok", has_text="marked 1 read").wait_for()
+    inbox = {m["id"]: m["read"] for m in http(hive.dashboard_url, "GET", "/api/state").json()["inbox"]}
+    assert inbox == {shown: True, unseen: False}
 
 
 def test_the_agent_page_shows_the_proposed_and_the_applied_repo_apart(hive, browser_page):
@@ -282,6 +342,9 @@ def test_the_spawn_name_field_says_what_a_valid_name_is_and_keeps_what_was_typed
     assert page.locator("#spawn-name-problem").inner_text() == "a name ends with a letter or digit"
     assert field.evaluate("e => e.validity.patternMismatch") is True
     assert "a letter or digit last" in rule
+    field.fill("hive")  # the service's own name, refused by the server like the other reserved ones
+    assert page.locator("#spawn-name-problem").inner_text() == '"hive" is reserved'
+    assert "hive are reserved" in rule
     field.fill("documentation")
     page.get_by_role("button", name="spawn now").click()
     assert http(hive.dashboard_url, "GET", "/api/approvals?status=all").json()["approvals"] == []  # not sent

@@ -239,6 +239,59 @@ def test_the_console_works_from_the_keyboard_and_keeps_focus(start_hive, browser
     assert console_errors(page) == []
 
 
+@pytest.mark.browser
+def test_focus_after_kill_and_revive_never_lands_on_a_more_destructive_button(start_hive, browser_page):
+    # Enter on "kill dave" used to leave focus on "destroy dave" (the like-styled button), so a second Enter
+    # destroyed dave; "revive dave" left it on "purge dave"
+    hive = start_hive(agents={"alice": {}}, env=AGENT_ENV)
+    hive.cli("spawn", "dave")
+    wait_for(lambda: standin_info(hive, "dave"), timeout=30, message="dave running")
+    page = browser_page
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{hive.dashboard_url}/")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.locator('[data-key="a-dave"] .badge', has_text="running").wait_for()
+
+    page.get_by_role("button", name="kill dave", exact=True).focus()
+    page.keyboard.press("Enter")
+    page.locator('#containers [data-key="a-dave"] form[data-state="stopped"]').wait_for()
+    now = settled_focus(page, lambda f: f["key"] == "a-dave", "dave's row")
+    assert now["text"] == "start dave", now
+
+    page.get_by_role("button", name="destroy dave", exact=True).click()
+    page.locator('#kept [data-key="t-dave"]').wait_for()
+    page.get_by_role("button", name="revive dave", exact=True).focus()
+    page.keyboard.press("Enter")
+    page.locator('#kept [data-key="t-dave"] a', has_text="revive queued").wait_for()
+    now = settled_focus(page, lambda f: f["key"] == "t-dave", "dave's kept row")
+    assert now["text"].startswith("revive queued"), now
+    assert console_errors(page) == []
+
+
+@pytest.mark.browser
+def test_a_reply_from_the_keyboard_leaves_focus_in_the_inbox(start_broker, browser_page):
+    # the replied message is read (a row of its own): focus went to the next message's reply box, hidden in its
+    # closed <details>, and so fell to <body>
+    hive = start_broker()
+    alice = hive.client("alice")
+    older = alice.call("send", to="operator", body="May I rename docs/old.md?")["id"]
+    newer = alice.call("send", to="operator", body="And docs/older.md?")["id"]
+    page = browser_page
+    page.goto(f"{hive.dashboard_url}/")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.locator(f'#inbox [data-message-id="{newer}"] summary').focus()
+    page.keyboard.press("Enter")  # opens the reply box
+    tab_until(page, lambda f: f["id"] == f"reply-{newer}", limit=3)
+    page.keyboard.type("Yes to both.")
+    tab_until(page, lambda f: f["text"].startswith("send reply"), limit=2)
+    page.keyboard.press("Enter")
+    page.locator(f'#inbox [data-message-id="{newer}"].read').wait_for()
+    now = settled_focus(page, lambda f: f["section"] == "inbox", "the inbox")
+    assert now["key"] == f"i{older}-u", now
+    assert [m["body"] for m in alice.call("recv", max=10)["messages"]] == ["Yes to both."]
+    assert console_errors(page) == []
+
+
 def event_answer(client, question_id: int) -> str:
     from conftest import event_about
 
@@ -337,6 +390,54 @@ def test_focus_is_never_hidden_under_the_header_of_a_narrow_window(start_broker,
             seen.add(where["at"])
             assert not where["obscured"], f"{path}: focus on {where} is hidden under {where['obscured']}"
         assert len(seen) > 10, (path, seen)
+
+
+@pytest.mark.browser
+def test_a_long_option_wraps_inside_its_card(start_broker, browser_page):
+    hive = start_broker()
+    option = "Yes, but only after " + "the docs build, the link check and the spelling pass have all run " * 4 + "again"
+    qid = hive.client("alice").call("ask_operator", question="Ship it?", options=[option[:300], "no"])["id"]
+    page = browser_page
+    for width in (1440, 320):
+        page.set_viewport_size({"width": width, "height": 800})
+        page.goto(f"{hive.dashboard_url}/")
+        button = page.locator(f'[data-question-id="{qid}"] button[name="choice"]').first
+        card = page.locator(f'[data-question-id="{qid}"]').bounding_box()
+        box = button.bounding_box()
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, width  # no sideways scroll
+        assert box["x"] + box["width"] <= card["x"] + card["width"], (width, box, card)
+
+
+@pytest.mark.browser
+def test_the_spawn_form_fits_a_narrow_window(start_broker, browser_page):
+    # at 320 pixels its name field was 36 pixels wide, its button 24, with the text spilling out
+    hive = start_broker()
+    page = browser_page
+    page.set_viewport_size({"width": 320, "height": 800})
+    page.goto(f"{hive.dashboard_url}/")
+    form = page.locator("form.spawn")
+    field, button = form.locator("#spawn-name").bounding_box(), form.get_by_role("button", name="spawn now")
+    assert field["width"] >= 120, field
+    assert button.evaluate("e => e.scrollWidth <= e.clientWidth"), button.bounding_box()  # its text inside it
+    assert form.evaluate("e => e.scrollWidth <= e.clientWidth")
+    box = form.bounding_box()
+    for part in (field, button.bounding_box(), form.locator("#spawn-name-rule").bounding_box()):
+        assert box["x"] <= part["x"] and part["x"] + part["width"] <= box["x"] + box["width"], (part, box)
+
+
+@pytest.mark.browser
+def test_a_message_that_scrolls_in_the_inbox_and_the_flow_has_a_name_in_each(start_broker, browser_page):
+    # both copies were regions named "message #N" (axe: landmark-unique)
+    hive = start_broker()
+    hive.client("alice").call("send", to="operator", body="the build log, line by line:\n" + "a line of it\n" * 40)
+    page = browser_page
+    page.set_viewport_size({"width": 320, "height": 800})
+    page.goto(f"{hive.dashboard_url}/")
+    page.wait_for_selector('#live[data-state="live"]')
+    names = page.locator('[role="region"][data-scroll-name]').evaluate_all("es => es.map((e) => e.ariaLabel)")
+    assert len(names) >= 2 and len(set(names)) == len(names), names
+    violations = audit(page)
+    assert not violations, readable(violations, "/ (320 pixels wide, a long message to the operator)")
 
 
 CSS = Path(__file__).resolve().parent.parent / "hyperhive" / "dashboard" / "static" / "hive.css"

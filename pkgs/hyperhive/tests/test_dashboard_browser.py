@@ -80,6 +80,34 @@ def test_questions_appear_live_and_answers_reach_the_agent(start_broker, browser
     assert console_errors(page) == []
 
 
+def test_a_clicked_option_is_the_answer_whatever_is_typed_with_or_without_script(start_broker, chromium):
+    hive = start_broker()
+    alice = hive.client("alice")
+    for script in (True, False):
+        context = chromium.new_context(java_script_enabled=script)
+        try:
+            page = context.new_page()
+            page.goto(f"{hive.dashboard_url}/")
+            # half-typed, then the operator clicks an option after all: the option is the answer
+            first = alice.call("ask_operator", question="Merge now?", options=["yes", "no"])["id"]
+            if not script:
+                page.reload()  # (no live update without the script)
+            card = page.locator(f'[data-question-id="{first}"]')
+            card.locator('input[name="answer"]').fill("yes if tests pa")
+            card.get_by_role("button", name="no", exact=True).click()
+            assert event_about(alice, first)["data"]["answer"] == "no", script
+            # Enter in the text field sends what is typed (not the first option)
+            second = alice.call("ask_operator", question="And after?", options=["yes", "no"])["id"]
+            if not script:
+                page.reload()
+            card = page.locator(f'[data-question-id="{second}"]')
+            card.locator('input[name="answer"]').fill("only if the tests pass")
+            card.locator('input[name="answer"]').press("Enter")
+            assert event_about(alice, second)["data"]["answer"] == "only if the tests pass", script
+        finally:
+            context.close()
+
+
 def test_operator_message_form_reaches_the_agent_and_the_flow_is_live(start_broker, browser_page):
     hive = start_broker()
     page = browser_page
@@ -94,6 +122,12 @@ def test_operator_message_form_reaches_the_agent_and_the_flow_is_live(start_brok
     from playwright.sync_api import expect
 
     expect(page.locator("#compose-body")).to_have_value("")
+    # the next message goes to the same agent (only the body was cleared)
+    assert page.locator("#compose-to").input_value() == "bob"
+    page.fill("#compose-body", "And the docs too.")
+    page.get_by_role("button", name="send →").click()
+    result = hive.client("bob").call("recv", wait_seconds=10)
+    assert [(m["from"], m["body"]) for m in result["messages"]] == [("operator", "And the docs too.")]
 
     # What agents send shows in the inbox and the live flow without a reload.
     hive.client("alice").call("send", to="operator", body="docs build is green again")
@@ -386,6 +420,7 @@ def test_a_flood_of_questions_is_paged_and_cancelled_with_one_click(start_broker
     assert page.locator(f'[data-question-id="{ids[0]}"]').count() == 0
 
     page.get_by_role("button", name="cancel all pending questions").click()
+    page.locator(".toast.ok", has_text="cancelled 45 questions").wait_for()
     page.locator("#questions .card.question").first.wait_for(state="detached", timeout=10000)
     assert asked and "Cancel all 45 pending questions" in asked[-1]
     assert hive.host().call("questions")["questions"] == []

@@ -101,3 +101,43 @@ def test_the_operator_reads_what_the_swarm_costs(start_hive, browser_page):
         page.goto(f"{url}{path}")
         assert page.evaluate("document.documentElement.scrollWidth") <= 320, path
     assert console_errors(page) == []
+
+
+def test_the_model_budget_and_reminder_forms_answer_in_the_page(start_broker, browser_page):
+    # they posted as plain forms: an error was a bare JSON page, a success the page again, at its top, focus lost
+    hive = start_broker({"alice": {"budget": {"dailyUsd": 1.0}}})
+    alice = hive.client("alice")
+    record(alice, 0.60, time.time() - 10)  # the next turn would cross $1: over budget, the page offers to raise it
+    reminder = alice.call("remind", body="look at the build again", in_seconds=3600)["id"]
+    page = browser_page
+    page.goto(f"{hive.dashboard_url}/agents/alice")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    focused = "() => document.activeElement.getAttribute('name')"
+
+    field = page.locator("#model-form input[name=model]")
+    field.press("Enter")  # no model: refused, said in the page
+    page.locator(".toast.bad", has_text='give "model"').wait_for()
+    field.fill("claude-haiku-4-5")
+    field.press("Enter")
+    page.locator(".toast.ok", has_text="model of alice: claude-haiku-4-5").wait_for()
+    page.locator("#agent-model", has_text="set by the operator").wait_for()
+    assert page.evaluate(focused) == "model"  # still in the field (the form was rendered again)
+    page.locator("#model-form button", has_text="back to").click()
+    page.locator("#agent-model", has_text="set by the operator").wait_for(state="detached")
+    assert hive.host().call("model", name="alice")["override"] is None
+
+    usd = page.locator("#budget-form input[name=usd]")
+    usd.fill("lots")
+    usd.press("Enter")
+    page.locator(".toast.bad", has_text='"usd" must be a number').wait_for()
+    usd.fill("5")
+    usd.press("Enter")
+    page.locator("#agent-budget", has_text="within its limit").wait_for()
+    page.locator("#budget-form").wait_for(state="detached")
+
+    page.get_by_role("button", name=f"cancel reminder {reminder} of alice").click()
+    page.locator(".toast.ok", has_text=f"cancelled reminder #{reminder}").wait_for()
+    page.locator("#insight .empty", has_text="no pending reminders").wait_for()
+    assert page.evaluate("window.__sameDocument === true")
+    assert console_errors(page, ignore=("400",)) == []

@@ -164,10 +164,13 @@ def answer_question(qid):
     args = body()
     answer = args.get("answer")
     if request.form and not request.is_json:
-        # the page's form: free text wins over ticked choices
+        # the page's form: the option clicked (the only "choice" a single-choice form sends) is the answer, whatever
+        # is typed; free text wins over ticked choices (Enter in the text field sends no option: the form's first,
+        # hidden, submit button carries none)
         text = (request.form.get("answer") or "").strip()
         choices = [c for c in request.form.getlist("choice") if c.strip()]
-        answer = text or choices
+        clicked = choices and not questions.get_question(hive(), qid).get("multi")
+        answer = choices[0] if clicked else text or choices
     if answer is None or answer == "" or answer == []:
         raise bad_request('missing "answer" (a non-empty string, or a list of chosen options)')
     return done(questions.answer(hive(), qid, answer))

@@ -2,7 +2,8 @@
 
 Pages are rendered on the server (they work without JavaScript: every form posts with its CSRF token); the
 script keeps ``/`` live by fetching ``/fragments/home`` when the event stream says something changed and
-replacing only the rows that differ, so a half-typed answer survives a refresh.
+replacing only the rows that differ, so a half-typed answer survives a refresh. The approval and agent pages keep
+their parts marked ``data-live`` current the same way, from the page itself, on an event that names them.
 """
 
 from __future__ import annotations

@@ -78,9 +78,10 @@
     const kind = form.dataset.api;
     const fd = new FormData(form);
     if (kind === 'answer') {
+      // a clicked option is the answer, whatever is typed (Enter in the text field submits with no option)
+      if (submitter && submitter.name === 'choice') return { answer: submitter.value };
       const text = String(fd.get('answer') || '').trim();
       if (text) return { answer: text };
-      if (submitter && submitter.name === 'choice') return { answer: submitter.value };
       const chosen = fd.getAll('choice').map(String);
       if (!chosen.length) throw new Error(form.dataset.multi === '1'
         ? 'tick at least one option, or write an answer' : 'write an answer, or click an option');
@@ -90,6 +91,7 @@
     for (const [k, v] of fd.entries()) {
       if (k !== 'csrf_token' && k !== 'next' && k !== 'choice') out[k] = String(v);
     }
+    if (submitter && submitter.name) out[submitter.name] = submitter.value; // ("back to the default" model: reset=1)
     return out;
   }
 
@@ -97,7 +99,13 @@
     let m;
     if ((m = path.match(/^\/api\/questions\/(\d+)\/answer$/))) return `answered #${m[1]}: ${r.answer || ''}`;
     if ((m = path.match(/^\/api\/questions\/(\d+)\/cancel$/))) return `cancelled question #${m[1]}`;
+    if (path === '/api/questions/cancel') return `cancelled ${r.cancelled} question${r.cancelled === 1 ? '' : 's'}`;
     if ((m = path.match(/^\/api\/approvals\/(\d+)\/(approve|deny)$/))) return `approval #${m[1]}: ${r.status || m[2]}`;
+    if ((m = path.match(/^\/api\/agents\/([^/]+)\/model$/))) return `model of ${m[1]}: ${r.model || "the CLI's default"}`;
+    if ((m = path.match(/^\/api\/reminders\/(\d+)\/cancel$/))) return `cancelled reminder #${m[1]}`;
+    if (path === '/api/budget') return `today's limit${r.agent ? ` of ${r.agent}` : ''} raised`;
+    // (a revive queues a spawn: the agent stays a tombstone until that is approved)
+    if ((m = path.match(/^\/api\/agents\/([^/]+)\/revive$/))) return `revive ${m[1]} queued: approve #${r.approval_id} to bring ${m[1]} back`;
     if ((m = path.match(/^\/api\/agents\/([^/]+)\/(\w+)$/))) return `${m[2]} ${m[1]}${r.state ? ` → ${r.state}` : ''}`;
     if (path === '/api/messages') return `sent (#${r.id})`;
     if (path === '/api/inbox/read') return `marked ${r.marked} read`;
@@ -124,7 +132,9 @@
       const result = await api('POST', url, payload);
       toast(describe(url.replace(location.origin, ''), result || {}));
       if (form.dataset.reset) {
+        const chosen = $$('select', form).map((s) => [s, s.value]);
         form.reset();
+        chosen.forEach(([s, value]) => { s.value = value; }); // the next message goes to the same agent
         // ready for the next one: back to the first text field (the message, the spawn name)
         const field = $('textarea, input[type="text"]', form);
         if (field && form.contains(document.activeElement)) field.focus();
@@ -147,9 +157,10 @@
 
   const FOCUSABLE = 'a[href], button, input:not([type="hidden"]), select, textarea, [tabindex]:not([tabindex="-1"])';
 
+  // (what a closed <details> holds has client rects in Chromium, yet cannot take focus)
   function tabbable(root) {
     return $$(FOCUSABLE, root).filter((e) => !e.disabled && e.getClientRects().length
-      && !e.closest('[hidden], .leaving'));
+      && !e.closest('[hidden], .leaving, details:not([open]) > :not(summary)'));
   }
 
   function sameControl(e, sig) {
@@ -200,9 +211,12 @@
     const scope = (ctx.item && byKey(section || root, ctx.item)) || (!ctx.item && section) || null;
     let target = scope && tabbable(scope).concat($$('[tabindex="-1"]', scope)).find((e) => sameControl(e, ctx.sig));
     if (!target && ctx.item && scope) {
-      // the row is still there with other buttons (a started agent offers restart, not start): stay in it
-      const controls = tabbable(scope);
-      target = controls.find((e) => likeControl(e, ctx.sig)) || controls.find((e) => e.tagName === ctx.sig.tag);
+      // the row is still there with other buttons (a killed agent offers start, a revived one "revive queued"):
+      // stay in it, on what the same action left (the link in its form), else a like control, but never on a
+      // danger button (a second Enter on "kill" would destroy the agent, one on "revive" purge it)
+      const controls = tabbable(scope).filter((e) => !e.classList.contains('danger'));
+      target = controls.find((e) => actionOf(e) === ctx.sig.action) || controls.find((e) => likeControl(e, ctx.sig))
+        || controls.find((e) => e.tagName === ctx.sig.tag) || controls[0];
     }
     for (const key of ctx.after.concat(ctx.before)) {
       if (target) break;
@@ -251,9 +265,11 @@
     target.scrollIntoView({ block: 'start' });
   });
 
-  // --- the main page: live sections ------------------------------------------------------------------------
+  // --- live sections ----------------------------------------------------------------------------------------
   // The server renders the sections; when the event stream says something changed we fetch them again and
-  // replace only the keyed rows whose HTML differs, so what the operator is typing stays where it is.
+  // replace only the keyed rows whose HTML differs, so what the operator is typing stays where it is. On / that
+  // is #home (from /fragments/home); on another page, each part marked data-live (an approval, an agent's head),
+  // from the page itself.
 
   const served = new WeakMap(); // element -> its HTML as the server last sent it
 
@@ -308,27 +324,32 @@
   let lastRefresh = 0;
 
   function scheduleRefresh(delay) {
-    if (!$('#home')) return;
+    if (!$('#home, [data-live]')) return;
     clearTimeout(refreshTimer);
     const wait = delay !== undefined ? delay : Math.max(120, 400 - (Date.now() - lastRefresh));
     refreshTimer = setTimeout(refresh, wait);
   }
 
   async function refresh() {
-    const root = $('#home');
-    if (!root) return;
+    const home = $('#home');
+    const parts = home ? [home] : $$('[data-live]');
+    if (!parts.length) return;
     if (refreshing) { refreshAgain = true; return; }
     refreshing = true;
     lastRefresh = Date.now();
     try {
-      const r = await fetch('/fragments/home' + location.search, { credentials: 'same-origin', headers: { Accept: 'text/html' } });
-      if (r.status === 401) { location.href = '/login?next=/'; return; }
+      const src = (home ? '/fragments/home' : location.pathname) + location.search;
+      const r = await fetch(src, { credentials: 'same-origin', headers: { Accept: 'text/html' } });
+      if (r.status === 401) { location.href = '/login?next=' + encodeURIComponent(location.pathname); return; }
       if (!r.ok) throw new Error(`refresh failed: ${r.status}`);
       const html = await r.text();
-      const doc = new DOMParser().parseFromString(`<div id="home">${html}</div>`, 'text/html');
+      const doc = new DOMParser().parseFromString(home ? `<div id="home">${html}</div>` : html, 'text/html');
+      const root = home || $('#main');
       const focus = focusContext(root);
-      sync(root, doc.getElementById('home'));
-      afterRender(root);
+      for (const old of parts) {
+        const neu = doc.getElementById(old.id);
+        if (neu) afterRender(sync(old, neu));
+      }
       restoreFocus(root, focus);
     } catch (e) {
       setLive('offline', 'refresh failed');
@@ -464,12 +485,28 @@
     show();
   }
 
+  // A state event concerns a page's live part when it names the part's approval or agent (any approval may be
+  // the agent's: a revive it queued, a commit it proposed).
+  function concerns(d) {
+    return $$('[data-live]').some((p) => (d.what === 'approval'
+      && (!p.dataset.approval || Number(p.dataset.approval) === d.id))
+      || (p.dataset.agent && (d.name || d.agent) === p.dataset.agent));
+  }
+
   function connectAttention() {
-    // Pages other than / have no message stream of their own: this one only keeps the header current.
+    // Pages other than / have no message stream of their own: this one keeps the header and the live parts current.
     const es = new EventSource('/api/messages/stream?state=1');
     es.onmessage = () => scheduleAttention();
-    es.addEventListener('state', () => scheduleAttention());
-    es.onopen = () => scheduleAttention(0);
+    es.addEventListener('state', (e) => {
+      scheduleAttention();
+      try { if (concerns(JSON.parse(e.data))) scheduleRefresh(); } catch (_) { /* keep going */ }
+    });
+    es.onopen = () => {
+      setLive('live', 'live');
+      scheduleAttention(0);
+      scheduleRefresh(0); // catch up on what changed since the page was rendered, or while the stream was down
+    };
+    es.onerror = () => setLive('connecting', 'reconnecting');
   }
 
   // --- live message flow -----------------------------------------------------------------------------------
@@ -495,7 +532,7 @@
     if (m.kind !== 'message') head.append(' ', el('span', 'tag', m.kind));
     if (m.in_reply_to) head.append(' ', el('span', 'dim', `↩ re #${m.in_reply_to}`));
     const body = el('pre', 'body', m.body);
-    body.dataset.scrollName = `message #${m.id}`;
+    body.dataset.scrollName = `message #${m.id} in the flow`; // (as the page names it: the inbox has a copy)
     li.append(head, body);
     if (m.body_chars) {  // the stream cuts a long body; the whole is one request away
       const cut = el('p', 'note dim', `… cut: ${m.body_chars} characters in all · `);
@@ -811,7 +848,7 @@
 
   // --- the spawn form: say what is wrong with a name as it is typed (nothing is cut) --------------------------
 
-  const RESERVED = ['manager', 'operator', 'system'];
+  const RESERVED = ['manager', 'operator', 'system', 'hive']; // config.RESERVED_NAMES
 
   function nameProblem(name) {
     if (!name) return '';
@@ -837,7 +874,8 @@
   document.addEventListener('DOMContentLoaded', () => {
     const page = document.body.dataset.page;
     const root = $('#home');
-    if (root) mark(root); // before anything rewrites the server's HTML (relative times)
+    // before anything rewrites the server's HTML (relative times)
+    for (const part of root ? [root] : $$('[data-live]')) mark(part);
     updateTimes();
     fitScroll();
     fitHeader();
