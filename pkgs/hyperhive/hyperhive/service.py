@@ -25,7 +25,7 @@ from .events import EventBus
 from .config import AgentConfig, Config, ConfigError, _agent, _Reader, load_config
 from .plugins import make_plugin_manager
 from .store import NewerSchema, Store
-from .transport import ENVELOPE_BYTES, Identity, Limits, SocketError, SocketServer, private_dir
+from .transport import Identity, Limits, SocketError, SocketServer, line_limit, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class Hive:
     # --- sockets ---------------------------------------------------------------------------------------
 
     def _max_line(self) -> int:
-        return self.config.broker.max_message_bytes + ENVELOPE_BYTES
+        return line_limit(self.config.broker.max_message_bytes)
 
     def _agent_limits(self) -> Limits:
         b = self.config.broker

@@ -32,6 +32,13 @@ from .errors import HiveError
 log = logging.getLogger(__name__)
 
 ENVELOPE_BYTES = 4096  # room for the op, the recipient and JSON punctuation around a maximal body
+ESCAPE_FACTOR = 6  # the most JSON escaping makes of a byte of text: "\u0001" is six bytes for one
+
+
+def line_limit(max_message_bytes: int) -> int:
+    """The longest request line (or dashboard request body): a body of ``max_message_bytes`` bytes of UTF-8 however
+    its JSON is escaped, plus the envelope. The body's own size is checked where it is read, in UTF-8 bytes."""
+    return ESCAPE_FACTOR * max_message_bytes + ENVELOPE_BYTES
 
 
 @dataclass(frozen=True)
@@ -194,7 +201,7 @@ class _Server:
 
 
 def _too_large(limit: int) -> dict:
-    return error_response("too_large", f"request line exceeds {limit} bytes (maxMessageBytes plus envelope)")
+    return error_response("too_large", f"request line exceeds {limit} bytes (maxMessageBytes escaped, plus envelope)")
 
 
 # How long the loop looks for the next request without sleeping after it answered. A client's next request usually

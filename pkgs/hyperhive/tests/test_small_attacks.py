@@ -150,3 +150,20 @@ def test_a_lone_surrogate_is_refused_as_a_bad_request_not_an_internal_error(star
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "not valid UTF-8 (the byte 0xff)" in result.stderr, result.stderr
     assert hive.client("bob").call("recv", wait_seconds=0)["messages"] == []
+
+
+def test_a_body_within_max_message_bytes_is_taken_however_its_json_is_escaped(start_broker):
+    """The line limit is for the escaped body: 40,000 quotes (80,000 bytes as JSON) or a whole maxMessageBytes of
+    \\x01 (six bytes each as JSON) are within the limit; the body's own size is still checked, in UTF-8 bytes."""
+    from browser import http
+
+    hive = start_broker()
+    limit = hive.config.broker.max_message_bytes
+    assert hive.cli("send", "bob", '"' * 40000).stdout.startswith("sent #")
+    alice = hive.client("alice")
+    alice.call("send", to="bob", body="\x01" * limit)
+    assert "maxMessageBytes" in refused(lambda: alice.call("send", to="bob", body="\x01" * (limit + 1)), "too_large")
+    reply = http(hive.dashboard_url, "POST", "/api/messages", json={"to": "bob", "body": "\\" * limit})
+    assert reply.status == 201, reply
+    got = hive.client("bob").call("recv", max=10)["messages"]
+    assert [m["body"] for m in got] == ['"' * 40000, "\x01" * limit, "\\" * limit]
