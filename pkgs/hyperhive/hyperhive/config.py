@@ -515,18 +515,43 @@ def load_config(path: str | Path) -> Config:
 
 def host_socket_of(path: str | Path) -> Path | None:
     """Where the host socket of the hive of ``path`` is, from its stateDir and runDir alone: for the operator's
-    verbs while the file does not validate (the running service keeps its last good config meanwhile). None
-    when even those cannot be read."""
+    verbs while the file does not validate or does not even parse (the running service keeps its last good config
+    meanwhile). None when even those cannot be read."""
     path = Path(path)
     try:
         raw = _read(path)
     except ConfigError:
-        return None
+        raw = _directory_lines(path)
     if not isinstance(raw, dict):
         return None
     r = _Reader()
     _state_dir, run_dir = _directories(r, raw, path.parent.resolve())
     return None if r.errors else run_dir / "host.sock"
+
+
+_DIRECTORY_LINE = re.compile(r"""\s*["']?(stateDir|runDir)["']?\s*=""")
+
+
+def _directory_lines(path: Path) -> dict | None:
+    """``stateDir`` and ``runDir`` of a hive.toml that does not parse, each read from its own line among the top-level
+    keys (those before the first table): a syntax error elsewhere leaves the running service's socket found. None
+    when they cannot be read so (a hive.json, or the error is on one of those lines)."""
+    if path.suffix != ".toml":
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    raw: dict = {}
+    for line in lines:
+        if line.lstrip().startswith("["):
+            break
+        if _DIRECTORY_LINE.match(line):
+            try:
+                raw.update(tomllib.loads(line))
+            except tomllib.TOMLDecodeError:
+                return None
+    return raw
 
 
 def _read(path: Path) -> Any:

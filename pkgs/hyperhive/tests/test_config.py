@@ -237,3 +237,29 @@ def test_an_edit_that_does_not_validate_leaves_the_operator_the_running_hive(sta
     path.write_text(json.dumps({**good, "runDir": 5}))
     broken = hive.cli("list", check=False)
     assert broken.returncode == 1 and "runDir: must be a string" in broken.stderr, broken.stderr
+
+
+def test_a_hive_toml_that_does_not_parse_leaves_the_operator_the_running_hive(hive_dir):
+    """A TOML syntax error, like an edit that does not validate: the service keeps its last good config and the
+    operator's verbs reach it at the socket the file's stateDir line names, with the error as a warning. When that
+    line itself is broken, the verb fails naming the file, and says the running service is unaffected."""
+    from conftest import HiveProcess
+
+    assert run_cli("init", str(hive_dir)).returncode == 0
+    path = hive_dir / "hive.toml"
+    good = path.read_text().replace("127.0.0.1:8080", "127.0.0.1:0")
+    path.write_text(good)
+    hive = HiveProcess(path, args=("--no-agents",)).start()
+    try:
+        path.write_text(good + "\n[agents.carl\n")
+        wait_for(lambda: "refused the new config" in hive.log(), timeout=15, message="the refusal logged")
+        listed = hive.cli("list")
+        assert "alice" in listed.stdout and "bob" in listed.stdout, listed.stdout
+        assert "not valid TOML" in listed.stderr and "keeps its last good config" in listed.stderr, listed.stderr
+        assert hive.cli("send", "bob", "still here").stdout.startswith("sent #")
+        path.write_text(good.replace('stateDir = "state"', 'stateDir = "state'))
+        broken = hive.cli("list", check=False)
+        assert broken.returncode == 1 and "Traceback" not in broken.stderr, broken.stderr
+        assert f"{path}: not valid TOML" in broken.stderr and "unaffected" in broken.stderr, broken.stderr
+    finally:
+        hive.stop()

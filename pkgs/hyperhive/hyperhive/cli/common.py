@@ -58,7 +58,8 @@ def host_call(config_path: str | None, op: str, **args: Any) -> Any:
         # its socket is where the file's stateDir and runDir say, and the operator keeps the hive in hand.
         host_socket = host_socket_of(path)
         if host_socket is None or not host_socket.exists():
-            raise click.ClickException(f"{e}\n{used}") from None
+            raise click.ClickException(f"{e}\n{used}\nFix the file; a running service is unaffected (it keeps its "
+                                       "last good config)") from None
         click.echo(f"warning: {e}\n(the running service keeps its last good config; `hyperhive config check "
                    f"{path}` lists every error)", err=True)
     try:
