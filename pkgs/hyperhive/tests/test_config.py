@@ -263,3 +263,30 @@ def test_a_hive_toml_that_does_not_parse_leaves_the_operator_the_running_hive(hi
         assert f"{path}: not valid TOML" in broken.stderr and "unaffected" in broken.stderr, broken.stderr
     finally:
         hive.stop()
+
+
+def test_hyperhive_config_beats_a_hive_toml_in_the_current_directory(start_broker, hive_dir):
+    """The order the help and DESIGN.md give: --config, then $HYPERHIVE_CONFIG, then ./hive.toml, then /etc."""
+    import os
+
+    import hyperhive
+
+    hive = start_broker()
+    here = hive_dir / "elsewhere"
+    here.mkdir()
+    (here / "hive.toml").write_text(f'version = 1\nstateDir = "{hive_dir / "other"}"\nbackend = "local"\n')
+    env = {**os.environ, "PYTHONPATH": str(Path(hyperhive.__file__).parent.parent),  # this checkout's code
+           "HYPERHIVE_CONFIG": str(hive.config_path)}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "hyperhive", *args], capture_output=True, text=True, cwd=here,
+                              env=env, timeout=60)
+
+    listed = cli("list")
+    assert listed.returncode == 0 and "alice" in listed.stdout, listed.stderr
+    del env["HYPERHIVE_CONFIG"]
+    other = cli("list")
+    assert other.returncode == 1 and "./hive.toml in the current directory" in other.stderr, other.stderr
+    for help_text in (cli("list", "--help").stdout, cli("--help").stdout):
+        flat = " ".join(help_text.split())
+        assert re.search(r"\$HYPERHIVE_CONFIG, else \./hive\.toml .*, else /etc/hyperhive/hive\.json", flat), flat
