@@ -297,10 +297,16 @@ class Hive:
                 self.config_errors = e.errors
                 log.error("refused the new config %s, the old one stays in force:\n%s", self.config_path, e)
                 return False
-            fixed = [k for k in ("state_dir", "run_dir") if getattr(new, k) != getattr(self.config, k)]
+            fixed = [f"{k} changed; restart the service to move it" for k in ("state_dir", "run_dir")
+                     if getattr(new, k) != getattr(self.config, k)]
+            if new.manager != self.config.manager:
+                # The running manager's harness serves the old name's socket: renamed here, it would be orphaned,
+                # out of reach of `hyperhive kill` under either name.
+                fixed.append(f'manager renamed from "{self.config.manager}" to "{new.manager}"; restart the '
+                             "service to rename it")
             if fixed:
                 self._refused_digest = digest
-                self.config_errors = [f"{k} changed; restart the service to move it" for k in fixed]
+                self.config_errors = fixed
                 log.error("refused the new config %s, the old one stays in force: %s", self.config_path,
                           "; ".join(self.config_errors))
                 return False
