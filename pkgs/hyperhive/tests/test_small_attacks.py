@@ -167,3 +167,15 @@ def test_a_body_within_max_message_bytes_is_taken_however_its_json_is_escaped(st
     assert reply.status == 201, reply
     got = hive.client("bob").call("recv", max=10)["messages"]
     assert [m["body"] for m in got] == ['"' * 40000, "\x01" * limit, "\\" * limit]
+
+
+def test_pending_all_with_a_status_lists_only_that_status(start_broker):
+    hive = start_broker()
+    manager = hive.client("manager")
+    denied = manager.call("request_spawn", name="dora")["approval_id"]
+    hive.cli("deny", str(denied), "--note", "not now")
+    waiting = manager.call("request_spawn", name="erin")["approval_id"]
+    both = hive.cli("pending", "--all").stdout
+    assert f"#{denied} " in both and f"#{waiting} " in both, both
+    only = hive.cli("pending", "--all", "--status", "denied").stdout
+    assert f"#{denied} " in only and f"#{waiting} " not in only, only
