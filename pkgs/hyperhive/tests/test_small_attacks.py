@@ -179,3 +179,16 @@ def test_pending_all_with_a_status_lists_only_that_status(start_broker):
     assert f"#{denied} " in both and f"#{waiting} " in both, both
     only = hive.cli("pending", "--all", "--status", "denied").stdout
     assert f"#{denied} " in only and f"#{waiting} " not in only, only
+
+
+def test_the_operator_cannot_send_to_itself(start_broker):
+    from browser import http
+
+    hive = start_broker()
+    result = hive.cli("send", "operator", "self", check=False)
+    assert result.returncode == 1 and 'bad_request: the operator cannot send to "operator"' in result.stderr, result
+    reply = http(hive.dashboard_url, "POST", "/api/messages", json={"to": "operator", "body": "self"})
+    assert reply.status == 400 and reply.error["code"] == "bad_request", reply
+    assert "(no messages)" in hive.cli("inbox").stdout
+    hive.client("alice").call("send", to="operator", body="from alice")  # an agent still can
+    assert "from alice" in hive.cli("inbox").stdout
