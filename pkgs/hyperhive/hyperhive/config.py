@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass, replace
@@ -301,6 +302,21 @@ def _positive(value) -> str | None:
     return None if value > 0 else f"must be positive, got {value}"
 
 
+# The longest broker times (modules/lib.nix maxSeconds, which the NixOS options declare too): a parked recv of more
+# than a day, or a lease of more than a week, helps nobody, and inf or 1e12 would overflow the service's waits.
+MAX_RECV_WAIT_SECONDS = 86400
+MAX_LEASE_SECONDS = 604800
+
+
+def _seconds_up_to(limit: int):
+    return lambda value: _positive(value) or (None if value <= limit else f"must be at most {limit}, got {value}")
+
+
+def _days(value) -> str | None:
+    # (negative: every failed or denied tag would be dropped at once, however new)
+    return None if 0 <= value < math.inf else f"must be 0 or more days, got {value}"
+
+
 def is_loopback_host(host: str) -> bool:
     """True for ``localhost`` and loopback IP addresses (where only this machine can connect)."""
     if host.lower() == "localhost":
@@ -420,8 +436,9 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
                                                                "idleTimeoutSeconds"})
     broker = BrokerConfig(
         max_message_bytes=r.get(b, "broker", "maxMessageBytes", int, 65536, check=_positive),
-        recv_max_wait_seconds=r.get(b, "broker", "recvMaxWaitSeconds", (int, float), 180, check=_positive),
-        lease_seconds=r.get(b, "broker", "leaseSeconds", (int, float), 600, check=_positive),
+        recv_max_wait_seconds=r.get(b, "broker", "recvMaxWaitSeconds", (int, float), 180,
+                                    check=_seconds_up_to(MAX_RECV_WAIT_SECONDS)),
+        lease_seconds=r.get(b, "broker", "leaseSeconds", (int, float), 600, check=_seconds_up_to(MAX_LEASE_SECONDS)),
         max_connections_per_agent=r.get(b, "broker", "maxConnectionsPerAgent", int, 32, check=_positive),
         idle_timeout_seconds=r.get(b, "broker", "idleTimeoutSeconds", (int, float), 900, check=_positive),
     )
@@ -438,8 +455,8 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
     t = r.table(r.get(raw, "", "retention", dict, {}), "retention",
                 {"failedMaxAgeDays", "deniedMaxAgeDays", "dropIntermediateTags"})
     retention = RetentionConfig(
-        failed_max_age_days=r.get(t, "retention", "failedMaxAgeDays", (int, float), 14),
-        denied_max_age_days=r.get(t, "retention", "deniedMaxAgeDays", (int, float), 14),
+        failed_max_age_days=r.get(t, "retention", "failedMaxAgeDays", (int, float), 14, check=_days),
+        denied_max_age_days=r.get(t, "retention", "deniedMaxAgeDays", (int, float), 14, check=_days),
         drop_intermediate_tags=r.get(t, "retention", "dropIntermediateTags", bool, True),
     )
     h = r.table(r.get(raw, "", "harness", dict, {}), "harness", {"claudeCommand"})

@@ -311,3 +311,31 @@ def test_renaming_the_manager_in_a_running_hive_is_refused_and_the_running_confi
     listed = hive.cli("list").stdout
     assert "boss" not in listed and listed.splitlines()[1].split()[:2] == ["manager", "manager"], listed
     assert "stopped" in hive.cli("kill", "manager").stdout
+
+
+def test_broker_times_and_retention_ages_have_sane_bounds(hive_dir):
+    """A negative age would drop every failed or denied tag at once; an infinite or huge wait or lease overflows
+    the service's waits. Each is refused naming its key (the NixOS options declare the same bounds: test_nix)."""
+    assert run_cli("init", str(hive_dir)).returncode == 0
+    path = hive_dir / "hive.toml"
+    text = path.read_text()
+    for old, new in (("failedMaxAgeDays = 14", "failedMaxAgeDays = -3"),
+                     ("deniedMaxAgeDays = 14", "deniedMaxAgeDays = inf"),
+                     ("recvMaxWaitSeconds = 180", "recvMaxWaitSeconds = inf"),
+                     ("leaseSeconds = 600", "leaseSeconds = 1e12")):
+        assert old in text
+        text = text.replace(old, new)
+    path.write_text(text)
+    check = run_cli("config", "check", str(path))
+    assert check.returncode == 1 and "Traceback" not in check.stderr, check
+    out = check.stdout + check.stderr
+    for problem in ("retention.failedMaxAgeDays: must be 0 or more days, got -3",
+                    "retention.deniedMaxAgeDays: must be 0 or more days, got inf",
+                    "broker.recvMaxWaitSeconds: must be at most 86400, got inf",
+                    "broker.leaseSeconds: must be at most 604800, got 1000000000000.0"):
+        assert problem in out, out
+    bounds = {"broker": {"recvMaxWaitSeconds": 86400, "leaseSeconds": 604800},
+              "retention": {"failedMaxAgeDays": 0, "deniedMaxAgeDays": 0}}
+    config = parse_config({"version": 1, **bounds}, "hive.json")  # the bounds themselves are fine
+    assert (config.broker.recv_max_wait_seconds, config.broker.lease_seconds) == (86400, 604800)
+    assert (config.retention.failed_max_age_days, config.retention.denied_max_age_days) == (0, 0)
