@@ -241,16 +241,16 @@ in
         description = "Largest message body the broker accepts.";
       };
       recvMaxWaitSeconds = mkOption {
-        type = types.ints.positive;
+        type = types.ints.between 1 hlib.maxSeconds.recvMaxWaitSeconds;
         default = d.recvMaxWaitSeconds;
         example = 60;
-        description = "Longest a `recv` may park waiting for a message.";
+        description = "Longest a `recv` may park waiting for a message (at most a day).";
       };
       leaseSeconds = mkOption {
-        type = types.ints.positive;
+        type = types.ints.between 1 hlib.maxSeconds.leaseSeconds;
         default = d.leaseSeconds;
         example = 1800;
-        description = "How long a received, unacknowledged message stays leased before it is delivered again.";
+        description = "How long a received, unacknowledged message stays leased before it is delivered again (at most a week).";
       };
       maxConnectionsPerAgent = mkOption {
         type = types.ints.positive;

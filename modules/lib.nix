@@ -22,6 +22,13 @@ let
   managerContainer = "hm1nd";
   containerName = name: "h-${name}";
 
+  # The longest broker times (config.py MAX_RECV_WAIT_SECONDS, MAX_LEASE_SECONDS): a parked recv of more than a day,
+  # or a lease of more than a week, helps nobody, and 1e12 would overflow the service's waits.
+  maxSeconds = {
+    recvMaxWaitSeconds = 86400;
+    leaseSeconds = 604800;
+  };
+
   # Defaults, the single source for the options of both modules and for partial inputs here.
   defaults = {
     stateDir = "/var/lib/hyperhive";
@@ -258,8 +265,15 @@ let
       tokenFile = attrPath [ "dashboard" "tokenFile" ] null cfg;
       address = attrPath [ "dashboard" "listen" "address" ] defaults.listenAddress cfg;
       loopback = elem address [ "localhost" "::1" ] || match "127[.][0-9.]+" address != null;
+      intFrom = lo: hi: section: key:
+        let v = attrPath [ section key ] (getAttr key defaults) cfg; in
+        if isInt v && v >= lo && (hi == null || v <= hi) then [ ]
+        else [ "hyperhive.${section}.${key}: must be an integer ${if hi == null then "of ${toString lo} or more" else "from ${toString lo} to ${toString hi}"}, got ${toJSON v}" ];
     in
     nameProblems ++ managerProblems ++ recipientProblems ++ perAgentProblems ++ uidProblems
+    ++ intFrom 1 maxSeconds.recvMaxWaitSeconds "broker" "recvMaxWaitSeconds"
+    ++ intFrom 1 maxSeconds.leaseSeconds "broker" "leaseSeconds"
+    ++ intFrom 0 null "retention" "failedMaxAgeDays" ++ intFrom 0 null "retention" "deniedMaxAgeDays"
     ++ absolute "stateDir" defaults.stateDir ++ absolute "runDir" defaults.runDir
     ++ (if isInt port && port > 0 && port < 65536 then [ ]
     else [ "hyperhive.dashboard.listen.port: must be a port from 1 to 65535, got ${toJSON port}" ])
@@ -353,7 +367,7 @@ let
     // (let model = attrPath [ "model" ] null a; in if model == null then { } else { inherit model; });
 in
 {
-  inherit version namePattern reservedNames managerContainer containerName defaults isName uidBase uidRanges
-    uidRangeProblem uidSlots problems
+  inherit version namePattern reservedNames managerContainer containerName defaults maxSeconds isName uidBase
+    uidRanges uidRangeProblem uidSlots problems
     renderHive renderPolicy renderClaudeSettings listen;
 }

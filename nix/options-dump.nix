@@ -25,6 +25,7 @@ let
       positive = type "positiveInt" { };
       unsigned = type "unsignedInt" { };
       u32 = type "u32" { };
+      between = lo: hi: type "intBetween" { inherit lo hi; };
     };
     strMatching = pattern: type "strMatching" { inherit pattern; };
     enum = values: type "enum" { inherit values; };

@@ -148,6 +148,8 @@ class Broker:
             raise bad_request('"body" must be a string')
         if not body.strip():  # it would wake its recipient into a model turn about nothing
             raise bad_request('"body" is empty: write what the message says')
+        if sender == OPERATOR and recipient == OPERATOR:  # it would only sit in the operator's own inbox
+            raise bad_request('the operator cannot send to "operator" (itself): name an agent')
         if in_reply_to is not None:
             self._check_reply(sender, recipient, in_reply_to)
         limit = hive.config.broker.max_message_bytes

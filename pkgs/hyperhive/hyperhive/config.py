@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass, replace
@@ -310,6 +311,21 @@ def _positive(value) -> str | None:
     return None if value > 0 else f"must be positive, got {value}"
 
 
+# The longest broker times (modules/lib.nix maxSeconds, which the NixOS options declare too): a parked recv of more
+# than a day, or a lease of more than a week, helps nobody, and inf or 1e12 would overflow the service's waits.
+MAX_RECV_WAIT_SECONDS = 86400
+MAX_LEASE_SECONDS = 604800
+
+
+def _seconds_up_to(limit: int):
+    return lambda value: _positive(value) or (None if value <= limit else f"must be at most {limit}, got {value}")
+
+
+def _days(value) -> str | None:
+    # (negative: every failed or denied tag would be dropped at once, however new)
+    return None if 0 <= value < math.inf else f"must be 0 or more days, got {value}"
+
+
 def is_loopback_host(host: str) -> bool:
     """True for ``localhost`` and loopback IP addresses (where only this machine can connect)."""
     if host.lower() == "localhost":
@@ -429,8 +445,9 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
                                                                "idleTimeoutSeconds"})
     broker = BrokerConfig(
         max_message_bytes=r.get(b, "broker", "maxMessageBytes", int, 65536, check=_positive),
-        recv_max_wait_seconds=r.get(b, "broker", "recvMaxWaitSeconds", (int, float), 180, check=_positive),
-        lease_seconds=r.get(b, "broker", "leaseSeconds", (int, float), 600, check=_positive),
+        recv_max_wait_seconds=r.get(b, "broker", "recvMaxWaitSeconds", (int, float), 180,
+                                    check=_seconds_up_to(MAX_RECV_WAIT_SECONDS)),
+        lease_seconds=r.get(b, "broker", "leaseSeconds", (int, float), 600, check=_seconds_up_to(MAX_LEASE_SECONDS)),
         max_connections_per_agent=r.get(b, "broker", "maxConnectionsPerAgent", int, 32, check=_positive),
         idle_timeout_seconds=r.get(b, "broker", "idleTimeoutSeconds", (int, float), 900, check=_positive),
     )
@@ -447,8 +464,8 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
     t = r.table(r.get(raw, "", "retention", dict, {}), "retention",
                 {"failedMaxAgeDays", "deniedMaxAgeDays", "dropIntermediateTags"})
     retention = RetentionConfig(
-        failed_max_age_days=r.get(t, "retention", "failedMaxAgeDays", (int, float), 14),
-        denied_max_age_days=r.get(t, "retention", "deniedMaxAgeDays", (int, float), 14),
+        failed_max_age_days=r.get(t, "retention", "failedMaxAgeDays", (int, float), 14, check=_days),
+        denied_max_age_days=r.get(t, "retention", "deniedMaxAgeDays", (int, float), 14, check=_days),
         drop_intermediate_tags=r.get(t, "retention", "dropIntermediateTags", bool, True),
     )
     h = r.table(r.get(raw, "", "harness", dict, {}), "harness", {"claudeCommand"})
@@ -524,18 +541,43 @@ def load_config(path: str | Path) -> Config:
 
 def host_socket_of(path: str | Path) -> Path | None:
     """Where the host socket of the hive of ``path`` is, from its stateDir and runDir alone: for the operator's
-    verbs while the file does not validate (the running service keeps its last good config meanwhile). None
-    when even those cannot be read."""
+    verbs while the file does not validate or does not even parse (the running service keeps its last good config
+    meanwhile). None when even those cannot be read."""
     path = Path(path)
     try:
         raw = _read(path)
     except ConfigError:
-        return None
+        raw = _directory_lines(path)
     if not isinstance(raw, dict):
         return None
     r = _Reader()
     _state_dir, run_dir = _directories(r, raw, path.parent.resolve())
     return None if r.errors else run_dir / "host.sock"
+
+
+_DIRECTORY_LINE = re.compile(r"""\s*["']?(stateDir|runDir)["']?\s*=""")
+
+
+def _directory_lines(path: Path) -> dict | None:
+    """``stateDir`` and ``runDir`` of a hive.toml that does not parse, each read from its own line among the top-level
+    keys (those before the first table): a syntax error elsewhere leaves the running service's socket found. None
+    when they cannot be read so (a hive.json, or the error is on one of those lines)."""
+    if path.suffix != ".toml":
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    raw: dict = {}
+    for line in lines:
+        if line.lstrip().startswith("["):
+            break
+        if _DIRECTORY_LINE.match(line):
+            try:
+                raw.update(tomllib.loads(line))
+            except tomllib.TOMLDecodeError:
+                return None
+    return raw
 
 
 def _read(path: Path) -> Any:

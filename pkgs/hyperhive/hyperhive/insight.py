@@ -23,8 +23,8 @@ from typing import Any
 
 from sqlalchemy import and_, func, insert, select, update
 
+from . import registry, telemetry
 from . import store as db
-from . import telemetry
 from .config import Budget
 from .errors import bad_request, not_found
 
@@ -328,6 +328,19 @@ def costs_today_by_agent(hive, now: float | None = None) -> dict[str, dict]:
 
 def known_agents(hive) -> set[str]:
     return set(hive.agent_configs()) | {hive.config.manager}
+
+
+def check_agent(hive, name: str, history=None) -> str:
+    """``name``, unless it is not and never was an agent of the hive (not_found: a typo must not read as "nothing
+    there"). One that was counts: a destroyed agent (its tombstone), or one ``history`` (a column such as
+    ``turns.agent``) has rows of, as a purged agent's."""
+    if name in known_agents(hive) or registry.agent_row(hive, name) is not None:
+        return name
+    if history is not None:
+        with hive.store.read() as conn:
+            if conn.execute(select(history).where(history == name).limit(1)).first() is not None:
+                return name
+    raise not_found(f'no agent "{name}"')
 
 
 # --- budgets -------------------------------------------------------------------------------------------------

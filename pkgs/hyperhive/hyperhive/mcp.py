@@ -119,7 +119,11 @@ class Connection:
     def call(self, op: str, timeout: float = BROKER_TIMEOUT_SECONDS, **args: Any) -> Any:
         """One broker op; a refusal raises ``ToolFailed`` with the broker's sentence, a broken link ``BrokerGone``."""
         sock = self.client.sock
-        line = json.dumps({"op": op, **args}, ensure_ascii=False).encode() + b"\n"
+        request = {"op": op, **args}
+        try:
+            line = json.dumps(request, ensure_ascii=False).encode() + b"\n"
+        except UnicodeEncodeError:  # a lone surrogate (valid JSON, no UTF-8): escaped, the broker refuses it naming it
+            line = json.dumps(request).encode() + b"\n"
         try:
             sock.settimeout(timeout)
             sock.sendall(line)

@@ -25,7 +25,7 @@ from .events import EventBus
 from .config import AgentConfig, Config, ConfigError, _agent, _Reader, load_config
 from .plugins import make_plugin_manager
 from .store import NewerSchema, Store
-from .transport import ENVELOPE_BYTES, Identity, Limits, SocketError, SocketServer, private_dir
+from .transport import Identity, Limits, SocketError, SocketServer, line_limit, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class Hive:
     # --- sockets ---------------------------------------------------------------------------------------
 
     def _max_line(self) -> int:
-        return self.config.broker.max_message_bytes + ENVELOPE_BYTES
+        return line_limit(self.config.broker.max_message_bytes)
 
     def _agent_limits(self) -> Limits:
         b = self.config.broker
@@ -297,10 +297,16 @@ class Hive:
                 self.config_errors = e.errors
                 log.error("refused the new config %s, the old one stays in force:\n%s", self.config_path, e)
                 return False
-            fixed = [k for k in ("state_dir", "run_dir") if getattr(new, k) != getattr(self.config, k)]
+            fixed = [f"{k} changed; restart the service to move it" for k in ("state_dir", "run_dir")
+                     if getattr(new, k) != getattr(self.config, k)]
+            if new.manager != self.config.manager:
+                # The running manager's harness serves the old name's socket: renamed here, it would be orphaned,
+                # out of reach of `hyperhive kill` under either name.
+                fixed.append(f'manager renamed from "{self.config.manager}" to "{new.manager}"; restart the '
+                             "service to rename it")
             if fixed:
                 self._refused_digest = digest
-                self.config_errors = [f"{k} changed; restart the service to move it" for k in fixed]
+                self.config_errors = fixed
                 log.error("refused the new config %s, the old one stays in force: %s", self.config_path,
                           "; ".join(self.config_errors))
                 return False

@@ -32,6 +32,13 @@ from .errors import HiveError
 log = logging.getLogger(__name__)
 
 ENVELOPE_BYTES = 4096  # room for the op, the recipient and JSON punctuation around a maximal body
+ESCAPE_FACTOR = 6  # the most JSON escaping makes of a byte of text: "\u0001" is six bytes for one
+
+
+def line_limit(max_message_bytes: int) -> int:
+    """The longest request line (or dashboard request body): a body of ``max_message_bytes`` bytes of UTF-8 however
+    its JSON is escaped, plus the envelope. The body's own size is checked where it is read, in UTF-8 bytes."""
+    return ESCAPE_FACTOR * max_message_bytes + ENVELOPE_BYTES
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,9 @@ class _Server:
     def decode(self, line: bytes) -> tuple[dict | None, dict | None]:
         """The request of one line, or the error answer that says what is wrong with it."""
         try:
-            request = loads_strict(line.decode("utf-8"))
+            text = line.decode("utf-8")
+            request = loads_strict(text)
+            check_text(text, request)
         except UnicodeDecodeError:
             return None, error_response("bad_request", "request is not valid UTF-8")
         except ValueError as e:
@@ -192,7 +201,7 @@ class _Server:
 
 
 def _too_large(limit: int) -> dict:
-    return error_response("too_large", f"request line exceeds {limit} bytes (maxMessageBytes plus envelope)")
+    return error_response("too_large", f"request line exceeds {limit} bytes (maxMessageBytes escaped, plus envelope)")
 
 
 # How long the loop looks for the next request without sleeping after it answered. A client's next request usually
@@ -640,6 +649,37 @@ def loads_strict(text: str) -> Any:
     return value
 
 
+def check_text(text: str | bytes, value: Any) -> None:
+    """Refuse a string of ``value`` (parsed from the JSON ``text``) that holds a lone surrogate (``"\\ud800"``
+    unpaired): valid JSON, but no Unicode text, and it would fail later, when stored or written as UTF-8.
+
+    Only an escape brings one (UTF-8 cannot encode it), so only a text with ``\\ud``/``\\uD`` is walked: the common
+    request (our clients escape only control characters) costs one scan of its line in C for ``\\u``, no walk."""
+    if isinstance(text, bytes):  # (an HTTP body: JSON in UTF-16 or UTF-32 has its escapes in other bytes)
+        if b"\\u" in text and (b"\\ud" in text or b"\\uD" in text) \
+                or not json.detect_encoding(text).startswith("utf-8"):
+            _check_surrogates(value)
+    elif "\\u" in text and ("\\ud" in text or "\\uD" in text):
+        _check_surrogates(value)
+
+
+def _check_surrogates(value: Any) -> None:
+    kind = type(value)
+    if kind is str:
+        try:
+            value.encode()
+        except UnicodeEncodeError as e:
+            raise ValueError(f"a string holds a lone surrogate (\\u{ord(value[e.start]):04x} without its pair), "
+                             "which is not Unicode text") from None
+    elif kind is dict:
+        for key, item in value.items():
+            _check_surrogates(key)
+            _check_surrogates(item)
+    elif kind is list:
+        for item in value:
+            _check_surrogates(item)
+
+
 def _check_numbers(value: Any) -> None:
     kind = type(value)
     if kind is str:
@@ -756,6 +796,13 @@ class SocketServer:
             pass
 
 
+def _not_text(char: str) -> str:
+    code = ord(char)
+    if 0xdc80 <= code <= 0xdcff:  # how surrogateescape keeps an undecodable byte
+        return f"the byte 0x{code - 0xdc00:02x}"
+    return f"the lone surrogate \\u{code:04x}"
+
+
 class Client:
     """A connection to one hive socket; ``call`` sends one request and returns its ``result``."""
 
@@ -772,7 +819,13 @@ class Client:
         self.rfile = self.sock.makefile("rb")
 
     def request(self, request: dict) -> dict:
-        self.sock.sendall(json.dumps(request, ensure_ascii=False).encode() + b"\n")
+        text = json.dumps(request, ensure_ascii=False)
+        try:
+            data = text.encode()
+        except UnicodeEncodeError as e:  # an argv that is not UTF-8 (Python keeps its bytes as lone surrogates)
+            raise HiveError("bad_request", f"cannot send text that is not valid UTF-8 ({_not_text(text[e.start])}): "
+                                           "give every argument as UTF-8") from None
+        self.sock.sendall(data + b"\n")
         line = self.rfile.readline()
         if not line:
             raise ConnectionError(f"{self.path}: the service closed the connection")

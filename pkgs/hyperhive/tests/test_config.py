@@ -237,3 +237,105 @@ def test_an_edit_that_does_not_validate_leaves_the_operator_the_running_hive(sta
     path.write_text(json.dumps({**good, "runDir": 5}))
     broken = hive.cli("list", check=False)
     assert broken.returncode == 1 and "runDir: must be a string" in broken.stderr, broken.stderr
+
+
+def test_a_hive_toml_that_does_not_parse_leaves_the_operator_the_running_hive(hive_dir):
+    """A TOML syntax error, like an edit that does not validate: the service keeps its last good config and the
+    operator's verbs reach it at the socket the file's stateDir line names, with the error as a warning. When that
+    line itself is broken, the verb fails naming the file, and says the running service is unaffected."""
+    from conftest import HiveProcess
+
+    assert run_cli("init", str(hive_dir)).returncode == 0
+    path = hive_dir / "hive.toml"
+    good = path.read_text().replace("127.0.0.1:8080", "127.0.0.1:0")
+    path.write_text(good)
+    hive = HiveProcess(path, args=("--no-agents",)).start()
+    try:
+        path.write_text(good + "\n[agents.carl\n")
+        wait_for(lambda: "refused the new config" in hive.log(), timeout=15, message="the refusal logged")
+        listed = hive.cli("list")
+        assert "alice" in listed.stdout and "bob" in listed.stdout, listed.stdout
+        assert "not valid TOML" in listed.stderr and "keeps its last good config" in listed.stderr, listed.stderr
+        assert hive.cli("send", "bob", "still here").stdout.startswith("sent #")
+        path.write_text(good.replace('stateDir = "state"', 'stateDir = "state'))
+        broken = hive.cli("list", check=False)
+        assert broken.returncode == 1 and "Traceback" not in broken.stderr, broken.stderr
+        assert f"{path}: not valid TOML" in broken.stderr and "unaffected" in broken.stderr, broken.stderr
+    finally:
+        hive.stop()
+
+
+def test_hyperhive_config_beats_a_hive_toml_in_the_current_directory(start_broker, hive_dir):
+    """The order the help and DESIGN.md give: --config, then $HYPERHIVE_CONFIG, then ./hive.toml, then /etc."""
+    import os
+
+    import hyperhive
+
+    hive = start_broker()
+    here = hive_dir / "elsewhere"
+    here.mkdir()
+    (here / "hive.toml").write_text(f'version = 1\nstateDir = "{hive_dir / "other"}"\nbackend = "local"\n')
+    env = {**os.environ, "PYTHONPATH": str(Path(hyperhive.__file__).parent.parent),  # this checkout's code
+           "HYPERHIVE_CONFIG": str(hive.config_path)}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "hyperhive", *args], capture_output=True, text=True, cwd=here,
+                              env=env, timeout=60)
+
+    listed = cli("list")
+    assert listed.returncode == 0 and "alice" in listed.stdout, listed.stderr
+    del env["HYPERHIVE_CONFIG"]
+    other = cli("list")
+    assert other.returncode == 1 and "./hive.toml in the current directory" in other.stderr, other.stderr
+    for help_text in (cli("list", "--help").stdout, cli("--help").stdout):
+        flat = " ".join(help_text.split())
+        assert re.search(r"\$HYPERHIVE_CONFIG, else \./hive\.toml .*, else /etc/hyperhive/hive\.json", flat), flat
+
+
+def test_renaming_the_manager_in_a_running_hive_is_refused_and_the_running_config_kept(start_hive):
+    """The running manager's harness serves the old name's socket: a rename at reload would orphan it (out of reach
+    of `hyperhive kill` under either name). Refused, as a changed stateDir is, until the service restarts."""
+    from harness_support import get_json
+
+    hive = start_hive()
+    wait_for(lambda: "manager" in hive.cli("list").stdout and hive.config.agent_socket("manager").exists(),
+             message="the manager running")
+    path = hive.config_path
+    renamed = {**json.loads(path.read_text()), "manager": "boss",
+               "agents": {"alice": {"allowedRecipients": ["bob", "boss", "operator"]}, "bob": {}}}
+    path.write_text(json.dumps(renamed))
+    wait_for(lambda: "refused the new config" in hive.log(), timeout=15, message="the refusal logged")
+    errors = get_json(f"{hive.dashboard_url}/api/state")["config_errors"]
+    assert errors == ['manager renamed from "manager" to "boss"; restart the service to rename it'], errors
+    assert hive.client("manager").call("whoami") == {"name": "manager", "role": "manager"}
+    listed = hive.cli("list").stdout
+    assert "boss" not in listed and listed.splitlines()[1].split()[:2] == ["manager", "manager"], listed
+    assert "stopped" in hive.cli("kill", "manager").stdout
+
+
+def test_broker_times_and_retention_ages_have_sane_bounds(hive_dir):
+    """A negative age would drop every failed or denied tag at once; an infinite or huge wait or lease overflows
+    the service's waits. Each is refused naming its key (the NixOS options declare the same bounds: test_nix)."""
+    assert run_cli("init", str(hive_dir)).returncode == 0
+    path = hive_dir / "hive.toml"
+    text = path.read_text()
+    for old, new in (("failedMaxAgeDays = 14", "failedMaxAgeDays = -3"),
+                     ("deniedMaxAgeDays = 14", "deniedMaxAgeDays = inf"),
+                     ("recvMaxWaitSeconds = 180", "recvMaxWaitSeconds = inf"),
+                     ("leaseSeconds = 600", "leaseSeconds = 1e12")):
+        assert old in text
+        text = text.replace(old, new)
+    path.write_text(text)
+    check = run_cli("config", "check", str(path))
+    assert check.returncode == 1 and "Traceback" not in check.stderr, check
+    out = check.stdout + check.stderr
+    for problem in ("retention.failedMaxAgeDays: must be 0 or more days, got -3",
+                    "retention.deniedMaxAgeDays: must be 0 or more days, got inf",
+                    "broker.recvMaxWaitSeconds: must be at most 86400, got inf",
+                    "broker.leaseSeconds: must be at most 604800, got 1000000000000.0"):
+        assert problem in out, out
+    bounds = {"broker": {"recvMaxWaitSeconds": 86400, "leaseSeconds": 604800},
+              "retention": {"failedMaxAgeDays": 0, "deniedMaxAgeDays": 0}}
+    config = parse_config({"version": 1, **bounds}, "hive.json")  # the bounds themselves are fine
+    assert (config.broker.recv_max_wait_seconds, config.broker.lease_seconds) == (86400, 604800)
+    assert (config.retention.failed_max_age_days, config.retention.denied_max_age_days) == (0, 0)

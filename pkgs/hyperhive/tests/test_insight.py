@@ -378,3 +378,24 @@ def test_a_turn_and_its_samples_are_stored_together_or_not_at_all(start_broker):
     assert len(hive.host().call("turns", agent="alice")["turns"]) == 1
     samples = {s["key"]: s["value"] for s in get_json(f"{hive.dashboard_url}/api/stats?agent=alice")}
     assert samples["turn.cost_usd"] == 0.5 and samples["turn.tokens.input"] == 1000
+
+
+def test_turns_reminders_and_cancel_refuse_a_name_that_never_was_an_agent(start_broker):
+    """As `stats nobody` does: a typo is not_found, not "nothing there". A name that was an agent is known: a
+    destroyed one (its tombstone), or one whose turns are stored though the config no longer declares it."""
+    hive = start_broker()
+    for verb in (("turns", "nobody"), ("reminders", "nobody"), ("cancel", "--all", "--asker", "nobody")):
+        result = hive.cli(*verb, check=False)
+        assert result.returncode == 1 and 'not_found: no agent "nobody"' in result.stderr, (verb, result)
+    assert "(no turns yet)" in hive.cli("turns", "bob").stdout
+    assert "(no pending reminders)" in hive.cli("reminders", "bob").stdout
+    assert "cancelled 0 question(s) of bob" in hive.cli("cancel", "--all", "--asker", "bob").stdout
+
+    hive.cli("spawn", "dora")
+    hive.cli("destroy", "dora")
+    assert "(no turns yet)" in hive.cli("turns", "dora").stdout
+    hive.client("alice").call("turn_record", turn=turn())
+    path = hive.config_path
+    path.write_text(json.dumps({**json.loads(path.read_text()), "agents": {"bob": {}}}))
+    wait_for(lambda: "config reloaded" in hive.log(), timeout=15, message="alice no longer declared")
+    assert "alice" in hive.cli("turns", "alice").stdout

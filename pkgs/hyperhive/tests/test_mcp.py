@@ -676,3 +676,11 @@ def test_the_real_claude_code_cli_lists_and_calls_the_tools_through_this_server(
 
     stored = db_rows(hp, "SELECT id, body FROM messages WHERE sender = 'alice' AND recipient = 'bob'")
     assert [(json.loads(results[1][1])["id"], "from the real CLI")] == stored
+
+
+def test_a_lone_surrogate_in_a_tool_argument_is_the_brokers_refusal(peer):
+    """JSON may escape half a surrogate pair, which no UTF-8 line can carry: the server sends it on escaped, and the
+    broker's refusal names it (a tool error, not an internal error)."""
+    peer.initialize()
+    result = peer.call("send", {"to": "bob", "body": "x\ud800y"})["result"]
+    assert result["isError"] is True and "lone surrogate" in result["content"][0]["text"], result

@@ -186,6 +186,33 @@ def test_name_types_match_the_loader():
     assert recipients["name"] == "nullOr" and recipients["elemType"]["elemType"]["pattern"] == pattern
 
 
+def test_broker_time_and_retention_bounds_match_the_loader(tmp_path):
+    """The NixOS options, the renderer and the loader bound recvMaxWaitSeconds, leaseSeconds and the retention ages
+    alike: what the options accept loads, one past a bound is refused by all three naming the key."""
+    from hyperhive.config import MAX_LEASE_SECONDS, MAX_RECV_WAIT_SECONDS
+
+    options = dict(walk_options(options_of("hyperhive.nix")))
+    bounds = {"recvMaxWaitSeconds": MAX_RECV_WAIT_SECONDS, "leaseSeconds": MAX_LEASE_SECONDS}
+    for key, most in bounds.items():
+        assert options[f"hyperhive.broker.{key}"]["type"] == {"_type": "optionType", "name": "intBetween",
+                                                               "lo": 1, "hi": most}, key
+    for key in ("failedMaxAgeDays", "deniedMaxAgeDays"):
+        assert options[f"hyperhive.retention.{key}"]["type"]["name"] == "unsignedInt", key
+    hive = render("minimal")
+    hive["broker"].update(bounds)
+    hive["retention"].update(failedMaxAgeDays=0, deniedMaxAgeDays=0)
+    load(hive, tmp_path)
+    for section, key, bad in (("broker", "recvMaxWaitSeconds", MAX_RECV_WAIT_SECONDS + 1),
+                              ("broker", "leaseSeconds", MAX_LEASE_SECONDS + 1),
+                              ("retention", "failedMaxAgeDays", -1), ("retention", "deniedMaxAgeDays", -1)):
+        proc = nix_eval_json(f"import {nix_string(RENDER)} ({{ {section}.{key} = {bad}; }})", check=False)
+        assert isinstance(proc, subprocess.CompletedProcess) and f"hyperhive.{section}.{key}" in proc.stderr, key
+        broken = render("minimal")
+        broken[section][key] = bad
+        with pytest.raises(ConfigError, match=rf"{section}\.{key}"):
+            load(broken, tmp_path)
+
+
 def test_agent_module_declares_the_same_policy_options_as_the_host():
     host = dict(walk_options(options_of("hyperhive.nix")))
     agent = dict(walk_options(options_of("agent.nix")))
@@ -301,6 +328,9 @@ def test_broken_hives_are_refused_naming_the_option(example):
     ('{ backend = "docker"; }', "hyperhive.backend"),
     ('{ stateDir = "relative"; }', "hyperhive.stateDir"),
     ('{ harness.claudeCommand = [ ]; }', "hyperhive.harness.claudeCommand"),
+    ('{ broker.recvMaxWaitSeconds = 86401; }', "hyperhive.broker.recvMaxWaitSeconds"),
+    ('{ broker.leaseSeconds = 604801; }', "hyperhive.broker.leaseSeconds"),
+    ('{ retention.failedMaxAgeDays = -3; }', "hyperhive.retention.failedMaxAgeDays"),
     ('{ agents.a.uidBase = 1879113728; agents.b.uidBase = 1879113728; }', 'hyperhive.agents."b".uidBase'),
 ])
 def test_the_renderer_names_each_problem(expr, path):

@@ -113,3 +113,89 @@ def test_a_future_turn_already_stored_does_not_hide_a_stuck_agent(start_hive):
     alice = next(a for a in state["agents"] if a["name"] == "alice")
     assert alice["state"] == "running", alice
     assert alice["stuck"] is True and "no turn yet" in alice["stuck_reason"], alice
+
+
+def _raw_request(hive, name: str, line: bytes) -> dict:
+    """One request line written as is on ``name``'s socket (Client would refuse to encode a lone surrogate)."""
+    import json
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(hive.config.agent_socket(name)))
+        s.sendall(line + b"\n")
+        return json.loads(s.makefile("rb").readline())
+
+
+def test_a_lone_surrogate_is_refused_as_a_bad_request_not_an_internal_error(start_broker):
+    """A lone surrogate escape is valid JSON but no text: refused where the request is read, naming it, on the
+    agent socket, the dashboard's API and the CLI (an argv that is not UTF-8 reaches Python as lone surrogates)."""
+    import subprocess
+    import sys
+
+    from browser import http
+
+    hive = start_broker()
+    for line in (rb'{"op":"send","to":"bob","body":"x\ud800y"}',
+                 rb'{"op":"ask_operator","question":"x\uDC00y"}',
+                 rb'{"op":"remind","body":"x\ud83dy","in_seconds":60}',
+                 rb'{"op":"send","to":"bob","body":"x","\ud800":1}'):
+        answer = _raw_request(hive, "alice", line)
+        assert answer["ok"] is False and answer["error"]["code"] == "bad_request", (line, answer)
+        assert "lone surrogate" in answer["error"]["message"], answer
+    # a pair is text: stored and read back whole
+    assert _raw_request(hive, "alice", rb'{"op":"send","to":"bob","body":"x\ud83d\ude00y"}')["ok"]
+    assert hive.client("bob").call("recv")["messages"][0]["body"] == "x\U0001F600y"
+    assert "Traceback" not in hive.log()
+
+    reply = http(hive.dashboard_url, "POST", "/api/messages", json={"to": "alice", "body": "x\ud800y"})
+    assert reply.status == 400 and reply.error["code"] == "bad_request", reply
+    assert "lone surrogate" in reply.error["message"], reply.error
+
+    argv = [sys.executable, "-m", "hyperhive", "send", "bob", b"ab\xffcd", "--config", str(hive.config_path)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "not valid UTF-8 (the byte 0xff)" in result.stderr, result.stderr
+    assert hive.client("bob").call("recv", wait_seconds=0)["messages"] == []
+
+
+def test_a_body_within_max_message_bytes_is_taken_however_its_json_is_escaped(start_broker):
+    """The line limit is for the escaped body: 40,000 quotes (80,000 bytes as JSON) or a whole maxMessageBytes of
+    \\x01 (six bytes each as JSON) are within the limit; the body's own size is still checked, in UTF-8 bytes."""
+    from browser import http
+
+    hive = start_broker()
+    limit = hive.config.broker.max_message_bytes
+    assert hive.cli("send", "bob", '"' * 40000).stdout.startswith("sent #")
+    alice = hive.client("alice")
+    alice.call("send", to="bob", body="\x01" * limit)
+    assert "maxMessageBytes" in refused(lambda: alice.call("send", to="bob", body="\x01" * (limit + 1)), "too_large")
+    reply = http(hive.dashboard_url, "POST", "/api/messages", json={"to": "bob", "body": "\\" * limit})
+    assert reply.status == 201, reply
+    got = hive.client("bob").call("recv", max=10)["messages"]
+    assert [m["body"] for m in got] == ['"' * 40000, "\x01" * limit, "\\" * limit]
+
+
+def test_pending_all_with_a_status_lists_only_that_status(start_broker):
+    hive = start_broker()
+    manager = hive.client("manager")
+    denied = manager.call("request_spawn", name="dora")["approval_id"]
+    hive.cli("deny", str(denied), "--note", "not now")
+    waiting = manager.call("request_spawn", name="erin")["approval_id"]
+    both = hive.cli("pending", "--all").stdout
+    assert f"#{denied} " in both and f"#{waiting} " in both, both
+    only = hive.cli("pending", "--all", "--status", "denied").stdout
+    assert f"#{denied} " in only and f"#{waiting} " not in only, only
+
+
+def test_the_operator_cannot_send_to_itself(start_broker):
+    from browser import http
+
+    hive = start_broker()
+    result = hive.cli("send", "operator", "self", check=False)
+    assert result.returncode == 1 and 'bad_request: the operator cannot send to "operator"' in result.stderr, result
+    reply = http(hive.dashboard_url, "POST", "/api/messages", json={"to": "operator", "body": "self"})
+    assert reply.status == 400 and reply.error["code"] == "bad_request", reply
+    assert "(no messages)" in hive.cli("inbox").stdout
+    hive.client("alice").call("send", to="operator", body="from alice")  # an agent still can
+    assert "from alice" in hive.cli("inbox").stdout

@@ -279,6 +279,32 @@ def test_agents_declared_or_removed_at_run_time(hive, hive_dir):
     assert hank["agent_config"]["allowedRecipients"] == ["manager", "operator"]  # the template's policy
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_name_no_longer_declared_but_spawned_keeps_running(hive, hive_dir):
+    """Declaring a spawned agent's name and then removing it from the config leaves an agent of the hive: the
+    reload stops only what is no longer an agent."""
+    from conftest import write_config
+
+    hive.cli("spawn", "carol")
+    wait_for(lambda: standin_info(hive, "carol"), message="carol running")
+    reloads = hive.log().count("config reloaded")
+    write_config(hive_dir, agents={"alice": {}, "carol": {}})
+    wait_for(lambda: hive.log().count("config reloaded") > reloads, timeout=15, message="carol declared")
+    reloads = hive.log().count("config reloaded")
+    write_config(hive_dir, agents={"alice": {}})
+    wait_for(lambda: hive.log().count("config reloaded") > reloads, timeout=15, message="carol no longer declared")
+    assert names(hive.host())["carol"] == "running"
+    wait_for(lambda: (i := standin_info(hive, "carol")) and _alive(i["pid"]), message="carol alive")
+    assert hive.client("carol").call("whoami") == {"name": "carol", "role": "agent"}
+
+
 def test_a_denied_spawn_creates_nothing(hive):
     sd = state_dir(hive)
     manager = hive.client("manager")

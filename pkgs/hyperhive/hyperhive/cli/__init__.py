@@ -19,7 +19,7 @@ def main(verbose: int) -> None:
     """hyperhive: a contained, reviewable swarm of Claude Code agents.
 
     Operator verbs (list, send, inbox, ...) talk to the running service over its host socket, found from
-    --config FILE, else ./hive.toml (as `hyperhive up` uses), else $HYPERHIVE_CONFIG, else
+    --config FILE, else $HYPERHIVE_CONFIG, else ./hive.toml (as `hyperhive up` uses), else
     /etc/hyperhive/hive.json.
     """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)

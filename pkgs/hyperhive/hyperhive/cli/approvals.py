@@ -47,7 +47,8 @@ def _said(a: dict) -> list[str]:
 @host_options
 def pending(show_all, status, show_diff, config_path, as_json):
     """List pending approvals (what the manager asks to deploy or spawn)."""
-    result = host_call(config_path, "pending", status="all" if show_all else (status or "pending"))
+    # --status narrows whatever --all widened: `--all --status denied` is the denied ones
+    result = host_call(config_path, "pending", status=status or ("all" if show_all else "pending"))
     items = result["approvals"]
     if show_diff:
         items = [host_call(config_path, "approval", id=a["id"]) for a in items]

@@ -21,8 +21,8 @@ LOCAL_CONFIG = "hive.toml"
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), default=None,
-    help="The hive's config (hive.json or hive.toml). Default: ./hive.toml when there is one (as `hyperhive up` "
-         "uses), else $HYPERHIVE_CONFIG, else /etc/hyperhive/hive.json.")
+    help="The hive's config (hive.json or hive.toml). Default: $HYPERHIVE_CONFIG, else ./hive.toml when there is "
+         "one (as `hyperhive up` uses), else /etc/hyperhive/hive.json.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON result.")
 
 
@@ -32,14 +32,15 @@ def host_options(command):
 
 
 def resolve_config_path(config_path: str | None) -> tuple[Path, str]:
-    """The config file an operator verb uses, and how it was found: ``--config``, then ``./hive.toml`` (what
-    ``hyperhive up`` runs by default), then ``$HYPERHIVE_CONFIG``, then ``/etc/hyperhive/hive.json``."""
+    """The config file an operator verb uses, and how it was found: ``--config``, then ``$HYPERHIVE_CONFIG`` (set on
+    purpose: a hive.toml that happens to be in the current directory does not override it), then ``./hive.toml``
+    (what ``hyperhive up`` runs by default), then ``/etc/hyperhive/hive.json``."""
     if config_path:
         return Path(config_path), "--config"
-    if Path(LOCAL_CONFIG).is_file():
-        return Path(LOCAL_CONFIG), f"./{LOCAL_CONFIG} in the current directory"
     if os.environ.get("HYPERHIVE_CONFIG"):
         return Path(os.environ["HYPERHIVE_CONFIG"]), "$HYPERHIVE_CONFIG"
+    if Path(LOCAL_CONFIG).is_file():
+        return Path(LOCAL_CONFIG), f"./{LOCAL_CONFIG} in the current directory"
     return Path(DEFAULT_CONFIG), "the default (no --config, no ./hive.toml, no $HYPERHIVE_CONFIG)"
 
 
@@ -58,7 +59,8 @@ def host_call(config_path: str | None, op: str, **args: Any) -> Any:
         # its socket is where the file's stateDir and runDir say, and the operator keeps the hive in hand.
         host_socket = host_socket_of(path)
         if host_socket is None or not host_socket.exists():
-            raise click.ClickException(f"{e}\n{used}") from None
+            raise click.ClickException(f"{e}\n{used}\nFix the file; a running service is unaffected (it keeps its "
+                                       "last good config)") from None
         click.echo(f"warning: {e}\n(the running service keeps its last good config; `hyperhive config check "
                    f"{path}` lists every error)", err=True)
     try:

@@ -16,9 +16,10 @@ INIT_HEADER = """\
 #
 # stateDir/runDir: relative paths are taken relative to this file. backend: "local" or "nixos-container".
 # dashboard.listen stays on loopback unless dashboard.tokenFile names a file holding a bearer token.
-# broker: maxMessageBytes caps a message body; recvMaxWaitSeconds caps a parked recv; leaseSeconds is how
-#   long a received message stays leased before it comes again unless acknowledged.
-# retention: how long failed/ and denied/ tags are kept; deployed/ tags are always kept.
+# broker: maxMessageBytes caps a message body; recvMaxWaitSeconds caps a parked recv (at most 86400, a day);
+#   leaseSeconds is how long a received message stays leased before it comes again unless acknowledged (at most
+#   604800, a week).
+# retention: how long failed/ and denied/ tags are kept, in days (0 or more); deployed/ tags are always kept.
 # agents.<name>: names are 1-9 characters, [a-z][a-z0-9-], a letter or digit last; manager, operator and system
 #   are reserved.
 #   allowedRecipients: whom the agent may send to (leave it out for anyone);

@@ -15,7 +15,7 @@ from flask import Flask, g, jsonify, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import HiveError
-from ..transport import ENVELOPE_BYTES
+from ..transport import line_limit
 from .security import CSP, CSRF_FIELD, SAFE_METHODS, SID_COOKIE, Guard, TokenError, TooManyAttempts, new_sid
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,11 @@ def create_app(hive, guard: Guard | None = None) -> Flask:
         g.new_sid = None
         if not g.sid and request.method in SAFE_METHODS:
             g.sid = g.new_sid = new_sid()
-        limit = hive.config.broker.max_message_bytes + ENVELOPE_BYTES
+        limit = line_limit(hive.config.broker.max_message_bytes)
         request.max_content_length = limit
         if request.content_length is not None and request.content_length > limit:
             return fail("too_large", f"request body is {request.content_length} bytes; the limit is {limit} "
-                        "(maxMessageBytes plus envelope)", 413)
+                        "(maxMessageBytes escaped, plus envelope)", 413)
         if not the_guard.host_allowed(request):
             return fail("forbidden", f"unexpected Host header {request.host!r}: without a token this dashboard "
                         "answers only to a loopback host name", 403)
@@ -144,8 +144,8 @@ def create_app(hive, guard: Guard | None = None) -> Flask:
         elif status == 404:
             message = f"nothing at {request.path}"
         elif status == 413:
-            limit = hive.config.broker.max_message_bytes + ENVELOPE_BYTES
-            message = f"request body is larger than {limit} bytes (maxMessageBytes plus envelope)"
+            limit = line_limit(hive.config.broker.max_message_bytes)
+            message = f"request body is larger than {limit} bytes (maxMessageBytes escaped, plus envelope)"
         return fail(CODE_OF_STATUS.get(status, "internal" if status >= 500 else "bad_request"), message, status,
                     headers)
 

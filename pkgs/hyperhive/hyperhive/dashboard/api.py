@@ -24,6 +24,7 @@ from .. import store as db
 from ..broker import OPERATOR, message_dict
 from ..config import check_name
 from ..errors import HiveError, bad_request, not_found
+from ..transport import check_text
 from .security import RAW_CSP, local_target
 from .state import collect_state, page_offsets, preview
 
@@ -49,6 +50,7 @@ def body() -> dict:
             return {}
         try:
             data = json.loads(raw)
+            check_text(raw, data)
         except ValueError as e:
             raise bad_request(f"the body is not valid JSON: {e}") from None
         if not isinstance(data, dict):

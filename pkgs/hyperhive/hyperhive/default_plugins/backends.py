@@ -143,9 +143,13 @@ def config_changed(hive, old, new):
         return
     with approvals.deploy_lock(hive):
         added = sorted(set(new.agents) - set(old.agents))
-        removed = sorted(set(old.agents) - set(new.agents))
+        # A name no longer declared may still be an agent: a spawned one, which now runs on its own policy.
+        spawned = hive.spawned_agents(fresh=True)
+        removed = sorted(set(old.agents) - set(new.agents) - set(spawned))
         changed = sorted(n for n in set(new.agents) & set(old.agents)
                          if new.agents[n].to_json() != old.agents[n].to_json())
+        changed += sorted(n for n in set(old.agents) - set(new.agents)
+                          if n in spawned and spawned[n].to_json() != old.agents[n].to_json())
         if new.manager_settings.to_json() != old.manager_settings.to_json():
             changed.append(new.manager)
         for name in removed:

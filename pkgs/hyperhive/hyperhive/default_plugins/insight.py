@@ -9,6 +9,7 @@ the manager's ``get_logs``) are in ``insight_tools``; the dashboard's routes in 
 from __future__ import annotations
 
 from .. import insight, reminders
+from .. import store as db
 from ..broker import ROLES_AGENTS, ROLES_MANAGER, ROLES_OPERATOR, Op, arg, no_extra_args
 from ..errors import HiveError, bad_request, forbidden, not_found
 from ..hookspecs import hookimpl
@@ -82,6 +83,8 @@ def report(hive, who, args):
 def turns(hive, who, args):
     no_extra_args(args, ("agent", "limit"))
     agent = arg(args, "agent", str, None, nullable=True)
+    if agent is not None:
+        insight.check_agent(hive, agent, db.turns.c.agent)
     return {"turns": insight.list_turns(hive, agent, arg(args, "limit", int, 50))}
 
 
@@ -114,8 +117,10 @@ def list_reminders(hive, who, args):
     status = arg(args, "status", str, "pending")
     if status not in ("pending", "delivered", "cancelled", "all"):
         raise bad_request('"status" must be pending, delivered, cancelled or all')
-    return {"reminders": reminders.list_reminders(hive, arg(args, "agent", str, None, nullable=True),
-                                                  None if status == "all" else status)}
+    agent = arg(args, "agent", str, None, nullable=True)
+    if agent is not None:
+        insight.check_agent(hive, agent, db.reminders.c.agent)
+    return {"reminders": reminders.list_reminders(hive, agent, None if status == "all" else status)}
 
 
 def cancel_reminder(hive, who, args):

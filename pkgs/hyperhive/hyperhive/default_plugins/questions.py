@@ -3,7 +3,8 @@ the operator on host.sock; and the thread that expires questions whose TTL lapse
 
 from __future__ import annotations
 
-from .. import questions
+from .. import insight, questions
+from .. import store as db
 from ..broker import ROLES_ALL, ROLES_OPERATOR, Op, arg, no_extra_args
 from ..errors import bad_request
 from ..hookspecs import hookimpl
@@ -42,7 +43,10 @@ def cancel(hive, who, args):
 
 def cancel_questions(hive, who, args):
     no_extra_args(args, ("asker",))
-    ids = questions.cancel_all(hive, arg(args, "asker", str, None, nullable=True))
+    asker = arg(args, "asker", str, None, nullable=True)
+    if asker is not None:
+        insight.check_agent(hive, asker, db.questions.c.asker)
+    ids = questions.cancel_all(hive, asker)
     return {"cancelled": len(ids), "ids": ids}
 
 
