@@ -390,6 +390,11 @@ def test_turns_reminders_and_cancel_refuse_a_name_that_never_was_an_agent(start_
     assert "(no turns yet)" in hive.cli("turns", "bob").stdout
     assert "(no pending reminders)" in hive.cli("reminders", "bob").stdout
     assert "cancelled 0 question(s) of bob" in hive.cli("cancel", "--all", "--asker", "bob").stdout
+    from browser import http  # the dashboard's "cancel all of one asker" too
+
+    refused = http(hive.dashboard_url, "POST", "/api/questions/cancel", json={"asker": "nobody"})
+    assert refused.status == 404 and 'no agent "nobody"' in refused.error["message"], refused
+    assert http(hive.dashboard_url, "POST", "/api/questions/cancel", json={"asker": "bob"}).json()["cancelled"] == 0
 
     hive.cli("spawn", "dora")
     hive.cli("destroy", "dora")

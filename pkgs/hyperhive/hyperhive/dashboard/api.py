@@ -19,7 +19,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, current_app, jsonify, redirect, request
 from sqlalchemy import select
 
-from .. import approvals, questions, repos, spawn, telemetry
+from .. import approvals, insight, questions, repos, spawn, telemetry
 from .. import store as db
 from ..broker import OPERATOR, message_dict
 from ..config import check_name
@@ -188,6 +188,8 @@ def cancel_question(qid):
 def cancel_questions():
     """Every pending question (``asker``: only that agent's) cancelled at once: the end of a flood."""
     asker = text_arg(body(), "asker", required=False)
+    if asker:  # a typo must not read as "cancelled 0" (as the host socket's cancel_questions)
+        insight.check_agent(hive(), asker, db.questions.c.asker)
     ids = questions.cancel_all(hive(), asker)
     return done({"cancelled": len(ids), "ids": ids})
 
