@@ -528,13 +528,10 @@ def _template_files(hive, name: str) -> dict[str, bytes]:
     else:
         log.warning("no agent template found (set HYPERHIVE_AGENT_TEMPLATE); %s starts from a minimal one", name)
         files = {k: v.encode() for k, v in FALLBACK_TEMPLATE.items()}
-    declared = hive.config.manager_settings if name == hive.config.manager else hive.config.agents.get(name)
-    if declared is not None:
-        # A declared agent starts from its hive.json policy, so that its first deploy changes nothing.
-        policy = declared.to_json()
-        if name == hive.config.manager:  # the manager sends anywhere
-            policy.pop("allowedRecipients")
-        files["agent.nix"] = render_agent_nix(name, policy).encode()
+    if name == hive.config.manager or name in hive.config.agents:
+        # A declared agent runs its config's policy (the first deploy changes nothing), and later changes of the
+        # config reach it: its agent.nix sets no policy (see render_agent_nix).
+        files["agent.nix"] = render_agent_nix(name).encode()
     return files
 
 
@@ -665,52 +662,25 @@ def seed_agent(hive, name: str) -> str | None:
     return seeded
 
 
-def nix_value(value, indent: str = "") -> str:
-    """A JSON-like value as Nix source."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
-                   .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"))
-        return f'"{escaped}"'
-    if isinstance(value, (list, tuple)):
-        return "[ " + " ".join(nix_value(v, indent) for v in value) + " ]" if value else "[ ]"
-    if isinstance(value, dict):
-        if not value:
-            return "{ }"
-        inner = indent + "  "
-        body = "".join(f"{inner}{json.dumps(str(k))} = {nix_value(v, inner)};\n" for k, v in value.items())
-        return "{\n" + body + indent + "}"
-    raise TypeError(f"cannot render {type(value).__name__} as Nix")
+def render_agent_nix(name: str) -> str:
+    """agent.nix of a declared agent: its policy is the hive's config's, so the file sets none of it.
 
-
-def render_agent_nix(name: str, policy: dict) -> str:
-    """agent.nix holding a declared agent's hive.json policy (the options of hyperhive's modules/agent.nix)."""
-    lines = [
+    The meta flake gives the config's policy to the container at lib.mkDefault (allowedRecipients and privateUsers
+    forced: the broker enforces those), so a value written here would outlive every later change of the config:
+    a seed that copied the config's values literally kept the container on them for good, whatever the host's
+    options said after. Only what the manager proposes, and the operator approves, takes their place."""
+    return "\n".join([
         f"# {name}'s container. The manager proposes changes to this file; the operator approves them before they",
-        "# are built and deployed. Seeded from the hive's config; options: hyperhive's modules/agent.nix",
-        "# (`hyperhive.*`) and any NixOS option.",
+        "# are built and deployed. Options: hyperhive's modules/agent.nix (`hyperhive.*`) and any NixOS option.",
+        f"# {name} is declared in the hive's config, which gives its policy (prompt, bash.allow, model, ...); a",
+        "# value set here takes the config's place, except allowedRecipients and privateUsers, which stay the",
+        "# config's (the broker enforces them).",
         "{ pkgs, ... }:",
         "{",
-        "  hyperhive = {",
-        f"    prompt = {nix_value(policy.get('prompt', ''))};",
-    ]
-    if "allowedRecipients" in policy:
-        lines.append(f"    allowedRecipients = {nix_value(policy['allowedRecipients'])};")
-    lines.append(f"    bash.allow = {nix_value(policy.get('bashAllow', []))};")
-    if policy.get("model"):
-        lines.append(f"    model = {nix_value(policy['model'])};")
-    for key in ("notesCompactBytes", "turnTimeoutSeconds"):
-        if key in policy:
-            lines.append(f"    {key} = {nix_value(policy[key])};")
-    if policy.get("extraMcpServers"):
-        lines.append(f"    extraMcpServers = {nix_value(policy['extraMcpServers'], '    ')};")
-    lines += ["  };", "}", ""]
-    return "\n".join(lines)
+        "  hyperhive = { };",
+        "}",
+        "",
+    ])
 
 
 # --- the meta flake ----------------------------------------------------------------------------------------

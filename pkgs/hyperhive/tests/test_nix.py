@@ -793,6 +793,16 @@ def test_the_meta_flake_gives_the_module_systems_policy_and_the_hosts_nixpkgs(tm
     hyperhive = hyperhive_flake_copy(tmp_path)
     state = tmp_path / "state"
     git_repo(state / "applied" / "ada", AGENT_POLICY_FILES)
+    # bea is declared: its repo is the seed the service gives it (repos._template_files) while the config said
+    # "old *"; the config then says "new *". The container must run what the config says now.
+    from hyperhive import repos
+
+    seeded_by = tmp_path / "seeded-by.json"
+    seeded_by.write_text(json.dumps({"version": 1, "stateDir": str(state), "manager": "boss",
+                                     "agents": {"bea": {"bashAllow": ["old *"], "prompt": "old prompt"}}}))
+    seed = repos._template_files(SimpleNamespace(config=load_config(seeded_by)), "bea")
+    git_repo(state / "applied" / "bea", {"flake.nix": AGENT_POLICY_FILES["flake.nix"],
+                                         "agent.nix": seed["agent.nix"].decode()})
     meta = state / "meta"
     meta.mkdir(parents=True)
     extra = tmp_path / "extra.nix"
@@ -802,11 +812,16 @@ def test_the_meta_flake_gives_the_module_systems_policy_and_the_hosts_nixpkgs(tm
                                          "packages": [], "claudePackage": None, "claudeCommand": None,
                                          "managerName": "boss", "operatorPronouns": "she/her",
                                          "imports": [str(extra)]}}}
+    settings["containers"]["h-bea"] = {**settings["containers"]["h-ada"], "container": "h-bea", "imports": []}
     hive = SimpleNamespace(config=SimpleNamespace(state_dir=state))
-    agents = [("ada", "agent")]
+    agents = [("ada", "agent"), ("bea", "agent")]
     (meta / "flake.nix").write_text(meta_flake.flake_text(hive, agents, f"path:{hyperhive}", "x86_64-linux", settings))
     (meta / "policy").mkdir()
     (meta / "policy" / "ada.json").write_text(json.dumps({"name": "ada", "role": "agent", "managerName": "boss"}))
+    seeded_by.write_text(json.dumps({"version": 1, "stateDir": str(state), "manager": "boss", "agents": {"bea": {
+        "bashAllow": ["new *"], "prompt": "new prompt", "allowedRecipients": ["boss"]}}}))  # the config now
+    now = SimpleNamespace(config=load_config(seeded_by))
+    (meta / "policy" / "bea.json").write_text(json.dumps(repos._policy_for_meta(now, "bea", "agent")))
     meta_flake.write_host_files(hive, meta, agents, settings)
     assert (meta / "host" / "ada.json").exists() and len(list((meta / "host" / "ada").iterdir())) == 1
     git_repo_meta = ["git", "-C", str(meta)]
@@ -823,6 +838,7 @@ def test_the_meta_flake_gives_the_module_systems_policy_and_the_hosts_nixpkgs(tm
     os.environ["NIX_CONFIG"] = env["NIX_CONFIG"]
     try:
         policy = policy_eval.read_deployed(meta, "ada", state / "applied" / "ada", cwd=tmp_path)
+        bea = policy_eval.read_deployed(meta, "bea", state / "applied" / "bea", cwd=tmp_path)
     finally:
         if old is None:
             os.environ.pop("NIX_CONFIG", None)
@@ -831,6 +847,8 @@ def test_the_meta_flake_gives_the_module_systems_policy_and_the_hosts_nixpkgs(tm
     # listOf merges the import's, mkMerge's and mkIf's definitions, in module order.
     assert sorted(policy["allowedRecipients"]) == ["alice", "manager"]
     assert policy["bashAllow"] == ["git *"] and policy["prompt"] == "p"
+    # the declared agent runs its config as it is now, not as it was when its repo was seeded
+    assert bea["bashAllow"] == ["new *"] and bea["prompt"] == "new prompt" and bea["allowedRecipients"] == ["boss"]
 
     def evaluate(attr, *apply):
         proc = subprocess.run(["nix", "eval", "--json", f'{meta}#nixosConfigurations."ada".config.{attr}', *apply],
