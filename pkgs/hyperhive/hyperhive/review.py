@@ -27,6 +27,14 @@ SYMLINK, GITLINK = "120000", "160000"
 CONTENT_ATTRIBUTES = ("export-subst", "export-ignore", "filter", "ident", "text", "eol", "crlf",
                       "working-tree-encoding")
 BLOB_SCAN_LIMIT = 8 * 1024 * 1024
+# A .gitattributes is read whole or refused: git reads up to 100 MiB of it (attr.c ATTR_MAX_FILE_SIZE), so a
+# file cut short here would hide the lines after the cut.
+ATTRIBUTES_LIMIT = 1 << 20
+# git's attr.c splits a .gitattributes on \n only and separates a pattern from its attributes with any of
+# blank[] = " \t\r\n" (so "a\rexport-ignore" sets export-ignore on a); it also stops reading at a NUL. Any other
+# control character is read differently by git and by a person or a parser, so a file holding one is refused.
+_ATTRIBUTES_BLANK = re.compile(rb"[ \t\r]+")
+_ATTRIBUTES_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
 _UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e"
                      r"\u2060-\u206f\u3164\ufeff\ufff0-\ufffb\U000e0000-\U000e007f]")
 
@@ -99,14 +107,16 @@ def _blob(repo: git.Repo, sha: str, limit: int = BLOB_SCAN_LIMIT) -> bytes | Non
     return repo.git.cat_file("blob", sha, stdout_as_string=False)
 
 
-def _attribute_names(text: str) -> list[str]:
+def _attribute_names(data: bytes) -> list[str]:
+    """Every attribute a .gitattributes names, split as git's attr.c splits it (lines on \n, fields on space, tab
+    and \r): not str.splitlines(), which also ends a line at \r, \v, \f, \x1c-\x1e, \x85 and \u2028."""
     names = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
+    for line in data.split(b"\n"):
+        tokens = [t for t in _ATTRIBUTES_BLANK.split(line) if t]
+        if not tokens or tokens[0].startswith(b"#"):
             continue
-        for token in line.split()[1:]:
-            names.append(token.lstrip("-!").split("=", 1)[0].lower())
+        for token in tokens[1:]:
+            names.append(token.lstrip(b"-!").split(b"=", 1)[0].decode("utf-8", "replace").lower())
     return names
 
 
@@ -161,10 +171,15 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
             refusals.append(f"{path} is a submodule (gitlink {obj[:12]}): Nix would build it from somewhere "
                             "the diff does not show; commit its files instead")
         elif name == ".gitattributes" and mode != SYMLINK:
-            data = _blob(repo, obj, 1 << 20) or b""
-            bad = sorted({a for a in _attribute_names(data.decode("utf-8", "replace"))
-                          if a in CONTENT_ATTRIBUTES})
-            if bad:
+            data = _blob(repo, obj, ATTRIBUTES_LIMIT)
+            bad = sorted({a for a in _attribute_names(data or b"") if a in CONTENT_ATTRIBUTES})
+            if data is None:
+                refusals.append(f"{path} is larger than {ATTRIBUTES_LIMIT >> 20} MiB: it cannot be checked whole "
+                                "for attributes that change what is built; keep it small")
+            elif _ATTRIBUTES_CONTROL.search(data):
+                refusals.append(f"{path} holds control characters (NUL, carriage return or others) that git reads "
+                                "differently from how the diff shows them; keep it plain text with \\n line ends")
+            elif bad:
                 refusals.append(f"{path} sets {', '.join(bad)}: git would export or check out content that the "
                                 "diff does not show; remove those attributes")
             elif not any(f["path"] == path and f["kind"] == "attributes" for f in flags):

@@ -449,6 +449,34 @@ def test_a_proposal_nix_would_build_differently_from_its_diff_is_refused(hive):
     assert hive.cli("pending").stdout.strip() == "nothing pending"
 
 
+def test_a_gitattributes_git_reads_differently_from_the_review_is_refused(hive):
+    """git splits a .gitattributes on \\n only and takes \\r as a blank between a pattern and its attributes, and
+    reads all of a large one: a carriage-return separated or a 1 MiB-padded export-ignore (nested too) is
+    refused, never passed as an empty or attribute-free file."""
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    config = sd / "agents" / "bob" / "config"
+    (config / "sub").mkdir()
+    padding = b"# padding\n" * 110_000
+    for rel, data, named in ((".gitattributes", b"secret.nix\rexport-ignore\nagent.nix\rexport-subst\n",
+                              ".gitattributes holds control characters"),
+                             ("sub/.gitattributes", padding + b"secret.nix export-ignore\n",
+                              "sub/.gitattributes is larger than 1 MiB"),
+                             (".gitattributes", b"# a comment\fsecret.nix export-ignore\n",
+                              ".gitattributes holds control characters")):
+        for f in (config / ".gitattributes", config / "sub" / ".gitattributes"):
+            f.unlink(missing_ok=True)
+        (config / rel).write_bytes(data)
+        secret = rel.replace(".gitattributes", "secret.nix")
+        (config / secret).write_text("{ }\n")
+        sha = commit_change(hive, "bob", agent_nix(f"attributes {rel} {len(data)}"))
+        check = git(config, "-c", "attr.tree=HEAD", "check-attr", "export-ignore", "--", secret)
+        assert check.endswith("export-ignore: set") or "\f" in data.decode(), check
+        message = refused(lambda: manager.call("request_apply_commit", agent="bob", commit=sha), "bad_request")
+        assert named in message, message
+    assert hive.cli("pending").stdout.strip() == "nothing pending"
+
+
 def test_links_swapped_in_while_proposals_are_copied_bring_nothing(hive, tmp_path):
     """The manager may race the copy: swap a fan-out directory of objects for a link to another repo's and back,
     over and over, while proposing. Every proposal is either refused or brings only the manager's own objects."""
