@@ -234,6 +234,10 @@ def clean_work_dir(hive) -> None:
 # that copy (fsck on), with none of the manager's config, hooks or attributes.
 
 PROPOSED_COPY_LIMIT = 256 * 1024 * 1024
+# git's own repos stay far below these: gc --auto packs loose objects past 6,700 (gc.auto), and a ref is a few
+# names deep (refs/heads/a/b).
+PROPOSED_COPY_ENTRIES = 20_000
+PROPOSED_COPY_DEPTH = 32
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
@@ -278,8 +282,11 @@ def _open_proposed_git(hive, name: str) -> int:
 
 
 class _Copy:
+    """The walk counts entries and depth, not only bytes: 200,000 empty files under .git/refs held a proposal for
+    33 s (and every agent page for minutes), and 1,200 nested directories overflowed a recursive walk."""
+
     def __init__(self, root: Path, where: Path, limit: int):
-        self.root, self.where, self.limit, self.total = root, where, limit, 0
+        self.root, self.where, self.limit, self.total, self.entries = root, where, limit, 0, 0
 
     def file(self, dir_fd: int, name: str, rel: str) -> None:
         data = nofollow.read_regular(dir_fd, name, self.where / rel, self.limit)
@@ -292,10 +299,21 @@ class _Copy:
         dest.write_bytes(data)
 
     def tree(self, dir_fd: int, rel: str, accept=None) -> None:
-        """Every regular file under ``dir_fd`` (``accept(rel)`` picks), refusing links and special files."""
+        """Every regular file under ``dir_fd`` (``accept(rel)`` picks), refusing links and special files, more than
+        PROPOSED_COPY_ENTRIES entries in all and directories nested deeper than PROPOSED_COPY_DEPTH."""
+        if rel.count("/") >= PROPOSED_COPY_DEPTH:
+            raise HiveError("too_large", f"{self.where / rel} is nested more than {PROPOSED_COPY_DEPTH} "
+                                         "directories deep; refusing to copy it")
+        entries = []
         with os.scandir(dir_fd) as it:
-            entries = sorted((e.name for e in it))
-        for entry in entries:
+            for e in it:
+                self.entries += 1
+                if self.entries > PROPOSED_COPY_ENTRIES:
+                    raise HiveError("too_large", f"{self.where} holds more than {PROPOSED_COPY_ENTRIES} files and "
+                                                 f"directories (under {rel}); refusing to copy it (git gc packs "
+                                                 "loose objects; remove what is not history)")
+                entries.append(e.name)
+        for entry in sorted(entries):
             sub = f"{rel}/{entry}"
             st = nofollow.lstat(dir_fd, entry)
             if st is None:

@@ -477,6 +477,35 @@ def test_a_gitattributes_git_reads_differently_from_the_review_is_refused(hive):
     assert hive.cli("pending").stdout.strip() == "nothing pending"
 
 
+def test_a_proposed_git_of_many_empty_files_or_deep_directories_is_refused_naming_it(hive):
+    """The copy's byte cap let 200,000 empty files under .git/refs hold a proposal for 33 s (and the agent page for
+    minutes), and 1,200 nested directories overflowed the walk (an internal error with a traceback): both are
+    refused, naming the repo and the place, and proposing works again once they are gone."""
+    from browser import http
+
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    config = sd / "agents" / "bob" / "config"
+    sha = commit_change(hive, "bob", agent_nix("past the junk"))
+    junk = config / ".git" / "refs" / "junk"
+    junk.mkdir()
+    for i in range(20_001):
+        (junk / str(i)).touch()
+    message = refused(lambda: manager.call("request_apply_commit", agent="bob", commit=sha), "too_large")
+    assert f"{config / '.git'} holds more than 20000 files" in message, message
+    if hive.dashboard_url:
+        page = http(hive.dashboard_url, "GET", "/agents/bob", timeout=30)
+        assert page.status == 200 and "holds more than 20000 files" in page.text
+    shutil.rmtree(junk)
+    deep = config / ".git" / "refs" / "deep" / "/".join(["a"] * 1200)
+    subprocess.run(["mkdir", "-p", str(deep)], check=True)  # (os.makedirs recurses per level)
+    message = refused(lambda: manager.call("request_apply_commit", agent="bob", commit=sha), "too_large")
+    assert f"{config / '.git' / 'refs' / 'deep'}/a/a/" in message and "nested more than 32 directories deep" \
+        in message, message
+    subprocess.run(["rm", "-rf", str(config / ".git" / "refs" / "deep")], check=True)
+    assert manager.call("request_apply_commit", agent="bob", commit=sha)["approval_id"]
+
+
 def test_links_swapped_in_while_proposals_are_copied_bring_nothing(hive, tmp_path):
     """The manager may race the copy: swap a fan-out directory of objects for a link to another repo's and back,
     over and over, while proposing. Every proposal is either refused or brings only the manager's own objects."""
