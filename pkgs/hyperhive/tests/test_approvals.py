@@ -506,6 +506,28 @@ def test_a_proposed_git_of_many_empty_files_or_deep_directories_is_refused_namin
     assert manager.call("request_apply_commit", agent="bob", commit=sha)["approval_id"]
 
 
+def test_viewing_an_unchanged_proposed_repo_copies_nothing_again(hive):
+    """Every view of an agent's repo copied its whole proposed .git again (minutes with 200,000 files): a view
+    copies only when a file there changed (what the service's copy holds shows it: a ref the test removes from
+    it stays removed until the manager commits again)."""
+    sd, host = state_dir(hive), hive.host()
+    quarantine = sd / "quarantine" / "bob.git"
+    first = commit_change(hive, "bob", agent_nix("seen once"))
+    refused(lambda: host.call("repo_log", agent="bob", rev="nosuch"), "not_found")  # a view: it copies
+    assert git(quarantine, "rev-parse", "refs/heads/main") == first
+    git(quarantine, "update-ref", "-d", "refs/heads/main")
+    refused(lambda: host.call("repo_log", agent="bob", rev="nosuch"), "not_found")
+    with pytest.raises(AssertionError):
+        git(quarantine, "rev-parse", "--verify", "refs/heads/main")
+    second = commit_change(hive, "bob", agent_nix("seen again"))
+    refused(lambda: host.call("repo_log", agent="bob", rev="nosuch"), "not_found")
+    assert git(quarantine, "rev-parse", "refs/heads/main") == second
+    # a proposal always copies
+    git(quarantine, "update-ref", "-d", "refs/heads/main")
+    hive.client("manager").call("request_apply_commit", agent="bob", commit=second)
+    assert git(quarantine, "rev-parse", "refs/heads/main") == second
+
+
 def test_links_swapped_in_while_proposals_are_copied_bring_nothing(hive, tmp_path):
     """The manager may race the copy: swap a fan-out directory of objects for a link to another repo's and back,
     over and over, while proposing. Every proposal is either refused or brings only the manager's own objects."""
