@@ -70,8 +70,9 @@ def _is_plain_text(data: bytes) -> bool:
 
 
 # A diff is read from git up to DIFF_LIMIT bytes and no further (a 64 MiB blob of zeros, 376 KB packed, made a
-# 5 GB service): past it git is stopped and the text says where it was cut. A blob over BLOB_SCAN_LIMIT (flagged
-# "large") is never diffed at all: it is left out of git's diff by an exclude pathspec and named in one line.
+# 5 GB service): past it git is stopped and the text says where it was cut. A blob over BLOB_SCAN_LIMIT, or past
+# DIFF_LIMIT of changed blobs, is never diffed at all (flagged "large"): it is left out of git's diff by an exclude
+# pathspec and named in one line.
 DIFF_LIMIT = 16 * 1024 * 1024
 
 
@@ -79,7 +80,7 @@ def _git_bounded(repo: git.Repo, args: list[str], limit: int = DIFF_LIMIT) -> by
     """``git <args>``'s output up to ``limit`` bytes (git is killed past it), with a line saying it was cut."""
     env = {**os.environ, **repo.git.environment(), "GIT_DIR": repo.git_dir}
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(["git", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+        proc = subprocess.Popen([git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                                 env=env, cwd=repo.git_dir)
         try:
             raw = proc.stdout.read(limit + 1)
@@ -110,21 +111,28 @@ def _sizes(repo: git.Repo, tree: str | None) -> dict[bytes, tuple[str, int]]:
 
 
 def _large_blobs(repo: git.Repo, base: str | None, sha: str) -> list[tuple[bytes, str, int]]:
-    """(raw path, blob, size) of every changed path whose blob on either side is over BLOB_SCAN_LIMIT."""
+    """(raw path, blob, size) of every changed path the diff names instead of showing: a blob over BLOB_SCAN_LIMIT
+    on either side, and any whose blobs would take what is shown past DIFF_LIMIT (git diffs every file for --stat
+    before it writes a byte, so the output cap alone would not bound its work)."""
     changed = repo.git.diff_tree("-r", "-z", "--no-renames", "--name-only", base or EMPTY_TREE, sha,
                                  stdout_as_string=False).split(b"\0")
     new, old = _sizes(repo, sha), _sizes(repo, base)
-    large = []
+    large, total = [], 0
     for path in changed:
-        side = next((s[path] for s in (new, old) if path in s and s[path][1] > BLOB_SCAN_LIMIT), None)
-        if path and side:
-            large.append((path, *side))
+        sides = [s[path] for s in (new, old) if path in s]
+        if not path or not sides:
+            continue
+        size = sum(n for _, n in sides)
+        if max(n for _, n in sides) > BLOB_SCAN_LIMIT or total + size > DIFF_LIMIT:
+            large.append((path, *max(sides, key=lambda side: side[1])))
+        else:
+            total += size
     return large
 
 
 def diff(repo: git.Repo, base: str | None, sha: str) -> str:
-    """The change from ``base`` (None: nothing) to ``sha``, every byte shown, except that a blob larger than
-    BLOB_SCAN_LIMIT is named with its size instead, and the whole is cut at DIFF_LIMIT."""
+    """The change from ``base`` (None: nothing) to ``sha``, every byte shown, except that what _large_blobs picks
+    is named with its size instead, and the whole is cut at DIFF_LIMIT."""
     large = _large_blobs(repo, base, sha)
     # (a newline in a path would otherwise start a line of its own)
     head = "".join("binary/large: " + escape_text(path).replace("\n", "\\n")
@@ -189,6 +197,8 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
     large``; a refusal is a sentence saying why the proposal cannot be deployed as shown."""
     flags: list[dict] = []
     refusals: list[str] = []
+    # what the diff names instead of showing is flagged large, and not read here either (nor is its text checked)
+    summarised = {escape_text(p): size for p, _obj, size in _large_blobs(repo, base, sha)}
     for old_mode, new_mode, old_sha, new_sha, status, path in _raw_changes(repo, base, sha):
         name = path.rsplit("/", 1)[-1]
         if SYMLINK in (old_mode, new_mode):
@@ -210,7 +220,7 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
         if name in (".gitattributes", ".gitmodules") and status != "D":
             kind = "attributes" if name == ".gitattributes" else "submodules"
             flags.append({"kind": kind, "path": path, "detail": f"{path} changes how git treats this repo"})
-        if new_mode not in (SYMLINK, GITLINK, "000000"):
+        if new_mode not in (SYMLINK, GITLINK, "000000") and path not in summarised:
             data = _blob(repo, new_sha)
             if data is None:
                 flags.append({"kind": "large", "path": path,
@@ -219,6 +229,11 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
                 flags.append({"kind": "binary", "path": path,
                               "detail": f"{path} holds bytes that are not plain text (NUL, control, invisible or "
                                         "bidi characters, or invalid UTF-8): they are shown escaped"})
+    for path, size in summarised.items():
+        flags.append({"kind": "large", "path": path, "detail": (
+            f"{path} is larger than {BLOB_SCAN_LIMIT >> 20} MiB ({size} bytes): the diff names it, not shows it"
+            if size > BLOB_SCAN_LIMIT else f"{path} ({size} bytes) is not shown in the diff: the changed files add "
+                                           f"up to more than {DIFF_LIMIT >> 20} MiB")})
     # The whole tree, not only what changed: Nix builds all of it.
     listing = repo.git.ls_tree("-r", "-z", "--full-tree", sha, stdout_as_string=False)
     for entry in listing.split(b"\0"):

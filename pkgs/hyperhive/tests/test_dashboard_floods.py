@@ -108,6 +108,26 @@ def test_a_large_zero_blob_is_named_not_diffed_and_costs_the_service_little(star
     assert grew < 200 << 20, f"the service grew by {grew >> 20} MiB"
 
 
+def test_files_that_add_up_past_the_diff_limit_are_named_and_flagged_not_diffed(start_broker):
+    """git diffs every file for --stat before it writes a byte: three 7 MiB files (each under the large-file
+    limit) are diffed up to 16 MiB of input, and the rest is named with its size and flagged large."""
+    hive = start_broker()
+    url = hive.dashboard_url
+    manager = hive.client("manager")
+    manager.call("request_spawn_draft", name="dora")
+    config = state_dir(hive) / "agents" / "dora" / "config"
+    line = "# padding a file that is plain text all through\n"
+    for name in ("a.nix", "b.nix"):
+        (config / name).write_text(line * (7 * 1024 * 1024 // len(line)))
+    sha = commit_change(hive, "dora", line * (7 * 1024 * 1024 // len(line)) + "# THE LAST FILE\n", filename="c.nix")
+    approval_id = manager.call("request_spawn_commit", name="dora", commit=sha)["approval_id"]
+    data = http(url, "GET", f"/api/approvals/{approval_id}", timeout=60).json()
+    assert data["diff"].startswith("binary/large: c.nix: "), data["diff"][:300]
+    assert ("large", "c.nix") in {(f["kind"], f["path"]) for f in data["flags"]}
+    whole = http(url, "GET", f"/api/approvals/{approval_id}/diff", timeout=60).text
+    assert "+# padding" in whole and "THE LAST FILE" not in whole and "a.nix" in whole and "b.nix" in whole
+
+
 def _peak_rss(pid: int) -> int:
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmHWM:"):
