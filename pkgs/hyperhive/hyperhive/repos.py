@@ -15,6 +15,7 @@ so nothing depends on a global git config. git never runs on a proposed repo: it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -234,6 +235,10 @@ def clean_work_dir(hive) -> None:
 # that copy (fsck on), with none of the manager's config, hooks or attributes.
 
 PROPOSED_COPY_LIMIT = 256 * 1024 * 1024
+# git's own repos stay far below these: gc --auto packs loose objects past 6,700 (gc.auto), and a ref is a few
+# names deep (refs/heads/a/b).
+PROPOSED_COPY_ENTRIES = 20_000
+PROPOSED_COPY_DEPTH = 32
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
@@ -278,10 +283,19 @@ def _open_proposed_git(hive, name: str) -> int:
 
 
 class _Copy:
-    def __init__(self, root: Path, where: Path, limit: int):
-        self.root, self.where, self.limit, self.total = root, where, limit, 0
+    """The walk counts entries and depth, not only bytes: 200,000 empty files under .git/refs held a proposal for
+    33 s (and every agent page for minutes), and 1,200 nested directories overflowed a recursive walk."""
 
-    def file(self, dir_fd: int, name: str, rel: str) -> None:
+    def __init__(self, root: Path | None, where: Path, limit: int):
+        self.root, self.where, self.limit, self.total, self.entries = root, where, limit, 0, 0
+        self.seen = hashlib.sha256()  # what was found, as lstat tells it (root None: nothing is read or copied)
+
+    def file(self, dir_fd: int, name: str, rel: str, st: os.stat_result) -> None:
+        # the inode's ctime changes with every write and every utime, and no one can set it back
+        self.seen.update(f"{rel}\0{st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}\0".encode(
+            "utf-8", "surrogateescape"))
+        if self.root is None:
+            return
         data = nofollow.read_regular(dir_fd, name, self.where / rel, self.limit)
         self.total += len(data)
         if self.total > self.limit:
@@ -292,10 +306,21 @@ class _Copy:
         dest.write_bytes(data)
 
     def tree(self, dir_fd: int, rel: str, accept=None) -> None:
-        """Every regular file under ``dir_fd`` (``accept(rel)`` picks), refusing links and special files."""
+        """Every regular file under ``dir_fd`` (``accept(rel)`` picks), refusing links and special files, more than
+        PROPOSED_COPY_ENTRIES entries in all and directories nested deeper than PROPOSED_COPY_DEPTH."""
+        if rel.count("/") >= PROPOSED_COPY_DEPTH:
+            raise HiveError("too_large", f"{self.where / rel} is nested more than {PROPOSED_COPY_DEPTH} "
+                                         "directories deep; refusing to copy it")
+        entries = []
         with os.scandir(dir_fd) as it:
-            entries = sorted((e.name for e in it))
-        for entry in entries:
+            for e in it:
+                self.entries += 1
+                if self.entries > PROPOSED_COPY_ENTRIES:
+                    raise HiveError("too_large", f"{self.where} holds more than {PROPOSED_COPY_ENTRIES} files and "
+                                                 f"directories (under {rel}); refusing to copy it (git gc packs "
+                                                 "loose objects; remove what is not history)")
+                entries.append(e.name)
+        for entry in sorted(entries):
             sub = f"{rel}/{entry}"
             st = nofollow.lstat(dir_fd, entry)
             if st is None:
@@ -310,7 +335,7 @@ class _Copy:
                     os.close(fd)
             elif stat.S_ISREG(st.st_mode):
                 if accept is None or accept(sub):
-                    self.file(dir_fd, entry, sub)
+                    self.file(dir_fd, entry, sub, st)
             else:
                 raise nofollow.refused(self.where / sub, "is not a regular file or directory")
 
@@ -324,9 +349,10 @@ def _object_file(rel: str) -> bool:
             and parts[2].endswith((".pack", ".idx")))
 
 
-def _copy_proposed(hive, name: str, dest: Path) -> None:
+def _copy_proposed(hive, name: str, dest: Path | None) -> str:
     """A bare repo at ``dest`` holding the proposed repo's HEAD, refs and objects, copied without following any
-    link (see above)."""
+    link (see above); returns a digest of what was found (name, inode, size, times of each file). With ``dest``
+    None nothing is read or copied: only the digest is made."""
     where = hive.config.state_dir / _proposed_git_rel(name)
     gfd = _open_proposed_git(hive, name)
     try:
@@ -342,11 +368,12 @@ def _copy_proposed(hive, name: str, dest: Path) -> None:
                 raise HiveError("forbidden", f"{where / redirect} borrows objects from another repository; "
                                              "remove it to propose from this repo")
         copy = _Copy(dest, where, PROPOSED_COPY_LIMIT)
-        dest.mkdir(parents=True)
+        if dest is not None:
+            dest.mkdir(parents=True)
         for top in ("HEAD", "packed-refs"):
             st = nofollow.lstat(gfd, top)
             if st is not None:
-                copy.file(gfd, top, top)
+                copy.file(gfd, top, top, st)
         for top, accept in (("refs", None), ("objects", _object_file)):
             st = nofollow.lstat(gfd, top)
             if st is None:
@@ -366,6 +393,8 @@ def _copy_proposed(hive, name: str, dest: Path) -> None:
                                      "refusing to read it") from None
     finally:
         os.close(gfd)
+    if dest is None:
+        return copy.seen.hexdigest()
     (dest / "refs" / "heads").mkdir(parents=True, exist_ok=True)
     (dest / "refs" / "tags").mkdir(parents=True, exist_ok=True)
     (dest / "objects" / "info").mkdir(parents=True, exist_ok=True)
@@ -373,6 +402,7 @@ def _copy_proposed(hive, name: str, dest: Path) -> None:
     if not (dest / "HEAD").is_file() or not (dest / "HEAD").read_bytes().startswith(b"ref: refs/"):
         (dest / "HEAD").write_text("ref: refs/heads/main\n")
     (dest / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = true\n")
+    return copy.seen.hexdigest()
 
 
 @contextmanager
@@ -385,9 +415,16 @@ def import_proposed(hive, name: str, ref: str | None = None) -> str | None:
     quarantine repo; returns that commit's sha (None without ``ref``). Raises not_found when ``ref`` names no
     commit there."""
     quarantine = ensure_quarantine(hive, name)
+    # A page view (no ``ref``) copies nothing when no file of the proposed .git changed since the last copy
+    # (200,000 files took minutes on every view of the agent page): a walk of lstat alone tells.
+    seen = hive.extensions.setdefault("proposed_seen", {})
+    here = os.stat(quarantine_path(hive, name)).st_ino  # (a quarantine made again holds nothing yet)
+    if ref is None and seen.get(name) is not None and seen.get(name) == (here, _copy_proposed(hive, name, None)):
+        return None
+    seen.pop(name, None)
     with _scratch(hive, f"copy-{name}-") as scratch:
         copy_dir = scratch / "proposed.git"
-        _copy_proposed(hive, name, copy_dir)
+        digest = _copy_proposed(hive, name, copy_dir)
         copy = git.Repo(str(copy_dir))
         copy.git.update_environment(**GIT_ENV)
         sha = None
@@ -407,6 +444,7 @@ def import_proposed(hive, name: str, ref: str | None = None) -> str | None:
             except git.GitCommandError as e:
                 detail = (e.stderr or "").strip().replace(str(copy_dir), f"agents/{name}/config")[-2000:]
                 raise bad_request(f"the proposed repo of {name} cannot be read: {detail}") from None
+    seen[name] = (here, digest)
     return sha
 
 

@@ -1,13 +1,20 @@
 """Tag retention in the applied repos and the quarantine (where ``proposal/`` and ``denied/`` tags live): keep
 every ``deployed/*``; drop ``failed/*`` and ``denied/*`` older than their configured age; drop ``proposal/``,
-``approved/`` and ``building/`` once their approval has a terminal tag. The approvals table keeps every row."""
+``approved/`` and ``building/`` once their approval has a terminal tag. The approvals table keeps every row.
+
+Then each quarantine is collected (``prune_quarantine``): the manager's branches are fetched into it on every page
+view, and one it deleted left its objects there for good (20 MB branches made and deleted grew it 232K -> 58M)."""
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 
+from sqlalchemy import select
+
 from . import repos
+from . import store as db
 
 log = logging.getLogger(__name__)
 
@@ -59,4 +66,35 @@ def run_retention(hive, now: float | None = None, dry_run: bool = False) -> dict
                     repo.git.tag("-d", *doomed)
     if dropped and not dry_run:
         log.info("retention dropped %d tag(s)", len(dropped))
+    if not dry_run:
+        for agent, paths in sorted(agents.items()):
+            for path in paths:
+                if path.parent.name == "quarantine":
+                    prune_quarantine(hive, agent, path)
     return {"kept": kept, "dropped": dropped, "dry_run": dry_run, "now": now}
+
+
+# What git gc keeps anyway: an object written within this long is not pruned (``gc --prune=<date>``), so a proposal
+# whose commit was fetched but not yet tagged (import_proposed, then review, then the tag) never loses it.
+PRUNE_GRACE = "1.hour.ago"
+
+
+def prune_quarantine(hive, agent: str, path) -> None:
+    """Drop from the quarantine what nothing needs: every approval ever recorded for ``agent`` (its commit and
+    the commit it was compared with) is held by a ref ``refs/hyperhive/keep/<id>[-base]`` first, so its diff can
+    still be shown once retention dropped its tags; the manager's current branches are refs already."""
+    with hive.store.read() as conn:
+        rows = conn.execute(select(db.approvals.c.id, db.approvals.c.sha, db.approvals.c.base_sha)
+                            .where(db.approvals.c.agent == agent)).all()
+    with repos.repo_lock(path):
+        repo = repos.open_repo(path)
+        lines = [f"update refs/hyperhive/keep/{row.id}{suffix} {sha}\n"
+                 for row in rows for suffix, sha in (("", row.sha), ("-base", row.base_sha))
+                 if sha and repos.has_object(repo, sha)]
+        if lines:
+            with tempfile.TemporaryFile("w+") as f:
+                f.writelines(lines)
+                f.seek(0)
+                repo.git.update_ref("--stdin", istream=f)
+        # bare and with core.logAllRefUpdates unset, the quarantine keeps no reflog that would hold objects
+        repo.git.gc("--quiet", f"--prune={PRUNE_GRACE}")

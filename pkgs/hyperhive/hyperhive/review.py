@@ -15,7 +15,11 @@ that changes content on export or checkout (``export-subst``, ``export-ignore``,
 
 from __future__ import annotations
 
+import functools
+import os
 import re
+import subprocess
+import tempfile
 import unicodedata
 
 import git
@@ -27,26 +31,34 @@ SYMLINK, GITLINK = "120000", "160000"
 CONTENT_ATTRIBUTES = ("export-subst", "export-ignore", "filter", "ident", "text", "eol", "crlf",
                       "working-tree-encoding")
 BLOB_SCAN_LIMIT = 8 * 1024 * 1024
+# A .gitattributes is read whole or refused: git reads up to 100 MiB of it (attr.c ATTR_MAX_FILE_SIZE), so a
+# file cut short here would hide the lines after the cut.
+ATTRIBUTES_LIMIT = 1 << 20
+# git's attr.c splits a .gitattributes on \n only and separates a pattern from its attributes with any of
+# blank[] = " \t\r\n" (so "a\rexport-ignore" sets export-ignore on a); it also stops reading at a NUL. Any other
+# control character is read differently by git and by a person or a parser, so a file holding one is refused.
+_ATTRIBUTES_BLANK = re.compile(rb"[ \t\r]+")
+_ATTRIBUTES_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
 _UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e"
                      r"\u2060-\u206f\u3164\ufeff\ufff0-\ufffb\U000e0000-\U000e007f]")
 
 
-def _escape_char(m: re.Match) -> str:
-    c = m.group(0)
-    if ord(c) < 0x100:
-        return f"\\x{ord(c):02x}"
-    return f"\\u{{{ord(c):x}}}"
+@functools.cache
+def _escapes() -> dict[int, str]:
+    """What escape_text replaces, as a str.translate table: every character _UNSAFE matches and every other format
+    character (category Cf). One pass in C: a per-match re.sub callback took 30 s and 1.3 GB for 16 MiB of NULs."""
+    table = {}
+    for cp in range(0x110000):
+        c = chr(cp)
+        if _UNSAFE.match(c) or unicodedata.category(c) == "Cf":
+            table[cp] = f"\\x{cp:02x}" if cp < 0x100 else f"\\u{{{cp:x}}}"
+    return table
 
 
 def escape_text(data: bytes) -> str:
     """Bytes as text a person sees all of: invalid UTF-8 as ``\\xNN``, control, invisible and bidi characters as
     ``\\xNN`` / ``\\u{NNNN}`` (newlines and tabs stay)."""
-    text = data.decode("utf-8", "backslashreplace")
-    text = _UNSAFE.sub(_escape_char, text)
-    # anything else that is a format character (category Cf) is invisible too
-    if any(unicodedata.category(c) == "Cf" for c in text):
-        text = "".join(f"\\u{{{ord(c):x}}}" if unicodedata.category(c) == "Cf" else c for c in text)
-    return text
+    return data.decode("utf-8", "backslashreplace").translate(_escapes())
 
 
 def _is_plain_text(data: bytes) -> bool:
@@ -57,19 +69,85 @@ def _is_plain_text(data: bytes) -> bool:
     return not _UNSAFE.search(text) and not any(unicodedata.category(c) == "Cf" for c in text)
 
 
+# A diff is read from git up to DIFF_LIMIT bytes and no further (a 64 MiB blob of zeros, 376 KB packed, made a
+# 5 GB service): past it git is stopped and the text says where it was cut. A blob over BLOB_SCAN_LIMIT, or past
+# DIFF_LIMIT of changed blobs, is never diffed at all (flagged "large"): it is left out of git's diff by an exclude
+# pathspec and named in one line.
+DIFF_LIMIT = 16 * 1024 * 1024
+
+
+def _git_bounded(repo: git.Repo, args: list[str], limit: int = DIFF_LIMIT) -> bytes:
+    """``git <args>``'s output up to ``limit`` bytes (git is killed past it), with a line saying it was cut."""
+    env = {**os.environ, **repo.git.environment(), "GIT_DIR": repo.git_dir}
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                env=env, cwd=repo.git_dir)
+        try:
+            raw = proc.stdout.read(limit + 1)
+        finally:
+            proc.kill()
+            proc.stdout.close()
+            code = proc.wait()
+        if len(raw) > limit:
+            cut = raw.rfind(b"\n", 0, limit) + 1 or limit
+            return raw[:cut] + (f"\n(the diff is cut here: git's output is longer than {limit >> 20} MiB; the flags "
+                                "list what is large or binary)\n").encode()
+        if code != 0:
+            err.seek(0)
+            raise git.GitCommandError(["git", *args], code, err.read(4096))
+        return raw
+
+
+def _sizes(repo: git.Repo, tree: str | None) -> dict[bytes, tuple[str, int]]:
+    """Raw path to (blob, size) of every blob in ``tree`` (``ls-tree -l``: one git run, no blob read)."""
+    sizes = {}
+    listing = repo.git.ls_tree("-r", "-l", "-z", "--full-tree", tree, stdout_as_string=False) if tree else b""
+    for entry in listing.split(b"\0"):
+        meta, _, path = entry.partition(b"\t")
+        fields = meta.split()
+        if len(fields) == 4 and fields[1] == b"blob" and fields[3].isdigit():
+            sizes[path] = (fields[2].decode("ascii"), int(fields[3]))
+    return sizes
+
+
+def _large_blobs(repo: git.Repo, base: str | None, sha: str) -> list[tuple[bytes, str, int]]:
+    """(raw path, blob, size) of every changed path the diff names instead of showing: a blob over BLOB_SCAN_LIMIT
+    on either side, and any whose blobs would take what is shown past DIFF_LIMIT (git diffs every file for --stat
+    before it writes a byte, so the output cap alone would not bound its work)."""
+    changed = repo.git.diff_tree("-r", "-z", "--no-renames", "--name-only", base or EMPTY_TREE, sha,
+                                 stdout_as_string=False).split(b"\0")
+    new, old = _sizes(repo, sha), _sizes(repo, base)
+    large, total = [], 0
+    for path in changed:
+        sides = [s[path] for s in (new, old) if path in s]
+        if not path or not sides:
+            continue
+        size = sum(n for _, n in sides)
+        if max(n for _, n in sides) > BLOB_SCAN_LIMIT or total + size > DIFF_LIMIT:
+            large.append((path, *max(sides, key=lambda side: side[1])))
+        else:
+            total += size
+    return large
+
+
 def diff(repo: git.Repo, base: str | None, sha: str) -> str:
-    """The whole change from ``base`` (None: nothing) to ``sha``, every byte shown."""
-    raw = repo.git.diff("--text", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames", "--full-index",
-                        "--stat=200", "--patch", base or EMPTY_TREE, sha, "--", stdout_as_string=False)
-    return escape_text(raw)
+    """The change from ``base`` (None: nothing) to ``sha``, every byte shown, except that what _large_blobs picks
+    is named with its size instead, and the whole is cut at DIFF_LIMIT."""
+    large = _large_blobs(repo, base, sha)
+    # (a newline in a path would otherwise start a line of its own)
+    head = "".join("binary/large: " + escape_text(path).replace("\n", "\\n")
+                   + f": {size} bytes (blob {obj}), not shown inline\n" for path, obj, size in large)
+    raw = _git_bounded(repo, ["diff", "--text", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames",
+                              "--full-index", "--stat=200", "--patch", base or EMPTY_TREE, sha, "--",
+                              *(f":(exclude,literal){os.fsdecode(path)}" for path, _, _ in large)])
+    return head + escape_text(raw)
 
 
 def show(repo: git.Repo, sha: str) -> str:
-    """One commit (header and diff against its first parent), every byte shown."""
-    raw = repo.git.show("--text", "--no-color", "--no-ext-diff", "--no-textconv", "--no-show-signature",
-                        "--first-parent", "--no-renames", "--patch", "--stat=200",
-                        "--format=commit %H%nAuthor: %an <%ae>%nDate:   %aI%n%n%w(0,4,4)%B", sha,
-                        stdout_as_string=False)
+    """One commit (header and diff against its first parent), every byte shown (cut at DIFF_LIMIT)."""
+    raw = _git_bounded(repo, ["show", "--text", "--no-color", "--no-ext-diff", "--no-textconv",
+                              "--no-show-signature", "--first-parent", "--no-renames", "--patch", "--stat=200",
+                              "--format=commit %H%nAuthor: %an <%ae>%nDate:   %aI%n%n%w(0,4,4)%B", sha])
     return escape_text(raw)
 
 
@@ -99,14 +177,16 @@ def _blob(repo: git.Repo, sha: str, limit: int = BLOB_SCAN_LIMIT) -> bytes | Non
     return repo.git.cat_file("blob", sha, stdout_as_string=False)
 
 
-def _attribute_names(text: str) -> list[str]:
+def _attribute_names(data: bytes) -> list[str]:
+    """Every attribute a .gitattributes names, split as git's attr.c splits it (lines on \n, fields on space, tab
+    and \r): not str.splitlines(), which also ends a line at \r, \v, \f, \x1c-\x1e, \x85 and \u2028."""
     names = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
+    for line in data.split(b"\n"):
+        tokens = [t for t in _ATTRIBUTES_BLANK.split(line) if t]
+        if not tokens or tokens[0].startswith(b"#"):
             continue
-        for token in line.split()[1:]:
-            names.append(token.lstrip("-!").split("=", 1)[0].lower())
+        for token in tokens[1:]:
+            names.append(token.lstrip(b"-!").split(b"=", 1)[0].decode("utf-8", "replace").lower())
     return names
 
 
@@ -117,6 +197,8 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
     large``; a refusal is a sentence saying why the proposal cannot be deployed as shown."""
     flags: list[dict] = []
     refusals: list[str] = []
+    # what the diff names instead of showing is flagged large, and not read here either (nor is its text checked)
+    summarised = {escape_text(p): size for p, _obj, size in _large_blobs(repo, base, sha)}
     for old_mode, new_mode, old_sha, new_sha, status, path in _raw_changes(repo, base, sha):
         name = path.rsplit("/", 1)[-1]
         if SYMLINK in (old_mode, new_mode):
@@ -138,7 +220,7 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
         if name in (".gitattributes", ".gitmodules") and status != "D":
             kind = "attributes" if name == ".gitattributes" else "submodules"
             flags.append({"kind": kind, "path": path, "detail": f"{path} changes how git treats this repo"})
-        if new_mode not in (SYMLINK, GITLINK, "000000"):
+        if new_mode not in (SYMLINK, GITLINK, "000000") and path not in summarised:
             data = _blob(repo, new_sha)
             if data is None:
                 flags.append({"kind": "large", "path": path,
@@ -147,6 +229,11 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
                 flags.append({"kind": "binary", "path": path,
                               "detail": f"{path} holds bytes that are not plain text (NUL, control, invisible or "
                                         "bidi characters, or invalid UTF-8): they are shown escaped"})
+    for path, size in summarised.items():
+        flags.append({"kind": "large", "path": path, "detail": (
+            f"{path} is larger than {BLOB_SCAN_LIMIT >> 20} MiB ({size} bytes): the diff names it, not shows it"
+            if size > BLOB_SCAN_LIMIT else f"{path} ({size} bytes) is not shown in the diff: the changed files add "
+                                           f"up to more than {DIFF_LIMIT >> 20} MiB")})
     # The whole tree, not only what changed: Nix builds all of it.
     listing = repo.git.ls_tree("-r", "-z", "--full-tree", sha, stdout_as_string=False)
     for entry in listing.split(b"\0"):
@@ -161,10 +248,15 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
             refusals.append(f"{path} is a submodule (gitlink {obj[:12]}): Nix would build it from somewhere "
                             "the diff does not show; commit its files instead")
         elif name == ".gitattributes" and mode != SYMLINK:
-            data = _blob(repo, obj, 1 << 20) or b""
-            bad = sorted({a for a in _attribute_names(data.decode("utf-8", "replace"))
-                          if a in CONTENT_ATTRIBUTES})
-            if bad:
+            data = _blob(repo, obj, ATTRIBUTES_LIMIT)
+            bad = sorted({a for a in _attribute_names(data or b"") if a in CONTENT_ATTRIBUTES})
+            if data is None:
+                refusals.append(f"{path} is larger than {ATTRIBUTES_LIMIT >> 20} MiB: it cannot be checked whole "
+                                "for attributes that change what is built; keep it small")
+            elif _ATTRIBUTES_CONTROL.search(data):
+                refusals.append(f"{path} holds control characters (NUL, carriage return or others) that git reads "
+                                "differently from how the diff shows them; keep it plain text with \\n line ends")
+            elif bad:
                 refusals.append(f"{path} sets {', '.join(bad)}: git would export or check out content that the "
                                 "diff does not show; remove those attributes")
             elif not any(f["path"] == path and f["kind"] == "attributes" for f in flags):

@@ -451,6 +451,85 @@ def test_a_proposal_nix_would_build_differently_from_its_diff_is_refused(hive):
     assert hive.cli("pending").stdout.strip() == "nothing pending"
 
 
+def test_a_gitattributes_git_reads_differently_from_the_review_is_refused(hive):
+    """git splits a .gitattributes on \\n only and takes \\r as a blank between a pattern and its attributes, and
+    reads all of a large one: a carriage-return separated or a 1 MiB-padded export-ignore (nested too) is
+    refused, never passed as an empty or attribute-free file."""
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    config = sd / "agents" / "bob" / "config"
+    (config / "sub").mkdir()
+    padding = b"# padding\n" * 110_000
+    for rel, data, named in ((".gitattributes", b"secret.nix\rexport-ignore\nagent.nix\rexport-subst\n",
+                              ".gitattributes holds control characters"),
+                             ("sub/.gitattributes", padding + b"secret.nix export-ignore\n",
+                              "sub/.gitattributes is larger than 1 MiB"),
+                             (".gitattributes", b"# a comment\fsecret.nix export-ignore\n",
+                              ".gitattributes holds control characters")):
+        for f in (config / ".gitattributes", config / "sub" / ".gitattributes"):
+            f.unlink(missing_ok=True)
+        (config / rel).write_bytes(data)
+        secret = rel.replace(".gitattributes", "secret.nix")
+        (config / secret).write_text("{ }\n")
+        sha = commit_change(hive, "bob", agent_nix(f"attributes {rel} {len(data)}"))
+        check = git(config, "-c", "attr.tree=HEAD", "check-attr", "export-ignore", "--", secret)
+        assert check.endswith("export-ignore: set") or "\f" in data.decode(), check
+        message = refused(lambda: manager.call("request_apply_commit", agent="bob", commit=sha), "bad_request")
+        assert named in message, message
+    assert hive.cli("pending").stdout.strip() == "nothing pending"
+
+
+def test_a_proposed_git_of_many_empty_files_or_deep_directories_is_refused_naming_it(hive):
+    """The copy's byte cap let 200,000 empty files under .git/refs hold a proposal for 33 s (and the agent page for
+    minutes), and 1,200 nested directories overflowed the walk (an internal error with a traceback): both are
+    refused, naming the repo and the place, and proposing works again once they are gone."""
+    from browser import http
+
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    config = sd / "agents" / "bob" / "config"
+    sha = commit_change(hive, "bob", agent_nix("past the junk"))
+    junk = config / ".git" / "refs" / "junk"
+    junk.mkdir()
+    for i in range(20_001):
+        (junk / str(i)).touch()
+    message = refused(lambda: manager.call("request_apply_commit", agent="bob", commit=sha), "too_large")
+    assert f"{config / '.git'} holds more than 20000 files" in message, message
+    if hive.dashboard_url:
+        page = http(hive.dashboard_url, "GET", "/agents/bob", timeout=30)
+        assert page.status == 200 and "holds more than 20000 files" in page.text
+    shutil.rmtree(junk)
+    deep = config / ".git" / "refs" / "deep" / "/".join(["a"] * 1200)
+    subprocess.run(["mkdir", "-p", str(deep)], check=True)  # (os.makedirs recurses per level)
+    message = refused(lambda: manager.call("request_apply_commit", agent="bob", commit=sha), "too_large")
+    assert f"{config / '.git' / 'refs' / 'deep'}/a/a/" in message and "nested more than 32 directories deep" \
+        in message, message
+    subprocess.run(["rm", "-rf", str(config / ".git" / "refs" / "deep")], check=True)
+    assert manager.call("request_apply_commit", agent="bob", commit=sha)["approval_id"]
+
+
+def test_viewing_an_unchanged_proposed_repo_copies_nothing_again(hive):
+    """Every view of an agent's repo copied its whole proposed .git again (minutes with 200,000 files): a view
+    copies only when a file there changed (what the service's copy holds shows it: a ref the test removes from
+    it stays removed until the manager commits again)."""
+    sd, host = state_dir(hive), hive.host()
+    quarantine = sd / "quarantine" / "bob.git"
+    first = commit_change(hive, "bob", agent_nix("seen once"))
+    refused(lambda: host.call("repo_log", agent="bob", rev="nosuch"), "not_found")  # a view: it copies
+    assert git(quarantine, "rev-parse", "refs/heads/main") == first
+    git(quarantine, "update-ref", "-d", "refs/heads/main")
+    refused(lambda: host.call("repo_log", agent="bob", rev="nosuch"), "not_found")
+    with pytest.raises(AssertionError):
+        git(quarantine, "rev-parse", "--verify", "refs/heads/main")
+    second = commit_change(hive, "bob", agent_nix("seen again"))
+    refused(lambda: host.call("repo_log", agent="bob", rev="nosuch"), "not_found")
+    assert git(quarantine, "rev-parse", "refs/heads/main") == second
+    # a proposal always copies
+    git(quarantine, "update-ref", "-d", "refs/heads/main")
+    hive.client("manager").call("request_apply_commit", agent="bob", commit=second)
+    assert git(quarantine, "rev-parse", "refs/heads/main") == second
+
+
 def test_links_swapped_in_while_proposals_are_copied_bring_nothing(hive, tmp_path):
     """The manager may race the copy: swap a fan-out directory of objects for a link to another repo's and back,
     over and over, while proposing. Every proposal is either refused or brings only the manager's own objects."""

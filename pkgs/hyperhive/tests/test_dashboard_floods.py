@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from browser import http
-from standins.support import commit_change
+from standins.support import commit_change, state_dir
 
 QUESTION = "Should I go on? " + "x" * 16_000  # each question near 16 KB: 1,000 of them were 16 MB on one page
 MAX_HOME_BYTES = 600_000
@@ -82,6 +82,57 @@ def test_a_huge_commit_gives_a_small_approval_page_and_the_whole_diff_as_text(st
     assert whole.status == 200 and whole.headers["Content-Type"].startswith("text/plain")
     assert "+# THE LAST LINE" in whole.text and len(whole.text) == data["diff_chars"]
     assert whole.headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
+def test_a_large_zero_blob_is_named_not_diffed_and_costs_the_service_little(start_broker):
+    """A 64 MiB file of zeros packs to a few hundred KB; its diff, built and escaped whole, took the service 2 min
+    and 5 GB. It is named with its size instead (and flagged large); the rest of the change is shown."""
+    hive = start_broker()
+    url = hive.dashboard_url
+    manager = hive.client("manager")
+    manager.call("request_spawn_draft", name="dora")
+    config = state_dir(hive) / "agents" / "dora" / "config"
+    with open(config / "zeros.bin", "wb") as f:
+        f.truncate(64 << 20)
+    sha = commit_change(hive, "dora", "# next to the zeros\n", filename="small.nix")
+    approval_id = manager.call("request_spawn_commit", name="dora", commit=sha)["approval_id"]
+
+    before = _peak_rss(hive.proc.pid)
+    data = http(url, "GET", f"/api/approvals/{approval_id}", timeout=60).json()
+    assert "binary/large: zeros.bin: 67108864 bytes" in data["diff"], data["diff"][:2000]
+    assert "+# next to the zeros" in data["diff"] and "\\x00" not in data["diff"]
+    assert ("large", "zeros.bin") in {(f["kind"], f["path"]) for f in data["flags"]}
+    whole = http(url, "GET", f"/api/approvals/{approval_id}/diff", timeout=60).text
+    assert whole == data["diff"]
+    grew = _peak_rss(hive.proc.pid) - before
+    assert grew < 200 << 20, f"the service grew by {grew >> 20} MiB"
+
+
+def test_files_that_add_up_past_the_diff_limit_are_named_and_flagged_not_diffed(start_broker):
+    """git diffs every file for --stat before it writes a byte: three 7 MiB files (each under the large-file
+    limit) are diffed up to 16 MiB of input, and the rest is named with its size and flagged large."""
+    hive = start_broker()
+    url = hive.dashboard_url
+    manager = hive.client("manager")
+    manager.call("request_spawn_draft", name="dora")
+    config = state_dir(hive) / "agents" / "dora" / "config"
+    line = "# padding a file that is plain text all through\n"
+    for name in ("a.nix", "b.nix"):
+        (config / name).write_text(line * (7 * 1024 * 1024 // len(line)))
+    sha = commit_change(hive, "dora", line * (7 * 1024 * 1024 // len(line)) + "# THE LAST FILE\n", filename="c.nix")
+    approval_id = manager.call("request_spawn_commit", name="dora", commit=sha)["approval_id"]
+    data = http(url, "GET", f"/api/approvals/{approval_id}", timeout=60).json()
+    assert data["diff"].startswith("binary/large: c.nix: "), data["diff"][:300]
+    assert ("large", "c.nix") in {(f["kind"], f["path"]) for f in data["flags"]}
+    whole = http(url, "GET", f"/api/approvals/{approval_id}/diff", timeout=60).text
+    assert "+# padding" in whole and "THE LAST FILE" not in whole and "a.nix" in whole and "b.nix" in whole
+
+
+def _peak_rss(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
 
 
 BIDI = "invoice\u202egnp.exe and \u2066isolated\u2069"

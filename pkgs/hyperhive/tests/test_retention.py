@@ -83,3 +83,49 @@ def test_retention_keeps_deployed_and_drops_by_age_and_by_terminal_sibling(start
     # the CLI prints what it kept and dropped (real clock: nothing left to drop)
     out = hive.cli("retention", "--dry-run").stdout
     assert f"kept       alice      deployed/{deployed}" in out and "4 kept, 0 would drop" in out  # alice 3, manager 1
+
+
+def test_retention_collects_the_quarantine_but_keeps_what_every_approval_shows(start_hive):
+    """Branches the manager makes and deletes were fetched into the quarantine on every view and never collected
+    (232K -> 58M). Retention collects it, and every recorded approval still shows its diff: a denied one whose
+    commit only the quarantine held (and whose tag retention dropped) and a pending one."""
+    import os
+    import subprocess
+
+    from conftest import refused
+    from standins.support import git
+
+    hive = start_hive(env=AGENT_ENV)
+    wait_for(lambda: standin_info(hive, "bob"), message="bob running")
+    manager, host, sd = hive.client("manager"), hive.host(), state_dir(hive)
+    config = sd / "agents" / "bob" / "config"
+    denied = manager.call("request_apply_commit", agent="bob",
+                          commit=commit_change(hive, "bob", agent_nix("denied then forgotten")))["approval_id"]
+    host.call("deny", id=denied, note="no")
+    git(config, "reset", "-q", "--hard", "HEAD~1")  # only the quarantine holds the denied commit now
+    pending = manager.call("request_apply_commit", agent="bob",
+                           commit=commit_change(hive, "bob", agent_nix("still waiting")))["approval_id"]
+    git(config, "checkout", "-q", "-b", "junk")
+    (config / "junk.bin").write_bytes(os.urandom(20 << 20))
+    git(config, "add", "-A")
+    git(config, "commit", "-q", "-m", "20 MB the manager deletes again")
+    git(config, "checkout", "-q", "main")
+    quarantine = sd / "quarantine" / "bob.git"
+    assert host.call("repo_log", agent="bob", rev="junk")["commits"]  # an operator's view copies it in
+    git(config, "branch", "-q", "-D", "junk")
+    refused(lambda: host.call("repo_log", agent="bob", rev="junk"), "not_found")
+
+    def size():
+        return sum(f.stat().st_size for f in quarantine.rglob("*") if f.is_file())
+
+    assert size() > 20 << 20
+    old = time.time() - 2 * 3600  # (git gc keeps what was written in the last hour: a fetch not yet tagged)
+    for f in quarantine.rglob("*"):
+        os.utime(f, (old, old))
+    host.call("retention", now=time.time() + 400 * DAY)
+    assert f"denied/{denied}" not in tags(quarantine)
+    assert size() < 2 << 20, f"the quarantine is {size() >> 20} MiB after retention"
+    assert '+    prompt = "denied then forgotten";' in host.call("approval", id=denied)["diff"]
+    assert '+    prompt = "still waiting";' in host.call("approval", id=pending)["diff"]
+    subprocess.run(["git", "--git-dir", str(quarantine), "fsck", "--no-dangling", "--connectivity-only"],
+                   check=True)
