@@ -710,9 +710,9 @@ def render_agent_nix(name: str) -> str:
     return "\n".join([
         f"# {name}'s container. The manager proposes changes to this file; the operator approves them before they",
         "# are built and deployed. Options: hyperhive's modules/agent.nix (`hyperhive.*`) and any NixOS option.",
-        f"# {name} is declared in the hive's config, which gives its policy (prompt, bash.allow, model, ...); a",
-        "# value set here takes the config's place, except allowedRecipients and privateUsers, which stay the",
-        "# config's (the broker enforces them).",
+        f"# {name} is declared in the hive's config, which gives its policy (prompt, bash.allow, model, ...). In a",
+        "# NixOS container a value set here takes the config's place, except allowedRecipients and privateUsers,",
+        "# which stay the config's (the broker enforces them); the local backend runs the config's policy alone.",
         "{ pkgs, ... }:",
         "{",
         "  hyperhive = { };",
