@@ -154,7 +154,9 @@ pkgs.testers.runNixOSTest {
 
       with subtest("an approved proposal that does not build is tagged failed/ and rolled back"):
           before = main_sha("alice")
-          aid, _ = propose("alice", "sed -i 's/bash.allow = .*/bash.allow = 42;/' agent.nix", "break the build")
+          # (a declared agent's seeded agent.nix sets no policy: the whole file is replaced by one that mistypes it)
+          aid, _ = propose("alice", "printf '%s\\n' '{ ... }: { hyperhive.bash.allow = 42; }' > agent.nix",
+                           "break the build")
           # `hyperhive approve` follows the deploy and exits non-zero when it fails, printing the build error.
           out = host.fail(f"hyperhive approve {aid} 2>&1")
           assert "failed" in out, out
