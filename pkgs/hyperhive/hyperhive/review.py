@@ -69,7 +69,7 @@ def _is_plain_text(data: bytes) -> bool:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return not _UNSAFE.search(text) and not any(unicodedata.category(c) == "Cf" for c in text)
+    return not any(_escape_of(c) for c in set(text))  # nothing escape_text would escape
 
 
 # A diff is read from git up to DIFF_LIMIT bytes and no further (a 64 MiB blob of zeros, 376 KB packed, made a
@@ -83,8 +83,8 @@ def _git_bounded(repo: git.Repo, args: list[str], limit: int = DIFF_LIMIT) -> by
     """``git <args>``'s output up to ``limit`` bytes (git is killed past it), with a line saying it was cut."""
     env = {**os.environ, **repo.git.environment(), "GIT_DIR": repo.git_dir}
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                env=env, cwd=repo.git_dir)
+        proc = subprocess.Popen([git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=err, env=env, cwd=repo.git_dir)
         try:
             raw = proc.stdout.read(limit + 1)
         finally:
