@@ -13,6 +13,7 @@ import time
 
 from sqlalchemy import insert, select, update
 
+from . import repos
 from . import store as db
 from .config import check_name, socket_too_long
 from .errors import bad_request, conflict
@@ -75,4 +76,4 @@ def check_new_name(hive, name, *, allow_tombstone: bool = False) -> str:
 
 def has_leftovers(hive, name: str) -> bool:
     """Whether a deployed config of ``name`` is kept (``applied/<n>``) though the hive has no such agent."""
-    return os.path.lexists(hive.config.state_dir / "applied" / name)
+    return os.path.lexists(repos.applied_path(hive, name))

@@ -419,7 +419,7 @@ def import_proposed(hive, name: str, ref: str | None = None) -> str | None:
     # (200,000 files took minutes on every view of the agent page): a walk of lstat alone tells.
     seen = hive.extensions.setdefault("proposed_seen", {})
     here = os.stat(quarantine_path(hive, name)).st_ino  # (a quarantine made again holds nothing yet)
-    if ref is None and seen.get(name) is not None and seen.get(name) == (here, _copy_proposed(hive, name, None)):
+    if ref is None and name in seen and seen[name] == (here, _copy_proposed(hive, name, None)):
         return None
     seen.pop(name, None)
     with _scratch(hive, f"copy-{name}-") as scratch:

@@ -12,7 +12,6 @@ import shutil
 import time
 from pathlib import Path
 
-
 from sqlalchemy import delete, func, select, update
 
 from . import approvals, questions, repos
@@ -207,8 +206,8 @@ def agent_action(hive, name, action, by: str = "operator") -> dict:
             raise not_found(f'there is no destroyed agent "{name}" to revive')
         approval_id = approvals.request_spawn(hive, name, by, revive=True)
         return {"name": name, "state": "tombstone", "approval_id": approval_id}
-    if action == "purge" and (row.state in ("tombstone", "draft") if row is not None
-                              else name not in hive.agent_configs() and has_leftovers(hive, name)):
+    # (no row and not declared: not an agent of the hive, but maybe what a removed declared one left)
+    if action == "purge" and (row.state in ("tombstone", "draft") if row is not None else has_leftovers(hive, name)):
         return _purge(hive, name, by)
     live = name == hive.config.manager or name in hive.agent_configs()
     if not live:

@@ -180,16 +180,10 @@ def test_the_manager_cannot_make_a_deploy_write_through_a_symlink_it_planted(hiv
 def test_without_nixos_container_the_hive_says_so_once_and_pins_nothing(start_hive, hive_dir):
     """The nixos-container backend off NixOS: said once, up front, in the log, the dashboard's alerts and
     /api/state, before any flake lock is tried (each tried the network for seconds) or container started."""
-    import os
-    import shutil
-    import sys
-
     from browser import http
+    from standins.support import without_nixos_container_env
 
-    path = os.pathsep.join(dict.fromkeys([str(Path(shutil.which("git")).parent), str(Path(sys.executable).parent)]))
-    if any(Path(d, "nixos-container").exists() for d in path.split(os.pathsep)):
-        pytest.skip("nixos-container is installed beside git or python here")
-    hive = start_hive(agents={"alice": {}}, backend="nixos-container", env={"PATH": path})
+    hive = start_hive(agents={"alice": {}}, backend="nixos-container", env=without_nixos_container_env())
     token = (hive.config.state_dir / "dashboard.token").read_text().strip()  # (this backend's dashboard needs one)
     errors = http(hive.dashboard_url, "GET", "/api/state", token=token).json()["errors"]
     backend = [e for e in errors if e["section"] == "backend"]

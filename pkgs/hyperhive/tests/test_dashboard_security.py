@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -101,13 +100,12 @@ def test_under_the_nixos_container_backend_the_dashboard_always_needs_a_token(st
     host's loopback without a token would let any agent, or the manager, approve its own proposals. With no
     tokenFile the service makes one in the state directory (0600; no container mounts it) and every request needs
     it; a restart keeps it."""
-    import shutil
     import stat
 
-    path = os.pathsep.join(dict.fromkeys([str(Path(shutil.which("git")).parent), str(Path(sys.executable).parent)]))
-    if any(Path(d, "nixos-container").exists() for d in path.split(os.pathsep)):
-        pytest.skip("nixos-container is installed beside git or python here: this hive would start containers")
-    hive = start_broker({"alice": {}}, backend="nixos-container", env={"PATH": path})
+    from standins.support import without_nixos_container_env
+
+    env = without_nixos_container_env()
+    hive = start_broker({"alice": {}}, backend="nixos-container", env=env)
     token_file = hive.config.state_dir / "dashboard.token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = token_file.read_text().strip()
@@ -118,7 +116,7 @@ def test_under_the_nixos_container_backend_the_dashboard_always_needs_a_token(st
     assert http(url, "POST", "/api/messages", json={"to": "alice", "body": "as the operator"}).status == 401
     assert http(url, "GET", "/api/state", token=token).status == 200
     hive.stop()
-    again = start_broker({"alice": {}}, backend="nixos-container", env={"PATH": path})
+    again = start_broker({"alice": {}}, backend="nixos-container", env=env)
     assert token_file.read_text().strip() == token
     assert http(again.dashboard_url, "GET", "/api/state", token=token).status == 200
 

@@ -37,6 +37,17 @@ def nixos_env(hive_dir: Path) -> dict:
     }
 
 
+def without_nixos_container_env() -> dict:
+    """The nixos-container backend off NixOS: a PATH of git and this interpreter only, where neither
+    ``nixos-container`` nor the stand-ins are (skips where nixos-container is installed beside them)."""
+    import shutil
+
+    path = os.pathsep.join(dict.fromkeys([str(Path(shutil.which("git")).parent), str(Path(sys.executable).parent)]))
+    if any(Path(d, "nixos-container").exists() for d in path.split(os.pathsep)):
+        pytest.skip("nixos-container is installed beside git or python here: this hive would start containers")
+    return {"PATH": path}
+
+
 def git(path: Path, *args: str) -> str:
     result = subprocess.run(["git", "-C", str(path), "-c", "user.name=manager", "-c", "user.email=manager@hive",
                              *args], capture_output=True, text=True)
