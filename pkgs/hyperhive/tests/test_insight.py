@@ -398,7 +398,10 @@ def test_turns_reminders_and_cancel_refuse_a_name_that_never_was_an_agent(start_
 
     hive.cli("spawn", "dora")
     hive.cli("destroy", "dora")
-    assert "(no turns yet)" in hive.cli("turns", "dora").stdout
+    # a destroyed agent is known (rc 0: cli() checks it); its stand-in may have run a turn on its spawn's event
+    # before the destroy, so it lists that turn or none
+    listed = hive.cli("turns", "dora").stdout
+    assert "(no turns yet)" in listed or " UTC dora " in listed, listed
     hive.client("alice").call("turn_record", turn=turn())
     path = hive.config_path
     path.write_text(json.dumps({**json.loads(path.read_text()), "agents": {"bob": {}}}))
