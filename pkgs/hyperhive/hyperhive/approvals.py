@@ -425,6 +425,7 @@ def _deploy(hive, name: str, sha: str) -> None:
         # From the configuration being deployed (meta is locked to it), by the backend's rule (policy_eval.py).
         registry.store_policy(hive, name, policy_eval.read_policy(hive, name))
     backend.deploy(name, sha)
+    registry.run_again(hive, name)  # a deploy runs the agent: a kill before it no longer holds
 
 
 def _deploy_apply(hive, row) -> None:
@@ -542,8 +543,8 @@ def _fail(hive, row, error: str, *, old_main: str | None) -> None:
 def _recover_agent(hive, name: str) -> None:
     """After a failed deploy, the agent runs its old config again if the attempt stopped it."""
     backend = hive.extensions["backend"]
-    if backend.state(name) == "running":
-        return
+    if backend.state(name) == "running" or name in registry.kept_stopped(hive):
+        return  # (a killed agent stays stopped: the deploy that would have run it failed)
     try:
         backend.start(name)
     except Exception as e:
@@ -599,6 +600,7 @@ def _undo_interrupted(hive, row, restored_main: str | None) -> None:
             try:
                 backend.lock(name)
                 backend.deploy(name, restored_main)
+                registry.run_again(hive, name)
             except Exception as e:
                 log.error("deploying %s again on %s after an interrupted deploy: %s", name, restored_main[:12], e)
     except Exception:

@@ -1,5 +1,5 @@
 """The agents table: the rows of agents created at run time (state ``draft | active | tombstone``, origin
-``spawned``), the policy stored for each, and which names a new agent may take.
+``spawned``), the policy stored for each, which names a new agent may take, and which agents a kill keeps stopped.
 
 Both the approval lifecycle (``approvals``) and the agents' life cycle (``spawn``) stand on it, so it stands on its
 own: neither imports the other for it.
@@ -11,7 +11,7 @@ import json
 import os
 import time
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from . import repos
 from . import store as db
@@ -41,6 +41,25 @@ def set_agent_state(hive, name: str, state: str) -> None:
                                                   created_at=ts, updated_at=ts))
     hive.agents_changed()
     hive.bus.publish("state", {"what": "agent", "name": name, "state": state})
+
+
+def keep_stopped(hive, name: str, by: str) -> None:
+    """``name`` was killed by ``by``: it stays stopped across restarts of the service until it is run again."""
+    with hive.store.write() as conn:
+        conn.execute(delete(db.stopped_agents).where(db.stopped_agents.c.agent == name))
+        conn.execute(insert(db.stopped_agents).values(agent=name, by=by, at=time.time()))
+
+
+def run_again(hive, name: str) -> None:
+    """``name`` runs again (started, restarted, rebuilt, deployed, destroyed or purged): a kill no longer holds it."""
+    with hive.store.write() as conn:
+        conn.execute(delete(db.stopped_agents).where(db.stopped_agents.c.agent == name))
+
+
+def kept_stopped(hive) -> dict[str, dict]:
+    """The agents a kill keeps stopped: ``{name: {"by": who, "at": epoch seconds}}``."""
+    with hive.store.read() as conn:
+        return {r.agent: {"by": r.by, "at": r.at} for r in conn.execute(select(db.stopped_agents))}
 
 
 def store_policy(hive, name: str, policy: dict) -> None:

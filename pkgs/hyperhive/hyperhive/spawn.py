@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
 
-from . import approvals, questions, repos
+from . import approvals, questions, registry, repos
 from . import store as db
 from .config import check_name
 from .registry import agent_row, check_new_name, has_leftovers, set_agent_state
@@ -165,14 +165,18 @@ def deployed(hive, name: str) -> tuple[str | None, str | None, bool]:
 def agent_overview(hive) -> list[dict]:
     names = [hive.config.manager] + sorted(hive.agent_configs())
     by_approvals = _deployed_by_approvals(hive)
+    kept = registry.kept_stopped(hive)
     out = []
     for name in names:
         quick = _deployed_quick(hive, name, by_approvals) if by_approvals is not None else None
         tag_name, sha, stale = quick or _deployed(hive, name)
         role = "manager" if name == hive.config.manager else "agent"
         origin = "declared" if role == "manager" or name in hive.config.agents else "spawned"
-        out.append({"name": name, "role": role, "state": hive.agent_state(name), "deployed_tag": tag_name,
-                    "deployed_sha": sha, "stale": stale, "origin": origin})
+        row = {"name": name, "role": role, "state": hive.agent_state(name), "deployed_tag": tag_name,
+               "deployed_sha": sha, "stale": stale, "origin": origin}
+        if name in kept:  # stays stopped, across restarts of the service, until it is started
+            row["killed_by"], row["killed_at"] = kept[name]["by"], db.iso(kept[name]["at"])
+        out.append(row)
     return out
 
 
@@ -224,6 +228,7 @@ def agent_action(hive, name, action, by: str = "operator") -> dict:
         with deploy_lock(hive):
             backend.destroy(name)
             set_agent_state(hive, name, "tombstone")
+            registry.run_again(hive, name)  # a revived agent starts
             repos.sync_meta(hive, f"meta: {name} destroyed")
         hive.notify(hive.config.manager, f"{name} was destroyed by {by}; its config and state are kept",
                     event="destroyed", name=name, by=by)
@@ -239,6 +244,7 @@ def agent_action(hive, name, action, by: str = "operator") -> dict:
         verb = "started"
     elif action == "kill":
         backend.stop(name)
+        registry.keep_stopped(hive, name, by)  # until it is run again, whatever restarts meanwhile
         verb = "killed"
     elif action == "restart":
         backend.restart(name)
@@ -249,6 +255,8 @@ def agent_action(hive, name, action, by: str = "operator") -> dict:
             backend.lock(name)
             backend.deploy(name, sha)
         verb = "rebuilt"
+    if action != "kill":
+        registry.run_again(hive, name)
     state = hive.agent_state(name)
     hive.notify(name, f"{name} was {verb} by {by}", event=verb, name=name, by=by, state=state)
     hive.bus.publish("state", {"what": "agent", "name": name, "state": state})
@@ -267,6 +275,7 @@ def _purge(hive, name: str, by: str) -> dict:
     now = time.time()
     with hive.store.write() as conn:
         conn.execute(delete(db.agents).where(db.agents.c.name == name))
+        conn.execute(delete(db.stopped_agents).where(db.stopped_agents.c.agent == name))
         conn.execute(update(db.messages).where(db.messages.c.recipient == name, db.messages.c.acked_at.is_(None))
                      .values(acked_at=now, lease_until=None))
         conn.execute(update(db.reminders).where(db.reminders.c.agent == name, db.reminders.c.status == "pending")

@@ -150,6 +150,15 @@ agent_overrides = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+# Agents the operator or the manager killed: they stay stopped, across restarts of the service (and, under the
+# nixos-container backend, boots of the host), until someone starts, restarts, rebuilds or deploys them.
+stopped_agents = Table(
+    "stopped_agents", metadata,
+    Column("agent", String, primary_key=True),
+    Column("by", String, nullable=False),
+    Column("at", Float, nullable=False),
+)
+
 # A budget's day (UTC) for one agent, or for the whole hive (agent "*"): a limit raised by the operator, and the
 # question that asked about it.
 budget_days = Table(
@@ -317,8 +326,15 @@ def _turn_errors(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE turns ADD COLUMN error TEXT")
 
 
+def _stopped_agents(conn: Connection) -> None:
+    """Keep a kill: an agent the operator or the manager killed is not started again by the next start of the
+    service (it was, as every agent is at a start, so a kill lasted only until a restart)."""
+    conn.exec_driver_sql("CREATE TABLE stopped_agents (agent TEXT PRIMARY KEY, by TEXT NOT NULL, at REAL NOT NULL)")
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3, _add_insight_tables,
-                                                  _lean_messages, _operator_inbox_index, _turn_errors]
+                                                  _lean_messages, _operator_inbox_index, _turn_errors,
+                                                  _stopped_agents]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -670,5 +686,5 @@ def run_sql(store: Store, sql: str, params: tuple = ()) -> list[Any]:
 
 
 __all__ = ["Store", "messages", "questions", "approvals", "agents", "stats", "turns", "reminders",
-           "agent_overrides", "budget_days", "SCHEMA_VERSION", "MIGRATIONS",
+           "agent_overrides", "stopped_agents", "budget_days", "SCHEMA_VERSION", "MIGRATIONS",
            "loads_json", "iso", "text"]

@@ -194,3 +194,30 @@ def test_without_nixos_container_the_hive_says_so_once_and_pins_nothing(start_hi
     log = hive.log()
     assert log.count("not found on PATH") == 1 and "flake lock" not in log and "could not start" not in log, log
     assert calls(hive_dir) == []  # no stand-in either: nothing was run
+
+
+def test_a_killed_container_that_came_up_with_the_host_is_stopped_again_at_the_start(hive, hive_dir):
+    """Declared containers have autoStart (modules/hyperhive.nix): systemd boots them with the host, before the
+    service. One that was killed is stopped again when the service starts, and stays so until it is started or
+    an approved deploy runs it."""
+    from conftest import HiveProcess
+
+    hive.cli("kill", "alice")
+    assert container(hive_dir, "h-alice")["status"] == "down"
+    hive.stop()
+    (hive_dir / "standin" / "containers" / "h-alice" / "status").write_text("up")  # the host booted it
+
+    again = HiveProcess(hive.config_path, env=hive.env).start()
+    try:
+        assert container(hive_dir, "h-alice")["status"] == "down"
+        assert "alice stays stopped: operator killed it" in again.log()
+        assert {a["name"]: a["state"] for a in again.host().call("list_agents")["agents"]} == \
+            {"manager": "running", "alice": "stopped"}
+        sha = commit_change(again, "alice", agent_nix("approved while killed"))
+        approval_id = again.client("manager").call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+        assert f"deployed/{approval_id}" in again.cli("approve", str(approval_id)).stdout
+        assert container(hive_dir, "h-alice")["status"] == "up"  # the deploy runs it
+        rows = {a["name"]: a for a in again.host().call("agents_overview")["agents"]}
+        assert "killed_by" not in rows["alice"]
+    finally:
+        again.stop()

@@ -342,6 +342,43 @@ def test_a_restarted_service_runs_the_same_agents_and_commits_nothing_new(hive):
         again.stop()
 
 
+def test_a_killed_agent_stays_stopped_across_restarts_of_the_service_until_it_is_started(hive):
+    """A kill is the operator's (or the manager's) brake on an agent: a restart of the service (an upgrade, a
+    reboot) must not quietly run the agent again. It stays stopped, and says so, until someone starts it."""
+    from conftest import HiveProcess
+
+    hive.cli("spawn", "jay")
+    wait_for(lambda: standin_info(hive, "jay"), message="jay running")
+    hive.cli("kill", "alice")
+    hive.client("manager").call("kill", name="jay")
+    listing = hive.cli("list").stdout
+    assert "KILLED by operator" in listing and "KILLED by manager" in listing, listing
+    hive.stop()
+
+    again = HiveProcess(hive.config_path, env=hive.env).start()
+    try:
+        assert names(again.host()) == {"manager": "running", "alice": "stopped", "jay": "stopped"}
+        assert "alice stays stopped: operator killed it" in again.log()
+        assert "jay stays stopped: manager killed it" in again.log()
+        rows = {a["name"]: a for a in again.host().call("agents_overview")["agents"]}
+        assert rows["alice"]["killed_by"] == "operator" and "killed_by" not in rows["manager"]
+        waiting = again.host().call("send", to="alice", body="are you there?")["id"]  # it waits for her
+        again.cli("start", "alice")
+        wait_for(lambda: standin_info(again, "alice") and names(again.host())["alice"] == "running",
+                 message="alice started again")
+        assert "killed_by" not in {a["name"]: a for a in again.host().call("agents_overview")["agents"]}["alice"]
+        got = again.client("alice").call("recv", max=10)["messages"]
+        assert [m["body"] for m in got if m["id"] == waiting] == ["are you there?"]  # kept while she was stopped
+    finally:
+        again.stop()
+
+    third = HiveProcess(hive.config_path, env=hive.env).start()
+    try:  # started again, she is no longer held; jay, never started, still is
+        assert names(third.host()) == {"manager": "running", "alice": "running", "jay": "stopped"}
+    finally:
+        third.stop()
+
+
 def test_a_draft_is_never_seeded_through_links_the_manager_planted(hive, tmp_path):
     """The manager writes agents/: whatever it planted where a draft's repo and state go, the service writes,
     chmods and runs git only in directories it made itself."""

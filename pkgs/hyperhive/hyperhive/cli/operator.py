@@ -13,7 +13,8 @@ from ..times import when
 def list_agents(config_path, as_json):
     """List every agent as the dashboard shows it: state, deployed tag, inbox (unread / leased), last turn and
     flags (STALE: the proposed repo's main is not what is deployed; STUCK: messages wait and no turn ends;
-    STAND-IN: a scripted stand-in model, not Claude; OVER BUDGET: no turn starts until its daily limit allows),
+    STAND-IN: a scripted stand-in model, not Claude; OVER BUDGET: no turn starts until its daily limit allows;
+    KILLED: killed, and kept stopped across restarts of the service until started again),
     then drafts and destroyed agents kept."""
     result = host_call(config_path, "agents_overview")
     if as_json:
@@ -31,6 +32,8 @@ def list_agents(config_path, as_json):
             flags.append("STAND-IN")
         if a.get("over_budget"):
             flags.append("OVER BUDGET")
+        if a.get("killed_by"):
+            flags.append(f"KILLED by {a['killed_by']} (stays stopped until `hyperhive start {a['name']}`)")
         if a.get("origin") == "spawned":
             flags.append("spawned")
         last = when(a.get("last_turn_at"), relative=True) if a.get("last_turn_at") else "no turn yet"

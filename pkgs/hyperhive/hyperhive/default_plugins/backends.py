@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
-from .. import approvals, repos, retention
+from .. import approvals, registry, repos, retention
 from ..backends.local import LocalBackend
 from ..backends.nixos_container import NixosContainerBackend
 from ..hookspecs import hookimpl
@@ -62,7 +63,24 @@ def seed_all(hive, backend) -> list[str]:
 
 
 def start_all(hive, backend, names=None) -> None:
+    """Start the agents (every one by default), except those a kill keeps stopped: these are stopped if they run
+    (a NixOS container with autoStart comes up with the host, before the service)."""
+    try:
+        kept = registry.kept_stopped(hive)
+    except Exception:
+        log.exception("reading which agents a kill keeps stopped")
+        kept = {}
     for name in names if names is not None else [hive.config.manager] + sorted(hive.agent_configs()):
+        if name in kept:
+            held = kept[name]
+            log.warning("%s stays stopped: %s killed it at %s (`hyperhive start %s` runs it again)", name,
+                        held["by"], time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(held["at"])), name)
+            try:
+                if backend.state(name) == "running":
+                    backend.stop(name)
+            except Exception as e:
+                log.error("could not stop %s, which a kill keeps stopped: %s", name, e)
+            continue
         try:
             backend.start(name)
         except Exception as e:
