@@ -879,6 +879,11 @@ def test_a_container_the_service_creates_gets_the_declared_settings(start_hive, 
              message="h-alice created")
     conf = dict(line.split("=", 1) for line in conf_path.read_text().splitlines() if "=" in line)
     assert "PRIVATE_NETWORK" not in conf, conf
+    # nixos-container.pl's veth addresses would make nixos-containers.nix's startScript add --network-veth
+    assert not {"HOST_ADDRESS", "LOCAL_ADDRESS", "HOST_BRIDGE", "HOST_PORT"} & set(conf), conf
+    # the startScript copies the host's resolv.conf only with COPY_RESOLV_CONF=1: without it the agent resolves no
+    # name (not the Claude API's either)
+    assert conf["COPY_RESOLV_CONF"] == "1", conf
     assert conf["SYSTEM_PATH"] == "/nix/var/nix/profiles/system"
     uid = uid_base("alice", 0x70000000)
     assert conf["PRIVATE_USERS"] == str(uid) and uid >= 0x70000000
@@ -893,4 +898,4 @@ def test_a_container_the_service_creates_gets_the_declared_settings(start_hive, 
     # The manager shares host uids, like the declared hm1nd.
     manager = dict(line.split("=", 1) for line in (hive_dir / "standin" / "etc" / "hm1nd.conf").read_text().splitlines()
                    if "=" in line)
-    assert manager["PRIVATE_USERS"] == "no"
+    assert manager["PRIVATE_USERS"] == "no" and manager["COPY_RESOLV_CONF"] == "1"

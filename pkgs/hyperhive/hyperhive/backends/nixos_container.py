@@ -53,8 +53,10 @@ def container_settings(path: Path | None = None) -> dict | None:
 def container_conf(hive, name: str, container: str, uid: int) -> dict[str, str]:
     """The /etc/nixos-containers/<container>.conf of a container the service creates at run time, with the keys and
     values nixos-containers.nix writes for a declared one (modules/hyperhive.nix's `containers.<c>`): the host's
-    network (no PRIVATE_NETWORK: `nixos-container create` would give a private network with no NAT), the user
-    namespace, the mounts, and SYSTEM_PATH resolved inside the container."""
+    network (no PRIVATE_NETWORK: `nixos-container create` would give a private network with no NAT), the host's
+    resolv.conf copied in (COPY_RESOLV_CONF=1, `copyResolvConf`'s default: nixos-containers.nix's startScript copies
+    it only then, and `nixos-container create` writes no such key), the user namespace, the mounts, and SYSTEM_PATH
+    resolved inside the container."""
     cfg = hive.config
     if name == cfg.manager:  # modules/hyperhive.nix's hm1nd: its own state, and the repos it works on
         binds = [f"--bind={cfg.agent_socket(name).parent}:/run/hive",
@@ -70,7 +72,8 @@ def container_conf(hive, name: str, container: str, uid: int) -> dict[str, str]:
                  f"--bind={cfg.state_dir / 'claude' / name}:/root/.claude"]
     if uid:
         binds.append("--private-users-ownership=auto")
-    return {"SYSTEM_PATH": "/nix/var/nix/profiles/system", "PRIVATE_USERS": str(uid) if uid else "no",
+    return {"SYSTEM_PATH": "/nix/var/nix/profiles/system", "COPY_RESOLV_CONF": "1",
+            "PRIVATE_USERS": str(uid) if uid else "no", "INTERFACES": "", "MACVLANS": "", "AUTO_START": "1",
             "EXTRA_NSPAWN_FLAGS": " ".join(binds)}
 
 
@@ -193,8 +196,8 @@ class NixosContainerBackend(Backend):
         os.chmod(sockets, 0o700)  # under runDir, which only the service writes
         values = container_conf(self.hive, name, self.container(name), uid)
         keep = [line for line in conf.read_text(encoding="utf-8").splitlines()
-                if line.split("=", 1)[0] in ("AUTO_START", "FLAKE")]
-        text = "\n".join(keep + [f'{k}="{v}"' if k == "EXTRA_NSPAWN_FLAGS" else f"{k}={v}"
+                if line.split("=", 1)[0] == "FLAKE"]
+        text = "\n".join(keep + [f'{k}="{v}"' if k in ("EXTRA_NSPAWN_FLAGS", "INTERFACES", "MACVLANS") else f"{k}={v}"
                                  for k, v in values.items()]) + "\n"
         tmp = conf.with_name(conf.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
