@@ -8,7 +8,8 @@
 # Each stand-in mirrors the nixpkgs option it replaces (type, default, and what nixpkgs does with the value that our
 # tests rely on), citing the nixpkgs file. Only the parts the tests compare are forced (the fake packages cannot be
 # built).
-{ lib, hive, template ? ../templates/agent/agent.nix }:
+# `hostExtra` is more of the host's NixOS configuration (e.g. its system.stateVersion).
+{ lib, hive, template ? ../templates/agent/agent.nix, hostExtra ? { } }:
 let
   inherit (lib) mkOption mkDefault types;
 
@@ -124,6 +125,7 @@ let
       host
       ../modules/hyperhive.nix
       { hyperhive = hive // { enable = true; package = fakeHyperhive; }; }
+      hostExtra
     ];
     specialArgs = { inherit pkgs; };
   }).config;

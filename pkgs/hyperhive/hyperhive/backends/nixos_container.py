@@ -160,7 +160,9 @@ class NixosContainerBackend(Backend):
         """A container created at run time (a spawned agent) gets what a declared one has: `nixos-container create`
         wrote a private network with no NAT and no user namespace; its conf is replaced by the declared settings
         (container_conf), its state directories are owned by its root uid."""
-        conf_dir = Path(os.environ.get("HYPERHIVE_NIXOS_CONTAINERS_DIR", "/etc/nixos-containers"))
+        # nixos-containers.nix's configurationDirectory (/etc/containers before stateVersion 22.05), from the host
+        # module
+        conf_dir = Path(os.environ.get("HYPERHIVE_NIXOS_CONTAINERS_DIR") or "/etc/nixos-containers")
         conf = conf_dir / f"{self.container(name)}.conf"
         if not conf.exists() or conf.is_symlink():
             return
