@@ -351,6 +351,12 @@ in
       # Host uid that is root inside the container (0 without a user namespace).
       rootUid = name: a: if a.privateUsers then hlib.uidBase cfg name else 0;
 
+      # nixos-containers.nix's directories, named after the host's stateVersion (its `configurationPrefix`: "nixos-"
+      # from 22.05 on, none before), with which it also builds the host's `nixos-container`.
+      containersPrefix = lib.optionalString (lib.versionAtLeast config.system.stateVersion "22.05") "nixos-";
+      containersConfDir = "/etc/${containersPrefix}containers";
+      containersStateDir = "/var/lib/${containersPrefix}containers";
+
       profileOf = container: "/nix/var/nix/profiles/per-container/${container}";
       containerSystemPath = "/nix/var/nix/profiles/system";
 
@@ -467,8 +473,8 @@ in
         ReadWritePaths = [ cfg.stateDir cfg.runDir ]
           # What `nixos-container create|update|destroy` and `nix-env --profile` write.
           ++ optionals containers [
-          "-/etc/nixos-containers"
-          "-/var/lib/nixos-containers"
+          "-${containersConfDir}"
+          "-${containersStateDir}"
           "-/nix/var/nix/profiles/per-container"
           "-/nix/var/nix/gcroots/per-container"
           "-/run/lock"
@@ -529,6 +535,10 @@ in
             HYPERHIVE_AGENT_TEMPLATE = "${cfg.agentTemplate}";
           } // optionalAttrs containers {
             HYPERHIVE_CONTAINERS = "/etc/hyperhive/containers.json";
+            # Where `nixos-container create` writes a container's conf (which the service rewrites for a spawned
+            # agent) and where the containers' roots (their journals) lie.
+            HYPERHIVE_NIXOS_CONTAINERS_DIR = containersConfDir;
+            HYPERHIVE_NIXOS_CONTAINERS_STATE_DIR = containersStateDir;
           } // optionalAttrs (cfg.flake != null) {
             HYPERHIVE_FLAKE = cfg.flake;
           } // {

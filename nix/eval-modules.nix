@@ -8,7 +8,8 @@
 # Each stand-in mirrors the nixpkgs option it replaces (type, default, and what nixpkgs does with the value that our
 # tests rely on), citing the nixpkgs file. Only the parts the tests compare are forced (the fake packages cannot be
 # built).
-{ lib, hive, template ? ../templates/agent/agent.nix }:
+# `hostExtra` is more of the host's NixOS configuration (e.g. its system.stateVersion).
+{ lib, hive, template ? ../templates/agent/agent.nix, hostExtra ? { } }:
 let
   inherit (lib) mkOption mkDefault types;
 
@@ -35,6 +36,9 @@ let
         default = "no";
       };
       extraFlags = mkOption { type = types.listOf types.str; default = [ ]; };
+      copyResolvConf = mkOption { type = types.bool; default = true; };
+      interfaces = mkOption { type = types.listOf types.str; default = [ ]; };
+      macvlans = mkOption { type = types.listOf types.str; default = [ ]; };
       path = mkOption { type = types.path; };
       nixpkgs = mkOption { type = types.path; default = pkgs.path; };
       bindMounts = mkOption {
@@ -66,15 +70,22 @@ let
   };
 
   # nixos-containers.nix renders /etc/nixos-containers/<name>.conf from these options (the EnvironmentFile of
-  # container@<name>.service); the service renders the same keys for containers it creates at run time.
+  # container@<name>.service); the service renders the same keys for containers it creates at run time. The values
+  # are as systemd reads them (`INTERFACES=""` is the empty string). Its startScript copies the host's resolv.conf
+  # into the container only when COPY_RESOLV_CONF is 1 (`copyResolvConf`, default true); a container shares the
+  # host's network but resolves names only through that copy (container-config.nix: networking.useHostResolvConf).
   containerConf = name: cfg: {
     SYSTEM_PATH = toString cfg.path;
+    COPY_RESOLV_CONF = if cfg.copyResolvConf then "1" else "0";
     PRIVATE_USERS = toString cfg.privateUsers;
+    INTERFACES = toString cfg.interfaces;
+    MACVLANS = toString cfg.macvlans;
     EXTRA_NSPAWN_FLAGS = builtins.concatStringsSep " " (
       map (d: (if d.isReadOnly then "--bind-ro=" else "--bind=") + (if d.hostPath != null then "${d.hostPath}:${d.mountPoint}" else d.mountPoint))
         (builtins.attrValues cfg.bindMounts)
       ++ cfg.extraFlags);
-  } // lib.optionalAttrs cfg.privateNetwork { PRIVATE_NETWORK = "1"; };
+  } // lib.optionalAttrs cfg.privateNetwork { PRIVATE_NETWORK = "1"; }
+  // lib.optionalAttrs cfg.autoStart { AUTO_START = "1"; };
 
   # nixos-containers.nix's startScript: what systemd-nspawn gets from a conf. The store and the profiles are bound
   # with `:idmap` when PRIVATE_USERS is `pick` or a positive number; `init` is resolved inside the container.
@@ -114,6 +125,7 @@ let
       host
       ../modules/hyperhive.nix
       { hyperhive = hive // { enable = true; package = fakeHyperhive; }; }
+      hostExtra
     ];
     specialArgs = { inherit pkgs; };
   }).config;

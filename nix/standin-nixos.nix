@@ -35,6 +35,8 @@ rec {
     options = {
       # nixos/modules/misc/assertions.nix
       assertions = mkOption { type = types.listOf types.unspecified; default = [ ]; };
+      # nixos/modules/misc/version.nix: a string, the release when unset (with a warning there)
+      system.stateVersion = mkOption { type = types.str; default = lib.trivial.release; };
       # nixos/modules/system/etc/etc.nix: `source`, `text` and `mode` (default "symlink")
       environment.etc = mkOption {
         type = types.attrsOf (types.submodule {
@@ -73,8 +75,6 @@ rec {
       # nixos/modules/virtualisation/nixos-containers.nix
       boot.isNspawnContainer = mkOption { type = types.bool; default = false; };
       boot.isContainer = mkOption { type = types.bool; default = false; };
-      # nixos/modules/misc/version.nix
-      system.stateVersion = mkOption { type = types.str; };
       # nixos/modules/tasks/network-interfaces.nix: hostName is a `strMatching` of a host name label; useDHCP
       networking.hostName = mkOption {
         type = types.strMatching "^$|^[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?$";

@@ -73,11 +73,15 @@ pkgs.testers.runNixOSTest {
           conf = host.succeed("cat /etc/nixos-containers/h-zed.conf")
           assert "PRIVATE_NETWORK" not in conf, conf  # nixos-container create's private network, without NAT
           assert "SYSTEM_PATH=/nix/var/nix/profiles/system" in conf, conf
+          assert "COPY_RESOLV_CONF=1" in conf, conf  # else the startScript copies no resolv.conf in
           host.wait_until_succeeds(inside("h-zed", "systemctl is-active hive-agent.service"), timeout=300)
           leader = host.succeed("machinectl show h-zed -p Leader --value").strip()
           zed_uid = int(host.succeed(f"stat -c %u /proc/{leader}").strip())
           assert zed_uid >= PICK_END, zed_uid
           host.fail(inside("h-zed", "test $(stat -c %u /nix/store/.) = 65534"))
+          # Names resolve as on the host: its resolv.conf was copied in (useHostResolvConf in a container).
+          assert (host.succeed(inside("h-zed", "cat /etc/resolv.conf"))
+                  == host.succeed("cat /etc/resolv.conf")), "h-zed has not the host's resolv.conf"
           # The host's network: the same interfaces as the host (no veth of its own).
           assert (host.succeed(inside("h-zed", "ls /sys/class/net")).split()
                   == host.succeed("ls /sys/class/net").split())

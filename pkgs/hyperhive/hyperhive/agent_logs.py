@@ -6,9 +6,10 @@ A cursor is the byte offset after the last line returned, so a follower asks for
 
 Under ``nixos-container`` the log is the container's journal, unit ``hive-agent.service``. nixpkgs'
 nixos/modules/virtualisation/nixos-containers.nix starts every non-ephemeral container with
-``--link-journal=try-guest`` and keeps its root at ``/var/lib/nixos-containers/<c>`` (``stateDirectory``), so the
-journal files lie under ``<root>/var/log/journal`` on the host and ``journalctl --directory`` reads them whether
-the container runs or not; the cursor there is journald's own.
+``--link-journal=try-guest`` and keeps its root at ``/var/lib/nixos-containers/<c>`` (``stateDirectory``;
+``/var/lib/containers`` on a host whose system.stateVersion predates 22.05, which the host module passes on as
+``HYPERHIVE_NIXOS_CONTAINERS_STATE_DIR``), so the journal files lie under ``<root>/var/log/journal`` on the host and
+``journalctl --directory`` reads them whether the container runs or not; the cursor there is journald's own.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ MAX_LINES = 5000
 MAX_LINE_CHARS = 4000
 MAX_READ_BYTES = 8 * 1024 * 1024
 CONTAINER_ROOTS = Path("/var/lib/nixos-containers")
+
+
+def container_roots() -> Path:
+    return Path(os.environ.get("HYPERHIVE_NIXOS_CONTAINERS_STATE_DIR") or CONTAINER_ROOTS)
 
 
 def _check(lines, cursor, search) -> tuple[int, str | None]:
@@ -88,9 +93,9 @@ def read_file_log(path: Path, lines: int = 200, cursor: str | None = None, searc
 
 
 def read_journal(container: str, lines: int = 200, cursor: str | None = None, search: str | None = None,
-                 root: Path = CONTAINER_ROOTS) -> dict:
+                 root: Path | None = None) -> dict:
     lines, search = _check(lines, cursor, search)
-    directory = root / container / "var" / "log" / "journal"
+    directory = (root or container_roots()) / container / "var" / "log" / "journal"
     cmd = ["journalctl", f"--directory={directory}", "--unit=hive-agent.service", "--no-pager", "--output=json",
            "--output-fields=MESSAGE,__REALTIME_TIMESTAMP", "--show-cursor"]
     cmd += [f"--after-cursor={cursor}"] if cursor else [f"--lines={lines}"]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from standins.support import commit_change, agent_nix, git, nixos_env, state_dir, tag_message, tags, wait_event, \
-    wait_status
+from standins.support import commit_change, agent_nix, git, needs_nix, nixos_env, state_dir, tag_message, tags, \
+    wait_event, wait_status
 
 
 def calls(hive_dir: Path) -> list[dict]:
@@ -221,3 +221,39 @@ def test_a_killed_container_that_came_up_with_the_host_is_stopped_again_at_the_s
         assert "killed_by" not in rows["alice"]
     finally:
         again.stop()
+
+
+def conf(hive_dir: Path, container_name: str) -> dict:
+    path = hive_dir / "standin" / "etc" / f"{container_name}.conf"
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+@needs_nix
+def test_a_spawned_agents_approved_change_of_privateusers_reaches_its_container(hive, hive_dir):
+    """A spawned agent's user namespace is its agent.nix's `privateUsers`, applied through the conf the service
+    writes for its container (nixos-containers.nix starts nspawn from it). An approved change of it must reach that
+    conf and restart the container on it, at every deploy and not only at the first: else the container keeps running
+    as the host's root after the operator approved `privateUsers = true` (or the other way round), while the
+    dashboard shows the policy approved."""
+    from hyperhive.backends.nixos_container import uid_base
+
+    manager = hive.client("manager")
+    approval_id = manager.call("request_spawn", name="carol")["approval_id"]
+    hive.cli("approve", str(approval_id))
+    assert wait_status(hive.host(), approval_id, timeout=60)["status"] == "deployed"
+    uid = uid_base("carol", 0x70000000)
+    assert conf(hive_dir, "h-carol")["PRIVATE_USERS"] == str(uid)
+
+    for private, expected in ((False, "no"), (True, str(uid))):
+        text = agent_nix("carol").replace("  };\n}", f"    privateUsers = {str(private).lower()};\n  }};\n}}")
+        sha = commit_change(hive, "carol", text)
+        approval_id = manager.call("request_apply_commit", agent="carol", commit=sha)["approval_id"]
+        (hive_dir / "standin.log").write_text("")
+        hive.cli("approve", str(approval_id))
+        assert wait_status(hive.host(), approval_id, timeout=60)["status"] == "deployed"
+        assert conf(hive_dir, "h-carol")["PRIVATE_USERS"] == expected, private
+        run = argvs(hive_dir)
+        # nspawn takes a conf at its start only: the running container is stopped and started again on it
+        assert run.index("nixos-container update h-carol --flake " + str(state_dir(hive) / "meta") + "#carol") \
+            < run.index("nixos-container stop h-carol") < run.index("nixos-container start h-carol"), run
+        assert container(hive_dir, "h-carol")["status"] == "up"

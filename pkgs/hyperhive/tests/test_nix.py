@@ -400,13 +400,14 @@ def nixpkgs_lib() -> Path:
     return path
 
 
-def eval_modules(example: str, attr: str | None = None, check: bool = True, hive: str | None = None):
+def eval_modules(example: str, attr: str | None = None, check: bool = True, hive: str | None = None,
+                 host: str = "{ }"):
     """nix/eval-modules.nix on an example, or on the Nix expression ``hive`` (only ``attr`` of its result, when
-    given, is forced)."""
+    given, is forced); ``host`` is more of the host's configuration (a NixOS module, as Nix text)."""
     lib = nixpkgs_lib()
     driver = REPO_ROOT / "nix" / "eval-modules.nix"
     hive = hive if hive is not None else f"import {nix_string(EXAMPLES / (example + '.nix'))}"
-    expr = f"(import {nix_string(driver)} {{ lib = import {nix_string(lib)}; hive = {hive}; }})"
+    expr = f"(import {nix_string(driver)} {{ lib = import {nix_string(lib)}; hive = {hive}; hostExtra = {host}; }})"
     return nix_eval_json(expr + (f".{attr}" if attr else ""), check=check)
 
 
@@ -534,6 +535,28 @@ def test_the_deploy_working_directory_is_writable():
                        "/nix/var/nix/gcroots/per-container", "/run/lock"):
             assert needed in writable, needed
         assert result["service"]["environment"]["HYPERHIVE_CONTAINERS"] == "/etc/hyperhive/containers.json"
+
+
+def test_the_service_writes_the_container_directories_of_the_hosts_state_version():
+    """nixos-containers.nix names its directories after the host's system.stateVersion (`configurationPrefix`:
+    /etc/nixos-containers and /var/lib/nixos-containers from 22.05, /etc/containers and /var/lib/containers
+    before), and builds the host's `nixos-container` with them. A host installed before 22.05 keeps its old
+    stateVersion: the service must be able to write those (create, destroy) and look for a created container's conf
+    there, or a spawned agent keeps the private network without NAT and no mounts that `create` wrote."""
+    for version, prefix in (("21.11", ""), ("22.05", "nixos-"), ("25.05", "nixos-")):
+        result = eval_modules("policies", host=f'{{ system.stateVersion = "{version}"; }}')
+        service = result["service"]
+        writable = [p.lstrip("-") for p in service["serviceConfig"]["ReadWritePaths"]]
+        assert f"/etc/{prefix}containers" in writable and f"/var/lib/{prefix}containers" in writable, (version, writable)
+        stale = {"/etc/nixos-containers", "/var/lib/nixos-containers"} - {f"/etc/{prefix}containers",
+                                                                         f"/var/lib/{prefix}containers"}
+        assert not stale & set(writable), (version, writable)
+        assert service["environment"]["HYPERHIVE_NIXOS_CONTAINERS_DIR"] == f"/etc/{prefix}containers"
+        assert service["environment"]["HYPERHIVE_NIXOS_CONTAINERS_STATE_DIR"] == f"/var/lib/{prefix}containers"
+    # the local backend declares no containers and writes none of it
+    local = eval_modules("policies", hive=f"import {nix_string(EXAMPLES / 'policies.nix')} // {{ backend = \"local\"; }}",
+                         host='{ system.stateVersion = "21.11"; }')
+    assert "HYPERHIVE_NIXOS_CONTAINERS_DIR" not in local["service"]["environment"]
 
 
 HOST_ONLY_HIVE = """
@@ -879,6 +902,11 @@ def test_a_container_the_service_creates_gets_the_declared_settings(start_hive, 
              message="h-alice created")
     conf = dict(line.split("=", 1) for line in conf_path.read_text().splitlines() if "=" in line)
     assert "PRIVATE_NETWORK" not in conf, conf
+    # nixos-container.pl's veth addresses would make nixos-containers.nix's startScript add --network-veth
+    assert not {"HOST_ADDRESS", "LOCAL_ADDRESS", "HOST_BRIDGE", "HOST_PORT"} & set(conf), conf
+    # the startScript copies the host's resolv.conf only with COPY_RESOLV_CONF=1: without it the agent resolves no
+    # name (not the Claude API's either)
+    assert conf["COPY_RESOLV_CONF"] == "1", conf
     assert conf["SYSTEM_PATH"] == "/nix/var/nix/profiles/system"
     uid = uid_base("alice", 0x70000000)
     assert conf["PRIVATE_USERS"] == str(uid) and uid >= 0x70000000
@@ -893,4 +921,24 @@ def test_a_container_the_service_creates_gets_the_declared_settings(start_hive, 
     # The manager shares host uids, like the declared hm1nd.
     manager = dict(line.split("=", 1) for line in (hive_dir / "standin" / "etc" / "hm1nd.conf").read_text().splitlines()
                    if "=" in line)
-    assert manager["PRIVATE_USERS"] == "no"
+    assert manager["PRIVATE_USERS"] == "no" and manager["COPY_RESOLV_CONF"] == "1"
+
+
+def test_a_containers_log_is_read_from_the_hosts_container_roots(start_hive, hive_dir, tmp_path):
+    """An agent's log is its container's journal under the root nixos-containers.nix keeps for it: the host module
+    tells the service where (HYPERHIVE_NIXOS_CONTAINERS_STATE_DIR, /var/lib/containers on a host whose stateVersion
+    predates 22.05). Stand-in `journalctl` reading the journal directory it is given."""
+    from standins.support import nixos_env
+
+    from conftest import wait_for
+
+    roots = tmp_path / "var-lib-containers"
+    journal = roots / "h-alice" / "var" / "log" / "journal"
+    journal.mkdir(parents=True)
+    (journal / "standin.jsonl").write_text(json.dumps({"MESSAGE": "alice took a turn",
+                                                       "__REALTIME_TIMESTAMP": "1"}) + "\n")
+    hp = start_hive(agents={"alice": {}}, backend="nixos-container",
+                    env={**nixos_env(hive_dir), "HYPERHIVE_NIXOS_CONTAINERS_STATE_DIR": str(roots)})
+    wait_for(lambda: (hive_dir / "standin" / "containers" / "h-alice").exists(), timeout=60, message="h-alice created")
+    got = hp.host().call("logs", name="alice", lines=10)
+    assert got["lines"] == ["alice took a turn"], got

@@ -53,8 +53,10 @@ def container_settings(path: Path | None = None) -> dict | None:
 def container_conf(hive, name: str, container: str, uid: int) -> dict[str, str]:
     """The /etc/nixos-containers/<container>.conf of a container the service creates at run time, with the keys and
     values nixos-containers.nix writes for a declared one (modules/hyperhive.nix's `containers.<c>`): the host's
-    network (no PRIVATE_NETWORK: `nixos-container create` would give a private network with no NAT), the user
-    namespace, the mounts, and SYSTEM_PATH resolved inside the container."""
+    network (no PRIVATE_NETWORK: `nixos-container create` would give a private network with no NAT), the host's
+    resolv.conf copied in (COPY_RESOLV_CONF=1, `copyResolvConf`'s default: nixos-containers.nix's startScript copies
+    it only then, and `nixos-container create` writes no such key), the user namespace, the mounts, and SYSTEM_PATH
+    resolved inside the container."""
     cfg = hive.config
     if name == cfg.manager:  # modules/hyperhive.nix's hm1nd: its own state, and the repos it works on
         binds = [f"--bind={cfg.agent_socket(name).parent}:/run/hive",
@@ -70,7 +72,8 @@ def container_conf(hive, name: str, container: str, uid: int) -> dict[str, str]:
                  f"--bind={cfg.state_dir / 'claude' / name}:/root/.claude"]
     if uid:
         binds.append("--private-users-ownership=auto")
-    return {"SYSTEM_PATH": "/nix/var/nix/profiles/system", "PRIVATE_USERS": str(uid) if uid else "no",
+    return {"SYSTEM_PATH": "/nix/var/nix/profiles/system", "COPY_RESOLV_CONF": "1",
+            "PRIVATE_USERS": str(uid) if uid else "no", "INTERFACES": "", "MACVLANS": "", "AUTO_START": "1",
             "EXTRA_NSPAWN_FLAGS": " ".join(binds)}
 
 
@@ -146,21 +149,27 @@ class NixosContainerBackend(Backend):
         action = "update" if self.exists(name) else "create"
         self._run(["nixos-container", action, container, "--flake", f"{repos.meta_path(self.hive)}#{name}"],
                   self.build_timeout)
-        if action == "create":
-            self._add_bind_mounts(name)
+        # At every deploy, not only the first: the conf follows the agent's privateUsers as deployed now. nspawn
+        # reads it only when the container starts (`update` just switches the running system), so a running
+        # container whose conf changed is started again on it.
+        if self._add_bind_mounts(name) and action == "update" and self.state(name) == "running":
+            self._run(["nixos-container", "stop", container], self.command_timeout)
         self._run(["nixos-container", "start", container], self.command_timeout)
         with self._lock:
             self._wanted.add(name)
             self._crashes.pop(name, None)
 
-    def _add_bind_mounts(self, name: str) -> None:
+    def _add_bind_mounts(self, name: str) -> bool:
         """A container created at run time (a spawned agent) gets what a declared one has: `nixos-container create`
         wrote a private network with no NAT and no user namespace; its conf is replaced by the declared settings
-        (container_conf), its state directories are owned by its root uid."""
-        conf_dir = Path(os.environ.get("HYPERHIVE_NIXOS_CONTAINERS_DIR", "/etc/nixos-containers"))
+        (container_conf), its state directories are owned by its root uid. A declared container's conf (a link
+        into /etc/static) is the host module's. Whether the conf changed."""
+        # nixos-containers.nix's configurationDirectory (/etc/containers before stateVersion 22.05), from the host
+        # module
+        conf_dir = Path(os.environ.get("HYPERHIVE_NIXOS_CONTAINERS_DIR") or "/etc/nixos-containers")
         conf = conf_dir / f"{self.container(name)}.conf"
         if not conf.exists() or conf.is_symlink():
-            return
+            return False
         cfg = self.hive.config
         settings = container_settings() or {}
         from .. import registry
@@ -192,15 +201,18 @@ class NixosContainerBackend(Backend):
                     log.warning("cannot give %s to uid %d: %s", path, uid, e)
         os.chmod(sockets, 0o700)  # under runDir, which only the service writes
         values = container_conf(self.hive, name, self.container(name), uid)
-        keep = [line for line in conf.read_text(encoding="utf-8").splitlines()
-                if line.split("=", 1)[0] in ("AUTO_START", "FLAKE")]
-        text = "\n".join(keep + [f'{k}="{v}"' if k == "EXTRA_NSPAWN_FLAGS" else f"{k}={v}"
+        before = conf.read_text(encoding="utf-8")
+        keep = [line for line in before.splitlines() if line.split("=", 1)[0] == "FLAKE"]
+        text = "\n".join(keep + [f'{k}="{v}"' if k in ("EXTRA_NSPAWN_FLAGS", "INTERFACES", "MACVLANS") else f"{k}={v}"
                                  for k, v in values.items()]) + "\n"
+        if text == before:
+            return False
         tmp = conf.with_name(conf.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, conf)
+        return True
 
     # --- life cycle ----------------------------------------------------------------------------------------
 
