@@ -759,6 +759,9 @@ class McpServer:
         except ValueError as e:
             self._error(None, PARSE_ERROR, f"parse error: not valid JSON ({e})")
             return
+        except RecursionError:  # the server must outlive it: the model would lose the hive's tools
+            self._error(None, PARSE_ERROR, "parse error: the message is nested too deeply")
+            return
         if isinstance(message, list):
             self._error(None, INVALID_REQUEST, "invalid request: batches are not supported; send one message per "
                                                "line")

@@ -188,6 +188,15 @@ def test_messages_that_are_no_request_at_all_get_invalid_request_with_a_null_id(
     assert answer["error"]["code"] == -32600 and answer["id"] is None
 
 
+def test_a_message_nested_too_deeply_is_a_parse_error_and_the_server_goes_on(peer):
+    """Deep nesting made the decoder raise RecursionError, which ended the server: the model lost the hive's tools
+    for the rest of its session."""
+    peer.write("[" * 100_000 + "]" * 100_000)
+    answer = peer.read()
+    assert answer["id"] is None and answer["error"]["code"] == -32700 and "nested" in answer["error"]["message"]
+    assert peer.initialize()["result"]
+
+
 def test_params_that_are_not_an_object_are_invalid_params(peer):
     peer.initialize()
     assert peer.request("tools/list", [1, 2])["error"]["code"] == -32602
