@@ -606,6 +606,9 @@ class Harness:
         self.failures = 0
         self.last_turn_end: float | None = None
         self.leased: list[int] = []
+        # A finished turn's messages whose ack has not reached the service (it was away): acknowledged before the
+        # next recv, or the service, which requeues what was leased when it starts, would hand them over again.
+        self.unacked: list[int] = []
         self.proc: subprocess.Popen | None = None
         self.stopping = threading.Event()
         self.turns = 0
@@ -840,8 +843,12 @@ class Harness:
         if run.ok:
             self.failures = 0
             _write_text(self.session_marker, f"{time.time()}\n")
-            self.quietly("ack", ids=ids)
             self.leased = []
+            self.unacked += ids
+            try:
+                self.acknowledge()
+            except Disconnected as e:
+                log.warning("acknowledging messages %s failed (%s); trying again before the next recv", ids, e)
         else:
             self.failures += 1
             backoff = min(self.retry_base * 2 ** (self.failures - 1), RETRY_MAX_SECONDS)
@@ -858,6 +865,16 @@ class Harness:
         compacted = self.compact_notes() if run.ok else None
         self.send_stats(run, started, depth=len(messages) + pending, compacted=compacted)
         return run.ok
+
+    def acknowledge(self) -> None:
+        """Acknowledge what finished turns left unacknowledged; Disconnected when the service is still away."""
+        if not self.unacked:
+            return
+        try:
+            self.call("ack", ids=self.unacked)
+        except HiveError as e:
+            log.warning("the broker refused to acknowledge messages %s: %s", self.unacked, e.message)
+        self.unacked = []
 
     def send_stats(self, run: ClaudeRun, started: float, *, depth: int, compacted=None) -> None:
         now = time.time()
@@ -899,6 +916,7 @@ class Harness:
                     log.info("harness of %s (%s) ready on %s; claude: %s", self.settings.name, self.settings.role,
                              self.socket_path, " ".join(self.command))
                     announced = True
+                self.acknowledge()
                 if not self.ready(self.recv_wait):
                     continue  # over budget: the messages wait unread; ask again (the service parks the call)
                 got = self.call("recv", timeout=self.recv_wait + 60, wait_seconds=self.recv_wait,
@@ -940,6 +958,11 @@ class Harness:
             except (HiveError, Disconnected):
                 pass
             self.leased = []
+        try:
+            self.acknowledge()
+        except Disconnected:
+            log.warning("messages %s of a finished turn were not acknowledged: the hive is away; they will come "
+                        "again", self.unacked)
         self._drop_client()
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)

@@ -186,6 +186,28 @@ def test_the_harness_rides_out_a_restart_of_the_service(start_broker, harnesses,
     assert "after the restart" in str(second["messages"])
 
 
+def test_a_turn_that_ends_while_the_service_is_down_is_acknowledged_once_it_is_back_not_run_again(
+        start_broker, harnesses, model_api):
+    """The ack after a good turn went out once (and once more on a fresh connection) and was dropped when the
+    service was away (a restart of hyperhive.service during a long turn): the service requeued the messages at
+    its start and the agent ran the finished turn again."""
+    hp = start_broker()
+    model_api.script("alice", [{"text": "done", "delay": 3}, {"text": "the same job again"}])
+    h = harnesses(hp, "alice")
+    hp.host().call("send", to="alice", body="a job")
+    model_api.wait_requests("alice", 1, timeout=60, answered=False)
+    hp.stop()
+    claude = claude_children(h.proc.pid)
+    wait_for(lambda: all(process_gone(pid) for pid in claude), timeout=30, message="the turn over")
+    time.sleep(1)
+    hp.start()
+    alice = hp.client("alice")
+    wait_for(lambda: alice.call("status") == {"unread": 0, "leased": 0}, timeout=30, message="acknowledged")
+    time.sleep(3)
+    assert len(model_api.requests("alice")) == 1
+    assert db_rows(hp, "SELECT deliveries, acked_at IS NOT NULL FROM messages WHERE recipient = 'alice'") == [(1, 1)]
+
+
 def test_once_handles_one_batch_and_exits(start_broker, harnesses, model_api):
     hp = start_broker()
     model_api.script("alice", [{"text": "ok"}])
