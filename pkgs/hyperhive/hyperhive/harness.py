@@ -10,6 +10,7 @@ after a backoff. After each turn the notes file is compacted when it outgrew ``n
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -344,6 +345,46 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _prctl():
+    """libc's prctl, looked up once (not in a forked child), or None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_PRCTL = _prctl()
+
+
+def _die_with_harness() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the kernel kill Claude Code when the harness dies.
+
+    Claude Code runs in a session of its own (so that a timeout can kill it with its MCP servers); a harness killed
+    by SIGKILL (the OOM killer, ``kill -9``, the local backend giving up on a stop) would otherwise leave it running
+    its turn on: sending as the agent while the hive says it crashed, and alongside the turn a restarted harness
+    runs for the same messages. (On NixOS the unit's cgroup is killed with it; under ``hyperhive up`` nothing else
+    would.) The parent that counts is the thread that starts the process: the turn loop's, which outlives it."""
+    prctl = _PRCTL
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the harness died before the line above: no signal will come
+            os._exit(1)
+
+    return preexec
+
+
 def run_claude(argv: list[str], prompt: str, *, cwd: Path, env: dict, timeout: float,
                on_event: Callable[[dict], None] = lambda e: None, manager: str | None = None,
                on_start: Callable[[subprocess.Popen], None] = lambda p: None) -> ClaudeRun:
@@ -352,7 +393,7 @@ def run_claude(argv: list[str], prompt: str, *, cwd: Path, env: dict, timeout: f
     started = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                cwd=str(cwd), env=env, start_new_session=True)
+                                cwd=str(cwd), env=env, start_new_session=True, preexec_fn=_die_with_harness())
     except OSError as e:
         run.start_error = f"cannot run {argv[0]}: {e.strerror or e}"
         return run
@@ -565,6 +606,9 @@ class Harness:
         self.failures = 0
         self.last_turn_end: float | None = None
         self.leased: list[int] = []
+        # A finished turn's messages whose ack has not reached the service (it was away): acknowledged before the
+        # next recv, or the service, which requeues what was leased when it starts, would hand them over again.
+        self.unacked: list[int] = []
         self.proc: subprocess.Popen | None = None
         self.stopping = threading.Event()
         self.turns = 0
@@ -799,8 +843,12 @@ class Harness:
         if run.ok:
             self.failures = 0
             _write_text(self.session_marker, f"{time.time()}\n")
-            self.quietly("ack", ids=ids)
             self.leased = []
+            self.unacked += ids
+            try:
+                self.acknowledge()
+            except Disconnected as e:
+                log.warning("acknowledging messages %s failed (%s); trying again before the next recv", ids, e)
         else:
             self.failures += 1
             backoff = min(self.retry_base * 2 ** (self.failures - 1), RETRY_MAX_SECONDS)
@@ -817,6 +865,16 @@ class Harness:
         compacted = self.compact_notes() if run.ok else None
         self.send_stats(run, started, depth=len(messages) + pending, compacted=compacted)
         return run.ok
+
+    def acknowledge(self) -> None:
+        """Acknowledge what finished turns left unacknowledged; Disconnected when the service is still away."""
+        if not self.unacked:
+            return
+        try:
+            self.call("ack", ids=self.unacked)
+        except HiveError as e:
+            log.warning("the broker refused to acknowledge messages %s: %s", self.unacked, e.message)
+        self.unacked = []
 
     def send_stats(self, run: ClaudeRun, started: float, *, depth: int, compacted=None) -> None:
         now = time.time()
@@ -858,6 +916,7 @@ class Harness:
                     log.info("harness of %s (%s) ready on %s; claude: %s", self.settings.name, self.settings.role,
                              self.socket_path, " ".join(self.command))
                     announced = True
+                self.acknowledge()
                 if not self.ready(self.recv_wait):
                     continue  # over budget: the messages wait unread; ask again (the service parks the call)
                 got = self.call("recv", timeout=self.recv_wait + 60, wait_seconds=self.recv_wait,
@@ -899,6 +958,11 @@ class Harness:
             except (HiveError, Disconnected):
                 pass
             self.leased = []
+        try:
+            self.acknowledge()
+        except Disconnected:
+            log.warning("messages %s of a finished turn were not acknowledged: the hive is away; they will come "
+                        "again", self.unacked)
         self._drop_client()
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)

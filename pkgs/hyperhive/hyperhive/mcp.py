@@ -4,7 +4,8 @@ The protocol part is small and kept here: JSON-RPC 2.0, one message per line (th
 protocol eras of the specification (modelcontextprotocol/modelcontextprotocol, ``schema/<revision>/schema.ts``):
 
 - legacy (2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25): the ``initialize`` handshake negotiates one version for
-  the process; then ``ping``, ``tools/list``, ``tools/call``;
+  the process; then ``ping``, ``tools/list``, ``tools/call``; a process that agreed on 2025-03-26 (the one
+  revision with JSON-RPC batches) answers a batch with one array of responses, the others refuse one;
 - modern (2026-07-28, "Versioning and Compatibility"): no handshake; every request names its protocol version and
   client capabilities in ``_meta`` and is served on its own; ``server/discover`` says what the server speaks;
   results carry ``resultType`` and the server's identity in ``_meta``. A dual-era server serves both on one
@@ -63,6 +64,9 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 UNSUPPORTED_PROTOCOL_VERSION = -32022  # 2026-07-28 schema.ts UNSUPPORTED_PROTOCOL_VERSION
+# The one revision with JSON-RPC batches (2025-03-26 basic/index: implementations "MUST support receiving" them;
+# 2025-06-18 removed them again).
+BATCH_VERSIONS = ("2025-03-26",)
 
 
 def since(version: str, first: str) -> bool:
@@ -240,6 +244,7 @@ class ToolContext:
     _interruptible: set = field(default_factory=set, repr=False)
     _settle: list = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    batch: "_Batch | None" = field(default=None, repr=False)  # the JSON-RPC batch the call came in, if any
 
     def __post_init__(self):
         if self.pool is None:
@@ -633,6 +638,55 @@ def encode(message: dict) -> bytes:
     return data + b"\n"
 
 
+class _Batch:
+    """The responses to one JSON-RPC batch, written together as one array once every request of it is answered
+    (JSON-RPC 2.0, "Batch"); a batch of notifications alone gets nothing. A tool call's answer waits here for the
+    others: it counts as written (for recv's acknowledgement) only when the array was."""
+
+    def __init__(self, server: "McpServer"):
+        self.server = server
+        self._lock = threading.Lock()
+        self._parts: list[bytes] = []
+        self._open = 0  # answers still to come from tool calls on workers
+        self._sealed = False
+        self._settle: list[Callable[[bool], None]] = []
+
+    def add(self, data: bytes) -> None:
+        """An answer given while the batch is read (an error, a ping, tools/list, ...)."""
+        with self._lock:
+            self._parts.append(data.rstrip(b"\n"))
+
+    def expect(self) -> None:
+        with self._lock:
+            self._open += 1
+
+    def deliver(self, data: bytes | None, settle: Callable[[bool], None] | None = None) -> None:
+        """A tool call's answer, or None when it has none (cancelled); ``settle(written)`` runs once the array
+        was written, or will never be."""
+        with self._lock:
+            if data is not None:
+                self._parts.append(data.rstrip(b"\n"))
+            if settle is not None:
+                self._settle.append(settle)
+            self._open -= 1
+            ready = self._sealed and self._open == 0
+        if ready:
+            self._flush()
+
+    def seal(self) -> None:
+        """Every element was read: write the array when nothing is left to wait for."""
+        with self._lock:
+            self._sealed = True
+            ready = self._open == 0
+        if ready:
+            self._flush()
+
+    def _flush(self) -> None:
+        written = bool(self._parts) and self.server._send(b"[" + b",".join(self._parts) + b"]\n")
+        for settle in self._settle:
+            settle(written)
+
+
 @dataclass
 class Era:
     """How one request is to be answered: its protocol version and whether it came statelessly (2026-07-28)."""
@@ -660,6 +714,7 @@ class McpServer:
         self.initialized = False
         self.identity: dict | None = None
         self._tools: dict[str, Tool] | None = None
+        self._reading = threading.local()  # .batch: the batch being read on this (the stdin) thread
 
     # --- output -----------------------------------------------------------------------------------------
 
@@ -693,13 +748,21 @@ class McpServer:
             log.error("the result of request %r cannot be encoded: %s", request_id, e)
             self._error(request_id, INTERNAL_ERROR, f"internal error: the result could not be encoded as JSON ({e})")
             return False
-        return self._send(data)
+        return self._respond(data)
 
     def _error(self, request_id, code: int, message: str, data: Any = None) -> None:
         error: dict[str, Any] = {"code": code, "message": message}
         if data is not None:
             error["data"] = data
-        self._write({"jsonrpc": "2.0", "id": request_id, "error": error})
+        self._respond(encode({"jsonrpc": "2.0", "id": request_id, "error": error}))
+
+    def _respond(self, data: bytes) -> bool:
+        """A response given on the stdin thread: into the batch being read, if any, else written."""
+        batch = getattr(self._reading, "batch", None)
+        if batch is not None:
+            batch.add(data)
+            return True
+        return self._send(data)
 
     def _server_info(self) -> dict:
         return {"name": SERVER_NAME, "version": _package_version()}
@@ -759,11 +822,38 @@ class McpServer:
         except ValueError as e:
             self._error(None, PARSE_ERROR, f"parse error: not valid JSON ({e})")
             return
+        except RecursionError:  # the server must outlive it: the model would lose the hive's tools
+            self._error(None, PARSE_ERROR, "parse error: the message is nested too deeply")
+            return
         if isinstance(message, list):
-            self._error(None, INVALID_REQUEST, "invalid request: batches are not supported; send one message per "
-                                               "line")
+            self._batch(message)
             return
         self.handle(message)
+
+    def _batch(self, items: list) -> None:
+        if self.protocol_version not in BATCH_VERSIONS:
+            agreed = (f"protocol {self.protocol_version} has none" if self.protocol_version
+                      else "there is none before initialize")
+            self._error(None, INVALID_REQUEST, f"invalid request: batches are not supported ({agreed}; only "
+                                               f"{', '.join(BATCH_VERSIONS)} has them); send one message per line")
+            return
+        if not items:
+            self._error(None, INVALID_REQUEST, "invalid request: an empty batch")
+            return
+        batch = _Batch(self)
+        self._reading.batch = batch
+        try:
+            for item in items:
+                if isinstance(item, dict) and item.get("method") == "initialize":
+                    # 2025-03-26 lifecycle: "The initialize request MUST NOT be part of a JSON-RPC batch"
+                    request_id = item.get("id")
+                    self._error(request_id if _valid_id(request_id) else None, INVALID_REQUEST,
+                                "invalid request: initialize must not be part of a batch")
+                    continue
+                self.handle(item)
+        finally:
+            self._reading.batch = None
+        batch.seal()
 
     def handle(self, message: Any) -> None:
         if not isinstance(message, dict):
@@ -908,10 +998,13 @@ class McpServer:
         meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
         token = meta.get("progressToken")
         ident = self.whoami()
-        ctx = ToolContext(self.socket_path, ident["name"], ident["role"], pool=self.pool)
+        ctx = ToolContext(self.socket_path, ident["name"], ident["role"], pool=self.pool,
+                          batch=getattr(self._reading, "batch", None))
         with self._calls_lock:
             self._calls[request_id] = ctx
-        if tool.is_quick(arguments):
+        if ctx.batch is not None:
+            ctx.batch.expect()  # answered on a worker: the batch's other elements are read meanwhile
+        elif tool.is_quick(arguments):
             self._run_tool(request_id, tool, arguments, ctx, None, era)
             return
         future = self._workers.submit(self._run_tool, request_id, tool, arguments, ctx, token, era)
@@ -947,6 +1040,7 @@ class McpServer:
 
             threading.Thread(target=keepalive, daemon=True).start()
         written = False
+        delivered = False
         try:
             try:
                 value = tool.handler(ctx, check_arguments(tool, arguments))
@@ -964,9 +1058,14 @@ class McpServer:
                     self._calls.pop(request_id, None)
             if ctx.cancelled:
                 return  # the client asked us not to answer
+            delivered = True
             written = self._tool_result(request_id, value, is_error, ctx, era)
         finally:
-            ctx.settle(written)
+            if ctx.batch is None:
+                ctx.settle(written)
+            elif not delivered:
+                ctx.batch.deliver(None)
+                ctx.settle(False)
 
     def _tool_result(self, request_id, value: Any, is_error: bool, ctx: ToolContext, era: Era) -> bool:
         try:
@@ -981,7 +1080,18 @@ class McpServer:
             result = {"content": [{"type": "text", "text": f"internal error: the tool's result could not be "
                                                             f"encoded as JSON ({e})"}], "isError": True}
             data = encode(self._response(request_id, result, era))
-        return self._send(data, ctx)
+        if ctx.batch is None:
+            return self._send(data, ctx)
+        with self._write_lock:  # as _send: no answer once a cancel was taken
+            cancelled = ctx.cancelled
+        if cancelled:
+            ctx.batch.deliver(None)
+            ctx.settle(False)
+        else:
+            # Settled when the array is written (or not), on whichever thread writes it: a worker does not wait
+            # for the batch's other calls (they may need the workers).
+            ctx.batch.deliver(data, lambda written: ctx.settle(written))
+        return False
 
 
 def run(socket_path: str) -> int:

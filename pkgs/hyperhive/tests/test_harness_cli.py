@@ -145,6 +145,32 @@ def test_the_heartbeat_keeps_a_long_turn_leased_and_a_killed_harness_lets_go_at_
     assert f"#{sent} from operator" in str(third["messages"])
 
 
+def test_a_harness_killed_mid_turn_takes_its_claude_with_it_and_the_message_gets_one_turn_only(
+        start_broker, harnesses, model_api):
+    """kill -9 (or the OOM killer) of the harness under `hyperhive up`: no cgroup takes the turn's claude with it.
+    Left running, that claude went on sending as alice while the hive said she crashed, and alongside the turn
+    the restarted harness ran for the same message."""
+    hp = start_broker()
+    model_api.script("alice", [
+        {"tool": "mcp__hyperhive__send", "input": {"to": "operator", "body": "from the killed turn"}, "delay": 6},
+        {"tool": "mcp__hyperhive__send", "input": {"to": "operator", "body": "from the turn after"}},
+        {"text": "done"}])
+    h = harnesses(hp, "alice")
+    hp.host().call("send", to="alice", body="a job")
+    model_api.wait_requests("alice", 1, timeout=60, answered=False)
+    claude = claude_children(h.proc.pid)
+    assert claude, "no claude process under the harness"
+    os.kill(h.proc.pid, signal.SIGKILL)
+    h.proc.wait(5)
+    wait_for(lambda: all(process_gone(pid) for pid in claude), timeout=3, message="the turn's claude gone too")
+    harnesses(hp, "alice")
+    model_api.wait_requests("alice", 3, timeout=60)
+    time.sleep(7)  # past the killed turn's delayed answer
+    assert [b for (b,) in db_rows(hp, "SELECT body FROM messages WHERE recipient = 'operator' ORDER BY id")] == [
+        "from the turn after"]
+    assert hp.client("alice").call("status") == {"unread": 0, "leased": 0}
+
+
 def test_the_harness_rides_out_a_restart_of_the_service(start_broker, harnesses, model_api):
     hp = start_broker()
     model_api.script("alice", [{"text": "ok"}, {"text": "ok again"}])
@@ -158,6 +184,28 @@ def test_the_harness_rides_out_a_restart_of_the_service(start_broker, harnesses,
     hp.host().call("send", to="alice", body="after the restart")
     second = model_api.wait_requests("alice", 2, timeout=60)[1]
     assert "after the restart" in str(second["messages"])
+
+
+def test_a_turn_that_ends_while_the_service_is_down_is_acknowledged_once_it_is_back_not_run_again(
+        start_broker, harnesses, model_api):
+    """The ack after a good turn went out once (and once more on a fresh connection) and was dropped when the
+    service was away (a restart of hyperhive.service during a long turn): the service requeued the messages at
+    its start and the agent ran the finished turn again."""
+    hp = start_broker()
+    model_api.script("alice", [{"text": "done", "delay": 3}, {"text": "the same job again"}])
+    h = harnesses(hp, "alice")
+    hp.host().call("send", to="alice", body="a job")
+    model_api.wait_requests("alice", 1, timeout=60, answered=False)
+    hp.stop()
+    claude = claude_children(h.proc.pid)
+    wait_for(lambda: all(process_gone(pid) for pid in claude), timeout=30, message="the turn over")
+    time.sleep(1)
+    hp.start()
+    alice = hp.client("alice")
+    wait_for(lambda: alice.call("status") == {"unread": 0, "leased": 0}, timeout=30, message="acknowledged")
+    time.sleep(3)
+    assert len(model_api.requests("alice")) == 1
+    assert db_rows(hp, "SELECT deliveries, acked_at IS NOT NULL FROM messages WHERE recipient = 'alice'") == [(1, 1)]
 
 
 def test_once_handles_one_batch_and_exits(start_broker, harnesses, model_api):

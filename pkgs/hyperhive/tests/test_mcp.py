@@ -188,6 +188,78 @@ def test_messages_that_are_no_request_at_all_get_invalid_request_with_a_null_id(
     assert answer["error"]["code"] == -32600 and answer["id"] is None
 
 
+def test_a_message_nested_too_deeply_is_a_parse_error_and_the_server_goes_on(peer):
+    """Deep nesting made the decoder raise RecursionError, which ended the server: the model lost the hive's tools
+    for the rest of its session."""
+    peer.write("[" * 100_000 + "]" * 100_000)
+    answer = peer.read()
+    assert answer["id"] is None and answer["error"]["code"] == -32700 and "nested" in answer["error"]["message"]
+    assert peer.initialize()["result"]
+
+
+def batch(peer, items: list, timeout: float = 10):
+    peer.write(items)
+    answer = peer.read(timeout)
+    assert isinstance(answer, list), answer
+    return {json.dumps(a.get("id")): a for a in answer}
+
+
+def test_a_batch_under_2025_03_26_is_answered_with_one_array_and_what_recv_returned_is_acknowledged(
+        hive, own_peer):
+    """2025-03-26 (basic/index): implementations MUST support receiving JSON-RPC batches; the answer is one array
+    of the requests' responses (JSON-RPC 2.0, "Batch"), notifications answered by nothing."""
+    assert own_peer.initialize("2025-03-26")["result"]["protocolVersion"] == "2025-03-26"
+    sent = hive.client("bob").call("send", to="alice", body="in a batch")["id"]
+    answers = batch(own_peer, [
+        {"jsonrpc": "2.0", "id": 1, "method": "ping"},
+        {"jsonrpc": "2.0", "id": "r", "method": "tools/call", "params": {"name": "recv", "arguments": {}}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "list_agents", "arguments": {}}},
+        {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}},
+        {"jsonrpc": "2.0", "id": 4, "method": "nope"},
+        {"jsonrpc": "2.0", "id": 5, "method": "initialize", "params": {"protocolVersion": "2025-03-26"}},
+        7,
+    ])
+    assert sorted(answers) == sorted(json.dumps(i) for i in (1, "r", 3, 4, 5, None))
+    assert answers["1"]["result"] == {}
+    recv = json.loads(answers['"r"']["result"]["content"][0]["text"])
+    assert [m["id"] for m in recv["messages"]] == [sent]
+    assert "alice" in answers["3"]["result"]["content"][0]["text"]
+    assert answers["4"]["error"]["code"] == -32601
+    assert answers["5"]["error"]["code"] == -32600 and "batch" in answers["5"]["error"]["message"]
+    assert answers["null"]["error"]["code"] == -32600
+    alice = hive.client("alice")
+    wait_for(lambda: alice.call("status") == {"unread": 0, "leased": 0}, message="the batch's recv acknowledged")
+    # a batch of notifications alone gets nothing; an empty one is one Invalid Request error
+    own_peer.write([{"jsonrpc": "2.0", "method": "notifications/initialized"}])
+    assert own_peer.quiet(0.5)
+    own_peer.write([])
+    assert own_peer.read()["error"]["code"] == -32600
+
+
+def test_a_batch_with_a_parked_recv_is_answered_once_the_recv_is(
+        hive, own_peer):
+    own_peer.initialize("2025-03-26")
+    bob = hive.client("bob")
+    threading.Timer(0.5, lambda: bob.call("send", to="alice", body="late")).start()
+    answers = batch(own_peer, [
+        {"jsonrpc": "2.0", "id": "wait", "method": "tools/call",
+         "params": {"name": "recv", "arguments": {"wait_seconds": 20}}},
+        {"jsonrpc": "2.0", "id": "now", "method": "ping"},
+    ], timeout=20)
+    assert answers['"now"']["result"] == {}
+    assert json.loads(answers['"wait"']["result"]["content"][0]["text"])["messages"][0]["body"] == "late"
+
+
+@pytest.mark.parametrize("version", ["2025-11-25", "2025-06-18", "2024-11-05"])
+def test_a_batch_under_a_version_without_batches_is_refused_naming_the_version(peer, version):
+    peer.initialize(version)
+    peer.write([{"jsonrpc": "2.0", "id": 1, "method": "ping"}])
+    answer = peer.read()
+    assert answer["id"] is None and answer["error"]["code"] == -32600
+    assert version in answer["error"]["message"] and "2025-03-26" in answer["error"]["message"]
+    assert peer.request("ping")["result"] == {}
+
+
 def test_params_that_are_not_an_object_are_invalid_params(peer):
     peer.initialize()
     assert peer.request("tools/list", [1, 2])["error"]["code"] == -32602
