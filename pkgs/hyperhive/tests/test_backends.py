@@ -5,6 +5,7 @@ container."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def test_start_creates_and_starts_every_container_from_the_meta_flake(hive, hive
     flags = "--extra-experimental-features nix-command flakes"
     assert f"nix {flags} flake lock --update-input agent-alice" in run
     assert f"nix {flags} flake lock --update-input agent-manager" in run
-    assert all(c["cwd"] == str(meta) for c in calls(hive_dir) if c["argv"][0] == "nix")
+    assert all(c["cwd"] == str(meta) for c in calls(hive_dir) if c["argv"][0] == "nix" and "lock" in c["argv"])
     assert f"nixos-container create h-alice --flake {meta}#alice" in run
     assert f"nixos-container create hm1nd --flake {meta}#manager" in run
     assert "nixos-container start h-alice" in run and "nixos-container start hm1nd" in run
@@ -257,3 +258,60 @@ def test_a_spawned_agents_approved_change_of_privateusers_reaches_its_container(
         assert run.index("nixos-container update h-carol --flake " + str(state_dir(hive) / "meta") + "#carol") \
             < run.index("nixos-container stop h-carol") < run.index("nixos-container start h-carol"), run
         assert container(hive_dir, "h-carol")["status"] == "up"
+
+
+def standin_container_cli(hive, *args: str) -> subprocess.CompletedProcess:
+    """What the operator runs by hand on the host (`nixos-container destroy h-bob`): the stand-in, as the service
+    runs it."""
+    return subprocess.run(["nixos-container", *args], env=hive.env, capture_output=True, text=True, timeout=60)
+
+
+def test_starting_an_agent_whose_container_is_gone_does_not_take_another_agents_build(start_hive, hive_dir):
+    """nixos-container.pl's buildFlake builds into a link `.tmp` of its working directory and reads the system back
+    from it (pkgs/by-name/ni/nixos-container/nixos-container.pl). `hyperhive start` of an agent whose container is
+    gone creates it while an approved deploy of another agent may be building: the two builds must not share that
+    link, or one container boots the other agent's system (its prompt, its policy)."""
+    hive = start_hive(agents={"alice": {}, "bob": {}}, backend="nixos-container", env=nixos_env(hive_dir))
+    sd = state_dir(hive)
+    meta = sd / "meta"
+    assert standin_container_cli(hive, "destroy", "h-bob").returncode == 0  # the operator removed it by hand
+    sha = commit_change(hive, "alice", agent_nix("alice, changed"))
+    approval_id = hive.client("manager").call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    # alice's build lingers after writing its result link, before nixos-container reads it back
+    (hive_dir / "standin.fail").write_text(
+        f'nix build -o .tmp -- {meta}#nixosConfigurations."alice"\tsleep-after:3\n')
+    hive.host().call("approve", id=approval_id)
+    wait_for(lambda: any('"alice"' in a for a in argvs(hive_dir) if a.startswith("nix build")),
+             message="alice's build running")
+    started = hive.cli("start", "bob", check=False)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert wait_status(hive.host(), approval_id, timeout=60)["status"] == "deployed"
+    assert container(hive_dir, "h-alice") == {"status": "up", "flake": f"{meta}#alice", "rev": sha}
+    bob = git(sd / "applied" / "bob", "rev-parse", "main")
+    assert container(hive_dir, "h-bob") == {"status": "up", "flake": f"{meta}#bob", "rev": bob}
+    # each build had a working directory of its own, gone after it (with the `.tmp` link nixos-container.pl leaves)
+    builds = [c["cwd"] for c in calls(hive_dir) if c["argv"][:2] == ["nix", "build"]]
+    assert len(builds) == len(set(builds)) >= 2 and not any(Path(cwd).exists() for cwd in builds), builds
+
+
+def test_starting_an_agent_whose_container_is_gone_waits_for_its_deploy_in_flight(start_hive, hive_dir):
+    """Creating a missing container at a start builds what meta's lock pins, which an approved deploy in flight has
+    just moved to its commit (and puts back if its build fails): the start waits for that deploy instead of building
+    the commit beside it, so that what runs is what the approval says."""
+    hive = start_hive(agents={"alice": {}, "bob": {}}, backend="nixos-container", env=nixos_env(hive_dir))
+    sd = state_dir(hive)
+    meta = sd / "meta"
+    old = git(sd / "applied" / "bob", "rev-parse", "main")
+    assert standin_container_cli(hive, "destroy", "h-bob").returncode == 0
+    sha = commit_change(hive, "bob", agent_nix("bob, changed"))
+    approval_id = hive.client("manager").call("request_apply_commit", agent="bob", commit=sha)["approval_id"]
+    (hive_dir / "standin.fail").write_text("nixos-container create h-bob\tsleep:3\n")
+    hive.host().call("approve", id=approval_id)
+    wait_for(lambda: any(a.startswith("nixos-container create h-bob") for a in argvs(hive_dir)),
+             message="bob's deploy building")
+    started = hive.cli("start", "bob", check=False)
+    assert started.returncode == 0, started.stdout + started.stderr
+    approval = wait_status(hive.host(), approval_id, timeout=60)
+    assert approval["status"] == "deployed", approval
+    assert container(hive_dir, "h-bob") == {"status": "up", "flake": f"{meta}#bob", "rev": sha}
+    assert git(sd / "applied" / "bob", "rev-parse", "main") == sha != old

@@ -7,6 +7,7 @@ and starts it. Every command has a timeout and its output is kept for the ``fail
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -14,6 +15,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -108,19 +110,35 @@ class NixosContainerBackend(Backend):
         return "hm1nd" if name == self.hive.config.manager else f"h-{name}"
 
     def build_dir(self) -> Path:
-        """A writable working directory: nixos-container.pl builds with `nix build -o "$systemPath.tmp"`, a path
-        relative to it (pkgs/tools/virtualization/nixos-container/nixos-container.pl, buildFlake)."""
+        """A writable directory the service's commands run under (`nix eval` of a policy runs in it)."""
         path = self.hive.config.state_dir / "build"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @contextlib.contextmanager
+    def private_build_dir(self):
+        """A fresh working directory for one command, removed after it. nixos-container.pl's buildFlake runs
+        `nix build -o "$systemPath.tmp"` with $systemPath still undefined, that is a link `.tmp` in the working
+        directory, and then reads the system back from that link (pkgs/by-name/ni/nixos-container/nixos-container.pl;
+        it never removes it: its `unlink("$systemPath.tmp")` names the store path's sibling). Two builds in one
+        directory, say an approved deploy and the start of an agent whose container is gone, could each read the
+        other's system and boot it."""
+        path = Path(tempfile.mkdtemp(prefix="run-", dir=self.build_dir()))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
     def logs(self, name: str, lines: int = 200, cursor: str | None = None, search: str | None = None) -> dict:
         from .. import agent_logs
         return agent_logs.read_journal(self.container(name), lines, cursor, search)
 
     def _run(self, cmd: list[str], timeout: float, cwd: Path | None = None) -> str:
+        if cwd is None:
+            with self.private_build_dir() as private:
+                return self._run(cmd, timeout, cwd=private)
         try:
-            result = subprocess.run(cmd, cwd=str(cwd or self.build_dir()), stdin=subprocess.DEVNULL,
+            result = subprocess.run(cmd, cwd=str(cwd), stdin=subprocess.DEVNULL,
                                     capture_output=True, text=True, timeout=timeout)
         except FileNotFoundError:
             raise BuildError(f"`{cmd[0]}` is not installed (needed by the nixos-container backend)") from None
@@ -218,9 +236,15 @@ class NixosContainerBackend(Backend):
 
     def start(self, name: str) -> None:
         if not self.exists(name):
-            repo = repos.open_repo(repos.applied_path(self.hive, name))
-            self.deploy(name, repos.main_sha(repo) or "")
-            return
+            from .. import approvals
+
+            # Creating it is a deploy of what meta's lock pins, which a deploy in flight moves (and puts back when its
+            # build fails): one at a time, as `rebuild` does; the deploy waited for may have created it.
+            with approvals.deploy_lock(self.hive):
+                if not self.exists(name):
+                    repo = repos.open_repo(repos.applied_path(self.hive, name))
+                    self.deploy(name, repos.main_sha(repo) or "")
+                    return
         self._run(["nixos-container", "start", self.container(name)], self.command_timeout)
         with self._lock:
             self._wanted.add(name)
