@@ -315,3 +315,22 @@ def test_starting_an_agent_whose_container_is_gone_waits_for_its_deploy_in_fligh
     assert approval["status"] == "deployed", approval
     assert container(hive_dir, "h-bob") == {"status": "up", "flake": f"{meta}#bob", "rev": sha}
     assert git(sd / "applied" / "bob", "rev-parse", "main") == sha != old
+
+
+def test_a_container_whose_conf_the_service_cannot_find_after_its_create_is_not_run(start_hive, hive_dir):
+    """nixos-container writes a created container's conf into its configurationDirectory; the service rewrites it
+    with the container's bind mounts and user namespace. Where the service looks elsewhere (the directory of another
+    stateVersion) it finds none: the create fails naming the file, and no container runs without its settings (on
+    nixos-container's private network, without its socket and state)."""
+    elsewhere = hive_dir / "standin" / "containers-conf"
+    env = {**nixos_env(hive_dir), "HYPERHIVE_STANDIN_CONF_DIR": str(elsewhere)}
+    hive = start_hive(agents={"alice": {}}, backend="nixos-container", env=env)
+    wanted = Path(env["HYPERHIVE_NIXOS_CONTAINERS_DIR"]) / "h-alice.conf"
+    log = hive.log()
+    assert f"could not start alice: {wanted} does not exist after `nixos-container create h-alice`" in log, log
+    assert "HYPERHIVE_NIXOS_CONTAINERS_DIR" in log
+    # the half-made container is gone: nothing to start later on nixos-container's own settings
+    assert not (hive_dir / "standin" / "containers" / "h-alice").exists()
+    assert not (elsewhere / "h-alice.conf").exists()
+    assert {a["name"]: a["state"] for a in hive.host().call("list_agents")["agents"]}["alice"] != "running"
+    assert "nixos-container start h-alice" not in argvs(hive_dir)

@@ -165,30 +165,61 @@ class NixosContainerBackend(Backend):
         write_agent_json(self.hive, name)  # what the service expects it to run, for reference on the host
         container = self.container(name)
         action = "update" if self.exists(name) else "create"
-        self._run(["nixos-container", action, container, "--flake", f"{repos.meta_path(self.hive)}#{name}"],
-                  self.build_timeout)
-        # At every deploy, not only the first: the conf follows the agent's privateUsers as deployed now. nspawn
-        # reads it only when the container starts (`update` just switches the running system), so a running
-        # container whose conf changed is started again on it.
-        if self._add_bind_mounts(name) and action == "update" and self.state(name) == "running":
+        try:
+            self._run(["nixos-container", action, container, "--flake", f"{repos.meta_path(self.hive)}#{name}"],
+                      self.build_timeout)
+            # At every deploy, not only the first: the conf follows the agent's privateUsers as deployed now. nspawn
+            # reads it only when the container starts (`update` just switches the running system), so a running
+            # container whose conf changed is started again on it.
+            changed = self._add_bind_mounts(name, created=action == "create")
+        except BuildError:
+            if action == "create":
+                self._undo_create(name)
+            raise
+        if changed and action == "update" and self.state(name) == "running":
             self._run(["nixos-container", "stop", container], self.command_timeout)
         self._run(["nixos-container", "start", container], self.command_timeout)
         with self._lock:
             self._wanted.add(name)
             self._crashes.pop(name, None)
 
-    def _add_bind_mounts(self, name: str) -> bool:
+    def _undo_create(self, name: str) -> None:
+        """What a failed `nixos-container create` left: nixos-container.pl removes its conf when setting the profile
+        fails, not when the flake's build does, and a conf this service cannot rewrite is no container to start. It
+        was not listed before the create, so whatever is listed now is this create's."""
+        try:
+            if self.exists(name):
+                self._run(["nixos-container", "destroy", self.container(name)], self.command_timeout)
+        except BuildError as e:
+            log.warning("removing the container of %s after its failed create: %s", name, e)
+
+    def conf_path(self, name: str) -> Path:
+        """/etc/nixos-containers/<container>.conf: nixos-containers.nix's configurationDirectory (/etc/containers
+        before stateVersion 22.05), as the host module tells the service (HYPERHIVE_NIXOS_CONTAINERS_DIR)."""
+        conf_dir = Path(os.environ.get("HYPERHIVE_NIXOS_CONTAINERS_DIR") or "/etc/nixos-containers")
+        return conf_dir / f"{self.container(name)}.conf"
+
+    def _add_bind_mounts(self, name: str, created: bool = False) -> bool:
         """A container created at run time (a spawned agent) gets what a declared one has: `nixos-container create`
         wrote a private network with no NAT and no user namespace; its conf is replaced by the declared settings
         (container_conf), its state directories are owned by its root uid. A declared container's conf (a link
-        into /etc/static) is the host module's. Whether the conf changed."""
-        # nixos-containers.nix's configurationDirectory (/etc/containers before stateVersion 22.05), from the host
-        # module
-        conf_dir = Path(os.environ.get("HYPERHIVE_NIXOS_CONTAINERS_DIR") or "/etc/nixos-containers")
-        conf = conf_dir / f"{self.container(name)}.conf"
-        if not conf.exists() or conf.is_symlink():
-            return False
+        into /etc/static) is the host module's. Whether the conf changed.
+
+        A container just created must have the conf `create` wrote, a file: else it would run without any of
+        those settings (bind mounts, user namespace), so the deploy fails naming it."""
+        conf = self.conf_path(name)
         cfg = self.hive.config
+        if not created and (conf.is_symlink() or (not conf.exists() and (name == cfg.manager or name in cfg.agents))):
+            return False  # the host module's (declared): its prepare unit owns the directories
+        if not conf.is_file() or conf.is_symlink():
+            what = "is a symbolic link" if conf.is_symlink() else "does not exist"
+            raise BuildError(
+                f"{conf} {what} after `nixos-container {'create' if created else 'update'} {self.container(name)}`: "
+                f"the service writes {name}'s container settings (bind mounts, user namespace) there, and without "
+                f"them the container would run without its socket and state. nixos-container writes its confs to "
+                f"nixos-containers.nix's configurationDirectory (/etc/containers before the host's stateVersion "
+                f"22.05, /etc/nixos-containers from it); the service looks in {conf.parent} "
+                f"(HYPERHIVE_NIXOS_CONTAINERS_DIR)")
         settings = container_settings() or {}
         from .. import registry
         from .. import store as db
