@@ -334,3 +334,23 @@ def test_a_container_whose_conf_the_service_cannot_find_after_its_create_is_not_
     assert not (elsewhere / "h-alice.conf").exists()
     assert {a["name"]: a["state"] for a in hive.host().call("list_agents")["agents"]}["alice"] != "running"
     assert "nixos-container start h-alice" not in argvs(hive_dir)
+
+
+def test_a_container_without_its_profile_never_boots_the_agent_named_container(start_hive, hive_dir):
+    """nixos-containers.nix's start script runs `nixos-container update <c>` when the conf has FLAKE and the
+    container's profile is missing, and nixos-container.pl builds that FLAKE with the attribute "container"
+    (pkgs/by-name/ni/nixos-container/nixos-container.pl, `update`). The conf the service writes has no FLAKE: such a
+    start fails, rather than booting the agent named "container" in alice's container, and a rebuild mends it."""
+    hive = start_hive(agents={"alice": {}, "container": {}}, backend="nixos-container", env=nixos_env(hive_dir))
+    sd = state_dir(hive)
+    meta = sd / "meta"
+    assert "FLAKE" not in conf(hive_dir, "h-alice")
+    (hive_dir / "standin" / "containers" / "h-alice" / "system.json").unlink()  # its profile is gone
+    restarted = hive.cli("restart", "alice", check=False)
+    profile = hive_dir / "standin" / "containers" / "h-alice" / "system.json"
+    assert not profile.exists(), f"alice's container was built again from its conf: {profile.read_text()}"
+    assert restarted.returncode != 0 and "failed to start container" in restarted.stderr, restarted
+    assert not any(a.startswith("nixos-container update h-alice") and "--flake" not in a for a in argvs(hive_dir))
+    hive.cli("rebuild", "alice")
+    alice = git(sd / "applied" / "alice", "rev-parse", "main")
+    assert container(hive_dir, "h-alice") == {"status": "up", "flake": f"{meta}#alice", "rev": alice}

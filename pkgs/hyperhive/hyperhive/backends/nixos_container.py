@@ -251,9 +251,14 @@ class NixosContainerBackend(Backend):
         os.chmod(sockets, 0o700)  # under runDir, which only the service writes
         values = container_conf(self.hive, name, self.container(name), uid)
         before = conf.read_text(encoding="utf-8")
-        keep = [line for line in before.splitlines() if line.split("=", 1)[0] == "FLAKE"]
-        text = "\n".join(keep + [f'{k}="{v}"' if k in ("EXTRA_NSPAWN_FLAGS", "INTERFACES", "MACVLANS") else f"{k}={v}"
-                                 for k, v in values.items()]) + "\n"
+        # No FLAKE (`create` wrote the meta flake's path, without `#<name>`). nixos-containers.nix's startScript runs
+        # `nixos-container update <c>` when FLAKE is set and the container's profile is missing, and nixos-container.pl
+        # builds that FLAKE as written with the attribute "container" (it cuts `#attr` off --flake only, not off the
+        # conf's FLAKE): `<meta>#nixosConfigurations."container"`, the system of an agent named "container", booted
+        # in this agent's container; and `<meta>#<name>` would be no flake reference Nix accepts. Deploys pass
+        # `--flake <meta>#<name>` themselves; a container without its profile fails to start and `rebuild` makes it.
+        text = "\n".join(f'{k}="{v}"' if k in ("EXTRA_NSPAWN_FLAGS", "INTERFACES", "MACVLANS") else f"{k}={v}"
+                          for k, v in values.items()) + "\n"
         if text == before:
             return False
         tmp = conf.with_name(conf.name + ".tmp")
