@@ -354,3 +354,28 @@ def test_a_container_without_its_profile_never_boots_the_agent_named_container(s
     hive.cli("rebuild", "alice")
     alice = git(sd / "applied" / "alice", "rev-parse", "main")
     assert container(hive_dir, "h-alice") == {"status": "up", "flake": f"{meta}#alice", "rev": alice}
+
+
+def test_a_failed_create_leaves_no_container_to_boot_from_its_conf(start_hive, hive_dir):
+    """nixos-container.pl keeps the conf it wrote when the flake's build fails (FLAKE=<meta>, no profile): started
+    later, nixos-containers.nix's start script would build `<meta>#nixosConfigurations."container"` into it. The
+    service removes what the failed create left, so the next start creates the container from its own attribute."""
+    from conftest import HiveProcess
+
+    (hive_dir / "standin.fail").parent.mkdir(parents=True, exist_ok=True)
+    meta = hive_dir / "state" / "meta"
+    (hive_dir / "standin.fail").write_text(
+        'nix build -o .tmp -- ' + str(meta) + '#nixosConfigurations."alice"\terror: builder for alice failed\n')
+    hive = start_hive(agents={"alice": {}, "container": {}}, backend="nixos-container", env=nixos_env(hive_dir))
+    assert state_dir(hive) / "meta" == meta
+    assert "could not start alice" in hive.log() and "builder for alice failed" in hive.log()
+    assert not (hive_dir / "standin" / "containers" / "h-alice").exists()
+    assert not (hive_dir / "standin" / "etc" / "h-alice.conf").exists()
+    hive.stop()
+    (hive_dir / "standin.fail").unlink()
+    again = HiveProcess(hive.config_path, env=hive.env).start()
+    try:
+        alice = git(meta.parent / "applied" / "alice", "rev-parse", "main")
+        assert container(hive_dir, "h-alice") == {"status": "up", "flake": f"{meta}#alice", "rev": alice}
+    finally:
+        again.stop()
