@@ -5,6 +5,7 @@ container."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -379,3 +380,49 @@ def test_a_failed_create_leaves_no_container_to_boot_from_its_conf(start_hive, h
         assert container(hive_dir, "h-alice") == {"status": "up", "flake": f"{meta}#alice", "rev": alice}
     finally:
         again.stop()
+
+
+@needs_nix
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to other uids takes root")
+def test_a_spawned_agents_directories_follow_its_privateusers_like_a_declared_ones(hive, hive_dir):
+    """A declared container's prepare unit (modules/hyperhive.nix) gives its directories, and all in them, to its
+    root uid whenever that changed; nspawn's --private-users-ownership=auto never touches a bind mount, and does
+    nothing without a user namespace. A spawned agent's directories follow an approved change of `privateUsers`
+    the same way: back to root when it is turned off (not left to a uid range no longer its own), and what the
+    agent wrote meanwhile to its namespaced root when it is turned on again (else it could not write its own files,
+    nor reach its socket)."""
+    from hyperhive.backends.nixos_container import uid_base
+
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    approval_id = manager.call("request_spawn", name="carol")["approval_id"]
+    hive.cli("approve", str(approval_id))
+    assert wait_status(hive.host(), approval_id, timeout=60)["status"] == "deployed"
+    base = uid_base("carol", 0x70000000)
+    dirs = [sd / "agents" / "carol" / "state", sd / "claude" / "carol", hive.config.agent_socket("carol").parent]
+
+    def owners() -> dict[str, int]:
+        out = {}
+        for top in dirs:
+            for path in [top, *top.rglob("*")]:
+                out[str(path)] = path.lstat().st_uid
+        return out
+
+    wait_for(lambda: hive.config.agent_socket("carol").exists(), message="carol's socket")
+    assert set(owners().values()) == {base}, owners()
+    for private, uid in ((False, 0), (True, base)):
+        # what the agent wrote as its root of the moment
+        note = dirs[0] / f"notes-{private}"
+        note.mkdir()
+        (note / "today.md").write_text("written in the container\n")
+        (note / "link").symlink_to("/etc/hostname")
+        for path in (note, note / "today.md"):
+            os.chown(path, base if not private else 0, base if not private else 0)
+        text = agent_nix("carol").replace("  };\n}", f"    privateUsers = {str(private).lower()};\n  }};\n}}")
+        approval_id = manager.call("request_apply_commit", agent="carol", commit=commit_change(hive, "carol", text))
+        hive.cli("approve", str(approval_id["approval_id"]))
+        assert wait_status(hive.host(), approval_id["approval_id"], timeout=60)["status"] == "deployed"
+        assert conf(hive_dir, "h-carol")["PRIVATE_USERS"] == (str(uid) if uid else "no")
+        assert set(owners().values()) == {uid}, (private, owners())
+        assert os.stat("/etc/hostname").st_uid == 0  # a link is given, not what it points at
+        assert (hive.config.agent_socket("carol").parent.stat().st_mode & 0o777) == 0o700

@@ -19,7 +19,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .. import repos
+from .. import nofollow, repos
+from ..errors import HiveError
 from .base import Backend, BuildError, write_agent_json
 
 log = logging.getLogger(__name__)
@@ -171,13 +172,16 @@ class NixosContainerBackend(Backend):
             # At every deploy, not only the first: the conf follows the agent's privateUsers as deployed now. nspawn
             # reads it only when the container starts (`update` just switches the running system), so a running
             # container whose conf changed is started again on it.
-            changed = self._add_bind_mounts(name, created=action == "create")
+            written = self._add_bind_mounts(name, created=action == "create")
         except BuildError:
             if action == "create":
                 self._undo_create(name)
             raise
-        if changed and action == "update" and self.state(name) == "running":
-            self._run(["nixos-container", "stop", container], self.command_timeout)
+        if written is not None:
+            changed, uid = written
+            if changed and action == "update" and self.state(name) == "running":
+                self._run(["nixos-container", "stop", container], self.command_timeout)
+            self._own_directories(name, uid)  # stopped if its uids changed: nothing of it writes there meanwhile
         self._run(["nixos-container", "start", container], self.command_timeout)
         with self._lock:
             self._wanted.add(name)
@@ -199,18 +203,19 @@ class NixosContainerBackend(Backend):
         conf_dir = Path(os.environ.get("HYPERHIVE_NIXOS_CONTAINERS_DIR") or "/etc/nixos-containers")
         return conf_dir / f"{self.container(name)}.conf"
 
-    def _add_bind_mounts(self, name: str, created: bool = False) -> bool:
+    def _add_bind_mounts(self, name: str, created: bool = False) -> tuple[bool, int] | None:
         """A container created at run time (a spawned agent) gets what a declared one has: `nixos-container create`
         wrote a private network with no NAT and no user namespace; its conf is replaced by the declared settings
-        (container_conf), its state directories are owned by its root uid. A declared container's conf (a link
-        into /etc/static) is the host module's. Whether the conf changed.
+        (container_conf), and its directories are made (their ownership is _own_directories'). A declared
+        container's conf (a link into /etc/static) is the host module's: None. Else whether the conf changed, and
+        the host uid of the container's root.
 
         A container just created must have the conf `create` wrote, a file: else it would run without any of
         those settings (bind mounts, user namespace), so the deploy fails naming it."""
         conf = self.conf_path(name)
         cfg = self.hive.config
         if not created and (conf.is_symlink() or (not conf.exists() and (name == cfg.manager or name in cfg.agents))):
-            return False  # the host module's (declared): its prepare unit owns the directories
+            return None  # the host module's (declared): its prepare unit owns the directories
         if not conf.is_file() or conf.is_symlink():
             what = "is a symbolic link" if conf.is_symlink() else "does not exist"
             raise BuildError(
@@ -233,22 +238,12 @@ class NixosContainerBackend(Backend):
         else:
             private = policy.get("privateUsers", True)
         uid = uid_base(name, int(settings.get("privateUsersBase", 0x70000000))) if private else 0
-        state = repos.ensure_state_dir(self.hive, name)
-        claude = cfg.state_dir / "claude" / name
-        claude.mkdir(parents=True, exist_ok=True)
-        sockets = cfg.agent_socket(name).parent
-        sockets.mkdir(parents=True, exist_ok=True)
-        # As the host module's prepare unit does for a declared container: its directories belong to its root uid,
-        # the socket directory 0700 (the container's root reaches its socket; other local users do not).
-        for path in (state, claude, sockets):
-            if path.is_symlink():
-                raise BuildError(f"{path.name} of {name} is a symbolic link; refusing to hand it to the container")
-            if uid:
-                try:
-                    os.chown(path, uid, uid, follow_symlinks=False)
-                except OSError as e:  # not root (tests): the container could not use it, nobody else gains it
-                    log.warning("cannot give %s to uid %d: %s", path, uid, e)
-        os.chmod(sockets, 0o700)  # under runDir, which only the service writes
+        for base, rel, _ in self._directories(name):
+            try:
+                with nofollow.directory(base, rel, create=True, mode=0o700):
+                    pass
+            except HiveError as e:
+                raise BuildError(f"refusing to hand {base / rel} to the container of {name}: {e.message}") from None
         values = container_conf(self.hive, name, self.container(name), uid)
         before = conf.read_text(encoding="utf-8")
         # No FLAKE (`create` wrote the meta flake's path, without `#<name>`). nixos-containers.nix's startScript runs
@@ -260,13 +255,42 @@ class NixosContainerBackend(Backend):
         text = "\n".join(f'{k}="{v}"' if k in ("EXTRA_NSPAWN_FLAGS", "INTERFACES", "MACVLANS") else f"{k}={v}"
                           for k, v in values.items()) + "\n"
         if text == before:
-            return False
+            return False, uid
         tmp = conf.with_name(conf.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, conf)
-        return True
+        return True, uid
+
+    def _directories(self, name: str) -> list[tuple[Path, Path, bool]]:
+        """The host directories bound into the container (container_conf), each as (a directory of the service's,
+        the path under it, whether it is the socket's): its state, its Claude credentials, its socket's directory."""
+        cfg = self.hive.config
+        state = repos.state_path(self.hive, name)
+        sockets = cfg.agent_socket(name).parent
+        return [(cfg.state_dir, state.relative_to(cfg.state_dir), False), (cfg.state_dir, Path("claude") / name, False),
+                (cfg.run_dir, sockets.relative_to(cfg.run_dir), True)]
+
+    def _own_directories(self, name: str, uid: int) -> None:
+        """As the host module's prepare unit does for a declared container (modules/hyperhive.nix, prepareScript):
+        each directory belongs to the container's root uid, and when it does not (privateUsers or the uid base
+        changed), all that is in it is given to that uid (`chown -R`, no link followed), the socket directory mode
+        0700 (the container's root reaches its socket; other local users do not). systemd-nspawn's
+        --private-users-ownership=auto adjusts the container's own tree, never a bind mount, and nothing at all
+        without a user namespace: so with privateUsers turned off they are given back to root (uid 0), and files
+        the agent made meanwhile become its namespaced root's again when it is turned on."""
+        for base, rel, sockets in self._directories(name):
+            try:
+                with nofollow.directory(base, rel, mode=0o700) as fd:
+                    if os.fstat(fd).st_uid != uid:
+                        _own_tree(fd, uid)
+                    if sockets:
+                        os.fchmod(fd, 0o700)  # under runDir, which only the service writes
+            except HiveError as e:
+                raise BuildError(f"refusing to hand {base / rel} to the container of {name}: {e.message}") from None
+            except OSError as e:  # not root (tests): the container could not use it, nobody else gains it
+                log.warning("cannot give %s to uid %d: %s", base / rel, uid, e)
 
     # --- life cycle ----------------------------------------------------------------------------------------
 
@@ -336,6 +360,18 @@ class NixosContainerBackend(Backend):
 
     def describe(self) -> str:
         return "running as NixOS containers"
+
+
+def _own_tree(fd: int, uid: int) -> None:
+    """`chown -R uid:uid` of the directory open at ``fd``: every entry below it, links themselves (never followed),
+    walked by descriptor so that nothing renamed meanwhile leads the walk out of it."""
+    for _root, _dirs, files, root_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+        os.fchown(root_fd, uid, uid)
+        for entry in files:
+            try:
+                os.chown(entry, uid, uid, dir_fd=root_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
 
 
 def _text(value) -> str:
