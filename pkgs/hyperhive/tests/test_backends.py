@@ -5,6 +5,8 @@ container."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,7 +45,7 @@ def test_start_creates_and_starts_every_container_from_the_meta_flake(hive, hive
     flags = "--extra-experimental-features nix-command flakes"
     assert f"nix {flags} flake lock --update-input agent-alice" in run
     assert f"nix {flags} flake lock --update-input agent-manager" in run
-    assert all(c["cwd"] == str(meta) for c in calls(hive_dir) if c["argv"][0] == "nix")
+    assert all(c["cwd"] == str(meta) for c in calls(hive_dir) if c["argv"][0] == "nix" and "lock" in c["argv"])
     assert f"nixos-container create h-alice --flake {meta}#alice" in run
     assert f"nixos-container create hm1nd --flake {meta}#manager" in run
     assert "nixos-container start h-alice" in run and "nixos-container start hm1nd" in run
@@ -257,3 +259,170 @@ def test_a_spawned_agents_approved_change_of_privateusers_reaches_its_container(
         assert run.index("nixos-container update h-carol --flake " + str(state_dir(hive) / "meta") + "#carol") \
             < run.index("nixos-container stop h-carol") < run.index("nixos-container start h-carol"), run
         assert container(hive_dir, "h-carol")["status"] == "up"
+
+
+def standin_container_cli(hive, *args: str) -> subprocess.CompletedProcess:
+    """What the operator runs by hand on the host (`nixos-container destroy h-bob`): the stand-in, as the service
+    runs it."""
+    return subprocess.run(["nixos-container", *args], env=hive.env, capture_output=True, text=True, timeout=60)
+
+
+def test_starting_an_agent_whose_container_is_gone_does_not_take_another_agents_build(start_hive, hive_dir):
+    """nixos-container.pl's buildFlake builds into a link `.tmp` of its working directory and reads the system back
+    from it (pkgs/by-name/ni/nixos-container/nixos-container.pl). `hyperhive start` of an agent whose container is
+    gone creates it while an approved deploy of another agent may be building: the two builds must not share that
+    link, or one container boots the other agent's system (its prompt, its policy)."""
+    hive = start_hive(agents={"alice": {}, "bob": {}}, backend="nixos-container", env=nixos_env(hive_dir))
+    sd = state_dir(hive)
+    meta = sd / "meta"
+    assert standin_container_cli(hive, "destroy", "h-bob").returncode == 0  # the operator removed it by hand
+    sha = commit_change(hive, "alice", agent_nix("alice, changed"))
+    approval_id = hive.client("manager").call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    # alice's build lingers after writing its result link, before nixos-container reads it back
+    (hive_dir / "standin.fail").write_text(
+        f'nix build -o .tmp -- {meta}#nixosConfigurations."alice"\tsleep-after:3\n')
+    hive.host().call("approve", id=approval_id)
+    wait_for(lambda: any('"alice"' in a for a in argvs(hive_dir) if a.startswith("nix build")),
+             message="alice's build running")
+    started = hive.cli("start", "bob", check=False)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert wait_status(hive.host(), approval_id, timeout=60)["status"] == "deployed"
+    assert container(hive_dir, "h-alice") == {"status": "up", "flake": f"{meta}#alice", "rev": sha}
+    bob = git(sd / "applied" / "bob", "rev-parse", "main")
+    assert container(hive_dir, "h-bob") == {"status": "up", "flake": f"{meta}#bob", "rev": bob}
+    # each build had a working directory of its own, gone after it (with the `.tmp` link nixos-container.pl leaves)
+    builds = [c["cwd"] for c in calls(hive_dir) if c["argv"][:2] == ["nix", "build"]]
+    assert len(builds) == len(set(builds)) >= 2 and not any(Path(cwd).exists() for cwd in builds), builds
+
+
+def test_starting_an_agent_whose_container_is_gone_waits_for_its_deploy_in_flight(start_hive, hive_dir):
+    """Creating a missing container at a start builds what meta's lock pins, which an approved deploy in flight has
+    just moved to its commit (and puts back if its build fails): the start waits for that deploy instead of building
+    the commit beside it, so that what runs is what the approval says."""
+    hive = start_hive(agents={"alice": {}, "bob": {}}, backend="nixos-container", env=nixos_env(hive_dir))
+    sd = state_dir(hive)
+    meta = sd / "meta"
+    old = git(sd / "applied" / "bob", "rev-parse", "main")
+    assert standin_container_cli(hive, "destroy", "h-bob").returncode == 0
+    sha = commit_change(hive, "bob", agent_nix("bob, changed"))
+    approval_id = hive.client("manager").call("request_apply_commit", agent="bob", commit=sha)["approval_id"]
+    (hive_dir / "standin.fail").write_text("nixos-container create h-bob\tsleep:3\n")
+    hive.host().call("approve", id=approval_id)
+    wait_for(lambda: any(a.startswith("nixos-container create h-bob") for a in argvs(hive_dir)),
+             message="bob's deploy building")
+    started = hive.cli("start", "bob", check=False)
+    assert started.returncode == 0, started.stdout + started.stderr
+    approval = wait_status(hive.host(), approval_id, timeout=60)
+    assert approval["status"] == "deployed", approval
+    assert container(hive_dir, "h-bob") == {"status": "up", "flake": f"{meta}#bob", "rev": sha}
+    assert git(sd / "applied" / "bob", "rev-parse", "main") == sha != old
+
+
+def test_a_container_whose_conf_the_service_cannot_find_after_its_create_is_not_run(start_hive, hive_dir):
+    """nixos-container writes a created container's conf into its configurationDirectory; the service rewrites it
+    with the container's bind mounts and user namespace. Where the service looks elsewhere (the directory of another
+    stateVersion) it finds none: the create fails naming the file, and no container runs without its settings (on
+    nixos-container's private network, without its socket and state)."""
+    elsewhere = hive_dir / "standin" / "containers-conf"
+    env = {**nixos_env(hive_dir), "HYPERHIVE_STANDIN_CONF_DIR": str(elsewhere)}
+    hive = start_hive(agents={"alice": {}}, backend="nixos-container", env=env)
+    wanted = Path(env["HYPERHIVE_NIXOS_CONTAINERS_DIR"]) / "h-alice.conf"
+    log = hive.log()
+    assert f"could not start alice: {wanted} does not exist after `nixos-container create h-alice`" in log, log
+    assert "HYPERHIVE_NIXOS_CONTAINERS_DIR" in log
+    # the half-made container is gone: nothing to start later on nixos-container's own settings
+    assert not (hive_dir / "standin" / "containers" / "h-alice").exists()
+    assert not (elsewhere / "h-alice.conf").exists()
+    assert {a["name"]: a["state"] for a in hive.host().call("list_agents")["agents"]}["alice"] != "running"
+    assert "nixos-container start h-alice" not in argvs(hive_dir)
+
+
+def test_a_container_without_its_profile_never_boots_the_agent_named_container(start_hive, hive_dir):
+    """nixos-containers.nix's start script runs `nixos-container update <c>` when the conf has FLAKE and the
+    container's profile is missing, and nixos-container.pl builds that FLAKE with the attribute "container"
+    (pkgs/by-name/ni/nixos-container/nixos-container.pl, `update`). The conf the service writes has no FLAKE: such a
+    start fails, rather than booting the agent named "container" in alice's container, and a rebuild mends it."""
+    hive = start_hive(agents={"alice": {}, "container": {}}, backend="nixos-container", env=nixos_env(hive_dir))
+    sd = state_dir(hive)
+    meta = sd / "meta"
+    assert "FLAKE" not in conf(hive_dir, "h-alice")
+    (hive_dir / "standin" / "containers" / "h-alice" / "system.json").unlink()  # its profile is gone
+    restarted = hive.cli("restart", "alice", check=False)
+    profile = hive_dir / "standin" / "containers" / "h-alice" / "system.json"
+    assert not profile.exists(), f"alice's container was built again from its conf: {profile.read_text()}"
+    assert restarted.returncode != 0 and "failed to start container" in restarted.stderr, restarted
+    assert not any(a.startswith("nixos-container update h-alice") and "--flake" not in a for a in argvs(hive_dir))
+    hive.cli("rebuild", "alice")
+    alice = git(sd / "applied" / "alice", "rev-parse", "main")
+    assert container(hive_dir, "h-alice") == {"status": "up", "flake": f"{meta}#alice", "rev": alice}
+
+
+def test_a_failed_create_leaves_no_container_to_boot_from_its_conf(start_hive, hive_dir):
+    """nixos-container.pl keeps the conf it wrote when the flake's build fails (FLAKE=<meta>, no profile): started
+    later, nixos-containers.nix's start script would build `<meta>#nixosConfigurations."container"` into it. The
+    service removes what the failed create left, so the next start creates the container from its own attribute."""
+    from conftest import HiveProcess
+
+    (hive_dir / "standin.fail").parent.mkdir(parents=True, exist_ok=True)
+    meta = hive_dir / "state" / "meta"
+    (hive_dir / "standin.fail").write_text(
+        'nix build -o .tmp -- ' + str(meta) + '#nixosConfigurations."alice"\terror: builder for alice failed\n')
+    hive = start_hive(agents={"alice": {}, "container": {}}, backend="nixos-container", env=nixos_env(hive_dir))
+    assert state_dir(hive) / "meta" == meta
+    assert "could not start alice" in hive.log() and "builder for alice failed" in hive.log()
+    assert not (hive_dir / "standin" / "containers" / "h-alice").exists()
+    assert not (hive_dir / "standin" / "etc" / "h-alice.conf").exists()
+    hive.stop()
+    (hive_dir / "standin.fail").unlink()
+    again = HiveProcess(hive.config_path, env=hive.env).start()
+    try:
+        alice = git(meta.parent / "applied" / "alice", "rev-parse", "main")
+        assert container(hive_dir, "h-alice") == {"status": "up", "flake": f"{meta}#alice", "rev": alice}
+    finally:
+        again.stop()
+
+
+@needs_nix
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to other uids takes root")
+def test_a_spawned_agents_directories_follow_its_privateusers_like_a_declared_ones(hive, hive_dir):
+    """A declared container's prepare unit (modules/hyperhive.nix) gives its directories, and all in them, to its
+    root uid whenever that changed; nspawn's --private-users-ownership=auto never touches a bind mount, and does
+    nothing without a user namespace. A spawned agent's directories follow an approved change of `privateUsers`
+    the same way: back to root when it is turned off (not left to a uid range no longer its own), and what the
+    agent wrote meanwhile to its namespaced root when it is turned on again (else it could not write its own files,
+    nor reach its socket)."""
+    from hyperhive.backends.nixos_container import uid_base
+
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    approval_id = manager.call("request_spawn", name="carol")["approval_id"]
+    hive.cli("approve", str(approval_id))
+    assert wait_status(hive.host(), approval_id, timeout=60)["status"] == "deployed"
+    base = uid_base("carol", 0x70000000)
+    dirs = [sd / "agents" / "carol" / "state", sd / "claude" / "carol", hive.config.agent_socket("carol").parent]
+
+    def owners() -> dict[str, int]:
+        out = {}
+        for top in dirs:
+            for path in [top, *top.rglob("*")]:
+                out[str(path)] = path.lstat().st_uid
+        return out
+
+    wait_for(lambda: hive.config.agent_socket("carol").exists(), message="carol's socket")
+    assert set(owners().values()) == {base}, owners()
+    for private, uid in ((False, 0), (True, base)):
+        # what the agent wrote as its root of the moment
+        note = dirs[0] / f"notes-{private}"
+        note.mkdir()
+        (note / "today.md").write_text("written in the container\n")
+        (note / "link").symlink_to("/etc/hostname")
+        for path in (note, note / "today.md"):
+            os.chown(path, base if not private else 0, base if not private else 0)
+        text = agent_nix("carol").replace("  };\n}", f"    privateUsers = {str(private).lower()};\n  }};\n}}")
+        approval_id = manager.call("request_apply_commit", agent="carol", commit=commit_change(hive, "carol", text))
+        hive.cli("approve", str(approval_id["approval_id"]))
+        assert wait_status(hive.host(), approval_id["approval_id"], timeout=60)["status"] == "deployed"
+        assert conf(hive_dir, "h-carol")["PRIVATE_USERS"] == (str(uid) if uid else "no")
+        assert set(owners().values()) == {uid}, (private, owners())
+        assert os.stat("/etc/hostname").st_uid == 0  # a link is given, not what it points at
+        assert (hive.config.agent_socket("carol").parent.stat().st_mode & 0o777) == 0o700

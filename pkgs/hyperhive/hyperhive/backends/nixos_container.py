@@ -7,6 +7,7 @@ and starts it. Every command has a timeout and its output is kept for the ``fail
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -14,10 +15,12 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
-from .. import repos
+from .. import nofollow, repos
+from ..errors import HiveError
 from .base import Backend, BuildError, write_agent_json
 
 log = logging.getLogger(__name__)
@@ -108,19 +111,35 @@ class NixosContainerBackend(Backend):
         return "hm1nd" if name == self.hive.config.manager else f"h-{name}"
 
     def build_dir(self) -> Path:
-        """A writable working directory: nixos-container.pl builds with `nix build -o "$systemPath.tmp"`, a path
-        relative to it (pkgs/tools/virtualization/nixos-container/nixos-container.pl, buildFlake)."""
+        """A writable directory the service's commands run under (`nix eval` of a policy runs in it)."""
         path = self.hive.config.state_dir / "build"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @contextlib.contextmanager
+    def private_build_dir(self):
+        """A fresh working directory for one command, removed after it. nixos-container.pl's buildFlake runs
+        `nix build -o "$systemPath.tmp"` with $systemPath still undefined, that is a link `.tmp` in the working
+        directory, and then reads the system back from that link (pkgs/by-name/ni/nixos-container/nixos-container.pl;
+        it never removes it: its `unlink("$systemPath.tmp")` names the store path's sibling). Two builds in one
+        directory, say an approved deploy and the start of an agent whose container is gone, could each read the
+        other's system and boot it."""
+        path = Path(tempfile.mkdtemp(prefix="run-", dir=self.build_dir()))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
     def logs(self, name: str, lines: int = 200, cursor: str | None = None, search: str | None = None) -> dict:
         from .. import agent_logs
         return agent_logs.read_journal(self.container(name), lines, cursor, search)
 
     def _run(self, cmd: list[str], timeout: float, cwd: Path | None = None) -> str:
+        if cwd is None:
+            with self.private_build_dir() as private:
+                return self._run(cmd, timeout, cwd=private)
         try:
-            result = subprocess.run(cmd, cwd=str(cwd or self.build_dir()), stdin=subprocess.DEVNULL,
+            result = subprocess.run(cmd, cwd=str(cwd), stdin=subprocess.DEVNULL,
                                     capture_output=True, text=True, timeout=timeout)
         except FileNotFoundError:
             raise BuildError(f"`{cmd[0]}` is not installed (needed by the nixos-container backend)") from None
@@ -147,30 +166,65 @@ class NixosContainerBackend(Backend):
         write_agent_json(self.hive, name)  # what the service expects it to run, for reference on the host
         container = self.container(name)
         action = "update" if self.exists(name) else "create"
-        self._run(["nixos-container", action, container, "--flake", f"{repos.meta_path(self.hive)}#{name}"],
-                  self.build_timeout)
-        # At every deploy, not only the first: the conf follows the agent's privateUsers as deployed now. nspawn
-        # reads it only when the container starts (`update` just switches the running system), so a running
-        # container whose conf changed is started again on it.
-        if self._add_bind_mounts(name) and action == "update" and self.state(name) == "running":
-            self._run(["nixos-container", "stop", container], self.command_timeout)
+        try:
+            self._run(["nixos-container", action, container, "--flake", f"{repos.meta_path(self.hive)}#{name}"],
+                      self.build_timeout)
+            # At every deploy, not only the first: the conf follows the agent's privateUsers as deployed now. nspawn
+            # reads it only when the container starts (`update` just switches the running system), so a running
+            # container whose conf changed is started again on it.
+            written = self._add_bind_mounts(name, created=action == "create")
+        except BuildError:
+            if action == "create":
+                self._undo_create(name)
+            raise
+        if written is not None:
+            changed, uid = written
+            if changed and action == "update" and self.state(name) == "running":
+                self._run(["nixos-container", "stop", container], self.command_timeout)
+            self._own_directories(name, uid)  # stopped if its uids changed: nothing of it writes there meanwhile
         self._run(["nixos-container", "start", container], self.command_timeout)
         with self._lock:
             self._wanted.add(name)
             self._crashes.pop(name, None)
 
-    def _add_bind_mounts(self, name: str) -> bool:
+    def _undo_create(self, name: str) -> None:
+        """What a failed `nixos-container create` left: nixos-container.pl removes its conf when setting the profile
+        fails, not when the flake's build does, and a conf this service cannot rewrite is no container to start. It
+        was not listed before the create, so whatever is listed now is this create's."""
+        try:
+            if self.exists(name):
+                self._run(["nixos-container", "destroy", self.container(name)], self.command_timeout)
+        except BuildError as e:
+            log.warning("removing the container of %s after its failed create: %s", name, e)
+
+    def conf_path(self, name: str) -> Path:
+        """/etc/nixos-containers/<container>.conf: nixos-containers.nix's configurationDirectory (/etc/containers
+        before stateVersion 22.05), as the host module tells the service (HYPERHIVE_NIXOS_CONTAINERS_DIR)."""
+        conf_dir = Path(os.environ.get("HYPERHIVE_NIXOS_CONTAINERS_DIR") or "/etc/nixos-containers")
+        return conf_dir / f"{self.container(name)}.conf"
+
+    def _add_bind_mounts(self, name: str, created: bool = False) -> tuple[bool, int] | None:
         """A container created at run time (a spawned agent) gets what a declared one has: `nixos-container create`
         wrote a private network with no NAT and no user namespace; its conf is replaced by the declared settings
-        (container_conf), its state directories are owned by its root uid. A declared container's conf (a link
-        into /etc/static) is the host module's. Whether the conf changed."""
-        # nixos-containers.nix's configurationDirectory (/etc/containers before stateVersion 22.05), from the host
-        # module
-        conf_dir = Path(os.environ.get("HYPERHIVE_NIXOS_CONTAINERS_DIR") or "/etc/nixos-containers")
-        conf = conf_dir / f"{self.container(name)}.conf"
-        if not conf.exists() or conf.is_symlink():
-            return False
+        (container_conf), and its directories are made (their ownership is _own_directories'). A declared
+        container's conf (a link into /etc/static) is the host module's: None. Else whether the conf changed, and
+        the host uid of the container's root.
+
+        A container just created must have the conf `create` wrote, a file: else it would run without any of
+        those settings (bind mounts, user namespace), so the deploy fails naming it."""
+        conf = self.conf_path(name)
         cfg = self.hive.config
+        if not created and (conf.is_symlink() or (not conf.exists() and (name == cfg.manager or name in cfg.agents))):
+            return None  # the host module's (declared): its prepare unit owns the directories
+        if not conf.is_file() or conf.is_symlink():
+            what = "is a symbolic link" if conf.is_symlink() else "does not exist"
+            raise BuildError(
+                f"{conf} {what} after `nixos-container {'create' if created else 'update'} {self.container(name)}`: "
+                f"the service writes {name}'s container settings (bind mounts, user namespace) there, and without "
+                f"them the container would run without its socket and state. nixos-container writes its confs to "
+                f"nixos-containers.nix's configurationDirectory (/etc/containers before the host's stateVersion "
+                f"22.05, /etc/nixos-containers from it); the service looks in {conf.parent} "
+                f"(HYPERHIVE_NIXOS_CONTAINERS_DIR)")
         settings = container_settings() or {}
         from .. import registry
         from .. import store as db
@@ -184,43 +238,73 @@ class NixosContainerBackend(Backend):
         else:
             private = policy.get("privateUsers", True)
         uid = uid_base(name, int(settings.get("privateUsersBase", 0x70000000))) if private else 0
-        state = repos.ensure_state_dir(self.hive, name)
-        claude = cfg.state_dir / "claude" / name
-        claude.mkdir(parents=True, exist_ok=True)
-        sockets = cfg.agent_socket(name).parent
-        sockets.mkdir(parents=True, exist_ok=True)
-        # As the host module's prepare unit does for a declared container: its directories belong to its root uid,
-        # the socket directory 0700 (the container's root reaches its socket; other local users do not).
-        for path in (state, claude, sockets):
-            if path.is_symlink():
-                raise BuildError(f"{path.name} of {name} is a symbolic link; refusing to hand it to the container")
-            if uid:
-                try:
-                    os.chown(path, uid, uid, follow_symlinks=False)
-                except OSError as e:  # not root (tests): the container could not use it, nobody else gains it
-                    log.warning("cannot give %s to uid %d: %s", path, uid, e)
-        os.chmod(sockets, 0o700)  # under runDir, which only the service writes
+        for base, rel, _ in self._directories(name):
+            try:
+                with nofollow.directory(base, rel, create=True, mode=0o700):
+                    pass
+            except HiveError as e:
+                raise BuildError(f"refusing to hand {base / rel} to the container of {name}: {e.message}") from None
         values = container_conf(self.hive, name, self.container(name), uid)
         before = conf.read_text(encoding="utf-8")
-        keep = [line for line in before.splitlines() if line.split("=", 1)[0] == "FLAKE"]
-        text = "\n".join(keep + [f'{k}="{v}"' if k in ("EXTRA_NSPAWN_FLAGS", "INTERFACES", "MACVLANS") else f"{k}={v}"
-                                 for k, v in values.items()]) + "\n"
+        # No FLAKE (`create` wrote the meta flake's path, without `#<name>`). nixos-containers.nix's startScript runs
+        # `nixos-container update <c>` when FLAKE is set and the container's profile is missing, and nixos-container.pl
+        # builds that FLAKE as written with the attribute "container" (it cuts `#attr` off --flake only, not off the
+        # conf's FLAKE): `<meta>#nixosConfigurations."container"`, the system of an agent named "container", booted
+        # in this agent's container; and `<meta>#<name>` would be no flake reference Nix accepts. Deploys pass
+        # `--flake <meta>#<name>` themselves; a container without its profile fails to start and `rebuild` makes it.
+        text = "\n".join(f'{k}="{v}"' if k in ("EXTRA_NSPAWN_FLAGS", "INTERFACES", "MACVLANS") else f"{k}={v}"
+                          for k, v in values.items()) + "\n"
         if text == before:
-            return False
+            return False, uid
         tmp = conf.with_name(conf.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, conf)
-        return True
+        return True, uid
+
+    def _directories(self, name: str) -> list[tuple[Path, Path, bool]]:
+        """The host directories bound into the container (container_conf), each as (a directory of the service's,
+        the path under it, whether it is the socket's): its state, its Claude credentials, its socket's directory."""
+        cfg = self.hive.config
+        state = repos.state_path(self.hive, name)
+        sockets = cfg.agent_socket(name).parent
+        return [(cfg.state_dir, state.relative_to(cfg.state_dir), False), (cfg.state_dir, Path("claude") / name, False),
+                (cfg.run_dir, sockets.relative_to(cfg.run_dir), True)]
+
+    def _own_directories(self, name: str, uid: int) -> None:
+        """As the host module's prepare unit does for a declared container (modules/hyperhive.nix, prepareScript):
+        each directory belongs to the container's root uid, and when it does not (privateUsers or the uid base
+        changed), all that is in it is given to that uid (`chown -R`, no link followed), the socket directory mode
+        0700 (the container's root reaches its socket; other local users do not). systemd-nspawn's
+        --private-users-ownership=auto adjusts the container's own tree, never a bind mount, and nothing at all
+        without a user namespace: so with privateUsers turned off they are given back to root (uid 0), and files
+        the agent made meanwhile become its namespaced root's again when it is turned on."""
+        for base, rel, sockets in self._directories(name):
+            try:
+                with nofollow.directory(base, rel, mode=0o700) as fd:
+                    if os.fstat(fd).st_uid != uid:
+                        _own_tree(fd, uid)
+                    if sockets:
+                        os.fchmod(fd, 0o700)  # under runDir, which only the service writes
+            except HiveError as e:
+                raise BuildError(f"refusing to hand {base / rel} to the container of {name}: {e.message}") from None
+            except OSError as e:  # not root (tests): the container could not use it, nobody else gains it
+                log.warning("cannot give %s to uid %d: %s", base / rel, uid, e)
 
     # --- life cycle ----------------------------------------------------------------------------------------
 
     def start(self, name: str) -> None:
         if not self.exists(name):
-            repo = repos.open_repo(repos.applied_path(self.hive, name))
-            self.deploy(name, repos.main_sha(repo) or "")
-            return
+            from .. import approvals
+
+            # Creating it is a deploy of what meta's lock pins, which a deploy in flight moves (and puts back when its
+            # build fails): one at a time, as `rebuild` does; the deploy waited for may have created it.
+            with approvals.deploy_lock(self.hive):
+                if not self.exists(name):
+                    repo = repos.open_repo(repos.applied_path(self.hive, name))
+                    self.deploy(name, repos.main_sha(repo) or "")
+                    return
         self._run(["nixos-container", "start", self.container(name)], self.command_timeout)
         with self._lock:
             self._wanted.add(name)
@@ -276,6 +360,18 @@ class NixosContainerBackend(Backend):
 
     def describe(self) -> str:
         return "running as NixOS containers"
+
+
+def _own_tree(fd: int, uid: int) -> None:
+    """`chown -R uid:uid` of the directory open at ``fd``: every entry below it, links themselves (never followed),
+    walked by descriptor so that nothing renamed meanwhile leads the walk out of it."""
+    for _root, _dirs, files, root_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+        os.fchown(root_fd, uid, uid)
+        for entry in files:
+            try:
+                os.chown(entry, uid, uid, dir_fd=root_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
 
 
 def _text(value) -> str:
