@@ -346,6 +346,49 @@ class Broker:
                         holder.leases.discard(i)
         return acked
 
+    def lease(self, recipient: str, ids: list[int], seconds: float, owner: Connection | None = None) -> dict:
+        """Keep ``recipient``'s messages ``ids`` leased ``seconds`` more on ``owner``'s behalf, or give them back (0).
+
+        A message counts when it is unacknowledged, was received before, and is held by ``owner`` (or by no
+        connection). One that nobody holds now (the service requeued it at its start, or its lease lapsed) is
+        taken back by ``owner``: the harness of a turn that outlived a restart of the service keeps its messages,
+        and they go with ``owner`` when it closes. One that another connection holds now was handed out again:
+        it stays with that connection and comes back in ``lost``."""
+        if not ids:
+            return {"leased": 0, "lost": []}
+        ids = list(dict.fromkeys(ids))[:1000]
+        if owner is not None and owner.closed:
+            return {"leased": 0, "lost": []}  # the caller has gone: take nothing
+        with self.hive.store.raw_write() as raw:
+            ts = time.time()
+            rows = raw.execute(
+                "SELECT id, lease_until FROM messages WHERE recipient = ? AND acked_at IS NULL AND deliveries > 0 "
+                f"AND id IN ({','.join('?' * len(ids))})", (recipient, *ids)).fetchall()
+            mine, lost = [], []
+            with self._lock:
+                for i, until in rows:
+                    holder = self._lease_owner.get(i)
+                    held = until is not None and until > ts
+                    if held and holder is not None and holder is not owner and not holder.closed:
+                        lost.append(i)
+                    elif held or seconds:  # giving back what nobody holds changes nothing
+                        mine.append(i)
+            if mine:
+                raw.execute(f"UPDATE messages SET lease_until = ? WHERE id IN ({','.join('?' * len(mine))})",
+                            (ts + seconds if seconds else None, *mine))
+                with self._lock:
+                    for i in mine:
+                        holder = self._lease_owner.pop(i, None)
+                        if holder is not None and holder is not owner:
+                            holder.leases.discard(i)
+                        if seconds and owner is not None:
+                            self._lease_owner[i] = owner
+                            owner.leases.add(i)
+                        elif owner is not None:
+                            owner.leases.discard(i)
+        self.wake(recipient)  # a parked recv takes what was given back now, or re-reads when the new lease lapses
+        return {"leased": len(mine), "lost": sorted(lost)}
+
     def release(self, owner: Connection) -> int:
         """A connection closed: what it leased and did not acknowledge can be delivered again at once."""
         if not owner.leases:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import queue
+import select
 import shutil
 import signal
 import string
@@ -603,6 +604,9 @@ class Harness:
         self.lease_seconds = lease_seconds
         self.command, self.standin = resolve_claude_command(settings)
         self.client: Client | None = None
+        # One connection for everything, the turn's heartbeat included: a lease belongs to the connection that
+        # took it, so the heartbeat renews what this connection received and takes it back after a restart.
+        self._client_lock = threading.RLock()
         self.failures = 0
         self.last_turn_end: float | None = None
         self.leased: list[int] = []
@@ -623,20 +627,51 @@ class Harness:
         return min(self.settings.turn_timeout_seconds, 600)
 
     def call(self, op: str, timeout: float = 30, **args: Any) -> Any:
-        """A broker op over one kept connection, reconnecting once if the service went away."""
-        for attempt in (1, 2):
-            try:
-                if self.client is None:
-                    self.client = Client(self.socket_path, timeout=timeout)
-                self.client.sock.settimeout(timeout)
-                return self.client.call(op, **args)
-            except HiveError:
-                raise
-            except (ConnectionError, OSError, ValueError) as e:
-                self._drop_client()
-                if attempt == 2:
-                    raise Disconnected(str(e)) from None
-        raise AssertionError("unreachable")
+        """A broker op over one kept connection, reconnecting once if the service went away. A new connection
+        first takes back the running turn's messages (the service requeued them if it restarted)."""
+        with self._client_lock:
+            for attempt in (1, 2):
+                try:
+                    if self.client is None:
+                        self.client = Client(self.socket_path, timeout=timeout)
+                        if self.leased and op != "lease":
+                            self.client.sock.settimeout(min(timeout, 30))
+                            try:
+                                self._took_back(self.client.call("lease", ids=self.leased,
+                                                                 seconds=self.lease_seconds))
+                            except HiveError as e:
+                                log.warning("taking back messages %s failed: %s", self.leased, e.message)
+                    self.client.sock.settimeout(timeout)
+                    return self.client.call(op, **args)
+                except HiveError:
+                    raise
+                except (ConnectionError, OSError, ValueError) as e:
+                    self._drop_client()
+                    if attempt == 2:
+                        raise Disconnected(str(e)) from None
+            raise AssertionError("unreachable")
+
+    def _took_back(self, result: Any) -> None:
+        """What a ``lease`` of the turn's messages answered: those another connection holds now (``lost``: handed
+        out again while the service was away) stay with it; the next renewal takes them back if it lets go."""
+        lost = sorted((result or {}).get("lost") or ()) if isinstance(result, dict) else []
+        if lost:
+            log.warning("messages %s of the running turn were handed out again while the hive was away; they "
+                        "stay with whoever has them now", lost)
+
+    def link_lost(self) -> bool:
+        """Whether the kept connection is known to be gone (the service closed it: a restart), without waiting
+        for a request in flight on it."""
+        if not self._client_lock.acquire(blocking=False):
+            return False  # a request is on it: that one finds out
+        try:
+            if self.client is None:
+                return True
+            poller = select.poll()
+            poller.register(self.client.sock, select.POLLIN | select.POLLPRI)
+            return bool(poller.poll(0))  # an idle connection has nothing to read: readable means hung up
+        finally:
+            self._client_lock.release()
 
     def _drop_client(self) -> None:
         if self.client is not None:
@@ -786,22 +821,27 @@ class Harness:
         return result
 
     def heartbeat(self, ids: list[int], stop: threading.Event) -> None:
-        """Renew the lease of the turn's messages until ``stop``, on a connection of its own."""
+        """Renew the lease of the turn's messages until ``stop``, on the connection that received them. When the
+        service closes that connection (a restart), take them back at once on a new one: the service requeued
+        them at its start, and another connection of the agent would be handed them again."""
         interval = max(self.lease_seconds / 4, 0.05)
-        client = None
-        while not stop.wait(interval):
+        due = time.monotonic() + interval
+        away = False
+        while not stop.wait(max(0.0, min(due - time.monotonic(), 1.0))):
+            held = [i for i in ids if i in self.leased]  # not once the turn acknowledged or gave them back
+            if not held or time.monotonic() < due and not self.link_lost():
+                continue
+            due = time.monotonic() + interval
             try:
-                client = client or Client(self.socket_path, timeout=10)
-                client.call("lease", ids=ids, seconds=self.lease_seconds)
+                self._took_back(self.call("lease", timeout=10, ids=held, seconds=self.lease_seconds))
+                away = False
             except HiveError as e:
-                log.warning("renewing the lease of %s failed: %s", ids, e.message)
-            except (ConnectionError, OSError, ValueError) as e:
-                log.warning("renewing the lease of %s failed: %s", ids, e)
-                if client is not None:
-                    client.close()
-                client = None
-        if client is not None:
-            client.close()
+                log.warning("renewing the lease of %s failed: %s", held, e.message)
+            except Disconnected as e:
+                # every second until it is back (a restart), then the messages are taken back at once
+                (log.debug if away else log.warning)("renewing the lease of %s failed: %s; trying again", held, e)
+                away = True
+                due = time.monotonic() + min(interval, 1.0)
 
     def handle(self, messages: list[dict], pending: int) -> bool:
         """One turn for a batch of messages; True when it succeeded and the messages were acknowledged."""

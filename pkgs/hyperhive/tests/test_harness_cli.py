@@ -208,6 +208,30 @@ def test_a_turn_that_ends_while_the_service_is_down_is_acknowledged_once_it_is_b
     assert db_rows(hp, "SELECT deliveries, acked_at IS NOT NULL FROM messages WHERE recipient = 'alice'") == [(1, 1)]
 
 
+def test_a_restart_of_the_service_mid_turn_leaves_the_turns_messages_with_the_running_turn(
+        start_broker, harnesses, model_api):
+    """hyperhive.service restarted (a NixOS upgrade) during a long turn: the service requeued the turn's message at
+    its start and the heartbeat's renewal found nothing leased, so another connection of the agent (the model's own
+    `recv` through `hyperhive mcp`) was handed it again inside the same turn, and `status` showed it unread."""
+    hp = start_broker()
+    model_api.script("alice", [{"text": "done", "delay": 12}, {"text": "the same job again"}])
+    h = harnesses(hp, "alice")  # the default lease: its heartbeat renews every 30 s
+    sent = hp.host().call("send", to="alice", body="a long job")["id"]
+    model_api.wait_requests("alice", 1, timeout=60, answered=False)
+    hp.stop()
+    hp.start()
+    alice = hp.client("alice")
+    wait_for(lambda: alice.call("status") == {"unread": 0, "leased": 1}, timeout=5,
+             message="the running turn's message taken back by its harness")
+    assert alice.call("recv")["messages"] == []  # not handed out twice
+    assert claude_children(h.proc.pid), "the turn is still running"
+    wait_for(lambda: alice.call("status") == {"unread": 0, "leased": 0}, timeout=30, message="acknowledged")
+    time.sleep(2)
+    assert len(model_api.requests("alice")) == 1
+    assert db_rows(hp, "SELECT id, deliveries, acked_at IS NOT NULL FROM messages WHERE recipient = 'alice'") == [
+        (sent, 1, 1)]
+
+
 def test_once_handles_one_batch_and_exits(start_broker, harnesses, model_api):
     hp = start_broker()
     model_api.script("alice", [{"text": "ok"}])

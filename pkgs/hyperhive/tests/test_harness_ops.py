@@ -70,16 +70,43 @@ def test_lease_renews_and_gives_back_only_what_the_caller_holds(start_broker):
     alice, bob = hp.client("alice"), hp.client("bob")
     sent = bob.call("send", to="alice", body="hold this")["id"]
     assert [m["id"] for m in alice.call("recv", lease_seconds=1)["messages"]] == [sent]
-    assert bob.call("lease", ids=[sent], seconds=0) == {"leased": 0}  # not bob's to give back
-    assert alice.call("lease", ids=[sent], seconds=30) == {"leased": 1}
+    assert bob.call("lease", ids=[sent], seconds=0) == {"leased": 0, "lost": []}  # not bob's to give back
+    assert alice.call("lease", ids=[sent], seconds=30) == {"leased": 1, "lost": []}
     time.sleep(1.2)  # past the first lease: the renewal holds it
     assert alice.call("status") == {"unread": 0, "leased": 1}
-    assert alice.call("lease", ids=[sent], seconds=0) == {"leased": 1}
+    assert alice.call("lease", ids=[sent], seconds=0) == {"leased": 1, "lost": []}
     assert alice.call("status") == {"unread": 1, "leased": 0}
     again = alice.call("recv")["messages"]
     assert [m["id"] for m in again] == [sent]
     alice.call("ack", ids=[sent])
-    assert alice.call("lease", ids=[sent], seconds=30) == {"leased": 0}  # acknowledged stays acknowledged
+    assert alice.call("lease", ids=[sent], seconds=30) == {"leased": 0, "lost": []}  # acknowledged stays so
+
+
+def test_lease_after_a_restart_takes_back_what_nobody_holds_and_names_what_was_handed_out_again(start_broker):
+    """The service requeues every leased message when it starts: a harness whose turn outlived the restart renews
+    its messages on a new connection; they were no longer leased, so the renewal took nothing and another
+    connection of the agent was handed them again in the middle of the turn."""
+    hp = start_broker()
+    host = hp.host()
+    first, second, never = (host.call("send", to="alice", body=b)["id"] for b in ("first", "second", "never"))
+    assert [m["id"] for m in hp.client("alice").call("recv", max=2)["messages"]] == [first, second]
+    hp.stop()
+    hp.start()
+    turn, other, bob = hp.client("alice"), hp.client("alice"), hp.client("bob")
+    assert other.call("status") == {"unread": 3, "leased": 0}
+    assert bob.call("lease", ids=[first, second], seconds=30) == {"leased": 0, "lost": []}  # never another's
+    assert [m["id"] for m in other.call("recv")["messages"]] == [first]  # handed out again before the harness
+    assert turn.call("lease", ids=[first, second, never], seconds=30) == {"leased": 1, "lost": [first]}
+    assert other.call("status") == {"unread": 1, "leased": 2}  # "never" was never received: not taken
+    assert [m["id"] for m in other.call("recv", max=10)["messages"]] == [never]
+    # what another live connection holds stays with it: neither renewed nor given back by this one
+    assert turn.call("lease", ids=[first], seconds=0) == {"leased": 0, "lost": [first]}
+    assert other.call("lease", ids=[second], seconds=30) == {"leased": 0, "lost": [second]}
+    assert db_rows(hp, "SELECT id, deliveries FROM messages WHERE recipient = 'alice' ORDER BY id") == [
+        (first, 2), (second, 1), (never, 1)]
+    # a harness that dies keeps nothing: what it took back goes with its connection, at once
+    turn.close()
+    assert [m["id"] for m in other.call("recv", max=10, wait_seconds=10)["messages"]] == [second]
 
 
 def test_lease_refuses_a_length_beyond_the_hives_lease(shared_hive):

@@ -3,9 +3,11 @@
 - op ``turn_event``: a harness reports what its turn does; published on bus channel ``turn:<agent>`` as
   ``{agent, type, data, ts}`` for the dashboard's live view. An ``error`` also tells the manager (as an event,
   at most once a minute per agent, so a harness whose ``claude`` keeps crashing does not flood it).
-- op ``lease``: ``{ids, seconds}`` keeps messages the caller received leased for that much longer (the harness's
-  heartbeat during a turn), or gives them back at once with 0; a failed turn's messages come again after a
-  backoff this way, and a harness that dies loses its hold within one short lease.
+- op ``lease``: ``{ids, seconds}`` keeps messages the caller's connection received leased for that much longer
+  (the harness's heartbeat during a turn), or gives them back at once with 0; a failed turn's messages come again
+  after a backoff this way. What nobody holds now (the service requeued it when it restarted mid-turn) is taken
+  back; what another connection was handed meanwhile is answered in ``lost``. A lease belongs to the connection
+  that took it, so a harness that dies loses its hold at once.
 - telemetry ``approvals.queue`` (agent ``hive``): the number of pending approvals, sampled in the background.
 """
 
@@ -17,13 +19,12 @@ import os
 import threading
 import time
 
-from sqlalchemy import update
-
 from .. import approvals
 from .. import store as db
 from ..broker import ROLES_AGENTS, Op, arg, no_extra_args
 from ..errors import bad_request
 from ..hookspecs import hookimpl
+from ..transport import current_connection
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +83,7 @@ def lease(hive, who, args):
     limit = hive.config.broker.lease_seconds
     if not 0 <= seconds <= limit:
         raise bad_request(f'"seconds" must be from 0 to {limit:g} (leaseSeconds)')
-    if not ids:
-        return {"leased": 0}
-    m = db.messages
-    with hive.store.write() as conn:
-        # Only what this caller holds: an acknowledged message, or one never received, stays as it is.
-        changed = conn.execute(update(m).where(
-            m.c.recipient == who.name, m.c.id.in_(ids), m.c.acked_at.is_(None), m.c.lease_until.is_not(None))
-            .values(lease_until=time.time() + seconds if seconds else None)).rowcount
-    hive.broker.wake(who.name)  # a parked recv takes them now (0), or re-reads when the new lease lapses
-    return {"leased": changed}
+    return hive.broker.lease(who.name, ids, seconds, current_connection())
 
 
 @hookimpl
