@@ -26,7 +26,7 @@ from sqlalchemy import and_, func, insert, select, update
 from . import registry, telemetry
 from . import store as db
 from .config import Budget
-from .errors import bad_request, not_found
+from .errors import HiveError, bad_request, not_found
 
 log = logging.getLogger(__name__)
 
@@ -429,14 +429,19 @@ def budget_state(hive, agent: str, now: float | None = None) -> BudgetState:
     return BudgetState(False)
 
 
-def over_budget(hive, now: float | None = None) -> dict[str, str]:
-    """Every agent that may not start a turn now, with the reason (for the dashboard and ``list``)."""
+def over_budget_states(hive, now: float | None = None) -> dict[str, BudgetState]:
+    """Every agent that may not start a turn now, with whose limit holds it back (its own, or the hive's)."""
     out = {}
     for name in sorted(known_agents(hive)):
         state = budget_state(hive, name, now)
         if state.over:
-            out[name] = state.reason
+            out[name] = state
     return out
+
+
+def over_budget(hive, now: float | None = None) -> dict[str, str]:
+    """Every agent that may not start a turn now, with the reason (for the dashboard and ``list``)."""
+    return {name: state.reason for name, state in over_budget_states(hive, now).items()}
 
 
 def _cond(hive) -> threading.Condition:
@@ -503,33 +508,58 @@ def question_resolved(hive, question: dict) -> None:
     """An answer to a budget question raises today's limit or keeps it."""
     b = db.budget_days
     with hive.store.read() as conn:
-        row = conn.execute(select(b.c.agent, b.c.day).where(b.c.question_id == question["id"])).first()
-    if row is None:
-        return
+        row = conn.execute(select(b.c.agent, b.c.day, b.c.decided).where(b.c.question_id == question["id"])).first()
+    if row is None or row.decided is not None:
+        return  # the operator set the day's limit directly (raise_limit), which answered the question: that stands
     raised = question["status"] == "answered" and str(question.get("answer") or "").startswith("raise")
     with hive.store.write() as conn:
-        conn.execute(update(b).where(and_(b.c.agent == row.agent, b.c.day == row.day)).values(
-            decided="raised" if raised else "kept"))
+        conn.execute(update(b).where(and_(b.c.agent == row.agent, b.c.day == row.day, b.c.decided.is_(None)))
+                     .values(decided="raised" if raised else "kept"))
     log.info("budget of %s for %s: %s by the operator", row.agent, row.day, "raised" if raised else "kept")
     budget_changed(hive)
     hive.bus.publish("state", {"section": "costs", "agent": row.agent, "what": "budget"})
 
 
-def raise_limit(hive, agent: str | None, usd: float | None, tokens: int | None, now: float | None = None) -> dict:
-    """The operator sets today's limit of ``agent`` (None: the hive) directly."""
+def check_limit(usd: Any, tokens: Any) -> tuple[float | None, int | None]:
+    """A limit the operator gives: dollars (a finite number) and tokens (a whole number), each 0 or more."""
+    if usd is not None and (isinstance(usd, bool) or not isinstance(usd, (int, float)) or not math.isfinite(usd)
+                            or usd < 0):
+        raise bad_request(f'"usd" must be a finite number of dollars, 0 or more, not {json.dumps(usd)[:40]}')
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0):
+        raise bad_request(f'"tokens" must be a whole number of tokens, 0 or more, not {json.dumps(tokens)[:40]}')
     if usd is None and tokens is None:
         raise bad_request('give "usd" or "tokens"')
+    return (None if usd is None else float(usd)), tokens
+
+
+def raise_limit(hive, agent: str | None, usd: float | None, tokens: int | None, now: float | None = None) -> dict:
+    """The operator sets today's limit of ``agent`` (None: the hive) directly: in dollars, in tokens, or both (one
+    given leaves the other as it is today). It answers the day's budget question if one is still pending, so a
+    later answer to that question cannot undo it. Returns the limit in force now."""
+    usd, tokens = check_limit(usd, tokens)
     who, day = agent or HIVE, day_key(now)
     b = db.budget_days
     with hive.store.write() as conn:
-        exists = conn.execute(select(b.c.agent).where(b.c.agent == who, b.c.day == day)).first()
+        row = conn.execute(select(b.c.usd, b.c.tokens, b.c.decided, b.c.question_id)
+                           .where(b.c.agent == who, b.c.day == day)).first()
+        if row is not None and row.decided == "raised":  # what was set earlier today stays where not given now
+            usd = row.usd if usd is None else usd
+            tokens = row.tokens if tokens is None else tokens
         values = {"usd": usd, "tokens": tokens, "decided": "raised"}
-        if exists:
+        if row is not None:
             conn.execute(update(b).where(b.c.agent == who, b.c.day == day).values(**values))
         else:
             conn.execute(insert(b).values(agent=who, day=day, **values))
+    limit = limits(hive, agent, now)
+    if row is not None and row.question_id is not None and row.decided is None:
+        from . import questions
+        try:
+            questions.answer(hive, row.question_id, f"the operator set today's limit to {_describe(limit)}")
+        except HiveError as e:  # answered or cancelled meanwhile: nothing is left to answer
+            log.info("budget question #%s: %s", row.question_id, e.message)
     budget_changed(hive)
-    return {"agent": agent, "day": day, "limit": Budget(usd, tokens).to_json()}
+    hive.bus.publish("state", {"section": "costs", "agent": agent, "what": "budget"})
+    return {"agent": agent, "day": day, "limit": limit.to_json()}
 
 
 def wait_for_budget(hive, agent: str, wait_seconds: float, stopping: threading.Event | None = None) -> BudgetState:

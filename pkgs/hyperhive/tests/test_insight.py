@@ -407,3 +407,54 @@ def test_turns_reminders_and_cancel_refuse_a_name_that_never_was_an_agent(start_
     path.write_text(json.dumps({**json.loads(path.read_text()), "agents": {"bob": {}}}))
     wait_for(lambda: "config reloaded" in hive.log(), timeout=15, message="alice no longer declared")
     assert "alice" in hive.cli("turns", "alice").stdout
+
+
+def test_the_dashboards_budget_route_refuses_what_is_not_a_limit_or_an_agent(start_broker):
+    """`{"tokens": true}` set the hive's limit to 1 token (every agent stopped), 1.5 tokens to 1, 1e999 dollars
+    to Infinity (and a reply that is not JSON), and an unknown agent got a limit stored under its name."""
+    from browser import http
+
+    hive = start_broker(AGENTS)
+    alice = hive.client("alice")
+    alice.call("turn_record", turn=turn(cost=0.5, inp=400, out=0, cread=0, cwrite=0))
+    for raw, status, problem in (('{"tokens": true}', 400, '"tokens" must be a whole number of tokens'),
+                                 ('{"tokens": 1.5}', 400, '"tokens" must be a whole number of tokens'),
+                                 ('{"tokens": -3}', 400, '"tokens" must be a whole number of tokens'),
+                                 ('{"usd": 1e999}', 400, '"usd" must be a finite number of dollars'),
+                                 ('{"usd": NaN}', 400, '"usd" must be a finite number of dollars'),
+                                 ('{"usd": "lots"}', 400, '"usd" must be a number, not "lots"'),
+                                 ('{"agent": "carol", "usd": 5}', 404, 'no agent "carol"'),
+                                 ('{"agent": ["alice"], "usd": 5}', 400, '"agent" must be an agent')):
+        reply = http(hive.dashboard_url, "POST", "/api/budget", data=raw,
+                     headers={"Content-Type": "application/json"})
+        assert reply.status == status and problem in reply.error["message"], (raw, reply.status, reply.body)
+    assert alice.call("turn_ready")["ready"] is True  # nothing above set a limit
+    ok = http(hive.dashboard_url, "POST", "/api/budget", json={"agent": "alice", "tokens": 300})
+    assert ok.status == 200 and ok.json()["limit"] == {"dailyUsd": None, "dailyTokens": 300}
+    assert alice.call("turn_ready")["ready"] is False
+    # an agent's sessions: a name that never was an agent is not "no turns yet"
+    assert http(hive.dashboard_url, "GET", "/api/agents/carol/turn-records").status == 404
+    assert len(http(hive.dashboard_url, "GET", "/api/agents/alice/turn-records").json()["turns"]) == 1
+
+
+def test_a_limit_set_directly_answers_the_days_budget_question_and_a_later_answer_cannot_undo_it(start_broker):
+    """`hyperhive budget alice --usd 50` left the budget question pending; answering it "keep the limit" later
+    put alice back under $1 without a word. A limit given in one unit also said nothing of the other in force."""
+    hive = start_broker({**AGENTS, "alice": {**AGENTS["alice"], "budget": {"dailyUsd": 1.0}}})
+    alice = hive.client("alice")
+    alice.call("turn_record", turn=turn(cost=0.6))
+    assert alice.call("turn_ready")["ready"] is False
+    [q] = [q for q in hive.host().call("questions")["questions"] if q["asker"] == "system"]
+    said = hive.cli("budget", "alice", "--tokens", "900000").stdout
+    assert "limit is now $1.00 and 900,000 tokens" in said, said  # the configured $1 still holds
+    said = hive.cli("budget", "alice", "--usd", "50").stdout
+    assert "limit is now $50.00 and 900,000 tokens" in said, said  # and the tokens set before stay
+    assert alice.call("turn_ready")["ready"] is True
+    [done] = [x for x in hive.host().call("questions", status="all")["questions"] if x["id"] == q["id"]]
+    assert done["status"] == "answered" and "set today's limit to $1.00 and 900,000 tokens" in done["answer"], done
+    assert not [q for q in hive.host().call("questions")["questions"] if q["asker"] == "system"]
+    message = refused(lambda: hive.host().call("answer", id=q["id"], answer="keep the limit"), "conflict")
+    assert "no longer pending" in message
+    assert alice.call("turn_ready")["ready"] is True  # still raised
+    bad = hive.cli("budget", "--usd", "nan", check=False)
+    assert bad.returncode == 2 and "nan is not a number of dollars" in bad.stderr, bad.stderr
