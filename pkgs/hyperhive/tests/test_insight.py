@@ -458,3 +458,23 @@ def test_a_limit_set_directly_answers_the_days_budget_question_and_a_later_answe
     assert alice.call("turn_ready")["ready"] is True  # still raised
     bad = hive.cli("budget", "--usd", "nan", check=False)
     assert bad.returncode == 2 and "nan is not a number of dollars" in bad.stderr, bad.stderr
+
+
+def test_the_stats_series_of_a_name_that_never_was_an_agent_is_not_found(start_broker):
+    """`/api/stats?agent=alcie` answered [] as for an agent with no samples yet; the telemetry of the hive and of
+    an agent that no longer is declared are still read."""
+    from browser import http
+
+    hive = start_broker(AGENTS)
+    hive.client("alice").call("turn_record", turn=turn(cost=0.25))
+    typo = http(hive.dashboard_url, "GET", "/api/stats?agent=alcie")
+    assert typo.status == 404 and 'no agent "alcie"' in typo.error["message"], typo.body
+    assert http(hive.dashboard_url, "GET", "/api/stats?agent=bob").json() == []  # an agent, no samples yet
+    assert http(hive.dashboard_url, "GET", "/api/stats?agent=hive").status == 200
+    samples = http(hive.dashboard_url, "GET", "/api/stats?agent=alice&key=turn.cost_usd").json()
+    assert [s["value"] for s in samples] == [0.25]
+    path = hive.config_path
+    path.write_text(json.dumps({**json.loads(path.read_text()), "agents": {"bob": {}}}))
+    wait_for(lambda: "config reloaded" in hive.log(), timeout=15, message="alice no longer declared")
+    samples = http(hive.dashboard_url, "GET", "/api/stats?agent=alice&key=turn.cost_usd").json()
+    assert [s["value"] for s in samples] == [0.25]
