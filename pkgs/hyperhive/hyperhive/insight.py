@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -394,6 +395,7 @@ class BudgetState:
     reason: str = ""
     spent: dict | None = None
     limit: Budget | None = None
+    estimate: tuple[float, int] = (0.0, 0)  # what the next turn is expected to cost: dollars, tokens
 
 
 def _check(scope: str, spent: dict, limit: Budget, estimate: tuple[float, int]) -> str | None:
@@ -420,12 +422,12 @@ def budget_state(hive, agent: str, now: float | None = None) -> BudgetState:
         spent = cost_today(hive, agent, now)
         reason = _check(agent, spent, own, estimate)
         if reason:
-            return BudgetState(True, agent, reason, spent, own)
+            return BudgetState(True, agent, reason, spent, own, estimate)
     if hive_limit.limited:
         spent = cost_today(hive, None, now)
         reason = _check("the hive", spent, hive_limit, estimate)
         if reason:
-            return BudgetState(True, "hive", reason, spent, hive_limit)
+            return BudgetState(True, "hive", reason, spent, hive_limit, estimate)
     return BudgetState(False)
 
 
@@ -456,14 +458,18 @@ def budget_changed(hive) -> None:
 
 
 RAISE_FACTOR = 2.0
+RAISE_OPTION = "raise today's limit to "
 
 
 def _raised_limit(state: BudgetState) -> Budget:
     limit, spent = state.limit or Budget(), state.spent or {"usd": 0.0, "tokens": 0}
-    usd = None if limit.daily_usd is None else round(max(limit.daily_usd * RAISE_FACTOR,
-                                                         spent["usd"] * RAISE_FACTOR, 0.01), 4)
+    # at least twice what today will have cost once the next turn is done: a raise the operator accepts must let
+    # that turn start (twice the limit alone did not when the last turn cost more than the limit)
+    est_usd, est_tokens = state.estimate
+    usd = None if limit.daily_usd is None else math.ceil(max(limit.daily_usd * RAISE_FACTOR,
+                                                             (spent["usd"] + est_usd) * RAISE_FACTOR, 0.01) * 100) / 100
     tokens = None if limit.daily_tokens is None else int(max(limit.daily_tokens * RAISE_FACTOR,
-                                                             spent["tokens"] * RAISE_FACTOR, 1000))
+                                                             (spent["tokens"] + est_tokens) * RAISE_FACTOR, 1000))
     return Budget(usd, tokens)
 
 
@@ -489,10 +495,13 @@ def ask_operator(hive, state: BudgetState, now: float | None = None) -> int | No
     if row is not None and (row.question_id is not None or row.decided is not None):
         return None
     proposed = _raised_limit(state)
-    raise_option = f"raise today's limit to {_describe(proposed)}"
+    raise_option = f"{RAISE_OPTION}{_describe(proposed)}"
+    # it is about today's limit alone: at the end of the UTC day it expires (tomorrow's limit lets turns start)
+    ends_in = max(day_start(now) + 86400 - (time.time() if now is None else now), 1.0)
     qid = questions.ask(hive, "system", f"Budget: {state.reason}. Its messages wait until the limit allows a "
-                        "turn (tomorrow, or now if you raise it). Raise the limit for today?",
-                        [raise_option, "keep the limit"])
+                        "turn (tomorrow, or now if you raise it). Raise the limit for today? (Or answer with "
+                        "the limit you want, such as $20 or 500000 tokens.)",
+                        [raise_option, "keep the limit"], ttl_seconds=ends_in)
     with hive.store.write() as conn:
         if row is None:
             conn.execute(insert(b).values(agent=who, day=day, question_id=qid,
@@ -504,6 +513,28 @@ def ask_operator(hive, state: BudgetState, now: float | None = None) -> int | No
     return qid
 
 
+_USD_RE = re.compile(r"\$\s*(\d[\d,]*(?:\.\d+)?)|(\d[\d,]*(?:\.\d+)?)\s*(?:usd|dollars?)\b", re.I)
+_TOKENS_RE = re.compile(r"(\d[\d,_]*)\s*(k|m)?\s*tokens?\b", re.I)
+_YES = re.compile(r"^\s*(raise|yes|y|ok|okay|sure|go|go ahead|do it|approve|approved)\b", re.I)
+
+
+def read_budget_answer(answer: str) -> tuple[bool, float | None, int | None]:
+    """What an answer to a budget question decides: whether to raise, and to what when it names a limit ("$20",
+    "20 usd", "500,000 tokens", "2M tokens"). The raise option, or a plain yes, raises to the proposed limit;
+    anything else keeps the limit."""
+    usd = tokens = None
+    m = _USD_RE.search(answer)
+    if m:
+        usd = float((m.group(1) or m.group(2)).replace(",", ""))
+    m = _TOKENS_RE.search(answer)
+    if m:
+        tokens = int(m.group(1).replace(",", "").replace("_", "")) * {"k": 1000, "m": 1000000}.get(
+            (m.group(2) or "").lower(), 1)
+    if answer.strip().lower().startswith(("keep", "no")):
+        return False, None, None
+    return bool(_YES.match(answer) or usd is not None or tokens is not None), usd, tokens
+
+
 def question_resolved(hive, question: dict) -> None:
     """An answer to a budget question raises today's limit or keeps it."""
     b = db.budget_days
@@ -511,10 +542,14 @@ def question_resolved(hive, question: dict) -> None:
         row = conn.execute(select(b.c.agent, b.c.day, b.c.decided).where(b.c.question_id == question["id"])).first()
     if row is None or row.decided is not None:
         return  # the operator set the day's limit directly (raise_limit), which answered the question: that stands
-    raised = question["status"] == "answered" and str(question.get("answer") or "").startswith("raise")
+    answer = str(question.get("answer") or "") if question["status"] == "answered" else ""
+    raised, usd, tokens = read_budget_answer(answer)
+    values = {"decided": "raised" if raised else "kept"}
+    if raised and not answer.startswith(RAISE_OPTION):  # a limit the operator wrote replaces the proposed one
+        values.update({k: v for k, v in (("usd", usd), ("tokens", tokens)) if v is not None})
     with hive.store.write() as conn:
         conn.execute(update(b).where(and_(b.c.agent == row.agent, b.c.day == row.day, b.c.decided.is_(None)))
-                     .values(decided="raised" if raised else "kept"))
+                     .values(**values))
     log.info("budget of %s for %s: %s by the operator", row.agent, row.day, "raised" if raised else "kept")
     budget_changed(hive)
     hive.bus.publish("state", {"section": "costs", "agent": row.agent, "what": "budget"})

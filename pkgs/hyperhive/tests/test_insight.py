@@ -478,3 +478,33 @@ def test_the_stats_series_of_a_name_that_never_was_an_agent_is_not_found(start_b
     wait_for(lambda: "config reloaded" in hive.log(), timeout=15, message="alice no longer declared")
     samples = http(hive.dashboard_url, "GET", "/api/stats?agent=alice&key=turn.cost_usd").json()
     assert [s["value"] for s in samples] == [0.25]
+
+
+def test_a_budget_question_is_answered_in_words_its_raise_suffices_and_it_ends_with_the_day(start_broker):
+    """The raise it proposed was twice the limit, which did not let a turn start whose estimate (yesterday's last
+    turn) was larger; a free-text "yes, make it $20" kept the limit (only "raise..." raised, to the proposed
+    amount); and a question about today's limit stayed pending for good after the day was over."""
+    import datetime
+
+    hive = start_broker({name: {"budget": {"dailyUsd": 1.0}} for name in ("alice", "bob", "carol")})
+    alice, bob, carol = hive.client("alice"), hive.client("bob"), hive.client("carol")
+    alice.call("turn_record", turn=turn(cost=3.0, started=time.time() - 86400 - 60))  # yesterday's big turn
+    bob.call("turn_record", turn=turn(cost=0.6))
+    carol.call("turn_record", turn=turn(cost=0.6))
+    for agent in (alice, bob, carol):
+        assert agent.call("turn_ready")["ready"] is False
+    asked = {q["question"].split()[1]: q for q in hive.host().call("questions")["questions"] if q["asker"] == "system"}
+    assert sorted(asked) == ["alice", "bob", "carol"], asked
+    midnight = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)).strftime("%Y-%m-%d")
+    for q in asked.values():
+        assert q["expires_at"].startswith(f"{midnight}T00:00:0"), q  # (the store's ISO form, UTC)
+        assert "$20" in q["question"]  # it says a limit may be written
+    q = asked["alice"]
+    hive.host().call("answer", id=q["id"], answer=q["options"][0])  # "raise today's limit to $6.00"
+    assert alice.call("turn_ready")["ready"] is True, q["options"][0]
+    hive.host().call("answer", id=asked["bob"]["id"], answer="yes, make it $20")
+    assert bob.call("turn_ready")["ready"] is True
+    bob.call("turn_record", turn=turn(cost=9.0))  # $9.60 spent, about $9 next: within $20, not a proposed $2.40
+    assert bob.call("turn_ready")["ready"] is True
+    hive.host().call("answer", id=asked["carol"]["id"], answer="no, not today")
+    assert carol.call("turn_ready")["ready"] is False
