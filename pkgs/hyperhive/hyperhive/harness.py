@@ -791,11 +791,12 @@ class Harness:
             first = run
             self.record(first, "turn", wake)
             run = self._run(prompt, continue_session=False)
-            run.tool_calls += first.tool_calls
-            run.sent += first.sent
             retried = True
         self.proc = None
-        self.record(run, "turn", wake)
+        self.record(run, "turn", wake)  # each session with its own tools (the first one's are in its record)
+        if retried:  # the turn's telemetry counts what both sessions did
+            run.tool_calls += first.tool_calls
+            run.sent += first.sent
         if run.ok:
             self.failures = 0
             _write_text(self.session_marker, f"{time.time()}\n")
