@@ -160,6 +160,7 @@ def test_the_budget_form_raises_the_limit_that_holds_the_agent_back(start_broker
     usd = form.get_by_label("today's limit of the whole hive in USD")
     usd.fill("$5")
     usd.press("Enter")
+    page.locator(".toast.ok", has_text="today's limit of the whole hive is now $5.00").wait_for()
     page.locator("#agent-budget", has_text="within its limit").wait_for()
     assert bob.call("turn_ready")["ready"] is True
     assert hive.client("manager").call("turn_ready")["ready"] is True  # the hive's limit, raised for everyone
@@ -175,6 +176,7 @@ def test_the_budget_form_raises_the_limit_that_holds_the_agent_back(start_broker
     page.locator(".toast.bad", has_text='"tokens" must be a whole number').wait_for()
     tokens.fill("20,000")
     tokens.press("Enter")
+    page.locator(".toast.ok", has_text="today's limit of alice is now 20,000 tokens").wait_for()
     page.locator("#agent-budget", has_text="within its limit").wait_for()
     assert alice.call("turn_ready")["ready"] is True
     assert console_errors(page, ignore=("400",)) == []
