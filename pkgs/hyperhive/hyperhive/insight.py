@@ -76,6 +76,16 @@ def _short_str(record: dict, key: str, limit: int = MAX_MODEL_CHARS) -> str | No
     return value
 
 
+def _usd_of(usage: dict) -> float | None:
+    """The ``costUSD`` of one model's usage (0 when absent), or None when it is not a number of 0 or more."""
+    value = usage.get("costUSD", 0)
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
 def check_record(record: Any) -> dict:
     """Validate what a harness reports of one session; a clear bad_request names what is wrong."""
     if not isinstance(record, dict):
@@ -114,6 +124,10 @@ def check_record(record: Any) -> dict:
     usage = record.get("model_usage") or {}
     if not isinstance(usage, dict) or len(json.dumps(usage)) > 20000:
         raise bad_request('"model_usage" must be an object (as the CLI reports it), at most 20,000 bytes')
+    for model, u in usage.items():
+        if not isinstance(u, dict) or _usd_of(u) is None:
+            raise bad_request(f'"model_usage.{model[:100]}" must be an object whose "costUSD" (when given) is a '
+                              "number of 0 or more")
     status = _choice(record, "status", STATUSES, None) or "ok"
     error = record.get("error")
     if error is not None and not isinstance(error, str):
@@ -242,7 +256,8 @@ def report(hive, agent: str | None = None, window: str = "24h", now: float | Non
             for model, u in usage.items():
                 m = models.setdefault(str(model), {"turns": 0, "cost_usd": 0.0})
                 m["turns"] += 1
-                m["cost_usd"] += float(u.get("costUSD", 0) or 0) if isinstance(u, dict) else 0.0
+                # (a row stored before its harness's figures were checked counts what is a number)
+                m["cost_usd"] += (_usd_of(u) or 0.0) if isinstance(u, dict) else 0.0
         elif r.model:
             m = models.setdefault(r.model, {"turns": 0, "cost_usd": 0.0})
             m["turns"] += 1

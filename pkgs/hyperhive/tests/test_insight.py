@@ -508,3 +508,26 @@ def test_a_budget_question_is_answered_in_words_its_raise_suffices_and_it_ends_w
     assert bob.call("turn_ready")["ready"] is True
     hive.host().call("answer", id=asked["carol"]["id"], answer="no, not today")
     assert carol.call("turn_ready")["ready"] is False
+
+
+def test_a_harness_cannot_break_the_stats_view_with_a_model_usage_that_is_not_numbers(start_broker):
+    """One turn_record whose model_usage said `"costUSD": "lots"` made /stats, /api/insight and `hyperhive stats`
+    fail with an internal error for everyone."""
+    import sqlite3
+
+    from browser import http
+
+    hive = start_broker(AGENTS)
+    alice = hive.client("alice")
+    for usage in ({"m": {"costUSD": "lots"}}, {"m": {"costUSD": [1]}}, {"m": {"costUSD": -1}}, {"m": "x"}):
+        message = refused(lambda: alice.call("turn_record", turn=turn(model_usage=usage)), "bad_request")
+        assert '"model_usage.m"' in message and "costUSD" in message, message
+    alice.call("turn_record", turn=turn(cost=0.25))
+    # a row an older version stored unchecked is read as far as it is numbers
+    with sqlite3.connect(hive.config.state_dir / "hive.db") as db:
+        db.execute("UPDATE turns SET model_usage = ?", (json.dumps({"m": {"costUSD": "lots"}}),))
+    report = http(hive.dashboard_url, "GET", "/api/insight")
+    assert report.status == 200 and report.json()["totals"]["cost_usd"] == 0.25, report.body
+    assert report.json()["models"] == {"m": {"turns": 1, "cost_usd": 0.0}}
+    assert http(hive.dashboard_url, "GET", "/stats").status == 200
+    assert "$0.2500" in hive.cli("stats").stdout
