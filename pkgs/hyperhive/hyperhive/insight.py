@@ -221,8 +221,8 @@ def report(hive, agent: str | None = None, window: str = "24h", now: float | Non
     duration p50/p95, model mix, top tools, wake mix, result mix, and the deploys in the window."""
     if window not in WINDOWS:
         raise bad_request(f'"window" must be one of {", ".join(WINDOWS)}, not {json.dumps(window)}')
-    if agent is not None and agent not in known_agents(hive):
-        raise not_found(f'no agent "{agent}"')
+    if agent is not None:  # one that was an agent (destroyed, purged) keeps its history
+        check_agent(hive, agent, db.turns.c.agent)
     now = time.time() if now is None else now
     since = now - WINDOWS[window]
     step = BUCKETS[window]

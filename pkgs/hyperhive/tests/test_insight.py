@@ -531,3 +531,29 @@ def test_a_harness_cannot_break_the_stats_view_with_a_model_usage_that_is_not_nu
     assert report.json()["models"] == {"m": {"turns": 1, "cost_usd": 0.0}}
     assert http(hive.dashboard_url, "GET", "/stats").status == 200
     assert "$0.2500" in hive.cli("stats").stdout
+
+
+def test_the_dashboards_insight_routes_refuse_a_name_that_never_was_an_agent_and_keep_one_that_was(start_broker):
+    """/api/reminders?agent=alcie answered [] and /api/agents/alcie/logs "no log yet", as for a quiet agent;
+    and the stats of an agent no longer declared were not_found though its turns are listed."""
+    from browser import http
+
+    hive = start_broker(AGENTS)
+    hive.client("alice").call("turn_record", turn=turn(cost=0.25))
+    url = hive.dashboard_url
+    for path in ("/api/reminders?agent=alcie", "/api/agents/alcie/logs", "/api/agents/alcie/logs/stream",
+                 "/api/insight?agent=alcie", "/stats?agent=alcie"):
+        reply = http(url, "GET", path)
+        said = reply.error["message"] if path.startswith("/api/") else reply.body.decode()
+        assert reply.status == 404 and ("no agent &#34;alcie&#34;" in said or 'no agent "alcie"' in said), (
+            path, reply.status, reply.body[:300])
+    assert http(url, "GET", "/api/reminders?agent=bob").json() == {"reminders": []}
+    assert http(url, "GET", "/api/agents/bob/logs").status == 200
+    path = hive.config_path
+    path.write_text(json.dumps({**json.loads(path.read_text()), "agents": {"bob": {}}}))
+    wait_for(lambda: "config reloaded" in hive.log(), timeout=15, message="alice no longer declared")
+    report = http(url, "GET", "/api/insight?agent=alice")
+    assert report.status == 200 and report.json()["totals"]["cost_usd"] == 0.25, report.body
+    assert "$0.2500" in hive.cli("stats", "alice").stdout
+    page = http(url, "GET", "/stats?agent=alice").body.decode()
+    assert '<option value="alice" selected' in page and "$0.2500" in page

@@ -42,9 +42,11 @@ def _window() -> str:
     return window
 
 
-def _agent_arg() -> str | None:
+def _agent_arg(history=None) -> str | None:
+    """The ``agent`` query argument: None for the whole hive, else a name that is or was an agent (not_found
+    otherwise: a typo must not read as "nothing there"); ``history`` is the column whose rows make one known."""
     agent = request.args.get("agent") or None
-    return agent_name(agent) if agent else None
+    return insight.check_agent(hive(), agent_name(agent), history) if agent else None
 
 
 def _iso_ts(value) -> float:
@@ -116,10 +118,10 @@ def insight_helpers():
 
 @bp.get("/stats")
 def stats_page():
-    agent, window = _agent_arg(), _window()
+    agent, window = _agent_arg(db.turns.c.agent), _window()
     report = insight.report(hive(), agent, window)
     charts = [(label, chart_svg(report, key, label, value, fmt)) for key, label, value, fmt in SERIES]
-    names = sorted(insight.known_agents(hive()))
+    names = sorted(insight.known_agents(hive()) | ({agent} if agent else set()))  # (one that was, too)
     return render_template("stats.html", r=report, agent=agent, window=window, windows=list(insight.WINDOWS),
                            charts=charts, names=names, over=insight.over_budget(hive()),
                            today=insight.cost_today(hive(), agent))
@@ -129,7 +131,7 @@ def stats_page():
 
 @bp.get("/api/insight")
 def api_report():
-    return jsonify(insight.report(hive(), _agent_arg(), _window()))
+    return jsonify(insight.report(hive(), _agent_arg(db.turns.c.agent), _window()))
 
 
 @bp.get("/api/costs/today")
@@ -191,7 +193,7 @@ def api_reminders():
     status = request.args.get("status", "pending")
     if status not in ("pending", "delivered", "cancelled", "all"):
         raise bad_request("status must be pending, delivered, cancelled or all")
-    agent = _agent_arg()
+    agent = _agent_arg(db.reminders.c.agent)
     return jsonify({"reminders": reminders.list_reminders(hive(), agent, None if status == "all" else status)})
 
 
@@ -217,7 +219,7 @@ def _logs(name, lines, cursor=None, search=None, backend=None) -> dict:
 
 @bp.get("/api/agents/<name>/logs")
 def api_logs(name):
-    name = agent_name(name)
+    name = insight.check_agent(hive(), agent_name(name))
     search = request.args.get("search") or None
     return jsonify({"agent": name, **_logs(name, int_query("lines", 200, 1, 5000), request.args.get("cursor"),
                                             search)})
@@ -226,7 +228,7 @@ def api_logs(name):
 @bp.get("/api/agents/<name>/logs/stream")
 def api_logs_stream(name):
     """Live tail: the last lines, then every new line as the agent writes it (polled once a second)."""
-    name = agent_name(name)
+    name = insight.check_agent(hive(), agent_name(name))
     search = request.args.get("search") or None
     backend = _backend()  # the generator runs after the request's context is gone: take what it needs now
     first = _logs(name, int_query("lines", 100, 1, 5000), None, search, backend)
