@@ -530,6 +530,7 @@ def ask_operator(hive, state: BudgetState, now: float | None = None) -> int | No
 
 _USD_RE = re.compile(r"\$\s*(\d[\d,]*(?:\.\d+)?)|(\d[\d,]*(?:\.\d+)?)\s*(?:usd|dollars?)\b", re.I)
 _TOKENS_RE = re.compile(r"(\d[\d,_]*)\s*(k|m)?\s*tokens?\b", re.I)
+_NO = re.compile(r"^\s*(keep|no|nope|don'?t|do not|deny|denied)\b", re.I)
 _YES = re.compile(r"^\s*(raise|yes|y|ok|okay|sure|go|go ahead|do it|approve|approved)\b", re.I)
 
 
@@ -545,7 +546,7 @@ def read_budget_answer(answer: str) -> tuple[bool, float | None, int | None]:
     if m:
         tokens = int(m.group(1).replace(",", "").replace("_", "")) * {"k": 1000, "m": 1000000}.get(
             (m.group(2) or "").lower(), 1)
-    if answer.strip().lower().startswith(("keep", "no")):
+    if _NO.match(answer):
         return False, None, None
     return bool(_YES.match(answer) or usd is not None or tokens is not None), usd, tokens
 
@@ -560,7 +561,7 @@ def question_resolved(hive, question: dict) -> None:
     answer = str(question.get("answer") or "") if question["status"] == "answered" else ""
     raised, usd, tokens = read_budget_answer(answer)
     values = {"decided": "raised" if raised else "kept"}
-    if raised and not answer.startswith(RAISE_OPTION):  # a limit the operator wrote replaces the proposed one
+    if raised and answer not in (question.get("options") or []):  # a limit written replaces the proposed one
         values.update({k: v for k, v in (("usd", usd), ("tokens", tokens)) if v is not None})
     with hive.store.write() as conn:
         conn.execute(update(b).where(and_(b.c.agent == row.agent, b.c.day == row.day, b.c.decided.is_(None)))

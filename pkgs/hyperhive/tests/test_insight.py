@@ -482,7 +482,7 @@ def test_the_stats_series_of_a_name_that_never_was_an_agent_is_not_found(start_b
 
 def test_a_budget_question_is_answered_in_words_its_raise_suffices_and_it_ends_with_the_day(start_broker):
     """The raise it proposed was twice the limit, which did not let a turn start whose estimate (yesterday's last
-    turn) was larger; a free-text "yes, make it $20" kept the limit (only "raise..." raised, to the proposed
+    turn) was larger; a free-text "now please, make it $20" kept the limit (only "raise..." raised, to the proposed
     amount); and a question about today's limit stayed pending for good after the day was over."""
     import datetime
 
@@ -502,7 +502,7 @@ def test_a_budget_question_is_answered_in_words_its_raise_suffices_and_it_ends_w
     q = asked["alice"]
     hive.host().call("answer", id=q["id"], answer=q["options"][0])  # "raise today's limit to $6.00"
     assert alice.call("turn_ready")["ready"] is True, q["options"][0]
-    hive.host().call("answer", id=asked["bob"]["id"], answer="yes, make it $20")
+    hive.host().call("answer", id=asked["bob"]["id"], answer="now please, make it $20")
     assert bob.call("turn_ready")["ready"] is True
     bob.call("turn_record", turn=turn(cost=9.0))  # $9.60 spent, about $9 next: within $20, not a proposed $2.40
     assert bob.call("turn_ready")["ready"] is True
