@@ -280,6 +280,10 @@ class ClaudeRun:
     num_turns: int | None = None
     duration_api_ms: float | None = None
     started_at: float = 0.0
+    # Each API answer's usage as its `assistant` events showed it (by message id): what a session the CLI never
+    # summed up (killed at the turn timeout, or crashed before its `result` event) is counted from.
+    streamed_usage: dict = field(default_factory=dict)
+    got_result: bool = False
 
     @property
     def ok(self) -> bool:
@@ -290,7 +294,9 @@ class ClaudeRun:
         if self.start_error:
             return self.start_error
         if self.timed_out:
-            return f"claude did not finish within the turn timeout ({self.duration:.0f}s) and was killed"
+            return (f"claude did not finish within the turn timeout ({self.duration:.0f}s) and was killed"
+                    + ("; its tokens are as its answers streamed them, its cost is unknown"
+                       if self.streamed_usage and not self.got_result else ""))
         if self.too_long:
             return "claude said the prompt is too long"
         if self.exit_status != 0:
@@ -483,6 +489,10 @@ def run_claude(argv: list[str], prompt: str, *, cwd: Path, env: dict, timeout: f
                 pass
     run.exit_status = proc.returncode
     run.duration = time.monotonic() - started
+    if not run.got_result and run.streamed_usage:
+        # No totals from the CLI: the tokens its answers showed still count (a budget in tokens sees them); it
+        # states no cost, and it shows an answer's output tokens only as they stood when the answer began.
+        run.tokens = {key: sum(u.get(key, 0) for u in run.streamed_usage.values()) for key in USAGE_FIELDS}
     run.stderr_tail = b"".join(stderr_tail).decode("utf-8", errors="replace")
     if TOO_LONG in run.stderr_tail:
         run.too_long = True
@@ -497,6 +507,11 @@ def _account(run: ClaudeRun, event: dict, tools_by_id: dict, manager: str | None
     message = event.get("message") if isinstance(event.get("message"), dict) else {}
     content = message.get("content") if isinstance(message.get("content"), list) else []
     if kind == "assistant":
+        usage = message.get("usage")
+        if isinstance(usage, dict) and len(run.streamed_usage) < 10000:
+            seen = run.streamed_usage.setdefault(str(message.get("id")), {})
+            for key, name in USAGE_FIELDS.items():  # one answer is shown block by block: count it once
+                seen[key] = max(seen.get(key, 0), _count(usage.get(name)))
         for block in content:
             if isinstance(block, dict) and block.get("type") == "text" \
                     and str(block.get("text", "")).startswith(TOO_LONG):
@@ -516,6 +531,7 @@ def _account(run: ClaudeRun, event: dict, tools_by_id: dict, manager: str | None
     elif kind == "system" and event.get("subtype") == "init" and isinstance(event.get("model"), str):
         run.model = event["model"][:200]
     elif kind == "result":
+        run.got_result = True
         _usage(run, event)
         result = event.get("result")
         run.result_text = result if isinstance(result, str) else run.result_text
@@ -875,11 +891,12 @@ class Harness:
             first = run
             self.record(first, "turn", wake)
             run = self._run(prompt, continue_session=False)
-            run.tool_calls += first.tool_calls
-            run.sent += first.sent
             retried = True
         self.proc = None
-        self.record(run, "turn", wake)
+        self.record(run, "turn", wake)  # each session with its own tools (the first one's are in its record)
+        if retried:  # the turn's telemetry counts what both sessions did
+            run.tool_calls += first.tool_calls
+            run.sent += first.sent
         if run.ok:
             self.failures = 0
             _write_text(self.session_marker, f"{time.time()}\n")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from sqlalchemy import and_, func, insert, select, update
 from . import registry, telemetry
 from . import store as db
 from .config import Budget
-from .errors import bad_request, not_found
+from .errors import HiveError, bad_request, not_found
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,16 @@ def _short_str(record: dict, key: str, limit: int = MAX_MODEL_CHARS) -> str | No
     return value
 
 
+def _usd_of(usage: dict) -> float | None:
+    """The ``costUSD`` of one model's usage (0 when absent), or None when it is not a number of 0 or more."""
+    value = usage.get("costUSD", 0)
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
 def check_record(record: Any) -> dict:
     """Validate what a harness reports of one session; a clear bad_request names what is wrong."""
     if not isinstance(record, dict):
@@ -113,6 +124,10 @@ def check_record(record: Any) -> dict:
     usage = record.get("model_usage") or {}
     if not isinstance(usage, dict) or len(json.dumps(usage)) > 20000:
         raise bad_request('"model_usage" must be an object (as the CLI reports it), at most 20,000 bytes')
+    for model, u in usage.items():
+        if not isinstance(u, dict) or _usd_of(u) is None:
+            raise bad_request(f'"model_usage.{model[:100]}" must be an object whose "costUSD" (when given) is a '
+                              "number of 0 or more")
     status = _choice(record, "status", STATUSES, None) or "ok"
     error = record.get("error")
     if error is not None and not isinstance(error, str):
@@ -206,8 +221,8 @@ def report(hive, agent: str | None = None, window: str = "24h", now: float | Non
     duration p50/p95, model mix, top tools, wake mix, result mix, and the deploys in the window."""
     if window not in WINDOWS:
         raise bad_request(f'"window" must be one of {", ".join(WINDOWS)}, not {json.dumps(window)}')
-    if agent is not None and agent not in known_agents(hive):
-        raise not_found(f'no agent "{agent}"')
+    if agent is not None:  # one that was an agent (destroyed, purged) keeps its history
+        check_agent(hive, agent, db.turns.c.agent)
     now = time.time() if now is None else now
     since = now - WINDOWS[window]
     step = BUCKETS[window]
@@ -241,7 +256,8 @@ def report(hive, agent: str | None = None, window: str = "24h", now: float | Non
             for model, u in usage.items():
                 m = models.setdefault(str(model), {"turns": 0, "cost_usd": 0.0})
                 m["turns"] += 1
-                m["cost_usd"] += float(u.get("costUSD", 0) or 0) if isinstance(u, dict) else 0.0
+                # (a row stored before its harness's figures were checked counts what is a number)
+                m["cost_usd"] += (_usd_of(u) or 0.0) if isinstance(u, dict) else 0.0
         elif r.model:
             m = models.setdefault(r.model, {"turns": 0, "cost_usd": 0.0})
             m["turns"] += 1
@@ -394,6 +410,7 @@ class BudgetState:
     reason: str = ""
     spent: dict | None = None
     limit: Budget | None = None
+    estimate: tuple[float, int] = (0.0, 0)  # what the next turn is expected to cost: dollars, tokens
 
 
 def _check(scope: str, spent: dict, limit: Budget, estimate: tuple[float, int]) -> str | None:
@@ -420,23 +437,28 @@ def budget_state(hive, agent: str, now: float | None = None) -> BudgetState:
         spent = cost_today(hive, agent, now)
         reason = _check(agent, spent, own, estimate)
         if reason:
-            return BudgetState(True, agent, reason, spent, own)
+            return BudgetState(True, agent, reason, spent, own, estimate)
     if hive_limit.limited:
         spent = cost_today(hive, None, now)
         reason = _check("the hive", spent, hive_limit, estimate)
         if reason:
-            return BudgetState(True, "hive", reason, spent, hive_limit)
+            return BudgetState(True, "hive", reason, spent, hive_limit, estimate)
     return BudgetState(False)
 
 
-def over_budget(hive, now: float | None = None) -> dict[str, str]:
-    """Every agent that may not start a turn now, with the reason (for the dashboard and ``list``)."""
+def over_budget_states(hive, now: float | None = None) -> dict[str, BudgetState]:
+    """Every agent that may not start a turn now, with whose limit holds it back (its own, or the hive's)."""
     out = {}
     for name in sorted(known_agents(hive)):
         state = budget_state(hive, name, now)
         if state.over:
-            out[name] = state.reason
+            out[name] = state
     return out
+
+
+def over_budget(hive, now: float | None = None) -> dict[str, str]:
+    """Every agent that may not start a turn now, with the reason (for the dashboard and ``list``)."""
+    return {name: state.reason for name, state in over_budget_states(hive, now).items()}
 
 
 def _cond(hive) -> threading.Condition:
@@ -451,14 +473,18 @@ def budget_changed(hive) -> None:
 
 
 RAISE_FACTOR = 2.0
+RAISE_OPTION = "raise today's limit to "
 
 
 def _raised_limit(state: BudgetState) -> Budget:
     limit, spent = state.limit or Budget(), state.spent or {"usd": 0.0, "tokens": 0}
-    usd = None if limit.daily_usd is None else round(max(limit.daily_usd * RAISE_FACTOR,
-                                                         spent["usd"] * RAISE_FACTOR, 0.01), 4)
+    # at least twice what today will have cost once the next turn is done: a raise the operator accepts must let
+    # that turn start (twice the limit alone did not when the last turn cost more than the limit)
+    est_usd, est_tokens = state.estimate
+    usd = None if limit.daily_usd is None else math.ceil(max(limit.daily_usd * RAISE_FACTOR,
+                                                             (spent["usd"] + est_usd) * RAISE_FACTOR, 0.01) * 100) / 100
     tokens = None if limit.daily_tokens is None else int(max(limit.daily_tokens * RAISE_FACTOR,
-                                                             spent["tokens"] * RAISE_FACTOR, 1000))
+                                                             (spent["tokens"] + est_tokens) * RAISE_FACTOR, 1000))
     return Budget(usd, tokens)
 
 
@@ -484,10 +510,13 @@ def ask_operator(hive, state: BudgetState, now: float | None = None) -> int | No
     if row is not None and (row.question_id is not None or row.decided is not None):
         return None
     proposed = _raised_limit(state)
-    raise_option = f"raise today's limit to {_describe(proposed)}"
+    raise_option = f"{RAISE_OPTION}{_describe(proposed)}"
+    # it is about today's limit alone: at the end of the UTC day it expires (tomorrow's limit lets turns start)
+    ends_in = max(day_start(now) + 86400 - (time.time() if now is None else now), 1.0)
     qid = questions.ask(hive, "system", f"Budget: {state.reason}. Its messages wait until the limit allows a "
-                        "turn (tomorrow, or now if you raise it). Raise the limit for today?",
-                        [raise_option, "keep the limit"])
+                        "turn (tomorrow, or now if you raise it). Raise the limit for today? (Or answer with "
+                        "the limit you want, such as $20 or 500000 tokens.)",
+                        [raise_option, "keep the limit"], ttl_seconds=ends_in)
     with hive.store.write() as conn:
         if row is None:
             conn.execute(insert(b).values(agent=who, day=day, question_id=qid,
@@ -499,37 +528,89 @@ def ask_operator(hive, state: BudgetState, now: float | None = None) -> int | No
     return qid
 
 
+_USD_RE = re.compile(r"\$\s*(\d[\d,]*(?:\.\d+)?)|(\d[\d,]*(?:\.\d+)?)\s*(?:usd|dollars?)\b", re.I)
+_TOKENS_RE = re.compile(r"(\d[\d,_]*)\s*(k|m)?\s*tokens?\b", re.I)
+_NO = re.compile(r"^\s*(keep|no|nope|don'?t|do not|deny|denied)\b", re.I)
+_YES = re.compile(r"^\s*(raise|yes|y|ok|okay|sure|go|go ahead|do it|approve|approved)\b", re.I)
+
+
+def read_budget_answer(answer: str) -> tuple[bool, float | None, int | None]:
+    """What an answer to a budget question decides: whether to raise, and to what when it names a limit ("$20",
+    "20 usd", "500,000 tokens", "2M tokens"). The raise option, or a plain yes, raises to the proposed limit;
+    anything else keeps the limit."""
+    usd = tokens = None
+    m = _USD_RE.search(answer)
+    if m:
+        usd = float((m.group(1) or m.group(2)).replace(",", ""))
+    m = _TOKENS_RE.search(answer)
+    if m:
+        tokens = int(m.group(1).replace(",", "").replace("_", "")) * {"k": 1000, "m": 1000000}.get(
+            (m.group(2) or "").lower(), 1)
+    if _NO.match(answer):
+        return False, None, None
+    return bool(_YES.match(answer) or usd is not None or tokens is not None), usd, tokens
+
+
 def question_resolved(hive, question: dict) -> None:
     """An answer to a budget question raises today's limit or keeps it."""
     b = db.budget_days
     with hive.store.read() as conn:
-        row = conn.execute(select(b.c.agent, b.c.day).where(b.c.question_id == question["id"])).first()
-    if row is None:
-        return
-    raised = question["status"] == "answered" and str(question.get("answer") or "").startswith("raise")
+        row = conn.execute(select(b.c.agent, b.c.day, b.c.decided).where(b.c.question_id == question["id"])).first()
+    if row is None or row.decided is not None:
+        return  # the operator set the day's limit directly (raise_limit), which answered the question: that stands
+    answer = str(question.get("answer") or "") if question["status"] == "answered" else ""
+    raised, usd, tokens = read_budget_answer(answer)
+    values = {"decided": "raised" if raised else "kept"}
+    if raised and answer not in (question.get("options") or []):  # a limit written replaces the proposed one
+        values.update({k: v for k, v in (("usd", usd), ("tokens", tokens)) if v is not None})
     with hive.store.write() as conn:
-        conn.execute(update(b).where(and_(b.c.agent == row.agent, b.c.day == row.day)).values(
-            decided="raised" if raised else "kept"))
+        conn.execute(update(b).where(and_(b.c.agent == row.agent, b.c.day == row.day, b.c.decided.is_(None)))
+                     .values(**values))
     log.info("budget of %s for %s: %s by the operator", row.agent, row.day, "raised" if raised else "kept")
     budget_changed(hive)
     hive.bus.publish("state", {"section": "costs", "agent": row.agent, "what": "budget"})
 
 
-def raise_limit(hive, agent: str | None, usd: float | None, tokens: int | None, now: float | None = None) -> dict:
-    """The operator sets today's limit of ``agent`` (None: the hive) directly."""
+def check_limit(usd: Any, tokens: Any) -> tuple[float | None, int | None]:
+    """A limit the operator gives: dollars (a finite number) and tokens (a whole number), each 0 or more."""
+    if usd is not None and (isinstance(usd, bool) or not isinstance(usd, (int, float)) or not math.isfinite(usd)
+                            or usd < 0):
+        raise bad_request(f'"usd" must be a finite number of dollars, 0 or more, not {json.dumps(usd)[:40]}')
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0):
+        raise bad_request(f'"tokens" must be a whole number of tokens, 0 or more, not {json.dumps(tokens)[:40]}')
     if usd is None and tokens is None:
         raise bad_request('give "usd" or "tokens"')
+    return (None if usd is None else float(usd)), tokens
+
+
+def raise_limit(hive, agent: str | None, usd: float | None, tokens: int | None, now: float | None = None) -> dict:
+    """The operator sets today's limit of ``agent`` (None: the hive) directly: in dollars, in tokens, or both (one
+    given leaves the other as it is today). It answers the day's budget question if one is still pending, so a
+    later answer to that question cannot undo it. Returns the limit in force now."""
+    usd, tokens = check_limit(usd, tokens)
     who, day = agent or HIVE, day_key(now)
     b = db.budget_days
     with hive.store.write() as conn:
-        exists = conn.execute(select(b.c.agent).where(b.c.agent == who, b.c.day == day)).first()
+        row = conn.execute(select(b.c.usd, b.c.tokens, b.c.decided, b.c.question_id)
+                           .where(b.c.agent == who, b.c.day == day)).first()
+        if row is not None and row.decided == "raised":  # what was set earlier today stays where not given now
+            usd = row.usd if usd is None else usd
+            tokens = row.tokens if tokens is None else tokens
         values = {"usd": usd, "tokens": tokens, "decided": "raised"}
-        if exists:
+        if row is not None:
             conn.execute(update(b).where(b.c.agent == who, b.c.day == day).values(**values))
         else:
             conn.execute(insert(b).values(agent=who, day=day, **values))
+    limit = limits(hive, agent, now)
+    if row is not None and row.question_id is not None and row.decided is None:
+        from . import questions
+        try:
+            questions.answer(hive, row.question_id, f"the operator set today's limit to {_describe(limit)}")
+        except HiveError as e:  # answered or cancelled meanwhile: nothing is left to answer
+            log.info("budget question #%s: %s", row.question_id, e.message)
     budget_changed(hive)
-    return {"agent": agent, "day": day, "limit": Budget(usd, tokens).to_json()}
+    hive.bus.publish("state", {"section": "costs", "agent": agent, "what": "budget"})
+    return {"agent": agent, "day": day, "limit": limit.to_json()}
 
 
 def wait_for_budget(hive, agent: str, wait_seconds: float, stopping: threading.Event | None = None) -> BudgetState:

@@ -232,6 +232,52 @@ def test_prompt_too_long_compacts_the_notes_and_retries_once_in_a_new_conversati
     assert not [b for b, _ in events_to(hp, "manager") if "turn failed" in b]
 
 
+def test_a_turn_retried_after_prompt_too_long_counts_each_tool_call_once(claude_hive, model_api):
+    """The retry's turn record carried the first session's tool calls too, which has its own record: the stats
+    view's top tools counted them twice."""
+    hp = claude_hive()
+    wait_for(lambda: agent_state_dir(hp, "alice").is_dir(), timeout=30, message="alice's state")
+    (agent_state_dir(hp, "alice") / "notes.md").write_text("# Notes\n" + "- an observation\n" * 50)
+    model_api.script("alice", [hive("list_agents"), {"error": 400, "until": "compact this"},
+                               {"text": "# Notes\n- compacted\n"}, hive("status"), {"text": "done"}])
+    hp.host().call("send", to="alice", body="go")
+    wait_for(lambda: model_api.pending("alice") == 0, timeout=90, message="the compaction and the retry")
+    wait_for(lambda: unsettled(hp, "alice") == 0, timeout=30, message="acknowledged after the retry")
+    turns = wait_for(lambda: [t for t in hp.host().call("turns", agent="alice")["turns"] if t["kind"] == "turn"]
+                     if len(hp.host().call("turns", agent="alice")["turns"]) >= 3 else None,
+                     timeout=30, message="both sessions and the compaction recorded")
+    retry, first = turns[0], turns[-1]
+    assert first["status"] == "too_long" and first["tools"] == {"mcp__hyperhive__list_agents": 1}, first
+    assert retry["status"] == "ok" and retry["tools"] == {"mcp__hyperhive__status": 1}, retry
+    top = {t["tool"]: t["calls"] for t in hp.host().call("report", agent="alice")["top_tools"]}
+    assert top == {"mcp__hyperhive__list_agents": 1, "mcp__hyperhive__status": 1}, top
+    # the turn's telemetry still counts what both of its sessions did
+    calls = wait_for(lambda: stats(hp, "alice", "turn.tool_calls"), timeout=15, message="the turn's telemetry")
+    assert calls[-1][1] == 2.0, calls
+
+
+def test_a_turn_killed_at_its_timeout_counts_the_tokens_its_answers_streamed(claude_hive, model_api):
+    """The CLI sums a session's usage only in its `result` event, which a turn killed at its timeout never
+    prints: such a turn was stored as 0 tokens, so a token budget never saw what stuck turns spent."""
+    hp = claude_hive({"alice": {"turnTimeoutSeconds": 8, "budget": {"dailyTokens": 4000}}, "bob": {}})
+    usage = [{"input_tokens": 100, "output_tokens": 20, "cache_read_input_tokens": 1000,
+              "cache_creation_input_tokens": 300},
+             {"input_tokens": 7, "output_tokens": 50, "cache_read_input_tokens": 1300,
+              "cache_creation_input_tokens": 40}]
+    model_api.script("alice", [{**hive("list_agents"), "usage": usage[0]},
+                               {"text": "looking", **hive("status"), "usage": usage[1]}, {"hang": 30}])
+    host = hp.host()
+    host.call("send", to="alice", body="go")
+    [turn] = wait_for(lambda: host.call("turns", agent="alice")["turns"], timeout=60, interval=0.2,
+                      message="the timed-out turn recorded")
+    assert turn["status"] == "timeout" and "its cost is unknown" in turn["error"], turn
+    # input and cache figures as the API answered; output as the stream showed it at each answer's start
+    assert turn["tokens"]["input"] == 107 and turn["tokens"]["cache_read"] == 2300, turn["tokens"]
+    assert turn["tokens"]["cache_write"] == 340 and turn["tokens"]["output"] >= 2, turn["tokens"]
+    ready = hp.client("alice").call("turn_ready")  # 2,749 spent and about as many next: over 4,000
+    assert ready["ready"] is False and "4,000" in ready["reason"], ready
+
+
 def test_the_phrase_in_a_successful_turn_is_not_taken_for_the_apis_error(claude_hive, model_api):
     model_api.script("alice", [hive("recv"), {"text": "Prompt is too long, bob says about his essay"}])
     hp = claude_hive()

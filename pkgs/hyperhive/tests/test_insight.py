@@ -407,3 +407,153 @@ def test_turns_reminders_and_cancel_refuse_a_name_that_never_was_an_agent(start_
     path.write_text(json.dumps({**json.loads(path.read_text()), "agents": {"bob": {}}}))
     wait_for(lambda: "config reloaded" in hive.log(), timeout=15, message="alice no longer declared")
     assert "alice" in hive.cli("turns", "alice").stdout
+
+
+def test_the_dashboards_budget_route_refuses_what_is_not_a_limit_or_an_agent(start_broker):
+    """`{"tokens": true}` set the hive's limit to 1 token (every agent stopped), 1.5 tokens to 1, 1e999 dollars
+    to Infinity (and a reply that is not JSON), and an unknown agent got a limit stored under its name."""
+    from browser import http
+
+    hive = start_broker(AGENTS)
+    alice = hive.client("alice")
+    alice.call("turn_record", turn=turn(cost=0.5, inp=400, out=0, cread=0, cwrite=0))
+    for raw, status, problem in (('{"tokens": true}', 400, '"tokens" must be a whole number of tokens'),
+                                 ('{"tokens": 1.5}', 400, '"tokens" must be a whole number of tokens'),
+                                 ('{"tokens": -3}', 400, '"tokens" must be a whole number of tokens'),
+                                 ('{"usd": 1e999}', 400, '"usd" must be a finite number of dollars'),
+                                 ('{"usd": NaN}', 400, '"usd" must be a finite number of dollars'),
+                                 ('{"usd": "lots"}', 400, '"usd" must be a number, not "lots"'),
+                                 ('{"agent": "carol", "usd": 5}', 404, 'no agent "carol"'),
+                                 ('{"agent": ["alice"], "usd": 5}', 400, '"agent" must be an agent')):
+        reply = http(hive.dashboard_url, "POST", "/api/budget", data=raw,
+                     headers={"Content-Type": "application/json"})
+        assert reply.status == status and problem in reply.error["message"], (raw, reply.status, reply.body)
+    assert alice.call("turn_ready")["ready"] is True  # nothing above set a limit
+    ok = http(hive.dashboard_url, "POST", "/api/budget", json={"agent": "alice", "tokens": 300})
+    assert ok.status == 200 and ok.json()["limit"] == {"dailyUsd": None, "dailyTokens": 300}
+    assert alice.call("turn_ready")["ready"] is False
+    # an agent's sessions: a name that never was an agent is not "no turns yet"
+    assert http(hive.dashboard_url, "GET", "/api/agents/carol/turn-records").status == 404
+    assert len(http(hive.dashboard_url, "GET", "/api/agents/alice/turn-records").json()["turns"]) == 1
+
+
+def test_a_limit_set_directly_answers_the_days_budget_question_and_a_later_answer_cannot_undo_it(start_broker):
+    """`hyperhive budget alice --usd 50` left the budget question pending; answering it "keep the limit" later
+    put alice back under $1 without a word. A limit given in one unit also said nothing of the other in force."""
+    hive = start_broker({**AGENTS, "alice": {**AGENTS["alice"], "budget": {"dailyUsd": 1.0}}})
+    alice = hive.client("alice")
+    alice.call("turn_record", turn=turn(cost=0.6))
+    assert alice.call("turn_ready")["ready"] is False
+    [q] = [q for q in hive.host().call("questions")["questions"] if q["asker"] == "system"]
+    said = hive.cli("budget", "alice", "--tokens", "900000").stdout
+    assert "limit is now $1.00 and 900,000 tokens" in said, said  # the configured $1 still holds
+    said = hive.cli("budget", "alice", "--usd", "50").stdout
+    assert "limit is now $50.00 and 900,000 tokens" in said, said  # and the tokens set before stay
+    assert alice.call("turn_ready")["ready"] is True
+    [done] = [x for x in hive.host().call("questions", status="all")["questions"] if x["id"] == q["id"]]
+    assert done["status"] == "answered" and "set today's limit to $1.00 and 900,000 tokens" in done["answer"], done
+    assert not [q for q in hive.host().call("questions")["questions"] if q["asker"] == "system"]
+    message = refused(lambda: hive.host().call("answer", id=q["id"], answer="keep the limit"), "conflict")
+    assert "no longer pending" in message
+    assert alice.call("turn_ready")["ready"] is True  # still raised
+    bad = hive.cli("budget", "--usd", "nan", check=False)
+    assert bad.returncode == 2 and "nan is not a number of dollars" in bad.stderr, bad.stderr
+
+
+def test_the_stats_series_of_a_name_that_never_was_an_agent_is_not_found(start_broker):
+    """`/api/stats?agent=alcie` answered [] as for an agent with no samples yet; the telemetry of the hive and of
+    an agent that no longer is declared are still read."""
+    from browser import http
+
+    hive = start_broker(AGENTS)
+    hive.client("alice").call("turn_record", turn=turn(cost=0.25))
+    typo = http(hive.dashboard_url, "GET", "/api/stats?agent=alcie")
+    assert typo.status == 404 and 'no agent "alcie"' in typo.error["message"], typo.body
+    assert http(hive.dashboard_url, "GET", "/api/stats?agent=bob").json() == []  # an agent, no samples yet
+    assert http(hive.dashboard_url, "GET", "/api/stats?agent=hive").status == 200
+    samples = http(hive.dashboard_url, "GET", "/api/stats?agent=alice&key=turn.cost_usd").json()
+    assert [s["value"] for s in samples] == [0.25]
+    path = hive.config_path
+    path.write_text(json.dumps({**json.loads(path.read_text()), "agents": {"bob": {}}}))
+    wait_for(lambda: "config reloaded" in hive.log(), timeout=15, message="alice no longer declared")
+    samples = http(hive.dashboard_url, "GET", "/api/stats?agent=alice&key=turn.cost_usd").json()
+    assert [s["value"] for s in samples] == [0.25]
+
+
+def test_a_budget_question_is_answered_in_words_its_raise_suffices_and_it_ends_with_the_day(start_broker):
+    """The raise it proposed was twice the limit, which did not let a turn start whose estimate (yesterday's last
+    turn) was larger; a free-text "now please, make it $20" kept the limit (only "raise..." raised, to the proposed
+    amount); and a question about today's limit stayed pending for good after the day was over."""
+    import datetime
+
+    hive = start_broker({name: {"budget": {"dailyUsd": 1.0}} for name in ("alice", "bob", "carol")})
+    alice, bob, carol = hive.client("alice"), hive.client("bob"), hive.client("carol")
+    alice.call("turn_record", turn=turn(cost=3.0, started=time.time() - 86400 - 60))  # yesterday's big turn
+    bob.call("turn_record", turn=turn(cost=0.6))
+    carol.call("turn_record", turn=turn(cost=0.6))
+    for agent in (alice, bob, carol):
+        assert agent.call("turn_ready")["ready"] is False
+    asked = {q["question"].split()[1]: q for q in hive.host().call("questions")["questions"] if q["asker"] == "system"}
+    assert sorted(asked) == ["alice", "bob", "carol"], asked
+    midnight = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)).strftime("%Y-%m-%d")
+    for q in asked.values():
+        assert q["expires_at"].startswith(f"{midnight}T00:00:0"), q  # (the store's ISO form, UTC)
+        assert "$20" in q["question"]  # it says a limit may be written
+    q = asked["alice"]
+    hive.host().call("answer", id=q["id"], answer=q["options"][0])  # "raise today's limit to $6.00"
+    assert alice.call("turn_ready")["ready"] is True, q["options"][0]
+    hive.host().call("answer", id=asked["bob"]["id"], answer="now please, make it $20")
+    assert bob.call("turn_ready")["ready"] is True
+    bob.call("turn_record", turn=turn(cost=9.0))  # $9.60 spent, about $9 next: within $20, not a proposed $2.40
+    assert bob.call("turn_ready")["ready"] is True
+    hive.host().call("answer", id=asked["carol"]["id"], answer="no, not today")
+    assert carol.call("turn_ready")["ready"] is False
+
+
+def test_a_harness_cannot_break_the_stats_view_with_a_model_usage_that_is_not_numbers(start_broker):
+    """One turn_record whose model_usage said `"costUSD": "lots"` made /stats, /api/insight and `hyperhive stats`
+    fail with an internal error for everyone."""
+    import sqlite3
+
+    from browser import http
+
+    hive = start_broker(AGENTS)
+    alice = hive.client("alice")
+    for usage in ({"m": {"costUSD": "lots"}}, {"m": {"costUSD": [1]}}, {"m": {"costUSD": -1}}, {"m": "x"}):
+        message = refused(lambda: alice.call("turn_record", turn=turn(model_usage=usage)), "bad_request")
+        assert '"model_usage.m"' in message and "costUSD" in message, message
+    alice.call("turn_record", turn=turn(cost=0.25))
+    # a row an older version stored unchecked is read as far as it is numbers
+    with sqlite3.connect(hive.config.state_dir / "hive.db") as db:
+        db.execute("UPDATE turns SET model_usage = ?", (json.dumps({"m": {"costUSD": "lots"}}),))
+    report = http(hive.dashboard_url, "GET", "/api/insight")
+    assert report.status == 200 and report.json()["totals"]["cost_usd"] == 0.25, report.body
+    assert report.json()["models"] == {"m": {"turns": 1, "cost_usd": 0.0}}
+    assert http(hive.dashboard_url, "GET", "/stats").status == 200
+    assert "$0.2500" in hive.cli("stats").stdout
+
+
+def test_the_dashboards_insight_routes_refuse_a_name_that_never_was_an_agent_and_keep_one_that_was(start_broker):
+    """/api/reminders?agent=alcie answered [] and /api/agents/alcie/logs "no log yet", as for a quiet agent;
+    and the stats of an agent no longer declared were not_found though its turns are listed."""
+    from browser import http
+
+    hive = start_broker(AGENTS)
+    hive.client("alice").call("turn_record", turn=turn(cost=0.25))
+    url = hive.dashboard_url
+    for path in ("/api/reminders?agent=alcie", "/api/agents/alcie/logs", "/api/agents/alcie/logs/stream",
+                 "/api/insight?agent=alcie", "/stats?agent=alcie"):
+        reply = http(url, "GET", path)
+        said = reply.error["message"] if path.startswith("/api/") else reply.body.decode()
+        assert reply.status == 404 and ("no agent &#34;alcie&#34;" in said or 'no agent "alcie"' in said), (
+            path, reply.status, reply.body[:300])
+    assert http(url, "GET", "/api/reminders?agent=bob").json() == {"reminders": []}
+    assert http(url, "GET", "/api/agents/bob/logs").status == 200
+    path = hive.config_path
+    path.write_text(json.dumps({**json.loads(path.read_text()), "agents": {"bob": {}}}))
+    wait_for(lambda: "config reloaded" in hive.log(), timeout=15, message="alice no longer declared")
+    report = http(url, "GET", "/api/insight?agent=alice")
+    assert report.status == 200 and report.json()["totals"]["cost_usd"] == 0.25, report.body
+    assert "$0.2500" in hive.cli("stats", "alice").stdout
+    page = http(url, "GET", "/stats?agent=alice").body.decode()
+    assert '<option value="alice" selected' in page and "$0.2500" in page

@@ -141,3 +141,42 @@ def test_the_model_budget_and_reminder_forms_answer_in_the_page(start_broker, br
     page.locator("#insight .empty", has_text="no pending reminders").wait_for()
     assert page.evaluate("window.__sameDocument === true")
     assert console_errors(page, ignore=("400",)) == []
+
+
+def test_the_budget_form_raises_the_limit_that_holds_the_agent_back(start_broker, browser_page):
+    """When the hive's limit held an agent back, its page offered to raise the agent's own limit in dollars (which
+    changed nothing: it stayed over); an agent over a token limit was offered dollars too."""
+    hive = start_broker({"alice": {"budget": {"dailyTokens": 1500}}, "bob": {}}, budget={"dailyUsd": 1.0})
+    alice, bob = hive.client("alice"), hive.client("bob")
+    record(alice, 0.01, time.time() - 30)  # 1,100 tokens: the next (about as many) would cross alice's 1,500
+    record(bob, 0.60, time.time() - 10)  # $0.61 spent: bob's next (about $0.60) would cross the hive's $1
+    page = browser_page
+
+    page.goto(f"{hive.dashboard_url}/agents/bob")
+    page.wait_for_selector('#live[data-state="live"]')
+    assert "the hive has spent" in page.locator("#agent-budget").inner_text()
+    form = page.locator("#budget-form")
+    assert form.locator("input[name=tokens]").count() == 0  # the hive has no token limit to raise
+    usd = form.get_by_label("today's limit of the whole hive in USD")
+    usd.fill("$5")
+    usd.press("Enter")
+    page.locator(".toast.ok", has_text="today's limit of the whole hive is now $5.00").wait_for()
+    page.locator("#agent-budget", has_text="within its limit").wait_for()
+    assert bob.call("turn_ready")["ready"] is True
+    assert hive.client("manager").call("turn_ready")["ready"] is True  # the hive's limit, raised for everyone
+
+    page.goto(f"{hive.dashboard_url}/agents/alice")
+    page.wait_for_selector('#live[data-state="live"]')
+    assert "1,500" in page.locator("#agent-budget").inner_text()
+    form = page.locator("#budget-form")
+    assert form.locator("input[name=usd]").count() == 0  # alice has no dollar limit: raising one would add it
+    tokens = form.get_by_label("today's limit of alice in tokens")
+    tokens.fill("1.5")
+    tokens.press("Enter")
+    page.locator(".toast.bad", has_text='"tokens" must be a whole number').wait_for()
+    tokens.fill("20,000")
+    tokens.press("Enter")
+    page.locator(".toast.ok", has_text="today's limit of alice is now 20,000 tokens").wait_for()
+    page.locator("#agent-budget", has_text="within its limit").wait_for()
+    assert alice.call("turn_ready")["ready"] is True
+    assert console_errors(page, ignore=("400",)) == []

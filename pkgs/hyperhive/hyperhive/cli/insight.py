@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import click
@@ -107,9 +108,15 @@ def model(name, model, reset, config_path, as_json):
         click.echo(f"{name}: {configured} (as configured)")
 
 
+def _finite(ctx, param, value):
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of dollars")
+    return value
+
+
 @click.command("budget")
 @click.argument("name", required=False)
-@click.option("--usd", type=click.FloatRange(min=0), help="Today's limit in dollars.")
+@click.option("--usd", type=click.FloatRange(min=0), callback=_finite, help="Today's limit in dollars.")
 @click.option("--tokens", type=click.IntRange(min=0), help="Today's limit in tokens.")
 @host_options
 def budget(name, usd, tokens, config_path, as_json):
@@ -119,9 +126,11 @@ def budget(name, usd, tokens, config_path, as_json):
     r = host_call(config_path, "budget", agent=name, usd=usd, tokens=tokens)
     if as_json:
         return echo_json(r)
+    limit = r["limit"]  # the whole limit in force now: what was not given stays as it was
     click.echo(f"{name or 'the hive'}: today's ({r['day']}) limit is now "
-               + " and ".join(x for x in (None if usd is None else f"${usd:,.2f}",
-                                          None if tokens is None else f"{tokens:,} tokens") if x))
+               + (" and ".join(x for x in (None if limit["dailyUsd"] is None else f"${limit['dailyUsd']:,.2f}",
+                                           None if limit["dailyTokens"] is None else f"{limit['dailyTokens']:,} tokens")
+                               if x) or "none"))
 
 
 @click.command("reminders")

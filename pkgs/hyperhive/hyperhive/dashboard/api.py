@@ -487,8 +487,9 @@ def stats():
     key = request.args.get("key") or None
     since = parse_since(request.args.get("since"))
     limit = int_query("limit", 5000, 1, 100000)
-    if agent is not None and agent != "hive":
-        agent_name(agent)
+    if agent is not None and agent != telemetry.HIVE_AGENT:
+        # a typo is not_found, not "no samples" (an agent that was, destroyed or purged, has its history)
+        insight.check_agent(hive(), agent_name(agent), db.stats.c.agent)
     return jsonify(telemetry.query(hive(), agent=agent, key=key, since=since, limit=limit))
 
 

@@ -9,12 +9,14 @@ line where a deploy of the agent (or of any agent, on the hive's view) happened.
 from __future__ import annotations
 
 import calendar
+import math
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from markupsafe import Markup, escape
 
 from .. import insight, reminders
+from .. import store as db
 from ..errors import HiveError, bad_request, not_found
 from ..times import when
 from .api import _sse, agent_name, body, done, int_query
@@ -40,9 +42,11 @@ def _window() -> str:
     return window
 
 
-def _agent_arg() -> str | None:
+def _agent_arg(history=None) -> str | None:
+    """The ``agent`` query argument: None for the whole hive, else a name that is or was an agent (not_found
+    otherwise: a typo must not read as "nothing there"); ``history`` is the column whose rows make one known."""
     agent = request.args.get("agent") or None
-    return agent_name(agent) if agent else None
+    return insight.check_agent(hive(), agent_name(agent), history) if agent else None
 
 
 def _iso_ts(value) -> float:
@@ -84,10 +88,11 @@ def chart_svg(report: dict, key: str, label: str, value, fmt) -> Markup:
 def insight_helpers():
     def costs_today():
         try:
+            states = insight.over_budget_states(hive())
             return {"hive": insight.cost_today(hive()), "agents": insight.costs_today_by_agent(hive()),
-                    "over": insight.over_budget(hive())}
+                    "over": {n: s.reason for n, s in states.items()}, "over_states": states}
         except Exception as e:  # never take a page down for a figure
-            return {"hive": None, "agents": {}, "over": {}, "error": str(e)}
+            return {"hive": None, "agents": {}, "over": {}, "over_states": {}, "error": str(e)}
     def agent_insight(name: str, log_search: str | None = None) -> dict:
         """What the agent page shows of one agent: model, reminders, recent sessions, the log's last lines."""
         out = {"model": insight.model_for(hive(), name),
@@ -113,10 +118,10 @@ def insight_helpers():
 
 @bp.get("/stats")
 def stats_page():
-    agent, window = _agent_arg(), _window()
+    agent, window = _agent_arg(db.turns.c.agent), _window()
     report = insight.report(hive(), agent, window)
     charts = [(label, chart_svg(report, key, label, value, fmt)) for key, label, value, fmt in SERIES]
-    names = sorted(insight.known_agents(hive()))
+    names = sorted(insight.known_agents(hive()) | ({agent} if agent else set()))  # (one that was, too)
     return render_template("stats.html", r=report, agent=agent, window=window, windows=list(insight.WINDOWS),
                            charts=charts, names=names, over=insight.over_budget(hive()),
                            today=insight.cost_today(hive(), agent))
@@ -126,7 +131,7 @@ def stats_page():
 
 @bp.get("/api/insight")
 def api_report():
-    return jsonify(insight.report(hive(), _agent_arg(), _window()))
+    return jsonify(insight.report(hive(), _agent_arg(db.turns.c.agent), _window()))
 
 
 @bp.get("/api/costs/today")
@@ -137,7 +142,8 @@ def api_costs_today():
 
 @bp.get("/api/agents/<name>/turn-records")
 def api_turns(name):
-    return jsonify({"turns": insight.list_turns(hive(), agent_name(name), int_query("limit", 50, 1, 1000))})
+    name = insight.check_agent(hive(), agent_name(name), db.turns.c.agent)  # a typo is not "no turns yet"
+    return jsonify({"turns": insight.list_turns(hive(), name, int_query("limit", 50, 1, 1000))})
 
 
 @bp.route("/api/agents/<name>/model", methods=["GET", "POST"])
@@ -155,24 +161,31 @@ def api_model(name):
 
 @bp.post("/api/budget")
 def api_budget():
+    """Today's limit of ``agent`` (absent or empty: the whole hive): ``usd`` and/or ``tokens``, as JSON numbers or
+    a form's text ("$5", "1,000,000")."""
     args = body()
     agent = args.get("agent") or None
     if agent is not None:
-        agent = agent_name(agent)
+        if not isinstance(agent, str):
+            raise bad_request('"agent" must be an agent\'s name (or absent for the whole hive)')
+        if agent_name(agent) not in insight.known_agents(hive()):
+            raise not_found(f'no agent "{agent}"')
 
-    def number(key, kind):
+    def number(key):
         raw = args.get(key)
-        if raw in (None, ""):
+        if raw is None or raw == "":
             return None
-        try:
-            value = kind(raw)
-        except (TypeError, ValueError):
-            raise bad_request(f'"{key}" must be a number') from None
-        if value < 0:
-            raise bad_request(f'"{key}" must be 0 or more')
-        return value
+        if isinstance(raw, str):
+            text = raw.strip().replace(",", "").replace("_", "")
+            text = text[1:] if key == "usd" and text.startswith("$") else text
+            try:
+                value = float(text)
+            except ValueError:
+                raise bad_request(f'"{key}" must be a number, not "{raw[:40]}"') from None
+            return int(value) if key == "tokens" and math.isfinite(value) and value == int(value) else value
+        return raw  # a JSON value: insight.check_limit names what is wrong with it
 
-    return done(insight.raise_limit(hive(), agent, number("usd", float), number("tokens", int)))
+    return done(insight.raise_limit(hive(), agent, number("usd"), number("tokens")))
 
 
 @bp.get("/api/reminders")
@@ -180,7 +193,7 @@ def api_reminders():
     status = request.args.get("status", "pending")
     if status not in ("pending", "delivered", "cancelled", "all"):
         raise bad_request("status must be pending, delivered, cancelled or all")
-    agent = _agent_arg()
+    agent = _agent_arg(db.reminders.c.agent)
     return jsonify({"reminders": reminders.list_reminders(hive(), agent, None if status == "all" else status)})
 
 
@@ -206,7 +219,7 @@ def _logs(name, lines, cursor=None, search=None, backend=None) -> dict:
 
 @bp.get("/api/agents/<name>/logs")
 def api_logs(name):
-    name = agent_name(name)
+    name = insight.check_agent(hive(), agent_name(name))
     search = request.args.get("search") or None
     return jsonify({"agent": name, **_logs(name, int_query("lines", 200, 1, 5000), request.args.get("cursor"),
                                             search)})
@@ -215,7 +228,7 @@ def api_logs(name):
 @bp.get("/api/agents/<name>/logs/stream")
 def api_logs_stream(name):
     """Live tail: the last lines, then every new line as the agent writes it (polled once a second)."""
-    name = agent_name(name)
+    name = insight.check_agent(hive(), agent_name(name))
     search = request.args.get("search") or None
     backend = _backend()  # the generator runs after the request's context is gone: take what it needs now
     first = _logs(name, int_query("lines", 100, 1, 5000), None, search, backend)

@@ -103,7 +103,12 @@
     if ((m = path.match(/^\/api\/approvals\/(\d+)\/(approve|deny)$/))) return `approval #${m[1]}: ${r.status || m[2]}`;
     if ((m = path.match(/^\/api\/agents\/([^/]+)\/model$/))) return `model of ${m[1]}: ${r.model || "the CLI's default"}`;
     if ((m = path.match(/^\/api\/reminders\/(\d+)\/cancel$/))) return `cancelled reminder #${m[1]}`;
-    if (path === '/api/budget') return `today's limit${r.agent ? ` of ${r.agent}` : ''} raised`;
+    if (path === '/api/budget') {  // the whole limit in force now, whoever's it is
+      const l = r.limit || {};
+      const parts = [l.dailyUsd != null ? `$${Number(l.dailyUsd).toFixed(2)}` : '',
+                     l.dailyTokens != null ? `${Number(l.dailyTokens).toLocaleString('en-US')} tokens` : ''];
+      return `today's limit of ${r.agent || 'the whole hive'} is now ${parts.filter(Boolean).join(' and ') || 'none'}`;
+    }
     // (a revive queues a spawn: the agent stays a tombstone until that is approved)
     if ((m = path.match(/^\/api\/agents\/([^/]+)\/revive$/))) return `revive ${m[1]} queued: approve #${r.approval_id} to bring ${m[1]} back`;
     if ((m = path.match(/^\/api\/agents\/([^/]+)\/(\w+)$/))) return `${m[2]} ${m[1]}${r.state ? ` → ${r.state}` : ''}`;
