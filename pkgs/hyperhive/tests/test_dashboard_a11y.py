@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 import re
+import time
 from pathlib import Path
 
 from axe import audit, readable
@@ -406,6 +407,24 @@ def test_a_long_option_wraps_inside_its_card(start_broker, browser_page):
         box = button.bounding_box()
         assert page.evaluate("document.documentElement.scrollWidth") <= width, width  # no sideways scroll
         assert box["x"] + box["width"] <= card["x"] + card["width"], (width, box, card)
+
+
+@pytest.mark.browser
+def test_why_an_agent_is_over_budget_is_in_its_row_not_only_in_a_tooltip(start_broker, browser_page):
+    # the reason was only a title attribute: no keyboard or screen reader user could reach it from the home page
+    hive = start_broker({"alice": {"budget": {"dailyUsd": 1.0}}, "bob": {}})
+    alice = hive.client("alice")
+    alice.call("turn_record", turn={
+        "kind": "turn", "started_at": time.time() - 2, "ended_at": time.time() - 1, "status": "ok",
+        "exit_status": 0, "model": "claude-sonnet-4-5", "wake": {"kind": "message", "from": "bob", "message_ids": []},
+        "tokens": {"input": 1000, "output": 200, "cache_read": 0, "cache_write": 0}, "cost_usd": 0.6,
+        "num_turns": 1, "duration_api_ms": 900.0, "tools": {}})
+    reason = alice.call("turn_ready", wait_seconds=0)["reason"]
+    page = browser_page
+    page.goto(f"{hive.dashboard_url}/")
+    flag = page.locator('tr[data-key="a-alice"] .flag', has_text="OVER BUDGET")
+    assert reason and reason in flag.text_content(), (reason, flag.text_content())
+    assert flag.is_visible() and "OVER BUDGET" in flag.inner_text()
 
 
 @pytest.mark.browser
