@@ -191,12 +191,28 @@ def resolve_claude_command(settings: AgentSettings) -> tuple[list[str], bool]:
     claude = shutil.which("claude")
     if claude:
         return [claude], False
-    return [sys.executable, "-m", "hyperhive.standin"], True
+    return [sys.executable, "-P", "-m", "hyperhive.standin"], True
 
 
-def python_path_env() -> str:
-    """This interpreter's import path, so a child ``python -m hyperhive ...`` finds the same packages."""
-    return os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+def python_path_env(*writable: Path) -> str:
+    """This interpreter's import path, so a child ``python -m hyperhive ...`` finds the same packages -- without
+    any directory under ``writable`` (an agent's /state, the manager's agents dir): a ``hyperhive/`` or
+    ``json.py`` the agent wrote there would be imported in place of ours."""
+    fenced = [os.path.realpath(w) for w in writable]
+    out = []
+    for p in sys.path:
+        if not p or not os.path.isdir(p):
+            continue
+        real = os.path.realpath(p)
+        if any(real == f or real.startswith(f + os.sep) for f in fenced):
+            continue
+        out.append(p)
+    return os.pathsep.join(out)
+
+
+def writable_dirs(settings: AgentSettings) -> tuple[Path, ...]:
+    """Where the agent's model may write files: no import path of ours may lead there."""
+    return (settings.state_dir, settings.agents_dir) if settings.is_manager else (settings.state_dir,)
 
 
 # --- what Claude Code is given ----------------------------------------------------------------------------
@@ -261,8 +277,10 @@ def mcp_config(settings: AgentSettings, socket_path: str) -> dict:
     servers = {SERVER_NAME: {
         "type": "stdio",
         "command": sys.executable,
-        "args": ["-m", "hyperhive", "mcp", "--socket", socket_path],
-        "env": {"HYPERHIVE_SOCKET": socket_path, "PYTHONPATH": python_path_env()},
+        # -P: Claude Code starts it in the agent's /state, which `python -m` would put first on the import path
+        "args": ["-P", "-m", "hyperhive", "mcp", "--socket", socket_path],
+        "env": {"HYPERHIVE_SOCKET": socket_path, "PYTHONPATH": python_path_env(*writable_dirs(settings)),
+                "PYTHONSAFEPATH": "1"},
     }}
     for name, spec in settings.extra_mcp_servers.items():
         servers[name] = {"type": "stdio", **spec}
@@ -753,6 +771,8 @@ class Harness:
     def claude_env(self) -> dict:
         env = {**os.environ, "HYPERHIVE_SOCKET": self.socket_path, "MCP_TOOL_TIMEOUT": str(MCP_TOOL_TIMEOUT_MS),
                "HYPERHIVE_AGENT": self.settings.name,
+               # a `python -m ...` started in /state (an MCP server) never imports what the agent wrote there
+               "PYTHONSAFEPATH": "1",
                "ANTHROPIC_CUSTOM_HEADERS": agent_headers(os.environ.get("ANTHROPIC_CUSTOM_HEADERS"),
                                                          self.settings.name),
                # The hive tools are the agent's whole world: offer them to the model at once, not behind a
@@ -764,7 +784,7 @@ class Harness:
         if self.settings.is_manager:  # where `hyperhive git` finds the config repos
             env[AGENTS_DIR_ENV] = self.settings.agents_dir.as_posix()
         if self.standin:
-            env["PYTHONPATH"] = python_path_env()
+            env["PYTHONPATH"] = python_path_env(*writable_dirs(self.settings))
         return env
 
     @property
