@@ -48,10 +48,10 @@ class Refused(Exception):
 
 # --- what may be asked ------------------------------------------------------------------------------------
 
-FLAG, VALUE, OPTIONAL, TEXT = "flag", "value", "optional", "text"
+FLAG, VALUE, OPTIONAL, TEXT, OPTIONAL_TEXT = "flag", "value", "optional", "text", "optional text"
 # FLAG: no value. VALUE: a value (attached with = or the next argument), checked like a path. OPTIONAL: a value
 # only when attached (--stat=...). TEXT: a value git always takes (the next argument too), free text: a message, a
-# format, a pattern (never a file name).
+# format, a pattern (never a file name). OPTIONAL_TEXT: free text, only when attached (--pretty=format:...).
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ _DIFF_LONG = {
 _DIFF_SHORT = {"p": FLAG, "u": FLAG, "s": FLAG, "U": OPTIONAL, "w": FLAG, "b": FLAG, "M": OPTIONAL, "a": FLAG,
                "z": FLAG, "R": FLAG, "W": FLAG}
 _LOG_LONG = {
-    **_DIFF_LONG, "--oneline": FLAG, "--format": TEXT, "--pretty": OPTIONAL, "--max-count": VALUE, "--skip": VALUE,
+    **_DIFF_LONG, "--oneline": FLAG, "--format": TEXT, "--pretty": OPTIONAL_TEXT, "--max-count": VALUE, "--skip": VALUE,
     "--since": TEXT, "--until": TEXT, "--after": TEXT, "--before": TEXT, "--author": TEXT, "--committer": TEXT,
     "--grep": TEXT, "--all": FLAG, "--branches": OPTIONAL, "--tags": OPTIONAL, "--graph": FLAG,
     "--decorate": OPTIONAL, "--no-decorate": FLAG, "--follow": FLAG, "--reverse": FLAG, "--first-parent": FLAG,
@@ -173,9 +173,18 @@ class Request:
 
 
 def _path_like(value: str, what: str) -> None:
-    """A path or revision argument stays inside the repo: not absolute, no ``..`` component."""
-    if value.startswith(("/", "~")) or ".." in re.split(r"[/:]", value) or "\0" in value:
-        raise Refused(f"{what} {value!r}: only paths inside the repo (relative, no '..') and revisions")
+    """A path or revision argument stays inside the repo and out of its ``.git``: not absolute, no ``..``
+    component, no ``.git`` component."""
+    parts = [p.lower() for p in re.split(r"[/:]", value)]
+    if value.startswith(("/", "~")) or ".." in parts or ".git" in parts or "\0" in value:
+        raise Refused(f"{what} {value!r}: only paths inside the repo (relative, no '..', not in .git) and "
+                      "revisions")
+
+
+def _text(name: str, value: str) -> None:
+    """A format may not ask for signatures (``%G...`` runs gpg)."""
+    if name in ("--format", "--pretty") and re.search(r"%G", value.replace("%%", "")):
+        raise Refused(f"{name}: %G... (signature checks) runs a program")
 
 
 def check_args(subcommand: str, args: list[str]) -> None:
@@ -206,6 +215,8 @@ def check_args(subcommand: str, args: list[str]) -> None:
                 value, i = args[i], i + 1
             if kind in (VALUE, OPTIONAL) and value:
                 _path_like(value, f"the value of {name}")
+            elif kind in (TEXT, OPTIONAL_TEXT):
+                _text(name, value)
             continue
         if spec.numbers and arg[1:].isdigit():
             continue

@@ -157,6 +157,10 @@ def run(agents: Path, *args: str) -> subprocess.CompletedProcess:
     (["-C", "{repo}", "switch", "--recurse-submodules", "main"], "--recurse-submodules: refused"),
     (["-C", "{repo}", "restore", "--source", "/tmp/x"], "the value of --source '/tmp/x'"),
     (["-C", "{repo}", "add", "--", "../../bob/state/x"], "only paths inside the repo"),
+    (["-C", "{repo}", "mv", "agent.nix", ".git/hooks/pre-commit"], "not in .git"),
+    (["-C", "{repo}", "restore", "--source=HEAD", "--", "sub/.GIT/config"], "not in .git"),
+    (["-C", "{repo}", "log", "--format=%H %G?"], "--format: %G... (signature checks) runs a program"),
+    (["-C", "{repo}", "log", "--pretty=format:%GS"], "--pretty: %G..."),
     (["-C", "{agents}/alice/config/../config", "status"], "the repo must be {agents}/<name>/config"),
     (["-C", "{agents}//alice/config", "status"], "the repo must be"),
     (["-C", "{agents}/alice/state", "status"], "the repo must be"),
@@ -213,7 +217,9 @@ def test_hooks_fsmonitor_and_nested_repos_run_nothing_while_the_work_gets_done(a
         (hooks / name).chmod(0o755)
     (repo / "agent.nix").write_text("{ x = 1; }\n")
     for args in (["status"], ["diff"], ["add", "-A"], ["commit", "-am", "alice: x = 1"], ["log", "-p", "-1"],
-                 ["show", "--stat"], ["status", "--porcelain"]):
+                 ["show", "--stat"], ["status", "--porcelain"], ["log", "--pretty=format:%h %s", "-3"],
+                 ["log", "--oneline", "-n", "2", "--", "agent.nix"], ["diff", "HEAD~1..HEAD", "--stat"],
+                 ["switch", "-c", "topic"], ["branch", "--show-current"], ["switch", "main"]):
         result = run(agents, "-C", str(repo), *args)
         assert result.returncode == 0, (args, result.stderr)
     assert "x = 1" in run(agents, "-C", str(repo), "show", "HEAD:agent.nix").stdout
