@@ -10,6 +10,9 @@ let
   d = hlib.defaults;
   cfg = config.hyperhive;
   json = pkgs.formats.json { };
+  # The manager's only git is this executable's `git` subcommand (hyperhive/manager_git.py); its Bash rule names
+  # it by this absolute path, in the managed settings and in agent.json alike.
+  hyperhiveCommand = "${cfg.package}/bin/hyperhive";
 in
 {
   ###### interface
@@ -144,10 +147,12 @@ in
 
       environment.etc = {
         "claude-code/managed-settings.json".source =
-          json.generate "managed-settings.json" (hlib.renderClaudeSettings cfg);
+          json.generate "managed-settings.json"
+            (hlib.renderClaudeSettings (cfg // { inherit hyperhiveCommand; }));
         "hyperhive/agent.json".source = json.generate "agent.json" (cfg.policy // {
           manager = cfg.managerName;
           inherit (cfg) claudeCommand operatorPronouns;
+          inherit hyperhiveCommand;
           stateDir = "/state";
         });
       };

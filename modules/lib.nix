@@ -340,15 +340,19 @@ let
     };
 
   # Claude Code's managed settings (/etc/claude-code/managed-settings.json) for one agent: the same rules as the
-  # harness gives Claude Code through --settings (hyperhive/harness.py: permission_rules), with the container's
-  # paths (`/state`, and the manager's `/agents`): its Bash allow-list, the hive's tools and those of its extra MCP
-  # servers, Edit of its own /state; the manager also Read/Edit on the proposed config repos and state directories
-  # under /agents and `git -C /agents/* *`. `//` anchors a path rule at the filesystem root. Anything else is
-  # refused unasked (dontAsk).
+  # harness gives Claude Code through --settings (hyperhive/harness.py: permission_rules and
+  # permission_deny_rules), with the container's paths (`/state`, and the manager's `/agents`): its Bash
+  # allow-list, the hive's tools and those of its extra MCP servers, Edit of its own /state; the manager also
+  # Read/Edit on the proposed config repos and state directories under /agents and `<hyperhive> git *` (the
+  # absolute path of the hyperhive executable, `hyperhiveCommand`: its `git` subcommand is the manager's only git),
+  # and denies Read/Edit of the config repos' `.git` (deny wins over allow). `//` anchors a path rule at the
+  # filesystem root. Anything else is refused unasked (dontAsk).
   renderClaudeSettings = a:
     let
       role = attrPath [ "role" ] "agent" a;
       agents = "/agents";
+      hyperhive = attrPath [ "hyperhiveCommand" ] "hyperhive" a;
+      manager = role == "manager";
     in
     {
       permissions = {
@@ -356,13 +360,18 @@ let
           ++ [ "mcp__hyperhive__*" ]
           ++ map (server: "mcp__${server}__*") (attrNames (attrPath [ "extraMcpServers" ] { } a))
           ++ [ "Edit(//state/**)" ]
-          ++ (if role == "manager" then [
+          ++ (if manager then [
             "Read(/${agents}/*/config/**)" "Read(/${agents}/*/state/**)"
             "Edit(/${agents}/*/config/**)" "Edit(/${agents}/*/state/**)"
-            "Bash(git -C ${agents}/* *)"
+            "Bash(${hyperhive} git *)"
           ] else [ ]);
         defaultMode = "dontAsk";
-      };
+      } // (if manager then {
+        deny = [
+          "Read(/${agents}/*/config/.git/**)" "Read(/${agents}/*/config/**/.git/**)"
+          "Edit(/${agents}/*/config/.git/**)" "Edit(/${agents}/*/config/**/.git/**)"
+        ];
+      } else { });
     }
     // (let model = attrPath [ "model" ] null a; in if model == null then { } else { inherit model; });
 in

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import queue
+import re
 import select
 import shutil
 import signal
@@ -33,6 +34,7 @@ from typing import Any, Callable
 from . import compaction
 from .config import AGENT_KEYS, ConfigError, _agent, _Reader
 from .errors import HiveError
+from .manager_git import AGENTS_DIR_ENV
 from .mcp import RECV_CAP_SECONDS, SERVER_NAME
 from .transport import Client
 
@@ -40,8 +42,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = "/run/hive/mcp.sock"
 DEFAULT_AGENT_CONFIG = "/etc/hyperhive/agent.json"
-HARNESS_KEYS = {"name", "role", "manager", "claudeCommand", "operatorPronouns", "stateDir", "agentsDir"}
-DEFAULT_AGENTS_DIR = "/agents"  # where the manager's container mounts <stateDir>/agents on NixOS
+HARNESS_KEYS = {"name", "role", "manager", "claudeCommand", "operatorPronouns", "stateDir", "agentsDir",
+                "hyperhiveCommand"}
+DEFAULT_AGENTS_DIR = "/agents"
+EXECUTABLE_ENV = "HYPERHIVE_EXECUTABLE"
+PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./+@-]*")  # where the manager's container mounts <stateDir>/agents on NixOS
 RECV_WAIT_SECONDS = 180
 BATCH_MAX = 10
 RETRY_BASE_SECONDS = 1.0
@@ -79,6 +84,8 @@ class AgentSettings:
     turn_timeout_seconds: float
     extra_mcp_servers: dict[str, dict]
     agents_dir: Path = Path(DEFAULT_AGENTS_DIR)
+    # The absolute path of the `hyperhive` executable whose `hyperhive git` is the manager's only git.
+    hyperhive_command: str | None = None
 
     @property
     def notes_path(self) -> Path:
@@ -132,6 +139,19 @@ def load_agent_settings(path: str | Path, name: str, state_dir: str | Path | Non
     agents_dir = raw.get("agentsDir") or DEFAULT_AGENTS_DIR
     if not isinstance(agents_dir, str) or not os.path.isabs(agents_dir):
         raise HarnessError(f"{path}: agentsDir: must be an absolute path")
+    hyperhive_command = raw.get("hyperhiveCommand")
+    if hyperhive_command is not None and (not isinstance(hyperhive_command, str)
+                                          or not os.path.isabs(hyperhive_command)):
+        raise HarnessError(f"{path}: hyperhiveCommand: must be an absolute path (of the hyperhive executable), "
+                           "or null to use this harness's own")
+    if hyperhive_command is None and role == "manager":
+        hyperhive_command = own_hyperhive_command()
+        if hyperhive_command is None:
+            raise HarnessError(f"{path}: hyperhiveCommand: no hyperhive executable beside {sys.executable} nor on "
+                               "PATH; name it (the manager runs git only through `hyperhive git`)")
+    if hyperhive_command is not None and not PLAIN_PATH.fullmatch(hyperhive_command):
+        raise HarnessError(f"{path}: hyperhiveCommand: {hyperhive_command!r} must be a plain path (letters, digits "
+                           "and ._+@-/ only): the manager's Bash rule names it as it is typed")
     state = Path(state_dir or raw.get("stateDir") or "/state").resolve()
     return AgentSettings(
         name=name, role=role, manager=manager or (name if role == "manager" else None),
@@ -141,7 +161,19 @@ def load_agent_settings(path: str | Path, name: str, state_dir: str | Path | Non
         notes_compact_bytes=agent.notes_compact_bytes, turn_timeout_seconds=agent.turn_timeout_seconds,
         extra_mcp_servers={n: s.to_claude() for n, s in agent.extra_mcp_servers},
         agents_dir=Path(os.path.normpath(agents_dir)),
+        hyperhive_command=os.path.normpath(hyperhive_command) if hyperhive_command else None,
     )
+
+
+def own_hyperhive_command() -> str | None:
+    """The ``hyperhive`` executable of this installation as an absolute path, what the manager's Bash rule names
+    for ``hyperhive git``: the one the service was started as ($HYPERHIVE_EXECUTABLE, set by the CLI), else the
+    console script beside the interpreter (a venv), else the one on PATH."""
+    for candidate in (os.environ.get(EXECUTABLE_ENV), Path(sys.executable).parent / "hyperhive",
+                      shutil.which("hyperhive")):
+        if candidate and os.path.isabs(candidate) and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return os.path.normpath(candidate)
+    return None
 
 
 def resolve_claude_command(settings: AgentSettings) -> tuple[list[str], bool]:
@@ -160,12 +192,28 @@ def resolve_claude_command(settings: AgentSettings) -> tuple[list[str], bool]:
     claude = shutil.which("claude")
     if claude:
         return [claude], False
-    return [sys.executable, "-m", "hyperhive.standin"], True
+    return [sys.executable, "-P", "-m", "hyperhive.standin"], True
 
 
-def python_path_env() -> str:
-    """This interpreter's import path, so a child ``python -m hyperhive ...`` finds the same packages."""
-    return os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+def python_path_env(*writable: Path) -> str:
+    """This interpreter's import path, so a child ``python -m hyperhive ...`` finds the same packages -- without
+    any directory under ``writable`` (an agent's /state, the manager's agents dir): a ``hyperhive/`` or
+    ``json.py`` the agent wrote there would be imported in place of ours."""
+    fenced = [os.path.realpath(w) for w in writable]
+    out = []
+    for p in sys.path:
+        if not p or not os.path.isdir(p):
+            continue
+        real = os.path.realpath(p)
+        if any(real == f or real.startswith(f + os.sep) for f in fenced):
+            continue
+        out.append(p)
+    return os.pathsep.join(out)
+
+
+def writable_dirs(settings: AgentSettings) -> tuple[Path, ...]:
+    """Where the agent's model may write files: no import path of ours may lead there."""
+    return (settings.state_dir, settings.agents_dir) if settings.is_manager else (settings.state_dir,)
 
 
 # --- what Claude Code is given ----------------------------------------------------------------------------
@@ -184,8 +232,10 @@ def permission_rules(settings: AgentSettings) -> list[str]:
     mode a Read or Edit elsewhere is refused unless a rule names it. So an agent gets its own /state and nothing
     else; the manager also gets the proposed config repos and the state directories under the agents directory
     (``/agents`` in its container, ``<stateDir>/agents`` under ``hyperhive up``) -- its container mounts that whole
-    directory read-write, so a narrower rule would not be a boundary -- and ``git -C <agents>/...`` to commit there.
-    The same list is what modules/agent.nix must write into the manager's managed settings on NixOS.
+    directory read-write, so a narrower rule would not be a boundary -- and ``<hyperhive> git ...`` (the absolute
+    path of the hyperhive executable) to commit there: never git itself, whose options, hooks and repo config can
+    start any program (see hyperhive/manager_git.py). The same list is what modules/agent.nix must write into the
+    manager's managed settings on NixOS.
     """
     rules = [f"Bash({rule})" for rule in settings.bash_allow]
     rules.append(f"mcp__{SERVER_NAME}__*")
@@ -196,13 +246,27 @@ def permission_rules(settings: AgentSettings) -> list[str]:
         agents = settings.agents_dir.as_posix().rstrip("/")
         for tool in ("Read", "Edit"):
             rules += [f"{tool}(/{agents}/*/config/**)", f"{tool}(/{agents}/*/state/**)"]
-        rules.append(f"Bash(git -C {agents}/* *)")
+        rules.append(f"Bash({settings.hyperhive_command} git *)")
     return rules
 
 
-def claude_settings(rules: list[str]) -> dict:
+def permission_deny_rules(settings: AgentSettings) -> list[str]:
+    """Claude Code ``permissions.deny`` (deny wins over allow): the manager never reads or writes a config repo's
+    ``.git`` (nor a nested one's) with its file tools -- its config, hooks, info and objects are git's, and an
+    edited one would run programs or change what hyperhive git does."""
+    if not settings.is_manager:
+        return []
+    agents = settings.agents_dir.as_posix().rstrip("/")
+    return [f"{tool}(/{agents}/*/config/{where}.git/**)" for tool in ("Read", "Edit") for where in ("", "**/")]
+
+
+def claude_settings(rules: list[str], deny: list[str] | None = None) -> dict:
+    permissions: dict[str, Any] = {"allow": rules}
+    if deny:
+        permissions["deny"] = deny
+    permissions["defaultMode"] = "dontAsk"
     return {
-        "permissions": {"allow": rules, "defaultMode": "dontAsk"},
+        "permissions": permissions,
         # recv parks up to RECV_CAP_SECONDS; give tool calls room beyond it.
         "env": {"MCP_TOOL_TIMEOUT": str(MCP_TOOL_TIMEOUT_MS)},
     }
@@ -214,8 +278,10 @@ def mcp_config(settings: AgentSettings, socket_path: str) -> dict:
     servers = {SERVER_NAME: {
         "type": "stdio",
         "command": sys.executable,
-        "args": ["-m", "hyperhive", "mcp", "--socket", socket_path],
-        "env": {"HYPERHIVE_SOCKET": socket_path, "PYTHONPATH": python_path_env()},
+        # -P: Claude Code starts it in the agent's /state, which `python -m` would put first on the import path
+        "args": ["-P", "-m", "hyperhive", "mcp", "--socket", socket_path],
+        "env": {"HYPERHIVE_SOCKET": socket_path, "PYTHONPATH": python_path_env(*writable_dirs(settings)),
+                "PYTHONSAFEPATH": "1"},
     }}
     for name, spec in settings.extra_mcp_servers.items():
         servers[name] = {"type": "stdio", **spec}
@@ -230,7 +296,7 @@ def system_prompt(settings: AgentSettings) -> str:
         name=settings.name, manager=settings.manager or "the manager", pronouns=settings.operator_pronouns,
         notes_path=str(settings.notes_path), state_dir=str(settings.state_dir), bash_allow=allow,
         recv_cap=str(RECV_CAP_SECONDS), prompt=settings.prompt.strip() or "(no standing instructions)",
-        agents_dir=settings.agents_dir.as_posix(),
+        agents_dir=settings.agents_dir.as_posix(), hyperhive=settings.hyperhive_command or "hyperhive",
     )
 
 
@@ -734,7 +800,7 @@ class Harness:
             "system_prompt": self.work_dir / "system-prompt.md",
             "mcp_config": self.work_dir / "mcp.json",
         }
-        _write_json(files["settings"], claude_settings(permission_rules(s)))
+        _write_json(files["settings"], claude_settings(permission_rules(s), permission_deny_rules(s)))
         _write_text(files["system_prompt"], system_prompt(s))
         _write_json(files["mcp_config"], mcp_config(s, self.socket_path))
         return files
@@ -748,11 +814,16 @@ class Harness:
         argv += ["--settings", str(files["settings"]), "--system-prompt-file", str(files["system_prompt"]),
                  "--mcp-config", str(files["mcp_config"]), "--strict-mcp-config", *NO_SETTING_SOURCES,
                  "--allowedTools", *permission_rules(self.settings)]
+        deny = permission_deny_rules(self.settings)
+        if deny:
+            argv += ["--disallowedTools", *deny]
         return argv
 
     def claude_env(self) -> dict:
         env = {**os.environ, "HYPERHIVE_SOCKET": self.socket_path, "MCP_TOOL_TIMEOUT": str(MCP_TOOL_TIMEOUT_MS),
                "HYPERHIVE_AGENT": self.settings.name,
+               # a `python -m ...` started in /state (an MCP server) never imports what the agent wrote there
+               "PYTHONSAFEPATH": "1",
                "ANTHROPIC_CUSTOM_HEADERS": agent_headers(os.environ.get("ANTHROPIC_CUSTOM_HEADERS"),
                                                          self.settings.name),
                # The hive tools are the agent's whole world: offer them to the model at once, not behind a
@@ -761,8 +832,10 @@ class Harness:
                # The model the config or the operator names is the model asked for: Claude Code would otherwise
                # quietly replace a retired name with a newer model (and bill for that one).
                "CLAUDE_CODE_DISABLE_LEGACY_MODEL_REMAP": "1"}
+        if self.settings.is_manager:  # where `hyperhive git` finds the config repos
+            env[AGENTS_DIR_ENV] = self.settings.agents_dir.as_posix()
         if self.standin:
-            env["PYTHONPATH"] = python_path_env()
+            env["PYTHONPATH"] = python_path_env(*writable_dirs(self.settings))
         return env
 
     @property

@@ -60,6 +60,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--strict-mcp-config", action="store_true")
     p.add_argument("--setting-sources")  # it reads no settings files whatever this names
     p.add_argument("--allowedTools", "--allowed-tools", nargs="+", default=[])
+    p.add_argument("--disallowedTools", "--disallowed-tools", nargs="+", default=[])
     p.add_argument("--permission-mode")
     p.add_argument("prompt", nargs="?")
     args = p.parse_args(argv)

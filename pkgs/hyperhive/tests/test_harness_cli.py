@@ -309,3 +309,33 @@ def test_the_context_breakdown_of_a_real_cli_request_tells_the_hives_part_from_t
     elsewhere = context_cost(request, hive_system=system + "(not sent)", hive_instructions="(not sent either)")
     assert (elsewhere["hive_system"], elsewhere["hive_instructions"]) == (0, 0)
     assert not elsewhere["hive_system_found"] and elsewhere["cli_system"] == cost["system"]
+
+
+def test_python_an_agent_writes_in_its_state_is_never_imported_by_its_tools_or_harness(claude_hive, model_api,
+                                                                                         tmp_path):
+    """An agent may write any file in its /state, where Claude Code starts the hive's MCP server (and hyperhive up
+    its harness) with `python -m`: a `hyperhive/` or `json.py` there must not run, for an agent with no Bash."""
+    from hyperhive.testing.messages_api import hive, tool_use
+
+    hp = claude_hive({"alice": {"bashAllow": []}})
+    state = hp.config.state_dir / "agents" / "alice" / "state"
+    marker = tmp_path / "ran"
+    plant = f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+    model_api.script("alice", [
+        tool_use("Write", file_path=f"{state}/hyperhive/__init__.py", content=plant),
+        tool_use("Write", file_path=f"{state}/hyperhive/__main__.py", content=plant),
+        tool_use("Write", file_path=f"{state}/json.py", content=plant + "from _json import *\n"),
+        {"text": "planted"},
+        hive("send", to="operator", body="my tools still work"),
+        {"text": "sent"},
+    ])
+    hp.host().call("send", to="alice", body="one")
+    model_api.wait_requests("alice", 4, timeout=60)
+    hp.host().call("send", to="alice", body="two")  # a new claude, a new MCP server, in the same /state
+    wait_for(lambda: any(b == "my tools still work" for _, _, b in db_rows(
+        hp, "SELECT sender, recipient, body FROM messages WHERE recipient = 'operator'")), timeout=60,
+        message="alice's send through a fresh MCP server")
+    hp.cli("restart", "alice")  # under hyperhive up the harness itself starts in the agent's state directory
+    wait_for(lambda: len(db_rows(hp, "SELECT 1 FROM stats WHERE agent = 'alice' AND key = 'model.standin'")) >= 2,
+             timeout=30, message="alice's harness back")
+    assert not marker.exists()

@@ -10,6 +10,7 @@ import time
 from conftest import wait_for
 from harness_support import TurnStream, db_rows
 from standins.support import commit_change, git, needs_nix, tags
+from hyperhive.harness import own_hyperhive_command
 from hyperhive.testing.messages_api import hive, last_tool_result, text_of, tool_use
 
 TEMPLATE_PROMPT = "You are a new agent of this hive. Keep your notes in /state/notes.md, and ask the manager for work."
@@ -21,14 +22,19 @@ def sha_from(request: dict) -> str:
     return found.group(0)
 
 
+def manager_git(config, args: str) -> dict:
+    """The manager's git, as its prompt spells it: the hyperhive executable's `git -C <config> ...`."""
+    return tool_use("Bash", command=f"{own_hyperhive_command()} git -C {config} {args}")
+
+
 def edit_and_commit(config, old: str, new: str, message: str) -> list:
     """What the manager does in a config repo: Read, Edit, commit, and read back the sha (its file tools and
-    `git -C`, as its prompt says)."""
+    `hyperhive git`, as its prompt says)."""
     nix = f"{config}/agent.nix"
     return [tool_use("Read", file_path=nix),
             tool_use("Edit", file_path=nix, old_string=old, new_string=new),
-            tool_use("Bash", command=f'git -C {config} commit -am "{message}"'),
-            tool_use("Bash", command=f"git -C {config} rev-parse HEAD")]
+            manager_git(config, f'commit -am "{message}"'),
+            manager_git(config, "rev-parse HEAD")]
 
 
 def denials(api, agent: str) -> list[str]:
@@ -154,8 +160,8 @@ def test_the_managers_file_rules_reach_the_config_repos_and_an_agents_reach_only
     readable.write_text("alice's config repo\n")
     model_api.script("manager", [tool_use("Read", file_path=str(readable)),
                                  tool_use("Read", file_path=str(bob_notes)),
-                                 tool_use("Bash", command=f"git -C {alice_config} status --short"),
-                                 tool_use("Bash", command=f"git -C {sd} status"),
+                                 manager_git(alice_config, "status --short"),
+                                 manager_git(sd, "status"),
                                  {"text": "done"}])
     model_api.script("alice", [tool_use("Read", file_path=str(bob_notes)),
                                tool_use("Read", file_path=str(readable)),
@@ -168,7 +174,7 @@ def test_the_managers_file_rules_reach_the_config_repos_and_an_agents_reach_only
     results = [last_tool_result(r) for r in manager[1:]]
     assert "alice's config repo" in results[0] and "bob's own notes" in results[1]
     assert "README.md" in results[2]
-    assert "denied" in results[3]  # git only in an agent's directory
+    assert "the repo must be" in results[3]  # git only in an agent's config repo
     results = [last_tool_result(r) for r in alice[1:]]
     assert all("denied" in r for r in results), results
     assert "bob's own notes" not in str(results)

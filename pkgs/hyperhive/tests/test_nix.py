@@ -455,7 +455,8 @@ def test_modules_declare_the_containers_and_mounts():
         # What the harness reads: the policy plus the hive facts the service's own agent.json carries.
         assert container["agentJson"] == {**container["policy"], "manager": hive["manager"],
                                           "claudeCommand": hive["harness"]["claudeCommand"],
-                                          "operatorPronouns": hive["operatorPronouns"], "stateDir": "/state"}
+                                          "operatorPronouns": hive["operatorPronouns"], "stateDir": "/state",
+                                          "hyperhiveCommand": container["execStart"].split(" ")[0]}
         # programs.git.config merges to a list (nixos/modules/programs/git.nix), written to /etc/gitconfig in order.
         assert container["git"][0]["user"]["email"] == f"{container['policy']['name']}@hyperhive.invalid"
     # User namespaces: alice's root is an unprivileged host uid, bob (privateUsers = false) and the manager share.
@@ -618,9 +619,10 @@ def test_in_container_policy_matches_hive_json():
 
 def test_managed_settings_carry_the_harness_rules(tmp_path):
     """modules/agent.nix's managed settings list exactly the rules the harness gives Claude Code
-    (harness.permission_rules) for the agent.json the container holds: the manager's Read/Edit on /agents/*/config
-    and state and `git -C /agents/*`, which its container mounts (bindMounts /agents), an agent's own /state only."""
-    from hyperhive.harness import load_agent_settings, permission_rules
+    (harness.permission_rules, permission_deny_rules) for the agent.json the container holds: the manager's
+    Read/Edit on /agents/*/config and state, which its container mounts (bindMounts /agents), its git only as
+    `<the package's hyperhive> git`, never Read/Edit of a config repo's .git; an agent's own /state only."""
+    from hyperhive.harness import load_agent_settings, permission_deny_rules, permission_rules
 
     result = eval_modules("policies")
     for name, c in result["containers"].items():
@@ -628,6 +630,13 @@ def test_managed_settings_carry_the_harness_rules(tmp_path):
         path.write_text(json.dumps(c["agentJson"]))
         settings = load_agent_settings(path, c["policy"]["name"], "/state")
         assert c["claudeSettings"]["permissions"]["allow"] == permission_rules(settings), name
+        assert c["claudeSettings"]["permissions"].get("deny", []) == permission_deny_rules(settings), name
+    manager = result["containers"]["hm1nd"]
+    hyperhive = manager["execStart"].split(" ")[0]
+    assert hyperhive.startswith("/nix/store/") and hyperhive.endswith("/bin/hyperhive")
+    assert f"Bash({hyperhive} git *)" in manager["claudeSettings"]["permissions"]["allow"]
+    assert not any(r.startswith("Bash(git -C") for r in manager["claudeSettings"]["permissions"]["allow"])
+    assert "Edit(//agents/*/config/.git/**)" in manager["claudeSettings"]["permissions"]["deny"]
     assert "Edit(//agents/*/config/**)" in result["containers"]["hm1nd"]["claudeSettings"]["permissions"]["allow"]
     assert result["containers"]["hm1nd"]["bindMounts"]["/agents"]["isReadOnly"] is False
     assert not any("agents" in r for r in result["containers"]["h-alice"]["claudeSettings"]["permissions"]["allow"])
@@ -879,7 +888,9 @@ def test_the_meta_flake_gives_the_module_systems_policy_and_the_hosts_nixpkgs(tm
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
-    agent_json = evaluate('environment.etc."hyperhive/agent.json".source.value')
+    # (hyperhiveCommand names the package's store path, which this test's stand-in package does not build)
+    agent_json = evaluate('environment.etc."hyperhive/agent.json".source.value', "--apply",
+                          'v: builtins.removeAttrs v [ "hyperhiveCommand" ]')
     assert agent_json["allowedRecipients"] == policy["allowedRecipients"]  # what the running harness reads
     assert agent_json["manager"] == "boss" and agent_json["operatorPronouns"] == "she/her"
     assert evaluate("networking.useDHCP") is False and evaluate("networking.hostName") == "h-ada"

@@ -41,7 +41,9 @@ class LocalBackend(Backend):
 
     def command(self, name: str) -> list[str]:
         override = os.environ.get("HYPERHIVE_AGENT_COMMAND")
-        base = shlex.split(override) if override else [sys.executable, "-m", "hyperhive", "agent"]
+        # -P: the harness runs in the agent's state directory, which `python -m` would put first on the import
+        # path (a hyperhive/ or json.py the agent wrote there would run on the host)
+        base = shlex.split(override) if override else [sys.executable, "-P", "-m", "hyperhive", "agent"]
         state = repos.state_path(self.hive, name)
         return base + ["--name", name, "--socket", str(self.hive.config.agent_socket(name)),
                        "--agent-config", str(repos.agent_json_path(self.hive, name)), "--state-dir", str(state)]
@@ -64,7 +66,7 @@ class LocalBackend(Backend):
             except KeyError:
                 raise BuildError(f"{name} is not an agent of this hive") from None
             state = repos.ensure_state_dir(self.hive, name)
-            env = {**os.environ, "HYPERHIVE_SOCKET": str(self.hive.config.agent_socket(name)),
+            env = {**os.environ, "PYTHONSAFEPATH": "1", "HYPERHIVE_SOCKET": str(self.hive.config.agent_socket(name)),
                    "HYPERHIVE_DEPLOYED_SHA": self._deployed_sha(name), "HYPERHIVE_AGENT_NAME": name}
             cmd = self.command(name)
             with os.fdopen(open_agent_log(self.hive, name), "ab") as out:

@@ -61,4 +61,23 @@ def agent(name, socket_path, agent_config, state_dir, work_dir, once, lease_seco
     sys.exit(main(name, _socket(socket_path), config, state_dir, work_dir, once=once, lease_seconds=lease_seconds))
 
 
-COMMANDS = [mcp, agent]
+
+
+@click.command("git", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False,
+                                        "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def git(args):
+    """The manager's git: `hyperhive git -C <agents>/<name>/config <subcommand> [options] [--] [paths]`.
+
+    Runs git on one agent's proposed config repo, and nothing else: the subcommands a manager needs to edit and
+    commit (status, diff, log, show, add, rm, mv, restore, commit, rev-parse, ls-files, branch, switch), options
+    that cannot start a program or reach outside the repo, a repo whose .git/config holds only plain keys, and a
+    hardened environment (no hooks, pager, editor, fsmonitor, system or global config). <agents> is
+    $HYPERHIVE_AGENTS_DIR (the harness sets it), else /agents. `hyperhive git --help` lists what it allows.
+    """
+    from ..manager_git import main
+
+    sys.exit(main(list(args)))
+
+
+COMMANDS = [mcp, agent, git]
