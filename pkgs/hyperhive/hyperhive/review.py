@@ -64,6 +64,13 @@ def escape_text(data: bytes) -> str:
     return text.translate(table) if table else text
 
 
+def escape_name(data: bytes) -> str:
+    """A path or a symlink's target as one line: like escape_text, and a newline or a tab shown as ``\\n`` /
+    ``\\t`` too (a flag or a listing prints it inside a line; a raw newline there starts a line of its own that
+    the manager wrote, e.g. a forged "reason:" under the flags of `hyperhive pending`)."""
+    return escape_text(data).replace("\n", "\\n").replace("\t", "\\t")
+
+
 def _is_plain_text(data: bytes) -> bool:
     try:
         text = data.decode("utf-8")
@@ -138,7 +145,7 @@ def diff(repo: git.Repo, base: str | None, sha: str) -> str:
     is named with its size instead, and the whole is cut at DIFF_LIMIT."""
     large = _large_blobs(repo, base, sha)
     # (a newline in a path would otherwise start a line of its own)
-    head = "".join("binary/large: " + escape_text(path).replace("\n", "\\n")
+    head = "".join("binary/large: " + escape_name(path)
                    + f": {size} bytes (blob {obj}), not shown inline\n" for path, obj, size in large)
     raw = _git_bounded(repo, ["diff", "--text", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames",
                               "--full-index", "--stat=200", "--patch", base or EMPTY_TREE, sha, "--",
@@ -167,7 +174,7 @@ def _raw_changes(repo: git.Repo, base: str | None, sha: str) -> list[tuple[str, 
             i += 1
             continue
         old_mode, new_mode, old_sha, new_sha, status = meta[1:].split(" ")[:5]
-        path = escape_text(fields[i + 1])
+        path = escape_name(fields[i + 1])
         changes.append((old_mode, new_mode, old_sha, new_sha, status, path))
         i += 2
     return changes
@@ -201,12 +208,12 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
     flags: list[dict] = []
     refusals: list[str] = []
     # what the diff names instead of showing is flagged large, and not read here either (nor is its text checked)
-    summarised = {escape_text(p): size for p, _obj, size in _large_blobs(repo, base, sha)}
+    summarised = {escape_name(p): size for p, _obj, size in _large_blobs(repo, base, sha)}
     for old_mode, new_mode, old_sha, new_sha, status, path in _raw_changes(repo, base, sha):
         name = path.rsplit("/", 1)[-1]
         if SYMLINK in (old_mode, new_mode):
             if new_mode == SYMLINK:
-                target = escape_text(_blob(repo, new_sha, 4096) or b"(a very long target)")
+                target = escape_name(_blob(repo, new_sha, 4096) or b"(a very long target)")
                 flags.append({"kind": "symlink", "path": path,
                               "detail": f"{path} is a symbolic link to {target}"
                               + (" (it was a file)" if old_mode not in ("000000", SYMLINK) else "")})
@@ -245,7 +252,7 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
         meta, _, raw_path = entry.partition(b"\t")
         mode, _, rest = meta.decode("ascii", "replace").partition(" ")
         obj = rest.split(" ")[-1]
-        path = escape_text(raw_path)
+        path = escape_name(raw_path)
         name = path.rsplit("/", 1)[-1]
         if mode == GITLINK:
             refusals.append(f"{path} is a submodule (gitlink {obj[:12]}): Nix would build it from somewhere "

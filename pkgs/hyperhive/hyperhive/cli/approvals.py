@@ -60,8 +60,8 @@ def pending(show_all, status, show_diff, config_path, as_json):
         click.echo(_line(a))
         for line in _said(a):
             click.echo(line)
-        for f in a.get("flags") or []:  # what deserves a second look, loudly (the service escapes the text)
-            click.echo(f"      !! {f['kind'].upper()}: {f['detail']}")
+        for f in a.get("flags") or []:  # what deserves a second look, loudly, each on its one line
+            click.echo(f"      !! {one_line(f['kind']).upper()}: {one_line(f['detail'])}")
         if a.get("note"):
             click.echo(f"      note: {one_line(a['note'])}")
         if a.get("error"):
