@@ -588,3 +588,27 @@ def test_links_swapped_in_while_proposals_are_copied_bring_nothing(hive, tmp_pat
         assert not has_object(repo, host_sha), repo
     for approval_id in outcomes:
         assert hive.host().call("approval", id=approval_id)["sha"] == sha
+
+
+def test_a_tree_entry_mode_git_and_libgit2_read_differently_is_refused(hive):
+    """A tree written by hand can give agent.nix the mode 120755: git shows a symbolic link (the review's flag says
+    "symbolic link to ..."), libgit2 -- Nix's git fetcher -- builds an executable file (any x bit wins). Such a
+    tree, or any mode git does not write itself (100664, 100600), is refused when it is copied, naming why."""
+    import subprocess as sp
+
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    config = sd / "agents" / "bob" / "config"
+    blob = sp.run(["git", "-C", str(config), "hash-object", "-w", "--stdin"], input=agent_nix("a file to Nix").encode(),
+                  capture_output=True, check=True).stdout.decode().strip()
+    for mode in (b"120755", b"100664", b"100600"):
+        tree = sp.run(["git", "-C", str(config), "hash-object", "-t", "tree", "-w", "--literally", "--stdin"],
+                      input=mode + b" agent.nix\0" + bytes.fromhex(blob), capture_output=True,
+                      check=True).stdout.decode().strip()
+        sha = git(config, "commit-tree", tree, "-p", "HEAD", "-m", f"agent.nix as {mode.decode()}")
+        message = refused(lambda: manager.call("request_apply_commit", agent="bob", commit=sha), "bad_request")
+        assert "mode is not one of 100644, 100755, 120000" in message and "badFilemode" in message, message
+    assert hive.cli("pending").stdout.strip() == "nothing pending"
+    # a tree git wrote itself still goes through
+    sha = commit_change(hive, "bob", agent_nix("written by git"))
+    assert manager.call("request_apply_commit", agent="bob", commit=sha)["approval_id"]
