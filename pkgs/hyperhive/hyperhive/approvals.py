@@ -254,6 +254,7 @@ def _propose(hive, kind: str, name: str, ref: str, requested_by: str, reason: st
         base = repos.main_sha(repos.open_repo(path)) if (path / ".git").is_dir() else None
         quarantine = _review_repo(hive, name, base, sha)
         flags = review.check(quarantine, base, sha, f"commit {sha[:12]} for {name}")
+        _check_inputs(hive, name, sha)
         commit = repos.commit_info(quarantine, sha)
         with repos.repo_lock(repos.quarantine_path(hive, name)):
             approval_id = _insert(hive, kind, name, requested_by, ref=ref, sha=sha, base_sha=base, reason=reason,
@@ -263,6 +264,18 @@ def _propose(hive, kind: str, name: str, ref: str, requested_by: str, reason: st
         hive.extensions.setdefault("review_flags", {})[(name, base, sha)] = flags
     _changed(hive, approval_id, "pending")
     return approval_id
+
+
+def _check_inputs(hive, name: str, sha: str) -> None:
+    """Under nixos-container, a proposal whose flake takes an input from this host is refused at once (the deploy
+    would refuse it before locking anyway, see policy_eval.check_flake_inputs)."""
+    backend = hive.extensions.get("backend")
+    if backend is None or backend.name != "nixos-container":
+        return
+    try:
+        policy_eval.check_flake_inputs(repos.quarantine_path(hive, name), sha)
+    except policy_eval.PolicyError as e:
+        raise bad_request(f"commit {sha[:12]} for {name} is refused: {e}") from None
 
 
 def request_apply(hive, agent, ref, requested_by: str, reason: str | None = None) -> int:

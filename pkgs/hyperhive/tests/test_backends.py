@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from conftest import refused, wait_for
 from standins.support import commit_change, agent_nix, git, nixos_env, state_dir, tag_message, tags, wait_event, \
     wait_status
 
@@ -194,3 +194,50 @@ def test_without_nixos_container_the_hive_says_so_once_and_pins_nothing(start_hi
     log = hive.log()
     assert log.count("not found on PATH") == 1 and "flake lock" not in log and "could not start" not in log, log
     assert calls(hive_dir) == []  # no stand-in either: nothing was run
+
+
+FLAKE_WITH_INPUT = """{{
+  inputs.x = {{ url = {url}; flake = false; }};
+  outputs = {{ self, x }}: {{ nixosModules.default = {{ imports = [ ./agent.nix ]; }}; }};
+}}
+"""
+
+
+@pytest.mark.nix  # the flake's inputs are read with nix-instantiate
+def test_a_flake_input_read_from_the_host_is_refused_before_nix_locks_it(hive, hive_dir):
+    """`nix flake lock --update-input agent-<n>` (root, before any build) locks the agent flake's own inputs: a
+    git+file:// input on the manager's proposed repo made Nix run git there, with the manager's .git/config
+    (core.fsmonitor) as root, and a path: input copied host files into the store. Such a proposal is refused,
+    naming the input (an escaped string, a bare path, an indirect one, a poisoned flake.lock too); nothing is
+    locked; a remote input is still taken."""
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    config = sd / "agents" / "alice" / "config"
+    (hive_dir / "standin.log").write_text("")
+    for url, named in ((json.dumps(f"git+file://{config}"), f'inputs.x.url = "git+file://{config}"'),
+                       ('"p\\ath:/etc"', 'inputs.x.url = "path:/etc"'),
+                       ('"/var/lib"', 'inputs.x.url = "/var/lib"')):
+        sha = commit_change(hive, "alice", FLAKE_WITH_INPUT.format(url=url), filename="flake.nix")
+        message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+        assert "inputs Nix would read from this host" in message and named in message, message
+    (config / "flake.nix").write_text("{ inputs.nixpkgs = { }; outputs = _: { }; }\n")
+    sha = commit_change(hive, "alice", agent_nix("indirect"))
+    message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+    assert "inputs.nixpkgs names no url" in message, message
+    remote = FLAKE_WITH_INPUT.format(url='"github:NixOS/nixpkgs/nixos-24.05"')
+    (config / "flake.lock").write_text(json.dumps({"root": "root", "version": 7, "nodes": {
+        "root": {"inputs": {"x": "x"}},
+        "x": {"flake": False, "locked": {"type": "path", "path": "/etc", "narHash": "sha256-x"},
+              "original": {"type": "github", "owner": "NixOS", "repo": "nixpkgs", "ref": "nixos-24.05"}}}}))
+    sha = commit_change(hive, "alice", remote, filename="flake.nix")
+    message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+    assert 'flake.lock: nodes.x.locked pins a "path" input at "/etc"' in message, message
+    assert hive.cli("pending").stdout.strip() == "nothing pending"
+    assert not any("flake lock" in a for a in argvs(hive_dir))
+
+    (config / "flake.lock").unlink()
+    sha = commit_change(hive, "alice", remote, filename="flake.nix")
+    approval_id = manager.call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    assert f"deployed/{approval_id}" in hive.cli("approve", str(approval_id)).stdout
+    assert "nix --extra-experimental-features nix-command flakes flake lock --update-input agent-alice" in \
+        argvs(hive_dir)
