@@ -120,10 +120,12 @@ def _sizes(repo: git.Repo, tree: str | None) -> dict[bytes, tuple[str, int]]:
     return sizes
 
 
-def _large_blobs(repo: git.Repo, base: str | None, sha: str) -> list[tuple[bytes, str, int]]:
+def _large_blobs(repo: git.Repo, base: str | None, sha: str) -> tuple[list[tuple[bytes, str, int]], list[bytes]]:
     """(raw path, blob, size) of every changed path the diff names instead of showing: a blob over BLOB_SCAN_LIMIT
     on either side, and any whose blobs would take what is shown past DIFF_LIMIT (git diffs every file for --stat
-    before it writes a byte, so the output cap alone would not bound its work)."""
+    before it writes a byte, so the output cap alone would not bound its work); and the changed paths that lie
+    under one of those (a file on one side, a directory on the other: agent.nix made agent.nix/default.nix). A
+    pathspec excluding ``P`` excludes ``P/...`` too, so those are diffed apart, never left out unnamed."""
     changed = repo.git.diff_tree("-r", "-z", "--no-renames", "--name-only", base or EMPTY_TREE, sha,
                                  stdout_as_string=False).split(b"\0")
     new, old = _sizes(repo, sha), _sizes(repo, base)
@@ -137,20 +139,30 @@ def _large_blobs(repo: git.Repo, base: str | None, sha: str) -> list[tuple[bytes
             large.append((path, *max(sides, key=lambda side: side[1])))
         else:
             total += size
-    return large
+    named = {path for path, _, _ in large}
+    apart = [path for path in changed if path and path not in named
+             and any(path[:i] in named for i in range(len(path)) if path[i:i + 1] == b"/")]
+    return large, apart
+
+
+_DIFF = ["diff", "--text", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames", "--full-index",
+         "--stat=200", "--patch"]
 
 
 def diff(repo: git.Repo, base: str | None, sha: str) -> str:
     """The change from ``base`` (None: nothing) to ``sha``, every byte shown, except that what _large_blobs picks
     is named with its size instead, and the whole is cut at DIFF_LIMIT."""
-    large = _large_blobs(repo, base, sha)
+    large, apart = _large_blobs(repo, base, sha)
     # (a newline in a path would otherwise start a line of its own)
     head = "".join("binary/large: " + escape_name(path)
                    + f": {size} bytes (blob {obj}), not shown inline\n" for path, obj, size in large)
-    raw = _git_bounded(repo, ["diff", "--text", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames",
-                              "--full-index", "--stat=200", "--patch", base or EMPTY_TREE, sha, "--",
-                              *(f":(exclude,literal){os.fsdecode(path)}" for path, _, _ in large)])
-    return head + escape_text(raw)
+    # what lies under a named path first: it fits what is shown (its size was counted), and the rest may be cut
+    first = _git_bounded(repo, [*_DIFF, base or EMPTY_TREE, sha, "--",
+                                *(f":(literal){os.fsdecode(path)}" for path in apart)]) if apart else b""
+    raw = _git_bounded(repo, [*_DIFF, base or EMPTY_TREE, sha, "--",
+                              *(f":(exclude,literal){os.fsdecode(path)}" for path, _, _ in large)],
+                       max(0, DIFF_LIMIT - len(first)))
+    return head + escape_text(first + (b"\n" if first else b"") + raw)
 
 
 def show(repo: git.Repo, sha: str) -> str:
@@ -208,7 +220,7 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
     flags: list[dict] = []
     refusals: list[str] = []
     # what the diff names instead of showing is flagged large, and not read here either (nor is its text checked)
-    summarised = {escape_name(p): size for p, _obj, size in _large_blobs(repo, base, sha)}
+    summarised = {escape_name(p): size for p, _obj, size in _large_blobs(repo, base, sha)[0]}
     for old_mode, new_mode, old_sha, new_sha, status, path in _raw_changes(repo, base, sha):
         name = path.rsplit("/", 1)[-1]
         if SYMLINK in (old_mode, new_mode):

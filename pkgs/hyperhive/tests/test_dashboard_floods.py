@@ -128,6 +128,39 @@ def test_files_that_add_up_past_the_diff_limit_are_named_and_flagged_not_diffed(
     assert "+# padding" in whole and "THE LAST FILE" not in whole and "a.nix" in whole and "b.nix" in whole
 
 
+def test_a_file_made_a_directory_is_shown_when_the_file_is_named_not_diffed(start_broker):
+    """A pathspec that leaves out a named path ``P`` leaves out ``P/...`` too: with data files taking the diff to
+    16 MiB, the deployed agent.nix was named (not diffed) and the agent.nix/default.nix that replaced it -- what
+    Nix imports for ./agent.nix -- was in neither the diff, its --stat nor the flags. It is shown."""
+    import os
+
+    from standins.support import git
+
+    hive = start_broker()
+    manager = hive.client("manager")
+    config = state_dir(hive) / "agents" / "bob" / "config"
+    limit = 16 * 1024 * 1024
+    padding = limit - (config / "agent.nix").stat().st_size + 1  # the data alone fits; with agent.nix it does not
+    line = "# a data file that is plain text all through\n"
+    for name, size in (("aaa", padding // 2), ("aab", padding - padding // 2)):
+        text = line * (size // len(line))
+        (config / name).write_text(text + "#" * (size - len(text) - 1) + "\n")
+    os.unlink(config / "agent.nix")
+    (config / "agent.nix").mkdir()
+    (config / "agent.nix" / "default.nix").write_text('{ ... }: { hyperhive.prompt = "THE HIDDEN PROMPT"; }\n')
+    git(config, "add", "-A")
+    git(config, "commit", "-q", "-m", "two data files")
+    approval_id = manager.call("request_apply_commit", agent="bob", commit="main")["approval_id"]
+    shown = hive.host().call("approval", id=approval_id)
+    assert shown["diff"].startswith("binary/large: agent.nix: "), shown["diff"][:300]
+    assert "+++ b/agent.nix/default.nix" in shown["diff"], shown["diff"][:2000]
+    assert '+{ ... }: { hyperhive.prompt = "THE HIDDEN PROMPT"; }' in shown["diff"]
+    assert "+# a data file" in shown["diff"]  # the rest is still diffed after it
+    if hive.dashboard_url:
+        whole = http(hive.dashboard_url, "GET", f"/api/approvals/{approval_id}/diff", timeout=60).text
+        assert "THE HIDDEN PROMPT" in whole
+
+
 def _peak_rss(pid: int) -> int:
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmHWM:"):
