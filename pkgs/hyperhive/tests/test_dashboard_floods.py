@@ -161,6 +161,27 @@ def test_a_file_made_a_directory_is_shown_when_the_file_is_named_not_diffed(star
         assert "THE HIDDEN PROMPT" in whole
 
 
+def test_a_file_past_the_cut_of_the_diff_is_named_and_flagged(start_broker):
+    """The files within 16 MiB are diffed, but git's output may be twice their size: 14 MiB of empty lines made
+    28 MiB of "+" lines, the output was cut at 16 MiB, and the agent.nix change after them was in no diff and no
+    flag (only a --stat line). What the cut leaves out is named at the top of the diff and flagged."""
+    hive = start_broker()
+    manager = hive.client("manager")
+    config = state_dir(hive) / "agents" / "bob" / "config"
+    for name in ("aaa", "aab"):
+        (config / name).write_text("\n" * (7 * 1024 * 1024))
+    text = (config / "agent.nix").read_text().replace("hyperhive = { };", 'hyperhive = { prompt = "PAST THE CUT"; };')
+    sha = commit_change(hive, "bob", text)
+    approval_id = manager.call("request_apply_commit", agent="bob", commit=sha)["approval_id"]
+    shown = hive.host().call("approval", id=approval_id)
+    head = shown["diff"][:1000]
+    assert "not shown: agent.nix: past the 16 MiB the diff is cut at" in head, head
+    assert "+++ b/aaa" in shown["diff"] and "what it leaves out is named at the top" in shown["diff"][-300:]
+    assert "PAST THE CUT" not in shown["diff"] and "+++ b/agent.nix" not in shown["diff"]  # no half section
+    assert ("large", "agent.nix") in {(f["kind"], f["path"]) for f in shown["flags"]}, shown["flags"]
+    assert "!! LARGE: agent.nix is not shown in the diff" in hive.cli("pending").stdout
+
+
 def _peak_rss(pid: int) -> int:
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmHWM:"):
