@@ -241,3 +241,30 @@ def test_a_flake_input_read_from_the_host_is_refused_before_nix_locks_it(hive, h
     assert f"deployed/{approval_id}" in hive.cli("approve", str(approval_id)).stdout
     assert "nix --extra-experimental-features nix-command flakes flake lock --update-input agent-alice" in \
         argvs(hive_dir)
+
+
+def test_a_deploy_queued_behind_another_that_would_undo_it_is_failed_not_built(hive, hive_dir):
+    """Approving checks that what is deployed is what the diff was taken against; deploys queue, so a second
+    approval clicked while the first waited its turn passed that check and, once built, undid the first. Its
+    deploy checks again under the deploy lock: it fails, naming why, and nothing of it is built."""
+    sd = state_dir(hive)
+    manager, host = hive.client("manager"), hive.host()
+    applied = sd / "applied" / "alice"
+    config = sd / "agents" / "alice" / "config"
+    deployed = git(applied, "rev-parse", "main")
+    slow = commit_change(hive, "manager", "{ ... }: { }\n# the manager's slow build\n")
+    git(config, "checkout", "-q", "-b", "fix", deployed)
+    fix = commit_change(hive, "alice", (config / "agent.nix").read_text() + "# THE FIX\n")
+    git(config, "checkout", "-q", "-b", "tweak", deployed)
+    tweak = commit_change(hive, "alice", (config / "flake.nix").read_text() + "# a comment\n", filename="flake.nix")
+    ids = [manager.call("request_apply_commit", agent=agent, commit=sha)["approval_id"]
+           for agent, sha in (("manager", slow), ("alice", fix), ("alice", tweak))]
+    (hive_dir / "standin.fail").write_text("nixos-container update hm1nd\tsleep:3\n")
+    for approval_id in ids:  # the second and the third wait behind the first; alice's main has not moved yet
+        assert host.call("approve", id=approval_id)["status"] == "approved"
+    assert wait_status(host, ids[1])["status"] == "deployed"
+    failed = wait_status(host, ids[2])
+    assert failed["status"] == "failed" and failed["tag"] == f"failed/{ids[2]}", failed
+    assert (f"what is deployed for alice changed between the approval and its build (approved against "
+            f"{deployed[:12]}, now {fix[:12]}), and commit {tweak[:12]} does not contain it") in failed["error"]
+    assert git(applied, "rev-parse", "main") == fix and container(hive_dir, "h-alice")["rev"] == fix
