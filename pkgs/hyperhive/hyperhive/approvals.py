@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import re
 import threading
 import time
 
@@ -66,8 +67,19 @@ def list_approvals(hive, status: str | None = "pending", limit: int | None = Non
         rows = conn.execute(q).all()
     # flags for what still waits or builds (the approval itself always has them; listing every old one would run
     # git for each)
-    return [{**_dict(r), "flags": _flags(hive, r) if r.status in ("pending", "approved", "building") else []}
-            for r in rows]
+    return [{**_dict(r), "flags": _flags(hive, r) if r.status in ("pending", "approved", "building") else [],
+             **({"diff_base": _diff_base(hive, r)} if r.status == "pending" else {})} for r in rows]
+
+
+def _diff_base(hive, row) -> str | None:
+    """The commit the approval's diff is taken against now (what approving it would replace, while it waits):
+    ``base`` of approve() names it, so that what is deployed cannot change unseen between a look and a click."""
+    if not row.sha or _repos_gone(hive, row):
+        return None
+    try:
+        return _base(hive, row)
+    except Exception:
+        return None
 
 
 def get_approval(hive, approval_id: int) -> dict:
@@ -75,6 +87,7 @@ def get_approval(hive, approval_id: int) -> dict:
     row = _row(hive, approval_id)
     out = _dict(row)
     out["flags"] = _flags(hive, row)
+    out["diff_base"] = _diff_base(hive, row)
     try:
         out["diff"] = (f"(the change can no longer be shown: the repos of {row.agent} are gone, purged; this "
                        "record is what remains of it)" if _repos_gone(hive, row) else _diff(hive, row))
@@ -254,6 +267,7 @@ def _propose(hive, kind: str, name: str, ref: str, requested_by: str, reason: st
         base = repos.main_sha(repos.open_repo(path)) if (path / ".git").is_dir() else None
         quarantine = _review_repo(hive, name, base, sha)
         flags = review.check(quarantine, base, sha, f"commit {sha[:12]} for {name}")
+        _check_inputs(hive, name, sha)
         commit = repos.commit_info(quarantine, sha)
         with repos.repo_lock(repos.quarantine_path(hive, name)):
             approval_id = _insert(hive, kind, name, requested_by, ref=ref, sha=sha, base_sha=base, reason=reason,
@@ -263,6 +277,18 @@ def _propose(hive, kind: str, name: str, ref: str, requested_by: str, reason: st
         hive.extensions.setdefault("review_flags", {})[(name, base, sha)] = flags
     _changed(hive, approval_id, "pending")
     return approval_id
+
+
+def _check_inputs(hive, name: str, sha: str) -> None:
+    """Under nixos-container, a proposal whose flake takes an input from this host is refused at once (the deploy
+    would refuse it before locking anyway, see policy_eval.check_flake_inputs)."""
+    backend = hive.extensions.get("backend")
+    if backend is None or backend.name != "nixos-container":
+        return
+    try:
+        policy_eval.check_flake_inputs(repos.quarantine_path(hive, name), sha)
+    except policy_eval.PolicyError as e:
+        raise bad_request(f"commit {sha[:12]} for {name} is refused: {e}") from None
 
 
 def request_apply(hive, agent, ref, requested_by: str, reason: str | None = None) -> int:
@@ -357,13 +383,52 @@ def deny(hive, approval_id, note) -> dict:
     return _dict(_row(hive, row.id))
 
 
-def approve(hive, approval_id) -> dict:
+def _contains(hive, name: str, sha: str, main: str) -> bool:
+    """Whether commit ``sha`` holds ``main`` in its history (deploying it undoes nothing of ``main``)."""
+    repo = _review_repo(hive, name, main, sha)
+    try:
+        repo.git.merge_base("--is-ancestor", main, sha)
+        return True
+    except Exception:
+        return False
+
+
+def _check_base(hive, row, base: str | None) -> str | None:
+    """What is deployed for the approval's agent (its ``main``), refused as a conflict when it is not what the
+    operator's diff was taken against (``base``; without one, what was deployed when it was proposed) and the
+    commit does not contain it: approving would undo, unseen, what was deployed since (two proposals made from
+    the same deployed commit, approved one after the other: the second reverted the first)."""
+    path = repos.applied_path(hive, row.agent)
+    if not row.sha or not (path / ".git").is_dir():
+        return None
+    main = repos.main_sha(repos.open_repo(path))
+    seen = row.base_sha if base is None else base
+    if main is None or main == row.sha or (seen and main.startswith(seen)) or _contains(hive, row.agent, row.sha,
+                                                                                        main):
+        return main
+    raise conflict(f"approval #{row.id}: what is deployed for {row.agent} changed since "
+                   + (f"the diff you approve was taken (against {seen[:12]})" if base is not None else
+                      f"it was proposed (against {(seen or 'nothing')[:12]})")
+                   + f"; it is now {main[:12]}, and commit {row.sha[:12]} does not contain it, so approving would "
+                   "undo it. Look at the diff again (it shows that now) and approve that diff (the dashboard does; "
+                   f"hyperhive approve {row.id} --base {main[:12]}), or ask the manager to rebase its change")
+
+
+def approve(hive, approval_id, base: str | None = None) -> dict:
     """Approve and start the build and deploy in the background; the approval goes approved, building, then
-    deployed or failed."""
+    deployed or failed. ``base``: the commit the diff the operator approves was taken against (a sha or a prefix
+    of one); refused as a conflict when what is deployed changed since and the commit does not contain it."""
+    if base is not None and (not isinstance(base, str) or not re.fullmatch(r"[0-9a-f]{7,40}", base.strip())):
+        raise bad_request('"base" must be the commit the diff was taken against (7 to 40 hex digits)')
     row = _row(hive, approval_id)
     if row.status == "pending" and hive.extensions.get("backend") is None:
         raise HiveError("internal", "no deploy backend is running, so nothing can be deployed")
-    row = _take(hive, approval_id, "approved")
+    accepted = {}
+    if row.status == "pending" and row.kind == "apply":
+        with repos.repo_lock(repos.applied_path(hive, row.agent)):
+            main = _check_base(hive, row, base.strip() if base else None)
+        accepted = {"base_sha": main}  # what the deploy may replace (it checks again, under the deploy lock)
+    row = _take(hive, approval_id, "approved", **accepted)
     if row.sha:
         try:  # approved: the commit comes out of the quarantine into applied/
             repo = repos.promote(hive, row.agent, row.sha)
@@ -433,6 +498,14 @@ def _deploy_apply(hive, row) -> None:
     path = repos.applied_path(hive, name)
     repo = repos.promote(hive, name, sha)
     old_main = repos.main_sha(repo)
+    if old_main and old_main != row.base_sha and old_main != sha and not _contains(hive, name, sha, old_main):
+        # another deploy moved main between the click and this build (deploys queue): what the operator approved
+        # is not what this build would replace
+        error = (f"what is deployed for {name} changed between the approval and its build (approved against "
+                 f"{(row.base_sha or 'nothing')[:12]}, now {old_main[:12]}), and commit {sha[:12]} does not "
+                 "contain it: building it would undo that; nothing was built (propose it again, rebased)")
+        _fail(hive, row, error, old_main=None)  # (main never moved: failed/<id> records why)
+        return
     old_policy = registry.agent_row(hive, name)
     _set(hive, row.id, status="building", base_sha=old_main)
     with repos.repo_lock(path):

@@ -204,6 +204,148 @@ def read_subset(repo_dir: Path, rev: str = "main") -> dict:
     return _validate(policy)
 
 
+# --- the flake's inputs ------------------------------------------------------------------------------------------
+#
+# The meta flake imports each agent's config repo as a flake, and `nix flake lock --update-input agent-<n>` (run by the
+# service, as root, before any build) locks that flake's own inputs too. An input on the host -- `git+file://` of the
+# manager's proposed repo, `path:/etc`, a bare `/abs/path`, an indirect `nixpkgs` the host's registry maps -- is read
+# by root with nothing of it in the diff: Nix runs `git` in a git+file repo, so the manager's `.git/config`
+# (core.fsmonitor) ran as root at lock time, and a `path:` input copied host files into the store and the container.
+# So a config repo's flake may only take inputs from a remote (github:, gitlab:, sourcehut:, https, ssh) or follow
+# another input; its flake.lock may only pin such inputs. Its flake.nix's `inputs` is evaluated (restricted, over a
+# copy of the tree) to the literal data Nix reads: Nix requires input attributes to be constants.
+
+REMOTE_TYPES = ("github", "gitlab", "sourcehut")
+REMOTE_URL = re.compile(r"^(?:github|gitlab|sourcehut):[^:]|^(?:git\+|tarball\+|file\+|hg\+)?(?:https|ssh)://[^/]", re.I)
+URL_TYPES = ("git", "tarball", "file", "mercurial")
+INPUTS_EXPR = r"""
+flake:
+let f = import flake; in
+if builtins.isAttrs f && f ? inputs then f.inputs else { }
+"""
+
+
+def _check_input(where: str, spec, problems: list[str], nested: bool = False) -> None:
+    """One input of flake.nix; ``nested``: an override of an input's own input (``inputs.a.inputs.b``), which may
+    name no url (it then changes only how that input's pinned dependency is fetched)."""
+    if not isinstance(spec, dict):
+        problems.append(f"{where} is not an attribute set")
+        return
+    if "follows" in spec:
+        return
+    url, kind = spec.get("url"), spec.get("type")
+    if url is not None:
+        if not isinstance(url, str) or not REMOTE_URL.match(url):
+            problems.append(f"{where}.url = {json.dumps(url)} is not a remote input")
+    elif kind in REMOTE_TYPES:
+        pass
+    elif kind is not None:
+        problems.append(f"{where} has type {json.dumps(kind)}" + ("" if kind in URL_TYPES else
+                                                                  ", which is not a remote input"))
+    elif not nested:  # no url and no type: an indirect input, looked up in the host's flake registry
+        problems.append(f"{where} names no url (an indirect input, looked up in the host's flake registry)")
+    subs = spec.get("inputs")
+    for sub, sub_spec in (subs.items() if isinstance(subs, dict) else ()):
+        _check_input(f"{where}.inputs.{sub}", sub_spec, problems, nested=True)
+
+
+def _check_lock(data: bytes, problems: list[str]) -> None:
+    try:
+        lock = json.loads(data)
+        nodes = lock["nodes"]
+        root = lock.get("root", "root")
+        assert isinstance(nodes, dict)
+    except Exception:
+        problems.append("flake.lock is not a flake lock file (JSON with nodes)")
+        return
+    for key, node in nodes.items():
+        if key == root:
+            continue
+        for part in ("locked", "original"):
+            ref = node.get(part) if isinstance(node, dict) else None
+            if ref is None:
+                continue
+            if not isinstance(ref, dict):
+                problems.append(f"flake.lock: nodes.{key}.{part} is not an attribute set")
+                continue
+            kind, url = ref.get("type"), ref.get("url")
+            if kind in REMOTE_TYPES or (kind in URL_TYPES and isinstance(url, str) and REMOTE_URL.match(url)):
+                continue
+            problems.append(f"flake.lock: nodes.{key}.{part} pins a {json.dumps(kind)} input"
+                            + (f" at {json.dumps(url)}" if url is not None else "")
+                            + (f" at {json.dumps(ref.get('path'))}" if ref.get("path") is not None else "")
+                            + " (only remote inputs are taken)")
+
+
+def check_flake_inputs(repo_dir: Path, rev: str = "main") -> None:
+    """Refuse (PolicyError, naming each) the inputs of the config repo's flake at ``rev`` that Nix would read from
+    this host when it locks the meta flake (see above)."""
+    from . import repos
+
+    repo = repos.open_repo(repo_dir)
+    try:
+        tree = repo.commit(rev).tree
+    except Exception:
+        raise PolicyError(f"the config repo has no commit at {rev}") from None
+    problems: list[str] = []
+    try:
+        lock = tree / "flake.lock"
+    except KeyError:
+        lock = None
+    if lock is not None and lock.type == "blob":
+        _check_lock(lock.data_stream.read(), problems)
+    try:
+        flake = tree / "flake.nix"
+    except KeyError:
+        flake = None
+    if flake is not None and flake.type == "blob" and flake.mode != 0o120000:
+        inputs = _eval_inputs(tree)
+        if not isinstance(inputs, dict):
+            problems.append("flake.nix: inputs is not an attribute set")
+        else:
+            for name, spec in inputs.items():
+                if name == "self":
+                    continue
+                _check_input(f"flake.nix: inputs.{name}", spec, problems)
+    if problems:
+        raise PolicyError("the config's flake takes inputs Nix would read from this host (as root, when it locks "
+                          "them, outside what the diff shows); only remote ones are taken (github:, gitlab:, "
+                          "sourcehut:, git+https://, git+ssh://, https://) or follows: " + "; ".join(problems))
+
+
+def _eval_inputs(tree):
+    nix = shutil.which("nix-instantiate")
+    if nix is None:
+        raise PolicyError("checking the inputs of a config repo's flake.nix needs nix-instantiate")
+    with tempfile.TemporaryDirectory(prefix="hyperhive-inputs-") as tmp:
+        root = Path(tmp) / "proposal"
+        for item in tree.traverse():
+            if item.type != "blob" or item.mode == 0o120000:
+                continue  # no link is made in the copy: restricted evaluation reads the proposal's own files only
+            target = root / item.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(item.data_stream.read())
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": tmp, "NIX_PATH": "", "NIX_STATE_DIR": str(Path(tmp) / "nix"),
+               "NIX_REMOTE": "dummy://", "LANG": "C.UTF-8"}
+        cmd = [nix, "--eval", "--strict", "--json", "--option", "restrict-eval", "true", "--option", "allowed-uris", "",
+               "--option", "allow-import-from-derivation", "false", "-I", f"proposal={root}",
+               "--expr", f"({INPUTS_EXPR}) <proposal/flake.nix>"]
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=EVAL_TIMEOUT,
+                                    stdin=subprocess.DEVNULL, env=env, cwd=tmp)
+        except subprocess.TimeoutExpired:
+            raise PolicyError(f"evaluating flake.nix's inputs took longer than {EVAL_TIMEOUT} seconds") from None
+        if result.returncode != 0:
+            raise PolicyError("flake.nix's inputs do not evaluate (Nix takes only constant inputs):\n"
+                              + _sanitize(result.stderr, root, Path(tmp)))
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        raise PolicyError("flake.nix's inputs evaluated to something that is not data") from None
+
+
 # --- nixos-container: the real module system ---------------------------------------------------------------------
 
 def read_deployed(meta_dir: Path, name: str, repo_dir: Path, cwd: Path, timeout: float = 600) -> dict:

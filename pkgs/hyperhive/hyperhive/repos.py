@@ -52,7 +52,7 @@ GIT_ENV = {
     # --no-textconv). Replace refs never substitute objects; fetched objects are checked; no hook runs.
     "GIT_ATTR_NOSYSTEM": "1",
     "GIT_NO_REPLACE_OBJECTS": "1",
-    "GIT_CONFIG_COUNT": "11",
+    "GIT_CONFIG_COUNT": "12",
     "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*",
     "GIT_CONFIG_KEY_1": "tag.gpgSign", "GIT_CONFIG_VALUE_1": "false",
     "GIT_CONFIG_KEY_2": "commit.gpgSign", "GIT_CONFIG_VALUE_2": "false",
@@ -64,6 +64,10 @@ GIT_ENV = {
     "GIT_CONFIG_KEY_8": "fetch.fsckObjects", "GIT_CONFIG_VALUE_8": "true",
     "GIT_CONFIG_KEY_9": "gc.auto", "GIT_CONFIG_VALUE_9": "0",
     "GIT_CONFIG_KEY_10": "core.symlinks", "GIT_CONFIG_VALUE_10": "true",
+    # A tree entry's mode is one of git's own (100644, 100755, 120000, 040000, 160000) or the fetch is refused:
+    # git reads 120755 as a symlink (the review says "symbolic link to ...") where libgit2, which Nix's git
+    # fetcher uses, reads it as an executable file (any x bit wins), so the build would differ from the review.
+    "GIT_CONFIG_KEY_11": "fetch.fsck.badFilemode", "GIT_CONFIG_VALUE_11": "error",
     "GIT_TERMINAL_PROMPT": "0",
 }
 TAG_STATES = ("proposal", "approved", "building", "deployed", "failed", "denied")
@@ -443,6 +447,10 @@ def import_proposed(hive, name: str, ref: str | None = None) -> str | None:
                                      *(["+refs/hyperhive/want:refs/hyperhive/want"] if sha else []))
             except git.GitCommandError as e:
                 detail = (e.stderr or "").strip().replace(str(copy_dir), f"agents/{name}/config")[-2000:]
+                if "badFilemode" in detail:
+                    detail = ("a tree holds an entry whose mode is not one of 100644, 100755, 120000 (symlink), "
+                              "040000 (directory): git and Nix's fetcher read such a mode differently, so the "
+                              f"review could not show what is built; commit the files again with git add ({detail})")
                 raise bad_request(f"the proposed repo of {name} cannot be read: {detail}") from None
     seen[name] = (here, digest)
     return sha

@@ -64,6 +64,13 @@ def escape_text(data: bytes) -> str:
     return text.translate(table) if table else text
 
 
+def escape_name(data: bytes) -> str:
+    """A path or a symlink's target as one line: like escape_text, and a newline or a tab shown as ``\\n`` /
+    ``\\t`` too (a flag or a listing prints it inside a line; a raw newline there starts a line of its own that
+    the manager wrote, e.g. a forged "reason:" under the flags of `hyperhive pending`)."""
+    return escape_text(data).replace("\n", "\\n").replace("\t", "\\t")
+
+
 def _is_plain_text(data: bytes) -> bool:
     try:
         text = data.decode("utf-8")
@@ -79,8 +86,9 @@ def _is_plain_text(data: bytes) -> bool:
 DIFF_LIMIT = 16 * 1024 * 1024
 
 
-def _git_bounded(repo: git.Repo, args: list[str], limit: int = DIFF_LIMIT) -> bytes:
-    """``git <args>``'s output up to ``limit`` bytes (git is killed past it), with a line saying it was cut."""
+def _run_bounded(repo: git.Repo, args: list[str], limit: int = DIFF_LIMIT) -> tuple[bytes, bool]:
+    """``git <args>``'s output up to ``limit`` bytes (git is killed past it), cut at a line's end, and whether it
+    was cut."""
     env = {**os.environ, **repo.git.environment(), "GIT_DIR": repo.git_dir}
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args], stdin=subprocess.DEVNULL,
@@ -92,13 +100,20 @@ def _git_bounded(repo: git.Repo, args: list[str], limit: int = DIFF_LIMIT) -> by
             proc.stdout.close()
             code = proc.wait()
         if len(raw) > limit:
-            cut = raw.rfind(b"\n", 0, limit) + 1 or limit
-            return raw[:cut] + (f"\n(the diff is cut here: git's output is longer than {limit >> 20} MiB; the flags "
-                                "list what is large or binary)\n").encode()
+            return raw[:raw.rfind(b"\n", 0, limit) + 1 or limit], True
         if code != 0:
             err.seek(0)
             raise git.GitCommandError(["git", *args], code, err.read(4096))
-        return raw
+        return raw, False
+
+
+def _git_bounded(repo: git.Repo, args: list[str], limit: int = DIFF_LIMIT) -> bytes:
+    """``git <args>``'s output up to ``limit`` bytes (git is killed past it), with a line saying it was cut."""
+    raw, cut = _run_bounded(repo, args, limit)
+    if cut:
+        raw += (f"\n(the diff is cut here: git's output is longer than {limit >> 20} MiB; the flags "
+                "list what is large or binary)\n").encode()
+    return raw
 
 
 def _sizes(repo: git.Repo, tree: str | None) -> dict[bytes, tuple[str, int]]:
@@ -113,37 +128,96 @@ def _sizes(repo: git.Repo, tree: str | None) -> dict[bytes, tuple[str, int]]:
     return sizes
 
 
-def _large_blobs(repo: git.Repo, base: str | None, sha: str) -> list[tuple[bytes, str, int]]:
+def _large_blobs(repo: git.Repo, base: str | None, sha: str) \
+        -> tuple[list[tuple[bytes, str, int]], list[bytes], list[bytes]]:
     """(raw path, blob, size) of every changed path the diff names instead of showing: a blob over BLOB_SCAN_LIMIT
     on either side, and any whose blobs would take what is shown past DIFF_LIMIT (git diffs every file for --stat
-    before it writes a byte, so the output cap alone would not bound its work)."""
-    changed = repo.git.diff_tree("-r", "-z", "--no-renames", "--name-only", base or EMPTY_TREE, sha,
-                                 stdout_as_string=False).split(b"\0")
+    before it writes a byte, so the output cap alone would not bound its work); the changed paths that lie under
+    one of those (a file on one side, a directory on the other: agent.nix made agent.nix/default.nix), which a
+    pathspec excluding ``P`` would leave out with it, so they are diffed apart; and every changed path."""
+    changed = [p for p in repo.git.diff_tree("-r", "-z", "--no-renames", "--name-only", base or EMPTY_TREE, sha,
+                                             stdout_as_string=False).split(b"\0") if p]
     new, old = _sizes(repo, sha), _sizes(repo, base)
     large, total = [], 0
     for path in changed:
         sides = [s[path] for s in (new, old) if path in s]
-        if not path or not sides:
+        if not sides:
             continue
         size = sum(n for _, n in sides)
         if max(n for _, n in sides) > BLOB_SCAN_LIMIT or total + size > DIFF_LIMIT:
             large.append((path, *max(sides, key=lambda side: side[1])))
         else:
             total += size
-    return large
+    named = {path for path, _, _ in large}
+    apart = [path for path in changed if path not in named
+             and any(path[:i] in named for i in range(len(path)) if path[i:i + 1] == b"/")]
+    return large, apart, changed
+
+
+_DIFF = ["diff", "--text", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames", "--full-index",
+         "--stat=200", "--patch"]
+_SECTION = re.compile(rb"^diff --git (.*)$", re.M)  # (a line of content starts with "+", "-" or " ")
+_C_ESCAPES = {ord("a"): 7, ord("b"): 8, ord("t"): 9, ord("n"): 10, ord("v"): 11, ord("f"): 12, ord("r"): 13,
+              ord('"'): 34, ord("\\"): 92}
+
+
+def _section_path(rest: bytes) -> bytes:
+    """The path of a ``diff --git a/P b/P`` line (the same P twice without renames; C-quoted when git quotes it)."""
+    if not rest.startswith(b'"'):
+        return rest[2:2 + (len(rest) - 5) // 2]
+    out, i = bytearray(), 1
+    while i < len(rest) and rest[i] != ord('"'):
+        if rest[i] == ord("\\") and i + 1 < len(rest):
+            if rest[i + 1] in _C_ESCAPES:
+                out.append(_C_ESCAPES[rest[i + 1]])
+                i += 2
+                continue
+            if rest[i + 1:i + 4].isdigit():
+                out.append(int(rest[i + 1:i + 4], 8) & 0xFF)
+                i += 4
+                continue
+        out.append(rest[i])
+        i += 1
+    return bytes(out[2:])
+
+
+def _shown(repo: git.Repo, base: str | None, sha: str) -> tuple[bytes, list[tuple[bytes, str, int]], list[bytes]]:
+    """(git's diff as shown, what is named instead of shown, what the cut at DIFF_LIMIT left out). Past the cut,
+    a file's section is dropped whole, and the files it left out are named too: 14 MiB of empty lines (28 MiB of
+    "+" lines) cut a small agent.nix off after them, named by nothing but the --stat."""
+    large, apart, changed = _large_blobs(repo, base, sha)
+    named = {path for path, _, _ in large}
+    runs = []
+    if apart:  # first: their sizes were counted within DIFF_LIMIT, and the rest may be cut
+        runs.append((apart, [f":(literal){os.fsdecode(path)}" for path in apart]))
+    runs.append(([p for p in changed if p not in named and p not in apart],
+                 [f":(exclude,literal){os.fsdecode(path)}" for path, _, _ in large]))
+    shown, left_out, budget = [], [], DIFF_LIMIT
+    for paths, pathspecs in runs:
+        raw, cut = _run_bounded(repo, [*_DIFF, base or EMPTY_TREE, sha, "--", *pathspecs], max(0, budget))
+        if cut:
+            sections = [(m.start(), _section_path(m.group(1))) for m in _SECTION.finditer(raw)]
+            complete = {p for _, p in sections[:-1]} - {p for _, p in sections[-1:]}
+            left_out += [p for p in paths if p not in complete]
+            if sections:
+                raw = raw[:sections[-1][0]]
+        budget -= len(raw)
+        shown.append(raw)
+    return b"\n".join(r for r in shown if r), large, left_out
 
 
 def diff(repo: git.Repo, base: str | None, sha: str) -> str:
     """The change from ``base`` (None: nothing) to ``sha``, every byte shown, except that what _large_blobs picks
-    is named with its size instead, and the whole is cut at DIFF_LIMIT."""
-    large = _large_blobs(repo, base, sha)
+    is named with its size instead, and what does not fit DIFF_LIMIT is named at the top."""
+    raw, large, left_out = _shown(repo, base, sha)
     # (a newline in a path would otherwise start a line of its own)
-    head = "".join("binary/large: " + escape_text(path).replace("\n", "\\n")
+    head = "".join("binary/large: " + escape_name(path)
                    + f": {size} bytes (blob {obj}), not shown inline\n" for path, obj, size in large)
-    raw = _git_bounded(repo, ["diff", "--text", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames",
-                              "--full-index", "--stat=200", "--patch", base or EMPTY_TREE, sha, "--",
-                              *(f":(exclude,literal){os.fsdecode(path)}" for path, _, _ in large)])
-    return head + escape_text(raw)
+    head += "".join(f"not shown: {escape_name(path)}: past the {DIFF_LIMIT >> 20} MiB the diff is cut at (the repo "
+                    "browser shows the file)\n" for path in left_out)
+    tail = (f"\n(the diff is cut here: git's output is longer than {DIFF_LIMIT >> 20} MiB; what it leaves out is "
+            "named at the top and flagged)\n") if left_out else ""
+    return head + escape_text(raw) + tail
 
 
 def show(repo: git.Repo, sha: str) -> str:
@@ -167,7 +241,7 @@ def _raw_changes(repo: git.Repo, base: str | None, sha: str) -> list[tuple[str, 
             i += 1
             continue
         old_mode, new_mode, old_sha, new_sha, status = meta[1:].split(" ")[:5]
-        path = escape_text(fields[i + 1])
+        path = escape_name(fields[i + 1])
         changes.append((old_mode, new_mode, old_sha, new_sha, status, path))
         i += 2
     return changes
@@ -201,12 +275,13 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
     flags: list[dict] = []
     refusals: list[str] = []
     # what the diff names instead of showing is flagged large, and not read here either (nor is its text checked)
-    summarised = {escape_text(p): size for p, _obj, size in _large_blobs(repo, base, sha)}
+    _raw, large, left_out = _shown(repo, base, sha)
+    summarised = {escape_name(p): size for p, _obj, size in large}
     for old_mode, new_mode, old_sha, new_sha, status, path in _raw_changes(repo, base, sha):
         name = path.rsplit("/", 1)[-1]
         if SYMLINK in (old_mode, new_mode):
             if new_mode == SYMLINK:
-                target = escape_text(_blob(repo, new_sha, 4096) or b"(a very long target)")
+                target = escape_name(_blob(repo, new_sha, 4096) or b"(a very long target)")
                 flags.append({"kind": "symlink", "path": path,
                               "detail": f"{path} is a symbolic link to {target}"
                               + (" (it was a file)" if old_mode not in ("000000", SYMLINK) else "")})
@@ -232,6 +307,10 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
                 flags.append({"kind": "binary", "path": path,
                               "detail": f"{path} holds bytes that are not plain text (NUL, control, invisible or "
                                         "bidi characters, or invalid UTF-8): they are shown escaped"})
+    for raw_path in left_out:
+        path = escape_name(raw_path)
+        flags.append({"kind": "large", "path": path, "detail": f"{path} is not shown in the diff: it comes past the "
+                                                               f"{DIFF_LIMIT >> 20} MiB the diff is cut at"})
     for path, size in summarised.items():
         flags.append({"kind": "large", "path": path, "detail": (
             f"{path} is larger than {BLOB_SCAN_LIMIT >> 20} MiB ({size} bytes): the diff names it, not shows it"
@@ -245,7 +324,7 @@ def inspect(repo: git.Repo, base: str | None, sha: str) -> tuple[list[dict], lis
         meta, _, raw_path = entry.partition(b"\t")
         mode, _, rest = meta.decode("ascii", "replace").partition(" ")
         obj = rest.split(" ")[-1]
-        path = escape_text(raw_path)
+        path = escape_name(raw_path)
         name = path.rsplit("/", 1)[-1]
         if mode == GITLINK:
             refusals.append(f"{path} is a submodule (gitlink {obj[:12]}): Nix would build it from somewhere "

@@ -588,3 +588,70 @@ def test_links_swapped_in_while_proposals_are_copied_bring_nothing(hive, tmp_pat
         assert not has_object(repo, host_sha), repo
     for approval_id in outcomes:
         assert hive.host().call("approval", id=approval_id)["sha"] == sha
+
+
+def test_a_tree_entry_mode_git_and_libgit2_read_differently_is_refused(hive):
+    """A tree written by hand can give agent.nix the mode 120755: git shows a symbolic link (the review's flag says
+    "symbolic link to ..."), libgit2 -- Nix's git fetcher -- builds an executable file (any x bit wins). Such a
+    tree, or any mode git does not write itself (100664, 100600), is refused when it is copied, naming why."""
+    import subprocess as sp
+
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    config = sd / "agents" / "bob" / "config"
+    blob = sp.run(["git", "-C", str(config), "hash-object", "-w", "--stdin"], input=agent_nix("a file to Nix").encode(),
+                  capture_output=True, check=True).stdout.decode().strip()
+    for mode in (b"120755", b"100664", b"100600"):
+        tree = sp.run(["git", "-C", str(config), "hash-object", "-t", "tree", "-w", "--literally", "--stdin"],
+                      input=mode + b" agent.nix\0" + bytes.fromhex(blob), capture_output=True,
+                      check=True).stdout.decode().strip()
+        sha = git(config, "commit-tree", tree, "-p", "HEAD", "-m", f"agent.nix as {mode.decode()}")
+        message = refused(lambda: manager.call("request_apply_commit", agent="bob", commit=sha), "bad_request")
+        assert "mode is not one of 100644, 100755, 120000" in message and "badFilemode" in message, message
+    assert hive.cli("pending").stdout.strip() == "nothing pending"
+    # a tree git wrote itself still goes through
+    sha = commit_change(hive, "bob", agent_nix("written by git"))
+    assert manager.call("request_apply_commit", agent="bob", commit=sha)["approval_id"]
+
+
+def test_approving_a_proposal_made_before_another_was_deployed_does_not_undo_it_unseen(hive):
+    """Two proposals made from the same deployed commit: the operator reads both diffs (against what is deployed),
+    approves the security fix, then the harmless comment -- whose commit lacks the fix, so deploying it undid the
+    fix, a change no diff the operator read ever showed. That approve is refused, naming why; approving the diff
+    taken against what is deployed now (--base, as the pages send) goes through, knowingly."""
+    from browser import http
+
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    config = sd / "agents" / "bob" / "config"
+    deployed = git(sd / "applied" / "bob", "rev-parse", "main")
+    git(config, "checkout", "-q", "-b", "fix", deployed)
+    fix = commit_change(hive, "bob", (config / "agent.nix").read_text() + "# THE SECURITY FIX\n")
+    git(config, "checkout", "-q", "-b", "tweak", deployed)
+    tweak = commit_change(hive, "bob", (config / "flake.nix").read_text() + "# a comment\n", filename="flake.nix")
+    first = manager.call("request_apply_commit", agent="bob", commit=fix)["approval_id"]
+    second = manager.call("request_apply_commit", agent="bob", commit=tweak)["approval_id"]
+    shown = hive.cli("pending", "--diff").stdout
+    assert f"diff against {deployed[:12]} (approve {second} --base {deployed[:12]}" in shown, shown
+    assert "THE SECURITY FIX" in shown  # (in the first's diff)
+
+    hive.cli("approve", str(first))
+    result = hive.cli("approve", str(second), check=False)
+    assert result.returncode == 1, result.stdout
+    assert (f"conflict: approval #{second}: what is deployed for bob changed since it was proposed "
+            f"(against {deployed[:12]}); it is now {fix[:12]}, and commit {tweak[:12]} does not contain it") \
+        in result.stderr, result.stderr
+    assert git(sd / "applied" / "bob", "rev-parse", "main") == fix
+    assert hive.host().call("approval", id=second)["status"] == "pending"
+    # the diff of a stale look is refused too; the one against what is deployed now shows the undoing, and goes
+    result = hive.cli("approve", str(second), "--base", deployed[:12], check=False)
+    assert result.returncode == 1 and "conflict" in result.stderr, result.stderr
+    now = hive.host().call("approval", id=second)
+    assert now["diff_base"] == fix and "-# THE SECURITY FIX" in now["diff"]
+    if hive.dashboard_url:
+        page = http(hive.dashboard_url, "GET", f"/approvals/{second}").text
+        assert f'name="base" value="{fix}"' in page
+        reply = http(hive.dashboard_url, "POST", f"/api/approvals/{second}/approve", json={"base": deployed})
+        assert reply.status == 409 and reply.error["code"] == "conflict", reply
+    assert f"deployed/{second}" in hive.cli("approve", str(second), "--base", fix[:12]).stdout
+    assert git(sd / "applied" / "bob", "rev-parse", "main") == tweak

@@ -47,3 +47,43 @@ def test_operator_reviews_and_approves_in_the_browser(start_hive, browser_page):
     page.goto(f"{url}/approvals/{approval_id}")
     assert f"deployed/{approval_id}" in page.locator("#approval").inner_text()
     assert console_errors(page) == []
+
+
+def test_a_card_approves_the_diff_it_shows_and_takes_it_again_when_what_is_deployed_changes(start_hive,
+                                                                                            browser_page):
+    """Two proposals from the same deployed commit: once the first is deployed, the second card's diff (loaded
+    before, and kept) showed nothing of the undoing its deploy would do. The card now loads its diff again when
+    what is deployed changes, and its approve sends the base that diff was taken against (a stale one is refused:
+    test_approvals.py)."""
+    from standins.support import git, state_dir
+
+    hive = start_hive(agents={"alice": {}}, env=AGENT_ENV)
+    url = hive.dashboard_url
+    if not url:
+        pytest.skip("no dashboard in this build")
+    wait_for(lambda: standin_info(hive, "alice"), message="alice running")
+    sd = state_dir(hive)
+    config = sd / "agents" / "alice" / "config"
+    deployed = git(sd / "applied" / "alice", "rev-parse", "main")
+    git(config, "checkout", "-q", "-b", "fix", deployed)
+    fix = commit_change(hive, "alice", (config / "agent.nix").read_text() + "# THE FIX\n")
+    git(config, "checkout", "-q", "-b", "tweak", deployed)
+    tweak = commit_change(hive, "alice", (config / "flake.nix").read_text() + "# a comment\n", filename="flake.nix")
+    manager = hive.client("manager")
+    first = manager.call("request_apply_commit", agent="alice", commit=fix)["approval_id"]
+    second = manager.call("request_apply_commit", agent="alice", commit=tweak)["approval_id"]
+    page = browser_page
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{url}/")
+    card = f"article.approval[data-key='ap-{second}-pending']"
+    page.locator(f"{card} pre.diff").wait_for()
+    assert page.locator(f"{card} input[name=base]").input_value() == deployed
+    assert "THE FIX" not in page.locator(f"{card} pre.diff").inner_text()
+    hive.cli("approve", str(first))  # elsewhere, while this page stays open
+    wait_for(lambda: "-# THE FIX" in page.locator(f"{card} pre.diff").inner_text(), timeout=20,
+             message="the second card's diff taken again, showing the undoing")
+    assert page.locator(f"{card} input[name=base]").input_value() == fix
+    page.locator(f"{card} button:has-text('approve')").click()
+    assert wait_status(hive.host(), second)["status"] == "deployed"
+    assert git(sd / "applied" / "alice", "rev-parse", "main") == tweak
+    assert console_errors(page) == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from conftest import refused, wait_for
 from standins.support import commit_change, agent_nix, git, needs_nix, nixos_env, state_dir, tag_message, tags, \
     wait_event, wait_status
 
@@ -426,3 +426,77 @@ def test_a_spawned_agents_directories_follow_its_privateusers_like_a_declared_on
         assert set(owners().values()) == {uid}, (private, owners())
         assert os.stat("/etc/hostname").st_uid == 0  # a link is given, not what it points at
         assert (hive.config.agent_socket("carol").parent.stat().st_mode & 0o777) == 0o700
+
+
+FLAKE_WITH_INPUT = """{{
+  inputs.x = {{ url = {url}; flake = false; }};
+  outputs = {{ self, x }}: {{ nixosModules.default = {{ imports = [ ./agent.nix ]; }}; }};
+}}
+"""
+
+
+@pytest.mark.nix  # the flake's inputs are read with nix-instantiate
+def test_a_flake_input_read_from_the_host_is_refused_before_nix_locks_it(hive, hive_dir):
+    """`nix flake lock --update-input agent-<n>` (root, before any build) locks the agent flake's own inputs: a
+    git+file:// input on the manager's proposed repo made Nix run git there, with the manager's .git/config
+    (core.fsmonitor) as root, and a path: input copied host files into the store. Such a proposal is refused,
+    naming the input (an escaped string, a bare path, an indirect one, a poisoned flake.lock too); nothing is
+    locked; a remote input is still taken."""
+    sd = state_dir(hive)
+    manager = hive.client("manager")
+    config = sd / "agents" / "alice" / "config"
+    (hive_dir / "standin.log").write_text("")
+    for url, named in ((json.dumps(f"git+file://{config}"), f'inputs.x.url = "git+file://{config}"'),
+                       ('"p\\ath:/etc"', 'inputs.x.url = "path:/etc"'),
+                       ('"/var/lib"', 'inputs.x.url = "/var/lib"')):
+        sha = commit_change(hive, "alice", FLAKE_WITH_INPUT.format(url=url), filename="flake.nix")
+        message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+        assert "inputs Nix would read from this host" in message and named in message, message
+    (config / "flake.nix").write_text("{ inputs.nixpkgs = { }; outputs = _: { }; }\n")
+    sha = commit_change(hive, "alice", agent_nix("indirect"))
+    message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+    assert "inputs.nixpkgs names no url" in message, message
+    remote = FLAKE_WITH_INPUT.format(url='"github:NixOS/nixpkgs/nixos-24.05"')
+    (config / "flake.lock").write_text(json.dumps({"root": "root", "version": 7, "nodes": {
+        "root": {"inputs": {"x": "x"}},
+        "x": {"flake": False, "locked": {"type": "path", "path": "/etc", "narHash": "sha256-x"},
+              "original": {"type": "github", "owner": "NixOS", "repo": "nixpkgs", "ref": "nixos-24.05"}}}}))
+    sha = commit_change(hive, "alice", remote, filename="flake.nix")
+    message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+    assert 'flake.lock: nodes.x.locked pins a "path" input at "/etc"' in message, message
+    assert hive.cli("pending").stdout.strip() == "nothing pending"
+    assert not any("flake lock" in a for a in argvs(hive_dir))
+
+    (config / "flake.lock").unlink()
+    sha = commit_change(hive, "alice", remote, filename="flake.nix")
+    approval_id = manager.call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    assert f"deployed/{approval_id}" in hive.cli("approve", str(approval_id)).stdout
+    assert "nix --extra-experimental-features nix-command flakes flake lock --update-input agent-alice" in \
+        argvs(hive_dir)
+
+
+def test_a_deploy_queued_behind_another_that_would_undo_it_is_failed_not_built(hive, hive_dir):
+    """Approving checks that what is deployed is what the diff was taken against; deploys queue, so a second
+    approval clicked while the first waited its turn passed that check and, once built, undid the first. Its
+    deploy checks again under the deploy lock: it fails, naming why, and nothing of it is built."""
+    sd = state_dir(hive)
+    manager, host = hive.client("manager"), hive.host()
+    applied = sd / "applied" / "alice"
+    config = sd / "agents" / "alice" / "config"
+    deployed = git(applied, "rev-parse", "main")
+    slow = commit_change(hive, "manager", "{ ... }: { }\n# the manager's slow build\n")
+    git(config, "checkout", "-q", "-b", "fix", deployed)
+    fix = commit_change(hive, "alice", (config / "agent.nix").read_text() + "# THE FIX\n")
+    git(config, "checkout", "-q", "-b", "tweak", deployed)
+    tweak = commit_change(hive, "alice", (config / "flake.nix").read_text() + "# a comment\n", filename="flake.nix")
+    ids = [manager.call("request_apply_commit", agent=agent, commit=sha)["approval_id"]
+           for agent, sha in (("manager", slow), ("alice", fix), ("alice", tweak))]
+    (hive_dir / "standin.fail").write_text("nixos-container update hm1nd\tsleep:3\n")
+    for approval_id in ids:  # the second and the third wait behind the first; alice's main has not moved yet
+        assert host.call("approve", id=approval_id)["status"] == "approved"
+    assert wait_status(host, ids[1])["status"] == "deployed"
+    failed = wait_status(host, ids[2])
+    assert failed["status"] == "failed" and failed["tag"] == f"failed/{ids[2]}", failed
+    assert (f"what is deployed for alice changed between the approval and its build (approved against "
+            f"{deployed[:12]}, now {fix[:12]}), and commit {tweak[:12]} does not contain it") in failed["error"]
+    assert git(applied, "rev-parse", "main") == fix and container(hive_dir, "h-alice")["rev"] == fix

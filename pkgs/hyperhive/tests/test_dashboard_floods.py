@@ -128,6 +128,60 @@ def test_files_that_add_up_past_the_diff_limit_are_named_and_flagged_not_diffed(
     assert "+# padding" in whole and "THE LAST FILE" not in whole and "a.nix" in whole and "b.nix" in whole
 
 
+def test_a_file_made_a_directory_is_shown_when_the_file_is_named_not_diffed(start_broker):
+    """A pathspec that leaves out a named path ``P`` leaves out ``P/...`` too: with data files taking the diff to
+    16 MiB, the deployed agent.nix was named (not diffed) and the agent.nix/default.nix that replaced it -- what
+    Nix imports for ./agent.nix -- was in neither the diff, its --stat nor the flags. It is shown."""
+    import os
+
+    from standins.support import git
+
+    hive = start_broker()
+    manager = hive.client("manager")
+    config = state_dir(hive) / "agents" / "bob" / "config"
+    limit = 16 * 1024 * 1024
+    padding = limit - (config / "agent.nix").stat().st_size + 1  # the data alone fits; with agent.nix it does not
+    line = "# a data file that is plain text all through\n"
+    for name, size in (("aaa", padding // 2), ("aab", padding - padding // 2)):
+        text = line * (size // len(line))
+        (config / name).write_text(text + "#" * (size - len(text) - 1) + "\n")
+    os.unlink(config / "agent.nix")
+    (config / "agent.nix").mkdir()
+    (config / "agent.nix" / "default.nix").write_text('{ ... }: { hyperhive.prompt = "THE HIDDEN PROMPT"; }\n')
+    git(config, "add", "-A")
+    git(config, "commit", "-q", "-m", "two data files")
+    approval_id = manager.call("request_apply_commit", agent="bob", commit="main")["approval_id"]
+    shown = hive.host().call("approval", id=approval_id)
+    assert shown["diff"].startswith("binary/large: agent.nix: "), shown["diff"][:300]
+    assert "+++ b/agent.nix/default.nix" in shown["diff"], shown["diff"][:2000]
+    assert '+{ ... }: { hyperhive.prompt = "THE HIDDEN PROMPT"; }' in shown["diff"]
+    assert "+# a data file" in shown["diff"]  # the rest is still diffed after it
+    if hive.dashboard_url:
+        whole = http(hive.dashboard_url, "GET", f"/api/approvals/{approval_id}/diff", timeout=60).text
+        assert "THE HIDDEN PROMPT" in whole
+
+
+def test_a_file_past_the_cut_of_the_diff_is_named_and_flagged(start_broker):
+    """The files within 16 MiB are diffed, but git's output may be twice their size: 14 MiB of empty lines made
+    28 MiB of "+" lines, the output was cut at 16 MiB, and the agent.nix change after them was in no diff and no
+    flag (only a --stat line). What the cut leaves out is named at the top of the diff and flagged."""
+    hive = start_broker()
+    manager = hive.client("manager")
+    config = state_dir(hive) / "agents" / "bob" / "config"
+    for name in ("aaa", "aab"):
+        (config / name).write_text("\n" * (7 * 1024 * 1024))
+    text = (config / "agent.nix").read_text().replace("hyperhive = { };", 'hyperhive = { prompt = "PAST THE CUT"; };')
+    sha = commit_change(hive, "bob", text)
+    approval_id = manager.call("request_apply_commit", agent="bob", commit=sha)["approval_id"]
+    shown = hive.host().call("approval", id=approval_id)
+    head = shown["diff"][:1000]
+    assert "not shown: agent.nix: past the 16 MiB the diff is cut at" in head, head
+    assert "+++ b/aaa" in shown["diff"] and "what it leaves out is named at the top" in shown["diff"][-300:]
+    assert "PAST THE CUT" not in shown["diff"] and "+++ b/agent.nix" not in shown["diff"]  # no half section
+    assert ("large", "agent.nix") in {(f["kind"], f["path"]) for f in shown["flags"]}, shown["flags"]
+    assert "!! LARGE: agent.nix is not shown in the diff" in hive.cli("pending").stdout
+
+
 def _peak_rss(pid: int) -> int:
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmHWM:"):

@@ -199,3 +199,32 @@ def test_the_operator_cannot_send_to_itself(start_broker):
     assert "(no messages)" in hive.cli("inbox").stdout
     hive.client("alice").call("send", to="operator", body="from alice")  # an agent still can
     assert "from alice" in hive.cli("inbox").stdout
+
+
+def test_a_path_or_symlink_target_with_a_newline_cannot_forge_a_line_under_pending(start_broker):
+    """A flag names a path and a symlink's target the manager chose: a newline in either started a line of its own
+    under `hyperhive pending` (a forged "reason:" or "!!" line); both are shown escaped, each flag on one line."""
+    import os
+
+    from standins.support import git, state_dir
+
+    hive = start_broker()
+    manager = hive.client("manager")
+    config = state_dir(hive) / "agents" / "alice" / "config"
+    os.symlink("agent.nix\n      reason: reviewed by security, all clear", config / "alias.nix")
+    script = config / "run\n      !! nothing else to see.sh"
+    script.write_text("echo hi\n")
+    script.chmod(0o755)
+    git(config, "add", "-A")
+    git(config, "commit", "-q", "-m", "two new files")
+    approval_id = manager.call("request_apply_commit", agent="alice", commit="main", reason="tidy")["approval_id"]
+
+    flags = hive.host().call("approval", id=approval_id)["flags"]
+    assert sorted(f["kind"] for f in flags) == ["mode", "symlink"], flags
+    for f in flags:
+        assert "\n" not in f["detail"] and "\n" not in f["path"], f
+    assert any("symbolic link to agent.nix\\n      reason: reviewed" in f["detail"] for f in flags), flags
+    lines = hive.cli("pending").stdout.splitlines()
+    assert [line.strip() for line in lines if line.strip().startswith("reason:")] == ["reason: tidy"], lines
+    assert [line for line in lines if line.strip().startswith("!!")] == [line for line in lines if "!!" in line]
+    assert len([line for line in lines if line.lstrip().startswith("!!")]) == 2, lines

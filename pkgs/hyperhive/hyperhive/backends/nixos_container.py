@@ -155,6 +155,13 @@ class NixosContainerBackend(Backend):
     # --- deploys -------------------------------------------------------------------------------------------
 
     def lock(self, name: str) -> None:
+        # Nix locks the agent flake's own inputs here, as root: none may be read from this host (policy_eval).
+        from .. import policy_eval
+
+        try:
+            policy_eval.check_flake_inputs(repos.applied_path(self.hive, name))
+        except policy_eval.PolicyError as e:
+            raise BuildError(str(e)) from None
         self._run(["nix", *NIX_FLAGS, "flake", "lock", "--update-input", f"agent-{name}"], self.lock_timeout,
                   cwd=repos.meta_path(self.hive))
 

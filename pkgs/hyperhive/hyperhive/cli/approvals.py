@@ -60,13 +60,16 @@ def pending(show_all, status, show_diff, config_path, as_json):
         click.echo(_line(a))
         for line in _said(a):
             click.echo(line)
-        for f in a.get("flags") or []:  # what deserves a second look, loudly (the service escapes the text)
-            click.echo(f"      !! {f['kind'].upper()}: {f['detail']}")
+        for f in a.get("flags") or []:  # what deserves a second look, loudly, each on its one line
+            click.echo(f"      !! {one_line(f['kind']).upper()}: {one_line(f['detail'])}")
         if a.get("note"):
             click.echo(f"      note: {one_line(a['note'])}")
         if a.get("error"):
             click.echo("      error: " + one_line(a["error"].strip().splitlines()[0]) if a["error"].strip() else "")
         if show_diff:
+            if a.get("diff_base") and a["status"] == "pending":
+                click.echo(f"      diff against {one_line(a['diff_base'][:12])} (approve {a['id']} --base "
+                           f"{one_line(a['diff_base'][:12])} approves this diff)")
             echo(a.get("diff", ""))
 
 
@@ -96,12 +99,17 @@ def _finish(config_path, result: dict, wait: bool, timeout: float, as_json: bool
 
 @click.command("approve")
 @click.argument("approval_id", metavar="ID", type=int)
+@click.option("--base", default=None, metavar="SHA",
+              help="The commit the diff you approve was taken against (pending --diff shows it): refused when what "
+                   "is deployed changed since and the commit does not contain it. Default: what was deployed when "
+                   "it was proposed.")
 @wait_option
 @timeout_option
 @host_options
-def approve(approval_id, wait, timeout, config_path, as_json):
+def approve(approval_id, base, wait, timeout, config_path, as_json):
     """Approve approval ID: build and deploy it."""
-    _finish(config_path, host_call(config_path, "approve", id=approval_id), wait, timeout, as_json)
+    _finish(config_path, host_call(config_path, "approve", id=approval_id, **({"base": base} if base else {})),
+            wait, timeout, as_json)
 
 
 @click.command("deny")

@@ -388,8 +388,12 @@ def get_approval_diff(aid):
 
 @bp.post("/approvals/<aid>/approve")
 def approve(aid):
-    body()
-    return done(approvals.approve(hive(), _approval_id(aid)))
+    """``{base?}``: the commit the diff being approved was taken against (the pages send it: what is deployed
+    cannot change unseen between a look at the diff and the click)."""
+    base = body().get("base") or None
+    if base is not None and not isinstance(base, str):
+        raise bad_request('"base" must be a string (the commit the diff was taken against)')
+    return done(approvals.approve(hive(), _approval_id(aid), base))
 
 
 @bp.post("/approvals/<aid>/deny")

@@ -56,8 +56,8 @@ def approval(hive, who, args):
 
 
 def approve(hive, who, args):
-    no_extra_args(args, ("id",))
-    return approvals.approve(hive, arg(args, "id", int))
+    no_extra_args(args, ("id", "base"))
+    return approvals.approve(hive, arg(args, "id", int), arg(args, "base", str, None, nullable=True))
 
 
 def deny(hive, who, args):

@@ -378,7 +378,10 @@
           approval = await api('GET', src);
           diffCache.set(src, approval);
         }
-        renderDiff(holder, approval.diff || '', 400, src.replace('/api', ''));
+        renderDiff(holder, approval.diff || '', 400, src.replace('/api', '').replace(/\?.*$/, ''));
+        // approving approves this diff: the base it was taken against goes with the click
+        const baseInput = holder.closest('.card') && $('input[name="base"]', holder.closest('.card'));
+        if (baseInput) baseInput.value = approval.diff_base || '';
         if (approval.diff_truncated) {
           const cut = el('a', 'more warn', `the diff is cut (${approval.diff_chars} characters in all): read the whole diff`);
           cut.href = approval.diff_url;
