@@ -804,10 +804,18 @@ class McpServer:
         for line in self.stdin:
             if line.strip():
                 self.handle_line(line)
-        # stdin closed: the client is gone. Give calls in flight a moment (a send may be storing), no more.
+        # stdin closed: the client is gone. Give calls in flight a moment (a send may be storing), no more; then
+        # cut what still waits (a parked recv would hold the process until its wait ran out, while the client
+        # waits for the exit). What a cut recv had leased goes back to the inbox with its broker connection.
         with self._calls_lock:
             running = list(self._running)
-        futures_wait(running, timeout=2)
+        _, still = futures_wait(running, timeout=2)
+        if still:
+            with self._calls_lock:
+                contexts = list(self._calls.values())
+            for ctx in contexts:
+                ctx.cancel()
+            futures_wait(still, timeout=2)
         self._workers.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
 

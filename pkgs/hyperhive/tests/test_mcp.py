@@ -341,6 +341,23 @@ def test_the_server_exits_when_its_client_closes_stdin(peer):
     assert peer.proc.wait(5) == 0
 
 
+
+def test_the_server_exits_at_once_when_its_client_closes_stdin_under_a_parked_recv(hive, own_peer):
+    # it lingered until the recv's wait ran out (here 40 s): a client that closes stdin and waits for the exit, as
+    # the MCP stdio transport says, had to kill it; and what it then got is given back, not lost
+    own_peer.initialize()
+    own_peer.write({"jsonrpc": "2.0", "id": "r1", "method": "tools/call",
+                    "params": {"name": "recv", "arguments": {"wait_seconds": 40}}})
+    wait_for(lambda: broker_sockets(own_peer.proc.pid), message="the recv's broker connection")
+    time.sleep(0.3)
+    started = time.monotonic()
+    own_peer.proc.stdin.close()
+    assert own_peer.proc.wait(10) == 0
+    assert time.monotonic() - started < 5
+    sent = hive.client("bob").call("send", to="alice", body="for whoever comes next")["id"]
+    got = hive.client("alice").call("recv", max=10)["messages"]
+    assert sent in [m["id"] for m in got]
+
 PLUGIN = '''
 from hyperhive.hookspecs import hookimpl
 from hyperhive.mcp import Tool, schema
