@@ -263,11 +263,14 @@ class Broker:
         deadline = time.monotonic() + wait
         cond = self._cond(recipient)
         empty = {"messages": [], "unread": 0}
+        parked = False
         while True:
             with cond:
                 generation = self._generation.get(recipient, 0)
             if owner is not None and owner.closed:
                 return empty  # the client has gone: lease nothing
+            if parked and peer_connected is not None and not peer_connected():
+                return empty  # it hung up while parked (the send that woke it is for whoever comes next)
             found, unread, next_expiry = self._lease(recipient, max_messages, lease, owner)
             if found or deadline <= time.monotonic() or self._closing:
                 return {"messages": found, "unread": unread}
@@ -276,6 +279,7 @@ class Broker:
                 wake_at = min(wake_at, time.monotonic() + max(0.0, next_expiry - time.time()) + 0.001)
             # Sleep until a send signals, the wait ends or a lease lapses; the database is not read meanwhile.
             # With a client to watch, wake every second to see whether it is still there.
+            parked = True
             while True:
                 remaining = wake_at - time.monotonic()
                 if remaining <= 0:

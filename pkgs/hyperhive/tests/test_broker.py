@@ -458,6 +458,22 @@ def test_a_killed_harness_process_releases_its_lease(start_broker):
     assert [m["id"] for m in again] == [sent["id"]]
 
 
+def test_a_parked_recv_whose_client_hung_up_leases_nothing_when_a_send_wakes_it(start_broker):
+    # the send woke the dead client's recv, which leased the message to nobody: it was hidden from a live recv
+    # until the service noticed the hang-up
+    hp = start_broker()
+    bob = hp.client("bob")
+    for round_ in range(5):
+        gone = socket.socket(socket.AF_UNIX)
+        gone.connect(str(hp.config.agent_socket("bob")))
+        gone.sendall(json.dumps({"op": "recv", "wait_seconds": 60}).encode() + b"\n")
+        time.sleep(0.2)  # parked
+        gone.close()
+        sent = hp.client("alice").call("send", to="bob", body=f"for a live recv {round_}")["id"]
+        assert [m["id"] for m in bob.call("recv", max=10)["messages"]] == [sent], round_
+        bob.call("ack", ids=[sent])
+
+
 def test_kill_9_of_the_service_requeues_what_a_live_connection_held(start_broker):
     hp = start_broker()
     sent = hp.client("alice").call("send", to="bob", body="survive")
