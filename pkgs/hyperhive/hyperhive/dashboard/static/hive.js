@@ -130,7 +130,7 @@
     let payload;
     try { payload = payloadOf(form, submitter); } catch (e) { toast(e.message, 'bad'); return; }
     // Busy, not disabled: Chromium drops focus from a disabled button, and the next Tab would start at the top.
-    const buttons = $$('button', form);
+    const buttons = [...form.elements].filter((b) => b instanceof HTMLButtonElement); // (form="…" ones too)
     form.dataset.busy = '1';
     buttons.forEach((b) => b.setAttribute('aria-disabled', 'true'));
     try {
