@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from browser import EventStream, http
-from conftest import HiveProcess, wait_for, write_config
+from conftest import HiveProcess, refused, wait_for, write_config
 
 
 @pytest.fixture(scope="module")
@@ -326,6 +326,29 @@ def test_stats_route(hive, url):
     assert_error(get(url, "/api/stats?since=yesterday"), 400, "bad_request", "since")
     assert_error(get(url, "/api/stats?limit=0"), 400, "bad_request", "limit")
     assert_error(get(url, "/api/stats?agent=../etc"), 400, "bad_request")
+
+
+def test_the_model_route_refuses_a_model_with_reset_as_the_socket_does(hive, url):
+    """{"model": "x", "reset": true} silently reset: the operator's model was dropped without a word."""
+    model = "/api/agents/alice/model"
+    assert post(url, model, {"model": "claude-opus-4-1"}).json()["override"] == "claude-opus-4-1"
+    for payload in ({"model": "claude-haiku-4-5", "reset": True}, {"model": "", "reset": True}):
+        message = assert_error(post(url, model, payload), 400, "bad_request", '"model"', '"reset"')
+        # the same words as the host socket's op
+        assert message == refused(lambda: hive.host().call("model", name="alice", **payload), "bad_request")
+        assert get(url, model).json()["override"] == "claude-opus-4-1"  # nothing changed
+    # as a plain form: a model typed with reset is refused too; an empty model field with reset is a reset
+    page = get(url, "/agents/alice")
+    sid = re.search(r"hh_sid=([^;]+)", page.headers["Set-Cookie"]).group(1)
+    csrf = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text).group(1)
+    form = {"headers": {"Cookie": f"hh_sid={sid}", "Accept": "application/json"}}
+    assert_error(http(url, "POST", model, data={"csrf_token": csrf, "model": "claude-haiku-4-5", "reset": "1"},
+                      **form), 400, "bad_request", '"model"', '"reset"')
+    assert get(url, model).json()["override"] == "claude-opus-4-1"
+    reply = http(url, "POST", model, data={"csrf_token": csrf, "model": " ", "reset": "1"}, **form)
+    assert reply.status == 200 and reply.json()["override"] is None, reply
+    post(url, model, {"model": "claude-opus-4-1"})
+    assert post(url, model, {"reset": True}).json()["override"] is None
 
 
 def test_turn_stream_sends_history_then_live_events(hive, url):

@@ -15,9 +15,9 @@ from standins.support import AGENT_ENV, agent_nix, commit_change, wait_status
 pytestmark = pytest.mark.browser
 
 
-def record(client, cost, started, status="ok"):
+def record(client, cost, started, status="ok", model="claude-sonnet-4-5"):
     client.call("turn_record", turn={
-        "started_at": started, "ended_at": started + 2.0, "status": status, "model": "claude-sonnet-4-5",
+        "started_at": started, "ended_at": started + 2.0, "status": status, "model": model,
         "wake": {"kind": "message", "from": "bob"}, "cost_usd": cost,
         "tokens": {"input": 1000, "output": 100, "cache_read": 0, "cache_write": 0},
         "tools": {"Bash": 1, "mcp__hyperhive__list_agents": 1}})
@@ -102,6 +102,45 @@ def test_the_operator_reads_what_the_swarm_costs(start_hive, browser_page):
     for path in (f"/approvals/{approval_id}", "/stats"):
         page.goto(f"{url}{path}")
         assert page.evaluate("document.documentElement.scrollWidth") <= 320, path
+    assert console_errors(page) == []
+
+
+def test_the_stats_page_follows_new_turns_and_keeps_the_operators_choice_and_focus(start_broker, browser_page):
+    """The header said LIVE, yet /stats showed the figures of when it was opened until the operator reloaded."""
+    hive = start_broker({"alice": {}, "bob": {}})
+    alice = hive.client("alice")
+    record(alice, 0.40, time.time() - 60)
+    page = browser_page
+    page.goto(f"{hive.dashboard_url}/stats?agent=alice&window=7d")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    cost = page.locator("#stats-totals [data-figure='cost']")
+    assert cost.inner_text() == "$0.4000"
+    # the operator picks bob (not yet shown) and stays on the list while alice works
+    page.select_option("select[name=agent]", "bob")
+    page.locator("select[name=agent]").focus()
+
+    record(alice, 0.25, time.time(), model="claude-haiku-4-5")
+    page.locator("#stats-totals [data-figure='cost']", has_text="$0.6500").wait_for()
+    assert page.locator("#stats-totals [data-figure='turns']").inner_text() == "2"
+    assert "claude-haiku-4-5" in page.locator("#stats-models").inner_text()
+    assert "$0.6500" in page.locator("svg.cost-chart[data-series='cost_usd']").get_attribute("aria-label")
+    # read out once, politely, in words (not the page's HTML)
+    news = page.locator("#live-news")
+    assert news.get_attribute("aria-live") == "polite"
+    assert news.inner_text() == "alice, last 7d: $0.6500 over 2 turns"
+    # the window and agent shown are still those asked for; the unsent choice and the focus stayed
+    assert "window=7d" in page.url and "agent=alice" in page.url
+    assert page.locator("button[name=window][value='7d']").get_attribute("aria-pressed") == "true"
+    assert page.evaluate("document.activeElement.name") == "agent"
+    assert page.locator("select[name=agent]").input_value() == "bob"
+
+    # a limit set for alice shows as over budget without a reload; focus on a window button stays there too
+    page.locator("button[name=window][value='30d']").focus()
+    hive.host().call("budget", agent="alice", usd=0.5)
+    page.locator("#over-budget", has_text="alice").wait_for()
+    assert page.evaluate("document.activeElement.value") == "30d"
+    assert page.evaluate("window.__sameDocument === true")
     assert console_errors(page) == []
 
 

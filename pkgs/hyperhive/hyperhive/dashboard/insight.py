@@ -154,6 +154,10 @@ def api_model(name):
     args = body()
     reset = args.get("reset") in (True, "1", "true", "on")
     model = args.get("model")
+    if not request.is_json and isinstance(model, str) and not model.strip():
+        model = None  # a form's empty field is no model given
+    if reset and model is not None:  # as the host socket's op: which one was meant is not for us to guess
+        raise bad_request('give "model" or "reset", not both')
     if not reset and (not isinstance(model, str) or not model.strip()):
         raise bad_request('give "model" (a model name) or "reset"')
     return done(insight.set_model(hive(), name, None if reset else model.strip()))

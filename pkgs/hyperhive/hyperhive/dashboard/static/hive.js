@@ -130,7 +130,7 @@
     let payload;
     try { payload = payloadOf(form, submitter); } catch (e) { toast(e.message, 'bad'); return; }
     // Busy, not disabled: Chromium drops focus from a disabled button, and the next Tab would start at the top.
-    const buttons = $$('button', form);
+    const buttons = [...form.elements].filter((b) => b instanceof HTMLButtonElement); // (form="…" ones too)
     form.dataset.busy = '1';
     buttons.forEach((b) => b.setAttribute('aria-disabled', 'true'));
     try {
@@ -351,11 +351,19 @@
       const doc = new DOMParser().parseFromString(home ? `<div id="home">${html}</div>` : html, 'text/html');
       const root = home || $('#main');
       const focus = focusContext(root);
+      const news = [];
       for (const old of parts) {
         const neu = doc.getElementById(old.id);
-        if (neu) afterRender(sync(old, neu));
+        if (!neu) continue;
+        const said = old.dataset.say;
+        const part = sync(old, neu);
+        afterRender(part);
+        if (part.dataset.say && part.dataset.say !== said) news.push(part.dataset.say);
       }
       restoreFocus(root, focus);
+      // a part that says what changed in it (the figures of /stats) is read out politely, not its whole HTML
+      const say = $('#live-news');
+      if (say && news.length) say.textContent = news.join('; ');
     } catch (e) {
       setLive('offline', 'refresh failed');
     } finally {
@@ -494,11 +502,13 @@
   }
 
   // A state event concerns a page's live part when it names the part's approval or agent (any approval may be
-  // the agent's: a revive it queued, a commit it proposed).
+  // the agent's: a revive it queued, a commit it proposed), or a section of the hive the part shows (the figures
+  // of /stats: data-sections="costs" — a turn recorded or a limit set by any agent).
   function concerns(d) {
     return $$('[data-live]').some((p) => (d.what === 'approval'
       && (!p.dataset.approval || Number(p.dataset.approval) === d.id))
-      || (p.dataset.agent && (d.name || d.agent) === p.dataset.agent));
+      || (p.dataset.agent && (d.name || d.agent) === p.dataset.agent)
+      || (p.dataset.sections && d.section && p.dataset.sections.split(' ').includes(d.section)));
   }
 
   function connectAttention() {
