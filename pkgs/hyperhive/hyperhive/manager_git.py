@@ -187,6 +187,26 @@ def _text(name: str, value: str) -> None:
         raise Refused(f"{name}: %G... (signature checks) runs a program")
 
 
+def _unknown(subcommand: str, option: str) -> None:
+    reason = WHY_NOT.get(option)
+    raise Refused(f"git {subcommand} {option}: " + (f"refused ({reason})" if reason else
+                                                    "not an option hyperhive git allows"))
+
+
+def _value(subcommand: str, option: str, kind, value: str, given: bool, args: list[str], i: int) -> int:
+    """Check the value of ``option`` (taken from ``args[i]`` when it needs one and none was ``given`` with it);
+    the index of the next argument."""
+    if kind in (VALUE, TEXT) and not given:
+        if i >= len(args):
+            raise Refused(f"git {subcommand} {option} needs a value")
+        value, i = args[i], i + 1
+    if kind in (VALUE, OPTIONAL) and value:
+        _path_like(value, f"the value of {option}")
+    elif kind in (TEXT, OPTIONAL_TEXT):
+        _text(option, value)
+    return i
+
+
 def check_args(subcommand: str, args: list[str]) -> None:
     spec = SUBCOMMANDS[subcommand]
     i = 0
@@ -204,19 +224,10 @@ def check_args(subcommand: str, args: list[str]) -> None:
             name, eq, value = arg.partition("=")
             kind = spec.long.get(name)
             if kind is None:
-                reason = WHY_NOT.get(name)
-                raise Refused(f"git {subcommand} {name}: " + (f"refused ({reason})" if reason else
-                                                              "not an option hyperhive git allows"))
+                _unknown(subcommand, name)
             if kind == FLAG and eq:
                 raise Refused(f"git {subcommand} {name} takes no value")
-            if kind in (VALUE, TEXT) and not eq:
-                if i >= len(args):
-                    raise Refused(f"git {subcommand} {name} needs a value")
-                value, i = args[i], i + 1
-            if kind in (VALUE, OPTIONAL) and value:
-                _path_like(value, f"the value of {name}")
-            elif kind in (TEXT, OPTIONAL_TEXT):
-                _text(name, value)
+            i = _value(subcommand, name, kind, value, bool(eq), args, i)
             continue
         if spec.numbers and arg[1:].isdigit():
             continue
@@ -225,19 +236,12 @@ def check_args(subcommand: str, args: list[str]) -> None:
             c = arg[j]
             kind = spec.short.get(c)
             if kind is None:
-                reason = WHY_NOT.get(f"-{c}")
-                raise Refused(f"git {subcommand} -{c}: " + (f"refused ({reason})" if reason else
-                                                            "not an option hyperhive git allows"))
+                _unknown(subcommand, f"-{c}")
             rest = arg[j + 1:]
             if kind == FLAG:
                 j += 1
                 continue
-            if kind in (VALUE, TEXT) and not rest:
-                if i >= len(args):
-                    raise Refused(f"git {subcommand} -{c} needs a value")
-                rest, i = args[i], i + 1
-            if kind in (VALUE, OPTIONAL) and rest:
-                _path_like(rest, f"the value of -{c}")
+            i = _value(subcommand, f"-{c}", kind, rest, bool(rest), args, i)
             break
 
 
