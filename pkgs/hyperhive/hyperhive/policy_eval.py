@@ -417,6 +417,11 @@ def check_flake_inputs(repo_dir: Path, rev: str = "main") -> None:
                 if name == "self":
                     continue
                 _check_input(f"flake.nix: inputs.{name}", spec, problems)
+                if isinstance(spec, dict) and "follows" not in spec and spec.get("flake", True) is not False:
+                    # Nix locks a flake input's own inputs too, as its repository's flake.nix and flake.lock say
+                    problems.append(f"flake.nix: inputs.{name} is a flake (flake = true, the default), whose own "
+                                    "inputs Nix locks too, as that repository names them, outside the diff; give "
+                                    "it flake = false")
     if problems:
         raise PolicyError("the config's flake takes inputs Nix would read from this host (as root, when it locks "
                           "them, outside what the diff shows); only remote ones are taken (github:, gitlab:, "

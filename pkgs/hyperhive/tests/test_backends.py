@@ -555,3 +555,30 @@ def test_a_flake_input_fetched_from_this_host_over_the_network_is_refused(hive, 
     assert f"deployed/{approval_id}" in hive.cli("approve", str(approval_id)).stdout
     assert "nix --extra-experimental-features nix-command flakes flake lock --update-input agent-alice" in \
         argvs(hive_dir)
+
+
+@pytest.mark.nix  # the flake's inputs are read with nix-instantiate
+def test_a_flake_input_that_is_itself_a_flake_is_refused(hive, hive_dir):
+    """A remote input that is a flake (the default) brings its own inputs, and Nix locks them (as root, before any
+    build) as that repository's flake.nix says: `github:someone/evil` naming `git+file://` of the proposed repo or
+    `https://127.0.0.1:8080/` passed every check of the proposal's own flake.nix. Such an input is refused, naming
+    it and the way out (flake = false), which still deploys."""
+    manager = hive.client("manager")
+    (hive_dir / "standin.log").write_text("")
+    flake = """{{
+  inputs.evil.url = "github:someone/evil";
+  inputs.pinned = {{ url = "github:NixOS/nixpkgs/nixos-24.05"; flake = {flag}; }};
+  outputs = _: {{ }};
+}}
+"""
+    sha = commit_change(hive, "alice", flake.format(flag="true"), filename="flake.nix")
+    message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+    assert "inputs.evil is a flake (flake = true, the default)" in message and "give it flake = false" in message
+    assert "inputs.pinned is a flake" in message, message
+    assert not any("flake lock" in a for a in argvs(hive_dir))
+
+    sha = commit_change(hive, "alice", flake.format(flag="false").replace('inputs.evil.url = "github:someone/evil";',
+                                                                          'inputs.evil = { url = "github:someone/evil"; '
+                                                                          'flake = false; };'), filename="flake.nix")
+    approval_id = manager.call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    assert f"deployed/{approval_id}" in hive.cli("approve", str(approval_id)).stdout
