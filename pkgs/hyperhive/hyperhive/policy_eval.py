@@ -216,13 +216,125 @@ def read_subset(repo_dir: Path, rev: str = "main") -> dict:
 # copy of the tree) to the literal data Nix reads: Nix requires input attributes to be constants.
 
 REMOTE_TYPES = ("github", "gitlab", "sourcehut")
-REMOTE_URL = re.compile(r"^(?:github|gitlab|sourcehut):[^:]|^(?:git\+|tarball\+|file\+|hg\+)?(?:https|ssh)://[^/]", re.I)
 URL_TYPES = ("git", "tarball", "file", "mercurial")
+# A remote input's URL: a forge shorthand (whose `host` query parameter is read below), or https/ssh with an
+# authority (`scheme:host/...` without `//`, which curl reads as a host too, is not taken).
+FORGE_URL = re.compile(r"^(github|gitlab|sourcehut):([^?#]*)(?:\?([^#]*))?", re.I)
+NET_URL = re.compile(r"^(?:git\+|tarball\+|file\+|hg\+)?(?:https|ssh)://([^/?#]*)", re.I)
+# The authority this check reads the host from: anything else in it (a backslash, a second `@`, `%`-escapes in the
+# host) is refused rather than guessed at, since curl, git and ssh need not split it the way Python does.
+AUTHORITY = re.compile(r"^(?:[A-Za-z0-9._~+-]+(?::[A-Za-z0-9._~+-]*)?@)?"
+                       r"(\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9._~-]+)?\]|[A-Za-z0-9.-]+)(?::[0-9]{0,5})?$")
+HOST_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
+NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
+LOCAL_SUFFIXES = ("localhost", "local", "localdomain")  # loopback by name (RFC 6761), mDNS on the local link
+GIT_FETCHES_MORE = ("submodules", "lfs")  # git then fetches what the remote repo names (.gitmodules, .lfsconfig)
 INPUTS_EXPR = r"""
 flake:
 let f = import flake; in
 if builtins.isAttrs f && f ? inputs then f.inputs else { }
 """
+
+
+def host_problem(host: str) -> str | None:
+    """Why Nix fetching from ``host`` (as root, on this host) would reach this host or its local network rather
+    than a remote, or None. Refused: a loopback, unspecified, link-local, private or otherwise non-public address in
+    any form the resolver takes (``127.1``, ``2130706433``, ``0x7f000001``, ``[::1]``, ``[::ffff:127.0.0.1]``), a
+    name without a dot (``localhost``, this host's own name, a search-domain or ssh_config alias), ``*.localhost``,
+    ``*.local``, ``*.localdomain`` -- a trailing dot changes nothing."""
+    import ipaddress
+    import socket
+
+    if host.startswith("[") and host.endswith("]"):
+        literal = host[1:-1].split("%", 1)[0]
+        try:
+            address = ipaddress.IPv6Address(literal)
+        except ValueError:
+            return f"{json.dumps(host)}, which is not an address"
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return None if address.is_global else f"{json.dumps(host)}, {_address_kind(address)} address"
+    name = host.lower().rstrip(".")
+    if not HOST_NAME.match(name):
+        return f"{json.dumps(host)}, which is not a host name"
+    labels = name.split(".")
+    if NUMERIC_LABEL.match(labels[-1]):  # an IPv4 address in one of the forms inet_aton reads, or none at all
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(name))
+        except (OSError, ValueError):
+            return f"{json.dumps(host)}, which is not an address"
+        if address.is_global:
+            return None
+        shown = "" if str(address) == name else f"which is {address}, "
+        return f"{json.dumps(host)}, {shown}{_address_kind(address)} address"
+    if labels[-1] in LOCAL_SUFFIXES:
+        return f"{json.dumps(host)}, which names this host or its local network"
+    if len(labels) == 1:
+        return (f"{json.dumps(host)}, a name without a dot (the resolver's search domains, /etc/hosts, this host's "
+                "own name or an ssh alias decide where it goes)")
+    return None
+
+
+def _address_kind(address) -> str:
+    for kind in ("loopback", "unspecified", "link_local", "private", "multicast", "reserved"):
+        if getattr(address, f"is_{kind}", False):
+            kind = kind.replace("_", "-")
+            return ("an " if kind[0] in "aeiou" else "a ") + kind
+    return "a non-public"
+
+
+def url_problem(url) -> str | None:
+    """Why ``url`` (a flake input's, or one pinned in flake.lock) is not a remote input, or None."""
+    from urllib.parse import parse_qsl
+
+    if not isinstance(url, str):
+        return "is not a string"
+    forge = FORGE_URL.match(url)
+    if forge:
+        if forge.group(2).startswith("/"):
+            return "is not a remote input"
+        for key, value in parse_qsl(forge.group(3) or "", keep_blank_values=True):
+            if key == "host":
+                problem = host_problem(value)
+                if problem:
+                    return f"has host {problem}"
+            elif key in GIT_FETCHES_MORE:
+                return f"asks for {key} (fetched from wherever the remote repo says, outside the diff)"
+        return None
+    net = NET_URL.match(url)
+    if not net:
+        return "is not a remote input"
+    authority = AUTHORITY.match(net.group(1))
+    if not authority:
+        return f"has an authority {json.dumps(net.group(1))} that is not [user@]host[:port]"
+    problem = host_problem(authority.group(1))
+    if problem:
+        return f"has host {problem}"
+    query = url.partition("#")[0].partition("?")[2]
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key in GIT_FETCHES_MORE and value not in ("0", "false", ""):
+            return f"asks for {key} (fetched from wherever the remote repo says, outside the diff)"
+    return None
+
+
+def _ref_problems(where: str, ref: dict) -> list[str]:
+    """What is wrong with the attributes of a flake reference (an input of flake.nix, or a node of flake.lock) Nix
+    would fetch: its url, a forge's `host`, git's submodules. Checked whatever its type, since Nix reads them by
+    type and a type this check does not take is refused anyway."""
+    problems = []
+    if "url" in ref:
+        problem = url_problem(ref["url"])
+        if problem:
+            problems.append(f"{where}.url = {json.dumps(ref['url'])} {problem}")
+    if "host" in ref:
+        host = ref["host"]
+        problem = host_problem(host) if isinstance(host, str) else f"{json.dumps(host)}, not a string"
+        if problem:
+            problems.append(f"{where}.host is {problem}")
+    for key in GIT_FETCHES_MORE:
+        if ref.get(key) not in (None, False, 0, "0", "false"):
+            problems.append(f"{where}.{key} is set (git fetches from wherever the remote repo says, outside the diff)")
+    return problems
 
 
 def _check_input(where: str, spec, problems: list[str], nested: bool = False) -> None:
@@ -231,18 +343,15 @@ def _check_input(where: str, spec, problems: list[str], nested: bool = False) ->
     if not isinstance(spec, dict):
         problems.append(f"{where} is not an attribute set")
         return
-    if "follows" in spec:
-        return
+    problems.extend(_ref_problems(where, spec))
     url, kind = spec.get("url"), spec.get("type")
-    if url is not None:
-        if not isinstance(url, str) or not REMOTE_URL.match(url):
-            problems.append(f"{where}.url = {json.dumps(url)} is not a remote input")
-    elif kind in REMOTE_TYPES:
-        pass
-    elif kind is not None:
-        problems.append(f"{where} has type {json.dumps(kind)}" + ("" if kind in URL_TYPES else
-                                                                  ", which is not a remote input"))
-    elif not nested:  # no url and no type: an indirect input, looked up in the host's flake registry
+    if kind is not None and kind not in REMOTE_TYPES:
+        if kind not in URL_TYPES:
+            problems.append(f"{where} has type {json.dumps(kind)}, which is not a remote input")
+        elif url is None:
+            problems.append(f"{where} has type {json.dumps(kind)} and no url")
+    elif url is None and kind is None and "follows" not in spec and not nested:
+        # no url and no type: an indirect input, looked up in the host's flake registry
         problems.append(f"{where} names no url (an indirect input, looked up in the host's flake registry)")
     subs = spec.get("inputs")
     for sub, sub_spec in (subs.items() if isinstance(subs, dict) else ()):
@@ -269,7 +378,8 @@ def _check_lock(data: bytes, problems: list[str]) -> None:
                 problems.append(f"flake.lock: nodes.{key}.{part} is not an attribute set")
                 continue
             kind, url = ref.get("type"), ref.get("url")
-            if kind in REMOTE_TYPES or (kind in URL_TYPES and isinstance(url, str) and REMOTE_URL.match(url)):
+            if kind in REMOTE_TYPES or (kind in URL_TYPES and url is not None):
+                problems.extend(_ref_problems(f"flake.lock: nodes.{key}.{part}", ref))
                 continue
             problems.append(f"flake.lock: nodes.{key}.{part} pins a {json.dumps(kind)} input"
                             + (f" at {json.dumps(url)}" if url is not None else "")
@@ -307,10 +417,16 @@ def check_flake_inputs(repo_dir: Path, rev: str = "main") -> None:
                 if name == "self":
                     continue
                 _check_input(f"flake.nix: inputs.{name}", spec, problems)
+                if isinstance(spec, dict) and "follows" not in spec and spec.get("flake", True) is not False:
+                    # Nix locks a flake input's own inputs too, as its repository's flake.nix and flake.lock say
+                    problems.append(f"flake.nix: inputs.{name} is a flake (flake = true, the default), whose own "
+                                    "inputs Nix locks too, as that repository names them, outside the diff; give "
+                                    "it flake = false")
     if problems:
         raise PolicyError("the config's flake takes inputs Nix would read from this host (as root, when it locks "
                           "them, outside what the diff shows); only remote ones are taken (github:, gitlab:, "
-                          "sourcehut:, git+https://, git+ssh://, https://) or follows: " + "; ".join(problems))
+                          "sourcehut:, git+https://, git+ssh://, https:// -- on a public host, named with a dot) or "
+                          "follows: " + "; ".join(problems))
 
 
 def _eval_inputs(tree):

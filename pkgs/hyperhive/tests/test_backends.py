@@ -500,3 +500,85 @@ def test_a_deploy_queued_behind_another_that_would_undo_it_is_failed_not_built(h
     assert (f"what is deployed for alice changed between the approval and its build (approved against "
             f"{deployed[:12]}, now {fix[:12]}), and commit {tweak[:12]} does not contain it") in failed["error"]
     assert git(applied, "rev-parse", "main") == fix and container(hive_dir, "h-alice")["rev"] == fix
+
+
+@pytest.mark.nix  # the flake's inputs are read with nix-instantiate
+def test_a_flake_input_fetched_from_this_host_over_the_network_is_refused(hive, hive_dir):
+    """A remote-looking input whose host is this host or its local network (loopback, unspecified, link-local or
+    private, in any form the resolver reads; a name without a dot; a forge's `host`; git submodules the remote
+    names) made root fetch from local services (the dashboard on 127.0.0.1, a git daemon) when Nix locked the agent
+    flake. Such a proposal is refused naming each input; remote ones on public hosts still deploy."""
+    manager = hive.client("manager")
+    config = state_dir(hive) / "agents" / "alice" / "config"
+    (hive_dir / "standin.log").write_text("")
+    local = {
+        "a": "git+ssh://git@localhost/srv/repo", "b": "https://localhost/x.tar.gz", "c": "https://localhost./x.tar.gz",
+        "d": "git+https://127.0.0.1:8080/x", "e": "https://[::1]/x.tar.gz", "f": "https://0.0.0.0/x.tar.gz",
+        "g": "https://2130706433/x.tar.gz", "h": "tarball+https://0x7f000001/x", "i": "file+https://127.1/x",
+        "j": "github:o/r?host=localhost", "k": "gitlab:o/r/main?host=local%68ost", "l": "sourcehut:~o/r?host=vm",
+        "m": "https://169.254.169.254/latest", "n": "https://[::ffff:127.0.0.1]/x", "o": "git+ssh://vm/srv/repo",
+        "p": "https://github.com@127.0.0.1/x", "q": "https://a.localhost/x", "r": "https://10.0.0.1/x",
+        "s": "git+https://github.com/o/r?submodules=1", "t": "http://127.0.0.1:8080/x",
+    }
+    inputs = "".join(f"  inputs.{k} = {{ url = {json.dumps(u)}; flake = false; }};\n" for k, u in local.items())
+    inputs += ('  inputs.u = { type = "github"; owner = "o"; repo = "r"; host = "127.0.0.1"; flake = false; };\n'
+               '  inputs.v = { type = "git"; url = "ssh://localhost/srv/repo"; flake = false; };\n')
+    sha = commit_change(hive, "alice", "{\n" + inputs + "  outputs = _: { };\n}\n", filename="flake.nix")
+    message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+    for k, u in local.items():
+        assert f"inputs.{k}.url = {json.dumps(u)}" in message, (k, message)
+    assert 'inputs.u.host is "127.0.0.1", a loopback address' in message, message
+    assert 'has host "2130706433", which is 127.0.0.1, a loopback address' in message, message
+    assert 'has host "vm", a name without a dot' in message, message
+    assert 'inputs.v.url = "ssh://localhost/srv/repo"' in message, message
+
+    # a flake.lock pinning a forge input at a local host is refused as well
+    remote = FLAKE_WITH_INPUT.format(url='"github:NixOS/nixpkgs/nixos-24.05"')
+    (config / "flake.lock").write_text(json.dumps({"root": "root", "version": 7, "nodes": {
+        "root": {"inputs": {"x": "x"}},
+        "x": {"flake": False, "locked": {"type": "github", "owner": "NixOS", "repo": "nixpkgs", "host": "localhost",
+                                         "rev": "0" * 40, "narHash": "sha256-x"},
+              "original": {"type": "github", "owner": "NixOS", "repo": "nixpkgs", "ref": "nixos-24.05"}}}}))
+    sha = commit_change(hive, "alice", remote, filename="flake.nix")
+    message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+    assert 'flake.lock: nodes.x.locked.host is "localhost"' in message, message
+    assert hive.cli("pending").stdout.strip() == "nothing pending"
+    assert not any("flake lock" in a for a in argvs(hive_dir))
+
+    (config / "flake.lock").unlink()
+    public = ["github:NixOS/nixpkgs/nixos-24.05", "https://github.com/NixOS/nixpkgs/archive/master.tar.gz",
+              "git+https://git.sr.ht/~o/r?ref=main", "git+ssh://git@github.com/o/r", "github:o/r?host=github.example.com",
+              "https://github.com./o/r/archive/main.tar.gz", "tarball+https://8.8.8.8/x"]
+    inputs = "".join(f"  inputs.r{i} = {{ url = {json.dumps(u)}; flake = false; }};\n" for i, u in enumerate(public))
+    sha = commit_change(hive, "alice", "{\n" + inputs + "  outputs = _: { };\n}\n", filename="flake.nix")
+    approval_id = manager.call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    assert f"deployed/{approval_id}" in hive.cli("approve", str(approval_id)).stdout
+    assert "nix --extra-experimental-features nix-command flakes flake lock --update-input agent-alice" in \
+        argvs(hive_dir)
+
+
+@pytest.mark.nix  # the flake's inputs are read with nix-instantiate
+def test_a_flake_input_that_is_itself_a_flake_is_refused(hive, hive_dir):
+    """A remote input that is a flake (the default) brings its own inputs, and Nix locks them (as root, before any
+    build) as that repository's flake.nix says: `github:someone/evil` naming `git+file://` of the proposed repo or
+    `https://127.0.0.1:8080/` passed every check of the proposal's own flake.nix. Such an input is refused, naming
+    it and the way out (flake = false), which still deploys."""
+    manager = hive.client("manager")
+    (hive_dir / "standin.log").write_text("")
+    flake = """{{
+  inputs.evil.url = "github:someone/evil";
+  inputs.pinned = {{ url = "github:NixOS/nixpkgs/nixos-24.05"; flake = {flag}; }};
+  outputs = _: {{ }};
+}}
+"""
+    sha = commit_change(hive, "alice", flake.format(flag="true"), filename="flake.nix")
+    message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+    assert "inputs.evil is a flake (flake = true, the default)" in message and "give it flake = false" in message
+    assert "inputs.pinned is a flake" in message, message
+    assert not any("flake lock" in a for a in argvs(hive_dir))
+
+    sha = commit_change(hive, "alice", flake.format(flag="false").replace('inputs.evil.url = "github:someone/evil";',
+                                                                          'inputs.evil = { url = "github:someone/evil"; '
+                                                                          'flake = false; };'), filename="flake.nix")
+    approval_id = manager.call("request_apply_commit", agent="alice", commit=sha)["approval_id"]
+    assert f"deployed/{approval_id}" in hive.cli("approve", str(approval_id)).stdout
