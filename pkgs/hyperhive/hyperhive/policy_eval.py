@@ -166,14 +166,12 @@ def _validate(policy: dict) -> dict:
 
 # --- local: the subset -----------------------------------------------------------------------------------------
 
-def read_subset(repo_dir: Path, rev: str = "main") -> dict:
-    """The policy of the agent.nix at ``rev`` of ``repo_dir`` through the documented subset (local backend)."""
-    files = check_tree(repo_dir, rev)
-    nix = shutil.which("nix-instantiate")
-    if nix is None:
-        raise PolicyError("evaluating a spawned agent's agent.nix needs nix-instantiate (Debian's nix-bin): without "
-                          "it the policy cannot be read, and the deploy fails rather than run the agent unrestricted")
-    with tempfile.TemporaryDirectory(prefix="hyperhive-policy-") as tmp:
+def _restricted_eval(nix: str, files, expr: str, entry: str, what: str, failed: str) -> str:
+    """``(expr) <proposal/entry>`` evaluated to JSON by nix-instantiate over a private copy of ``files`` ((path,
+    bytes) pairs of the proposal), in restricted mode: only that copy is readable, no URI is fetched, no
+    environment variable is seen. ``what`` names it when it takes too long, ``failed`` heads an evaluation error
+    (paths in it shown relative to the proposal)."""
+    with tempfile.TemporaryDirectory(prefix="hyperhive-eval-") as tmp:
         root = Path(tmp) / "proposal"
         for path, data in files:
             target = root / path
@@ -183,22 +181,29 @@ def read_subset(repo_dir: Path, rev: str = "main") -> dict:
                 f.write(data)
         env = {"PATH": os.environ.get("PATH", ""), "HOME": tmp, "NIX_PATH": "", "NIX_STATE_DIR": str(Path(tmp) / "nix"),
                "NIX_REMOTE": "dummy://", "LANG": "C.UTF-8"}
-        cmd = [nix, "--eval", "--strict", "--json",
-               # Restricted evaluation: only the search path below (the copy) is readable, no URI is fetched, no
-               # environment variable is seen.
-               "--option", "restrict-eval", "true", "--option", "allowed-uris", "",
-               "--option", "allow-import-from-derivation", "false",
-               "-I", f"proposal={root}",
-               "--expr", f"({SUBSET_EXPR}) <proposal/agent.nix>"]
+        cmd = [nix, "--eval", "--strict", "--json", "--option", "restrict-eval", "true", "--option", "allowed-uris", "",
+               "--option", "allow-import-from-derivation", "false", "-I", f"proposal={root}",
+               "--expr", f"({expr}) <proposal/{entry}>"]
         try:
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=EVAL_TIMEOUT,
                                     stdin=subprocess.DEVNULL, env=env, cwd=tmp)
         except subprocess.TimeoutExpired:
-            raise PolicyError(f"evaluating agent.nix took longer than {EVAL_TIMEOUT} seconds") from None
+            raise PolicyError(f"evaluating {what} took longer than {EVAL_TIMEOUT} seconds") from None
         if result.returncode != 0:
-            raise PolicyError("agent.nix does not evaluate:\n" + _sanitize(result.stderr, root, Path(tmp)))
+            raise PolicyError(f"{failed}:\n" + _sanitize(result.stderr, root, Path(tmp)))
+    return result.stdout
+
+
+def read_subset(repo_dir: Path, rev: str = "main") -> dict:
+    """The policy of the agent.nix at ``rev`` of ``repo_dir`` through the documented subset (local backend)."""
+    files = check_tree(repo_dir, rev)
+    nix = shutil.which("nix-instantiate")
+    if nix is None:
+        raise PolicyError("evaluating a spawned agent's agent.nix needs nix-instantiate (Debian's nix-bin): without "
+                          "it the policy cannot be read, and the deploy fails rather than run the agent unrestricted")
+    stdout = _restricted_eval(nix, files, SUBSET_EXPR, "agent.nix", "agent.nix", "agent.nix does not evaluate")
     try:
-        policy = json.loads(result.stdout)
+        policy = json.loads(stdout)
     except ValueError:
         raise PolicyError("agent.nix evaluated to something that is not a policy") from None
     return _validate(policy)
@@ -433,31 +438,13 @@ def _eval_inputs(tree):
     nix = shutil.which("nix-instantiate")
     if nix is None:
         raise PolicyError("checking the inputs of a config repo's flake.nix needs nix-instantiate")
-    with tempfile.TemporaryDirectory(prefix="hyperhive-inputs-") as tmp:
-        root = Path(tmp) / "proposal"
-        for item in tree.traverse():
-            if item.type != "blob" or item.mode == 0o120000:
-                continue  # no link is made in the copy: restricted evaluation reads the proposal's own files only
-            target = root / item.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(item.data_stream.read())
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": tmp, "NIX_PATH": "", "NIX_STATE_DIR": str(Path(tmp) / "nix"),
-               "NIX_REMOTE": "dummy://", "LANG": "C.UTF-8"}
-        cmd = [nix, "--eval", "--strict", "--json", "--option", "restrict-eval", "true", "--option", "allowed-uris", "",
-               "--option", "allow-import-from-derivation", "false", "-I", f"proposal={root}",
-               "--expr", f"({INPUTS_EXPR}) <proposal/flake.nix>"]
-        try:
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=EVAL_TIMEOUT,
-                                    stdin=subprocess.DEVNULL, env=env, cwd=tmp)
-        except subprocess.TimeoutExpired:
-            raise PolicyError(f"evaluating flake.nix's inputs took longer than {EVAL_TIMEOUT} seconds") from None
-        if result.returncode != 0:
-            raise PolicyError("flake.nix's inputs do not evaluate (Nix takes only constant inputs):\n"
-                              + _sanitize(result.stderr, root, Path(tmp)))
+    # no link is made in the copy: restricted evaluation reads the proposal's own files only
+    files = [(item.path, item.data_stream.read()) for item in tree.traverse()
+             if item.type == "blob" and item.mode != 0o120000]
+    stdout = _restricted_eval(nix, files, INPUTS_EXPR, "flake.nix", "flake.nix's inputs",
+                              "flake.nix's inputs do not evaluate (Nix takes only constant inputs)")
     try:
-        return json.loads(result.stdout)
+        return json.loads(stdout)
     except ValueError:
         raise PolicyError("flake.nix's inputs evaluated to something that is not data") from None
 
