@@ -428,6 +428,14 @@ def test_a_spawned_agents_directories_follow_its_privateusers_like_a_declared_on
         assert (hive.config.agent_socket("carol").parent.stat().st_mode & 0o777) == 0o700
 
 
+def lock_pinning_x(locked: dict) -> str:
+    """A flake.lock whose input x (github:NixOS/nixpkgs/nixos-24.05 as written) is pinned as ``locked`` says."""
+    return json.dumps({"root": "root", "version": 7, "nodes": {
+        "root": {"inputs": {"x": "x"}},
+        "x": {"flake": False, "locked": locked,
+              "original": {"type": "github", "owner": "NixOS", "repo": "nixpkgs", "ref": "nixos-24.05"}}}})
+
+
 FLAKE_WITH_INPUT = """{{
   inputs.x = {{ url = {url}; flake = false; }};
   outputs = {{ self, x }}: {{ nixosModules.default = {{ imports = [ ./agent.nix ]; }}; }};
@@ -457,10 +465,7 @@ def test_a_flake_input_read_from_the_host_is_refused_before_nix_locks_it(hive, h
     message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
     assert "inputs.nixpkgs names no url" in message, message
     remote = FLAKE_WITH_INPUT.format(url='"github:NixOS/nixpkgs/nixos-24.05"')
-    (config / "flake.lock").write_text(json.dumps({"root": "root", "version": 7, "nodes": {
-        "root": {"inputs": {"x": "x"}},
-        "x": {"flake": False, "locked": {"type": "path", "path": "/etc", "narHash": "sha256-x"},
-              "original": {"type": "github", "owner": "NixOS", "repo": "nixpkgs", "ref": "nixos-24.05"}}}}))
+    (config / "flake.lock").write_text(lock_pinning_x({"type": "path", "path": "/etc", "narHash": "sha256-x"}))
     sha = commit_change(hive, "alice", remote, filename="flake.nix")
     message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
     assert 'flake.lock: nodes.x.locked pins a "path" input at "/etc"' in message, message
@@ -534,11 +539,8 @@ def test_a_flake_input_fetched_from_this_host_over_the_network_is_refused(hive, 
 
     # a flake.lock pinning a forge input at a local host is refused as well
     remote = FLAKE_WITH_INPUT.format(url='"github:NixOS/nixpkgs/nixos-24.05"')
-    (config / "flake.lock").write_text(json.dumps({"root": "root", "version": 7, "nodes": {
-        "root": {"inputs": {"x": "x"}},
-        "x": {"flake": False, "locked": {"type": "github", "owner": "NixOS", "repo": "nixpkgs", "host": "localhost",
-                                         "rev": "0" * 40, "narHash": "sha256-x"},
-              "original": {"type": "github", "owner": "NixOS", "repo": "nixpkgs", "ref": "nixos-24.05"}}}}))
+    (config / "flake.lock").write_text(lock_pinning_x({"type": "github", "owner": "NixOS", "repo": "nixpkgs",
+                                                        "host": "localhost", "rev": "0" * 40, "narHash": "sha256-x"}))
     sha = commit_change(hive, "alice", remote, filename="flake.nix")
     message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
     assert 'flake.lock: nodes.x.locked.host is "localhost"' in message, message
