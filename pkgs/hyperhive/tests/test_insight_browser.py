@@ -184,6 +184,22 @@ def test_the_model_budget_and_reminder_forms_answer_in_the_page(start_broker, br
     assert console_errors(page, ignore=("400",)) == []
 
 
+def test_an_agent_page_follows_a_limit_of_the_whole_hive_set_elsewhere(start_broker, browser_page):
+    # the page refreshed its cost part only for events naming its agent: the hive's limit raised from the CLI or
+    # another page left "OVER BUDGET" on it until a reload
+    hive = start_broker({"alice": {}, "bob": {}}, budget={"dailyUsd": 1.0})
+    bob = hive.client("bob")
+    record(bob, 0.60, time.time() - 10)  # the next turn (about $0.60) would cross the hive's $1
+    assert bob.call("turn_ready", wait_seconds=0)["ready"] is False
+    page = browser_page
+    page.goto(f"{hive.dashboard_url}/agents/bob")
+    page.wait_for_selector('#live[data-state="live"]')
+    assert "the hive has spent" in page.locator("#agent-budget").inner_text()
+    hive.host().call("budget", usd=5)  # the whole hive's, as `hyperhive budget --usd 5` sets it
+    page.locator("#agent-budget", has_text="within its limit").wait_for(timeout=10000)
+    assert console_errors(page) == []
+
+
 def test_the_budget_form_raises_the_limit_that_holds_the_agent_back(start_broker, browser_page):
     """When the hive's limit held an agent back, its page offered to raise the agent's own limit in dollars (which
     changed nothing: it stayed over); an agent over a token limit was offered dollars too."""

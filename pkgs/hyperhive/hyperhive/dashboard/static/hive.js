@@ -502,12 +502,14 @@
   }
 
   // A state event concerns a page's live part when it names the part's approval or agent (any approval may be
-  // the agent's: a revive it queued, a commit it proposed), or a section of the hive the part shows (the figures
-  // of /stats: data-sections="costs" — a turn recorded or a limit set by any agent).
+  // the agent's: a revive it queued, a commit it proposed), a limit of the whole hive (it may be what holds the
+  // agent back), or a section of the hive the part shows (the figures of /stats: data-sections="costs" — a turn
+  // recorded or a limit set by any agent).
   function concerns(d) {
     return $$('[data-live]').some((p) => (d.what === 'approval'
       && (!p.dataset.approval || Number(p.dataset.approval) === d.id))
       || (p.dataset.agent && (d.name || d.agent) === p.dataset.agent)
+      || (p.dataset.agent && d.section === 'costs' && d.what === 'budget' && (!d.agent || d.agent === '*'))
       || (p.dataset.sections && d.section && p.dataset.sections.split(' ').includes(d.section)));
   }
 
