@@ -428,6 +428,19 @@ def test_a_spawned_agents_directories_follow_its_privateusers_like_a_declared_on
         assert (hive.config.agent_socket("carol").parent.stat().st_mode & 0o777) == 0o700
 
 
+def proposal_refused(hive, text: str, filename: str = "agent.nix") -> str:
+    """What the service answers the manager's proposal of alice's config with ``text`` committed as ``filename``:
+    a refusal (bad_request), its message."""
+    sha = commit_change(hive, "alice", text, filename=filename)
+    return refused(lambda: hive.client("manager").call("request_apply_commit", agent="alice", commit=sha),
+                   "bad_request")
+
+
+def nothing_pending_nor_locked(hive, hive_dir: Path) -> None:
+    assert hive.cli("pending").stdout.strip() == "nothing pending"
+    assert not any("flake lock" in a for a in argvs(hive_dir))
+
+
 def lock_pinning_x(locked: dict) -> str:
     """A flake.lock whose input x (github:NixOS/nixpkgs/nixos-24.05 as written) is pinned as ``locked`` says."""
     return json.dumps({"root": "root", "version": 7, "nodes": {
@@ -457,20 +470,16 @@ def test_a_flake_input_read_from_the_host_is_refused_before_nix_locks_it(hive, h
     for url, named in ((json.dumps(f"git+file://{config}"), f'inputs.x.url = "git+file://{config}"'),
                        ('"p\\ath:/etc"', 'inputs.x.url = "path:/etc"'),
                        ('"/var/lib"', 'inputs.x.url = "/var/lib"')):
-        sha = commit_change(hive, "alice", FLAKE_WITH_INPUT.format(url=url), filename="flake.nix")
-        message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+        message = proposal_refused(hive, FLAKE_WITH_INPUT.format(url=url), filename="flake.nix")
         assert "inputs Nix would read from this host" in message and named in message, message
     (config / "flake.nix").write_text("{ inputs.nixpkgs = { }; outputs = _: { }; }\n")
-    sha = commit_change(hive, "alice", agent_nix("indirect"))
-    message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+    message = proposal_refused(hive, agent_nix("indirect"))
     assert "inputs.nixpkgs names no url" in message, message
     remote = FLAKE_WITH_INPUT.format(url='"github:NixOS/nixpkgs/nixos-24.05"')
     (config / "flake.lock").write_text(lock_pinning_x({"type": "path", "path": "/etc", "narHash": "sha256-x"}))
-    sha = commit_change(hive, "alice", remote, filename="flake.nix")
-    message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+    message = proposal_refused(hive, remote, filename="flake.nix")
     assert 'flake.lock: nodes.x.locked pins a "path" input at "/etc"' in message, message
-    assert hive.cli("pending").stdout.strip() == "nothing pending"
-    assert not any("flake lock" in a for a in argvs(hive_dir))
+    nothing_pending_nor_locked(hive, hive_dir)
 
     (config / "flake.lock").unlink()
     sha = commit_change(hive, "alice", remote, filename="flake.nix")
@@ -528,8 +537,7 @@ def test_a_flake_input_fetched_from_this_host_over_the_network_is_refused(hive, 
     inputs = "".join(f"  inputs.{k} = {{ url = {json.dumps(u)}; flake = false; }};\n" for k, u in local.items())
     inputs += ('  inputs.u = { type = "github"; owner = "o"; repo = "r"; host = "127.0.0.1"; flake = false; };\n'
                '  inputs.v = { type = "git"; url = "ssh://localhost/srv/repo"; flake = false; };\n')
-    sha = commit_change(hive, "alice", "{\n" + inputs + "  outputs = _: { };\n}\n", filename="flake.nix")
-    message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+    message = proposal_refused(hive, "{\n" + inputs + "  outputs = _: { };\n}\n", filename="flake.nix")
     for k, u in local.items():
         assert f"inputs.{k}.url = {json.dumps(u)}" in message, (k, message)
     assert 'inputs.u.host is "127.0.0.1", a loopback address' in message, message
@@ -541,11 +549,9 @@ def test_a_flake_input_fetched_from_this_host_over_the_network_is_refused(hive, 
     remote = FLAKE_WITH_INPUT.format(url='"github:NixOS/nixpkgs/nixos-24.05"')
     (config / "flake.lock").write_text(lock_pinning_x({"type": "github", "owner": "NixOS", "repo": "nixpkgs",
                                                         "host": "localhost", "rev": "0" * 40, "narHash": "sha256-x"}))
-    sha = commit_change(hive, "alice", remote, filename="flake.nix")
-    message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+    message = proposal_refused(hive, remote, filename="flake.nix")
     assert 'flake.lock: nodes.x.locked.host is "localhost"' in message, message
-    assert hive.cli("pending").stdout.strip() == "nothing pending"
-    assert not any("flake lock" in a for a in argvs(hive_dir))
+    nothing_pending_nor_locked(hive, hive_dir)
 
     (config / "flake.lock").unlink()
     public = ["github:NixOS/nixpkgs/nixos-24.05", "https://github.com/NixOS/nixpkgs/archive/master.tar.gz",
@@ -573,8 +579,7 @@ def test_a_flake_input_that_is_itself_a_flake_is_refused(hive, hive_dir):
   outputs = _: {{ }};
 }}
 """
-    sha = commit_change(hive, "alice", flake.format(flag="true"), filename="flake.nix")
-    message = refused(lambda: manager.call("request_apply_commit", agent="alice", commit=sha), "bad_request")
+    message = proposal_refused(hive, flake.format(flag="true"), filename="flake.nix")
     assert "inputs.evil is a flake (flake = true, the default)" in message and "give it flake = false" in message
     assert "inputs.pinned is a flake" in message, message
     assert not any("flake lock" in a for a in argvs(hive_dir))
