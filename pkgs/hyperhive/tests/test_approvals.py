@@ -14,7 +14,7 @@ import pytest
 from conftest import refused, wait_for
 from hyperhive.errors import HiveError
 from standins.support import (AGENT_ENV, agent_nix, commit_change, events, git, needs_nix, standin_info, state_dir,
-                              tag_message, tags, wait_event, wait_status)
+                              tag_message, tags, two_changes_from_deployed, wait_event, wait_status)
 
 
 @pytest.fixture
@@ -623,12 +623,7 @@ def test_approving_a_proposal_made_before_another_was_deployed_does_not_undo_it_
 
     sd = state_dir(hive)
     manager = hive.client("manager")
-    config = sd / "agents" / "bob" / "config"
-    deployed = git(sd / "applied" / "bob", "rev-parse", "main")
-    git(config, "checkout", "-q", "-b", "fix", deployed)
-    fix = commit_change(hive, "bob", (config / "agent.nix").read_text() + "# THE SECURITY FIX\n")
-    git(config, "checkout", "-q", "-b", "tweak", deployed)
-    tweak = commit_change(hive, "bob", (config / "flake.nix").read_text() + "# a comment\n", filename="flake.nix")
+    deployed, fix, tweak = two_changes_from_deployed(hive, "bob", "# THE SECURITY FIX")
     first = manager.call("request_apply_commit", agent="bob", commit=fix)["approval_id"]
     second = manager.call("request_apply_commit", agent="bob", commit=tweak)["approval_id"]
     shown = hive.cli("pending", "--diff").stdout

@@ -55,7 +55,7 @@ def test_a_card_approves_the_diff_it_shows_and_takes_it_again_when_what_is_deplo
     before, and kept) showed nothing of the undoing its deploy would do. The card now loads its diff again when
     what is deployed changes, and its approve sends the base that diff was taken against (a stale one is refused:
     test_approvals.py)."""
-    from standins.support import git, state_dir
+    from standins.support import git, state_dir, two_changes_from_deployed
 
     hive = start_hive(agents={"alice": {}}, env=AGENT_ENV)
     url = hive.dashboard_url
@@ -63,12 +63,7 @@ def test_a_card_approves_the_diff_it_shows_and_takes_it_again_when_what_is_deplo
         pytest.skip("no dashboard in this build")
     wait_for(lambda: standin_info(hive, "alice"), message="alice running")
     sd = state_dir(hive)
-    config = sd / "agents" / "alice" / "config"
-    deployed = git(sd / "applied" / "alice", "rev-parse", "main")
-    git(config, "checkout", "-q", "-b", "fix", deployed)
-    fix = commit_change(hive, "alice", (config / "agent.nix").read_text() + "# THE FIX\n")
-    git(config, "checkout", "-q", "-b", "tweak", deployed)
-    tweak = commit_change(hive, "alice", (config / "flake.nix").read_text() + "# a comment\n", filename="flake.nix")
+    deployed, fix, tweak = two_changes_from_deployed(hive, "alice", "# THE FIX")
     manager = hive.client("manager")
     first = manager.call("request_apply_commit", agent="alice", commit=fix)["approval_id"]
     second = manager.call("request_apply_commit", agent="alice", commit=tweak)["approval_id"]

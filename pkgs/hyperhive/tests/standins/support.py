@@ -69,6 +69,20 @@ def commit_change(hp, agent: str, text: str, filename: str = "agent.nix", messag
     return git(repo, "rev-parse", "HEAD")
 
 
+
+def two_changes_from_deployed(hp, agent: str, fix_line: str) -> tuple[str, str, str]:
+    """What a manager does to make two proposals that each look harmless alone: from the deployed commit, a branch
+    ``fix`` adding ``fix_line`` to agent.nix and a branch ``tweak`` adding a comment to flake.nix. Returns
+    (deployed, fix, tweak) shas."""
+    sd = state_dir(hp)
+    config = sd / "agents" / agent / "config"
+    deployed = git(sd / "applied" / agent, "rev-parse", "main")
+    git(config, "checkout", "-q", "-b", "fix", deployed)
+    fix = commit_change(hp, agent, (config / "agent.nix").read_text() + fix_line + "\n")
+    git(config, "checkout", "-q", "-b", "tweak", deployed)
+    tweak = commit_change(hp, agent, (config / "flake.nix").read_text() + "# a comment\n", filename="flake.nix")
+    return deployed, fix, tweak
+
 def agent_nix(prompt: str, recipients: str = '[ "manager" "operator" ]') -> str:
     return ('{ pkgs, ... }:\n{\n  hyperhive = {\n'
             f'    prompt = {json.dumps(prompt)};\n    allowedRecipients = {recipients};\n'
