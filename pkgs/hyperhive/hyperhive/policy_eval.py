@@ -114,16 +114,21 @@ class PolicyError(Exception):
 
 # --- the proposal's tree ---------------------------------------------------------------------------------------
 
-def check_tree(repo_dir: Path, rev: str = "main") -> list[tuple[str, bytes]]:
-    """The regular files of the commit ``rev`` of the applied repo ``repo_dir``, as (path, content); a symbolic
-    link or a submodule anywhere is refused (evaluation never follows a link out of the proposal)."""
+def _commit_tree(repo_dir: Path, rev: str):
+    """The tree of the commit ``rev`` of the config repo ``repo_dir``."""
     from . import repos
 
     repo = repos.open_repo(repo_dir)
     try:
-        tree = repo.commit(rev).tree
+        return repo.commit(rev).tree
     except Exception:
         raise PolicyError(f"the config repo has no commit at {rev}") from None
+
+
+def check_tree(repo_dir: Path, rev: str = "main") -> list[tuple[str, bytes]]:
+    """The regular files of the commit ``rev`` of the applied repo ``repo_dir``, as (path, content); a symbolic
+    link or a submodule anywhere is refused (evaluation never follows a link out of the proposal)."""
+    tree = _commit_tree(repo_dir, rev)
     files: list[tuple[str, bytes]] = []
     for item in tree.traverse():
         mode = item.mode
@@ -395,13 +400,7 @@ def _check_lock(data: bytes, problems: list[str]) -> None:
 def check_flake_inputs(repo_dir: Path, rev: str = "main") -> None:
     """Refuse (PolicyError, naming each) the inputs of the config repo's flake at ``rev`` that Nix would read from
     this host when it locks the meta flake (see above)."""
-    from . import repos
-
-    repo = repos.open_repo(repo_dir)
-    try:
-        tree = repo.commit(rev).tree
-    except Exception:
-        raise PolicyError(f"the config repo has no commit at {rev}") from None
+    tree = _commit_tree(repo_dir, rev)
     problems: list[str] = []
     try:
         lock = tree / "flake.lock"
