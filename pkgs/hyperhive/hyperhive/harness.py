@@ -44,9 +44,9 @@ DEFAULT_SOCKET = "/run/hive/mcp.sock"
 DEFAULT_AGENT_CONFIG = "/etc/hyperhive/agent.json"
 HARNESS_KEYS = {"name", "role", "manager", "claudeCommand", "operatorPronouns", "stateDir", "agentsDir",
                 "hyperhiveCommand"}
-DEFAULT_AGENTS_DIR = "/agents"
+DEFAULT_AGENTS_DIR = "/agents"  # where the manager's container mounts <stateDir>/agents on NixOS
 EXECUTABLE_ENV = "HYPERHIVE_EXECUTABLE"
-PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./+@-]*")  # where the manager's container mounts <stateDir>/agents on NixOS
+PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./+@-]*")
 RECV_WAIT_SECONDS = 180
 BATCH_MAX = 10
 RETRY_BASE_SECONDS = 1.0
@@ -736,7 +736,7 @@ class Harness:
     def _took_back(self, result: Any) -> None:
         """What a ``lease`` of the turn's messages answered: those another connection holds now (``lost``: handed
         out again while the service was away) stay with it; the next renewal takes them back if it lets go."""
-        lost = sorted((result or {}).get("lost") or ()) if isinstance(result, dict) else []
+        lost = result.get("lost") if isinstance(result, dict) else None
         if lost:
             log.warning("messages %s of the running turn were handed out again while the hive was away; they "
                         "stay with whoever has them now", lost)

@@ -1098,7 +1098,7 @@ class McpServer:
         else:
             # Settled when the array is written (or not), on whichever thread writes it: a worker does not wait
             # for the batch's other calls (they may need the workers).
-            ctx.batch.deliver(data, lambda written: ctx.settle(written))
+            ctx.batch.deliver(data, ctx.settle)
         return False
 
 
