@@ -393,6 +393,12 @@ def _contains(hive, name: str, sha: str, main: str) -> bool:
         return False
 
 
+def _undoes(hive, name: str, sha: str, main: str | None, seen: str | None) -> bool:
+    """Whether deploying ``sha`` would undo, unseen, ``main`` (what is deployed for ``name``): it is neither the
+    commit, nor what the diff read was taken against (``seen``: a sha or a prefix of one), nor in the commit."""
+    return bool(main) and main != sha and not (seen and main.startswith(seen)) and not _contains(hive, name, sha, main)
+
+
 def _check_base(hive, row, base: str | None) -> str | None:
     """What is deployed for the approval's agent (its ``main``), refused as a conflict when it is not what the
     operator's diff was taken against (``base``; without one, what was deployed when it was proposed) and the
@@ -403,8 +409,7 @@ def _check_base(hive, row, base: str | None) -> str | None:
         return None
     main = repos.main_sha(repos.open_repo(path))
     seen = row.base_sha if base is None else base
-    if main is None or main == row.sha or (seen and main.startswith(seen)) or _contains(hive, row.agent, row.sha,
-                                                                                        main):
+    if not _undoes(hive, row.agent, row.sha, main, seen):
         return main
     raise conflict(f"approval #{row.id}: what is deployed for {row.agent} changed since "
                    + (f"the diff you approve was taken (against {seen[:12]})" if base is not None else
@@ -498,7 +503,7 @@ def _deploy_apply(hive, row) -> None:
     path = repos.applied_path(hive, name)
     repo = repos.promote(hive, name, sha)
     old_main = repos.main_sha(repo)
-    if old_main and old_main != row.base_sha and old_main != sha and not _contains(hive, name, sha, old_main):
+    if _undoes(hive, name, sha, old_main, row.base_sha):
         # another deploy moved main between the click and this build (deploys queue): what the operator approved
         # is not what this build would replace
         error = (f"what is deployed for {name} changed between the approval and its build (approved against "
